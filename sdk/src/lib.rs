@@ -1,0 +1,4 @@
+//! The Trellis provider SDK.
+pub mod error;
+pub mod subjects;
+pub mod transport;

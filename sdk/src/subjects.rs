@@ -1,0 +1,216 @@
+//! Every NATS subject, queue group and bucket name a Trellis lattice uses.
+//!
+//! This module is the single place where lattice names are turned into wire names, so the
+//! provider SDK, the host and the CLI can never disagree about them. Names marked *1.x* are the
+//! ones a wasmCloud 1.x host or provider uses and must not change; the rest are Trellis
+//! extensions, specified in `docs/protocol.md`.
+//!
+//! Every function takes already-validated tokens: use [`validate_token`] on anything that came
+//! from configuration or the network before building a subject from it.
+
+use crate::error::InvalidName;
+
+/// The wRPC protocol token that appears in every invocation subject (*1.x*).
+pub const WRPC_PROTOCOL: &str = "wrpc.0.0.1";
+
+/// Checks that `value` can be used as a single subject token (a lattice name, a component or
+/// provider id, a link name).
+///
+/// A token must be non-empty, at most 256 bytes and must not contain `.`, `*`, `>` or white
+/// space: any of those would let a hostile or mistaken value reach other subjects.
+pub fn validate_token(kind: &'static str, value: &str) -> Result<(), InvalidName> {
+    let reason = if value.is_empty() {
+        Some("it is empty")
+    } else if value.len() > 256 {
+        Some("it is longer than 256 bytes")
+    } else if value.contains(['.', '*', '>']) {
+        Some("it contains '.', '*' or '>'")
+    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("it contains white space or a control character")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(InvalidName {
+            kind,
+            value: value.chars().take(64).collect(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Subjects of one lattice. Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatticeSubjects {
+    lattice: String,
+}
+
+impl LatticeSubjects {
+    /// Subjects for `lattice`, which must be a valid token (see [`validate_token`]).
+    pub fn new(lattice: &str) -> Result<Self, InvalidName> {
+        validate_token("lattice name", lattice)?;
+        Ok(Self {
+            lattice: lattice.to_string(),
+        })
+    }
+
+    /// The lattice name.
+    pub fn lattice(&self) -> &str {
+        &self.lattice
+    }
+
+    fn rpc(&self, id: &str, rest: &str) -> String {
+        format!("wasmbus.rpc.{}.{id}.{rest}", self.lattice)
+    }
+
+    /// *1.x*: link put sent to one provider instance (`id` is the provider id, or the
+    /// instance's xkey public key as a 1.x host addresses it).
+    pub fn link_put(&self, id: &str) -> String {
+        self.rpc(id, "linkdefs.put")
+    }
+
+    /// *1.x*: link delete, sent to the source and the target of the link.
+    pub fn link_del(&self, provider_id: &str) -> String {
+        self.rpc(provider_id, "linkdefs.del")
+    }
+
+    /// *1.x*: health request/reply.
+    pub fn health(&self, provider_id: &str) -> String {
+        self.rpc(provider_id, "health")
+    }
+
+    /// *1.x*: shutdown request (payload names the host).
+    pub fn shutdown(&self, provider_id: &str) -> String {
+        self.rpc(provider_id, "default.shutdown")
+    }
+
+    /// *1.x*: the whole merged provider config.
+    pub fn config_update(&self, provider_id: &str) -> String {
+        self.rpc(provider_id, "config.update")
+    }
+
+    /// Trellis: link ping addressed to every instance of one provider (scatter-gather).
+    pub fn link_ping(&self, provider_id: &str) -> String {
+        self.rpc(provider_id, "link.ping")
+    }
+
+    /// Trellis: link ping addressed to every provider instance in the lattice (scatter-gather).
+    pub fn link_ping_all(&self) -> String {
+        format!("wasmbus.rpc.{}.link.ping", self.lattice)
+    }
+
+    /// Trellis: link purge addressed to every instance of one provider (scatter-gather).
+    pub fn link_purge(&self, provider_id: &str) -> String {
+        self.rpc(provider_id, "link.purge")
+    }
+
+    /// *1.x*: where lattice events of type `event` are published (CloudEvents).
+    pub fn event(&self, event: &str) -> String {
+        format!("wasmbus.evt.{}.{event}", self.lattice)
+    }
+
+    /// *1.x*: the prefix under which `target_id` serves its wRPC exports.
+    pub fn wrpc_prefix(&self, target_id: &str) -> String {
+        format!("{}.{target_id}", self.lattice)
+    }
+
+    /// *1.x*: the queue group every instance of `target_id` joins, so instances on several
+    /// hosts share the load.
+    pub fn wrpc_queue_group(&self, target_id: &str) -> String {
+        format!("{}.{target_id}", self.lattice)
+    }
+
+    /// *1.x*: JetStream KV bucket holding component specifications, with their links.
+    pub fn lattice_data_bucket(&self) -> String {
+        format!("LATTICEDATA_{}", self.lattice)
+    }
+
+    /// *1.x*: JetStream KV bucket holding named configuration.
+    pub fn config_data_bucket(&self) -> String {
+        format!("CONFIGDATA_{}", self.lattice)
+    }
+}
+
+/// *1.x*: the key prefix of component specifications in the lattice data bucket.
+pub const COMPONENT_KEY_PREFIX: &str = "COMPONENT_";
+
+/// *1.x*: the invocation subject for `func` of `instance` under `prefix`
+/// (`{prefix}.wrpc.0.0.1.{instance}.{func}`).
+pub fn invocation(prefix: &str, instance: &str, func: &str) -> String {
+    let mut s = String::with_capacity(
+        prefix.len() + WRPC_PROTOCOL.len() + instance.len() + func.len() + 3,
+    );
+    if !prefix.is_empty() {
+        s.push_str(prefix);
+        s.push('.');
+    }
+    s.push_str(WRPC_PROTOCOL);
+    s.push('.');
+    if !instance.is_empty() {
+        s.push_str(instance);
+        s.push('.');
+    }
+    s.push_str(func);
+    s
+}
+
+/// *1.x*: the subject on which a wRPC server receives the parameters of one call, after the
+/// handshake (`{rx}.params`).
+pub fn params(rx: &str) -> String {
+    format!("{rx}.params")
+}
+
+/// *1.x*: the subject on which a wRPC client receives the results of one call
+/// (`{rx}.results`).
+pub fn results(rx: &str) -> String {
+    format!("{rx}.results")
+}
+
+/// *1.x*: the subject of a nested (async) value at `path` below `base`
+/// (`{base}.{i}.{j}…`); `None` is a wildcard (`*`) used when subscribing.
+pub fn indexed(base: &str, path: &[Option<usize>]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(base.len() + path.len() * 3);
+    s.push_str(base);
+    for p in path {
+        match p {
+            // Writing to a String cannot fail.
+            Some(i) => {
+                let _ = write!(s, ".{i}");
+            }
+            None => s.push_str(".*"),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_1x() {
+        let s = LatticeSubjects::new("default").unwrap();
+        assert_eq!(s.link_put("VABC"), "wasmbus.rpc.default.VABC.linkdefs.put");
+        assert_eq!(s.shutdown("p1"), "wasmbus.rpc.default.p1.default.shutdown");
+        assert_eq!(s.event("linkdef_set_failed"), "wasmbus.evt.default.linkdef_set_failed");
+        assert_eq!(s.wrpc_prefix("comp"), "default.comp");
+        assert_eq!(
+            invocation("default.comp", "wrpc:keyvalue/store@0.2.0-draft", "get"),
+            "default.comp.wrpc.0.0.1.wrpc:keyvalue/store@0.2.0-draft.get"
+        );
+        assert_eq!(invocation("", "", "f"), "wrpc.0.0.1.f");
+        assert_eq!(indexed("x.results", &[Some(0), None, Some(12)]), "x.results.0.*.12");
+    }
+
+    #[test]
+    fn hostile_tokens_are_rejected() {
+        for bad in ["", "a.b", "a*", ">", "a b", "a\nb"] {
+            assert!(validate_token("id", bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(validate_token("id", &"x".repeat(257)).is_err());
+        assert!(LatticeSubjects::new("a.b").is_err());
+        assert!(validate_token("id", "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5").is_ok());
+    }
+}

@@ -1,0 +1,448 @@
+//! The inbox demultiplexer: one NATS subscription per connection, routed to calls by subject.
+//!
+//! wRPC over NATS exchanges every call's handshake, results and parameters on per-call subjects
+//! below a reply inbox. Subscribing per call costs a round trip to the server each time (the
+//! 1.x SDK did this and paid for it in throughput), so a [`Routes`] table owns a single
+//! `{inbox}.>` subscription and hands each message to the call that registered its subject.
+//!
+//! Registration is synchronous (a mutex, no command channel), so a call's subjects are always
+//! in the table before the call's first message is published: a reply cannot overtake its
+//! route, which is how the published transport lost about one call in ten thousand.
+//!
+//! Memory is bounded per call: every byte delivered but not yet read counts against the call's
+//! budget, and a call that goes over it is failed with [`TransportError::BufferOverflow`]
+//! instead of growing without limit or stalling every other call on the connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use async_nats::{StatusCode, Subject};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, trace};
+
+use crate::error::TransportError;
+
+/// What the demultiplexer hands to a reader.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// A message payload; an empty one closes the channel.
+    Data(Bytes),
+    /// The call failed; the reader returns this error.
+    Fail(TransportError),
+}
+
+pub(crate) type DeliveryRx = mpsc::UnboundedReceiver<Delivery>;
+
+/// Bytes delivered to a call but not yet read by it.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Reserves `n` bytes; `false` if that would exceed the limit.
+    fn take(&self, n: usize) -> bool {
+        let mut cur = self.used.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = cur.checked_add(n).filter(|next| *next <= self.limit) else {
+                return false;
+            };
+            match self
+                .used
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Returns `n` bytes once the reader consumed them.
+    pub(crate) fn release(&self, n: usize) {
+        // Never underflows: every release matches an earlier successful `take`.
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// The outcome of a client call's handshake: the server's reply inbox, or why there is none.
+pub(crate) type HandshakeResult = Result<Subject, TransportError>;
+
+#[derive(Debug)]
+enum HandshakeState {
+    Pending(Vec<oneshot::Sender<HandshakeResult>>),
+    Done(HandshakeResult),
+}
+
+/// The handshake of one client call, awaited by its parameter writers.
+#[derive(Debug)]
+pub(crate) struct Handshake {
+    state: Mutex<HandshakeState>,
+    subject: String,
+}
+
+impl Handshake {
+    /// Returns the outcome if it is known, or a receiver that gets it.
+    pub(crate) fn wait(&self) -> Result<HandshakeResult, oneshot::Receiver<HandshakeResult>> {
+        let mut state = lock(&self.state);
+        match &mut *state {
+            HandshakeState::Done(res) => Ok(res.clone()),
+            HandshakeState::Pending(waiters) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Err(rx)
+            }
+        }
+    }
+
+    /// Records the outcome once; later answers (several non-queue servers) are ignored.
+    fn complete(&self, res: HandshakeResult) -> bool {
+        let mut state = lock(&self.state);
+        match &mut *state {
+            HandshakeState::Done(_) => false,
+            HandshakeState::Pending(waiters) => {
+                for w in waiters.drain(..) {
+                    let _ = w.send(res.clone());
+                }
+                *state = HandshakeState::Done(res);
+                true
+            }
+        }
+    }
+}
+
+enum Entry {
+    /// A channel; `rx` is held here until a reader claims it.
+    Channel {
+        tx: mpsc::UnboundedSender<Delivery>,
+        rx: Option<DeliveryRx>,
+        budget: Arc<Budget>,
+    },
+    /// A client call's handshake subject; `results` is the call's root result subject, which
+    /// is failed too when the handshake fails, so a reader never waits for a call that was
+    /// refused.
+    Handshake {
+        handshake: Arc<Handshake>,
+        results: Box<str>,
+    },
+    /// A subscription path with wildcards: concrete subjects matching it get a channel on
+    /// first use.
+    Pattern {
+        budget: Arc<Budget>,
+        call: Weak<CallRoutes>,
+    },
+}
+
+/// The route table of one connection.
+pub(crate) struct Routes {
+    map: Mutex<HashMap<Box<str>, Entry>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the table inconsistent (each operation
+    // is a single insert/remove), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// At most this many trailing path indices are tried against wildcard patterns.
+const MAX_WILDCARD_DEPTH: usize = 6;
+
+impl Routes {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            map: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Runs the demultiplexer until the subscription ends (the client was dropped).
+    pub(crate) async fn run(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            self.deliver(msg);
+        }
+        debug!("wRPC inbox subscription ended");
+        // Fail every call still waiting: nothing will ever arrive for them.
+        let mut map = lock(&self.map);
+        for (_, entry) in map.drain() {
+            match entry {
+                Entry::Channel { tx, .. } => {
+                    let _ = tx.send(Delivery::Fail(TransportError::Disconnected(
+                        "inbox subscription ended".into(),
+                    )));
+                }
+                Entry::Handshake { handshake, .. } => {
+                    handshake.complete(Err(TransportError::Disconnected(
+                        "inbox subscription ended".into(),
+                    )));
+                }
+                Entry::Pattern { .. } => {}
+            }
+        }
+    }
+
+    fn deliver(&self, msg: async_nats::Message) {
+        let mut map = lock(&self.map);
+        let key = msg.subject.as_str();
+        if !map.contains_key(key) && !self.materialize(&mut map, key) {
+            trace!(subject = key, "dropping message for no live call");
+            return;
+        }
+        match map.get_mut(key) {
+            Some(Entry::Channel { tx, budget, .. }) => {
+                let len = msg.payload.len();
+                if !budget.take(len) {
+                    debug!(
+                        subject = key,
+                        limit = budget.limit,
+                        "per-call buffer exceeded; failing the call"
+                    );
+                    let _ = tx.send(Delivery::Fail(TransportError::BufferOverflow {
+                        limit: budget.limit,
+                    }));
+                    map.remove(key);
+                    return;
+                }
+                if tx.send(Delivery::Data(msg.payload)).is_err() {
+                    budget.release(len);
+                    map.remove(key);
+                }
+            }
+            Some(Entry::Handshake { handshake, results }) => {
+                let res = handshake_outcome(&msg, &handshake.subject);
+                let failed = res.as_ref().err().cloned();
+                if handshake.complete(res) {
+                    if let Some(err) = failed {
+                        let results = results.clone();
+                        if let Some(Entry::Channel { tx, .. }) = map.get(&results) {
+                            let _ = tx.send(Delivery::Fail(err));
+                        }
+                    }
+                }
+            }
+            Some(Entry::Pattern { .. }) | None => {
+                trace!(subject = key, "dropping message on a pattern subject");
+            }
+        }
+    }
+
+    /// Creates a channel for `key` if it matches a wildcard pattern of a live call.
+    fn materialize(&self, map: &mut HashMap<Box<str>, Entry>, key: &str) -> bool {
+        let Some((budget, call)) = find_pattern(map, key) else {
+            return false;
+        };
+        let Some(call) = call.upgrade() else {
+            return false;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        map.insert(
+            key.into(),
+            Entry::Channel {
+                tx,
+                rx: Some(rx),
+                budget,
+            },
+        );
+        call.remember(key.into());
+        true
+    }
+}
+
+fn find_pattern(map: &HashMap<Box<str>, Entry>, key: &str) -> Option<(Arc<Budget>, Weak<CallRoutes>)> {
+    let tokens: Vec<&str> = key.split('.').collect();
+    let numeric = tokens
+        .iter()
+        .rev()
+        .take(MAX_WILDCARD_DEPTH)
+        .take_while(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .count();
+    if numeric == 0 {
+        return None;
+    }
+    let head = tokens.len() - numeric;
+    // Try every non-empty subset of the trailing indices as wildcards.
+    for mask in 1..(1u32 << numeric) {
+        let mut candidate = tokens[..head].join(".");
+        for (i, tok) in tokens[head..].iter().enumerate() {
+            candidate.push('.');
+            if mask & (1 << i) != 0 {
+                candidate.push('*');
+            } else {
+                candidate.push_str(tok);
+            }
+        }
+        if let Some(Entry::Pattern { budget, call }) = map.get(candidate.as_str()) {
+            return Some((Arc::clone(budget), Weak::clone(call)));
+        }
+    }
+    None
+}
+
+fn handshake_outcome(msg: &async_nats::Message, subject: &str) -> HandshakeResult {
+    match msg.status {
+        Some(StatusCode::NO_RESPONDERS) => Err(TransportError::NoResponders {
+            subject: subject.to_string(),
+        }),
+        Some(StatusCode::TIMEOUT) => Err(TransportError::TimedOut {
+            what: "the server to accept the call",
+            timeout: std::time::Duration::ZERO,
+        }),
+        Some(code) if !code.is_success() => Err(TransportError::Status {
+            code: code.as_u16(),
+            description: msg.description.clone().unwrap_or_default(),
+        }),
+        _ => msg.reply.clone().ok_or(TransportError::NoReplySubject),
+    }
+}
+
+/// The subjects one call registered; dropping the last handle unregisters them all.
+pub(crate) struct CallRoutes {
+    routes: Arc<Routes>,
+    keys: Mutex<Vec<Box<str>>>,
+    budget: Arc<Budget>,
+}
+
+impl CallRoutes {
+    pub(crate) fn new(routes: &Arc<Routes>, buffer_limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            routes: Arc::clone(routes),
+            keys: Mutex::new(Vec::with_capacity(4)),
+            budget: Budget::new(buffer_limit),
+        })
+    }
+
+    pub(crate) fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    fn remember(&self, key: Box<str>) {
+        lock(&self.keys).push(key);
+    }
+
+    /// Registers a channel for `subject`; `claim` returns its receiver now, otherwise a reader
+    /// claims it later with [`CallRoutes::claim`].
+    pub(crate) fn channel(&self, subject: &str, claim: bool) -> Option<DeliveryRx> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (kept, given) = if claim { (None, Some(rx)) } else { (Some(rx), None) };
+        lock(&self.routes.map).insert(
+            subject.into(),
+            Entry::Channel {
+                tx,
+                rx: kept,
+                budget: Arc::clone(&self.budget),
+            },
+        );
+        self.remember(subject.into());
+        given
+    }
+
+    /// Registers a subscription path; paths with wildcards become patterns.
+    pub(crate) fn path(self: &Arc<Self>, subject: &str, has_wildcard: bool) {
+        if has_wildcard {
+            lock(&self.routes.map).insert(
+                subject.into(),
+                Entry::Pattern {
+                    budget: Arc::clone(&self.budget),
+                    call: Arc::downgrade(self),
+                },
+            );
+            self.remember(subject.into());
+        } else {
+            self.channel(subject, false);
+        }
+    }
+
+    /// Registers the handshake subject of a client call.
+    pub(crate) fn handshake(&self, rx: &str, results: &str, invocation: &str) -> Arc<Handshake> {
+        let handshake = Arc::new(Handshake {
+            state: Mutex::new(HandshakeState::Pending(Vec::new())),
+            subject: invocation.to_string(),
+        });
+        lock(&self.routes.map).insert(
+            rx.into(),
+            Entry::Handshake {
+                handshake: Arc::clone(&handshake),
+                results: results.into(),
+            },
+        );
+        self.remember(rx.into());
+        handshake
+    }
+
+    /// Takes the receiver registered for `subject` (directly or through a pattern).
+    pub(crate) fn claim(self: &Arc<Self>, subject: &str) -> Option<DeliveryRx> {
+        let mut map = lock(&self.routes.map);
+        if let Some(Entry::Channel { rx, .. }) = map.get_mut(subject) {
+            return rx.take();
+        }
+        if map.contains_key(subject) {
+            return None;
+        }
+        let (budget, call) = find_pattern(&map, subject)?;
+        if !Weak::ptr_eq(&call, &Arc::downgrade(self)) {
+            return None;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        map.insert(
+            subject.into(),
+            Entry::Channel {
+                tx,
+                rx: None,
+                budget,
+            },
+        );
+        drop(map);
+        self.remember(subject.into());
+        Some(rx)
+    }
+
+    /// Unregisters one subject early (its reader is gone), so late messages are dropped
+    /// instead of buffered.
+    pub(crate) fn forget(&self, subject: &str) {
+        lock(&self.routes.map).remove(subject);
+    }
+}
+
+impl Drop for CallRoutes {
+    fn drop(&mut self) {
+        let keys = std::mem::take(&mut *lock(&self.keys));
+        let mut map = lock(&self.routes.map);
+        for key in keys {
+            map.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_is_bounded() {
+        let b = Budget::new(10);
+        assert!(b.take(6));
+        assert!(!b.take(5));
+        b.release(6);
+        assert!(b.take(10));
+        assert!(!b.take(1));
+    }
+
+    #[test]
+    fn patterns_match_concrete_subjects_and_calls_unregister() {
+        let routes = Routes::new();
+        let call = CallRoutes::new(&routes, 1024);
+        call.path("in.x.results.0.*", true);
+        assert!(call.claim("in.x.results.0.7").is_some());
+        assert!(call.claim("in.x.results.1.7").is_none());
+        drop(call);
+        assert!(lock(&routes.map).is_empty());
+    }
+}

@@ -1,0 +1,299 @@
+//! The outgoing byte stream of one call (parameters on the client, results on the server).
+//!
+//! Every write becomes one NATS message of at most the server's max payload; an empty message
+//! closes the stream. A client's parameter subject is only known once the server has answered
+//! the handshake, so client writers wait for it — except the root writer of a call whose
+//! parameters all fit in the first message, which has nothing left to send and closes at once:
+//! small calls cost no extra round trip.
+
+use core::future::Future as _;
+use core::pin::Pin;
+use core::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Subject;
+use async_nats::message::OutboundMessage;
+use bytes::{Buf as _, Bytes};
+use futures::SinkExt as _;
+use tokio::io::AsyncWrite;
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
+use tracing::{debug, trace};
+
+use super::routes::{Handshake, HandshakeResult};
+use crate::error::TransportError;
+use crate::subjects;
+
+enum Target {
+    /// The subject to publish on.
+    Ready(Subject),
+    /// Waiting for the client call's handshake; `path` is appended to the server's
+    /// parameter subject once known.
+    Waiting {
+        handshake: Arc<Handshake>,
+        rx: Option<oneshot::Receiver<HandshakeResult>>,
+        sleep: Option<Pin<Box<Sleep>>>,
+    },
+    Failed(TransportError),
+}
+
+/// Outgoing multiplexed byte stream of a wRPC call over NATS.
+pub struct Outgoing {
+    nats: async_nats::Client,
+    target: Target,
+    path: Vec<usize>,
+    /// Parameters that did not fit in the first message; sent first once the handshake is done.
+    pending: Bytes,
+    /// Whether this stream must be closed with an empty message. The root writer of a client
+    /// call only needs to close if something was sent beyond the first message.
+    must_close: bool,
+    closed: bool,
+    timeout: Duration,
+}
+
+impl Outgoing {
+    /// A writer on a known subject (server results).
+    pub(crate) fn ready(nats: async_nats::Client, subject: Subject, timeout: Duration) -> Self {
+        Self {
+            nats,
+            target: Target::Ready(subject),
+            path: Vec::new(),
+            pending: Bytes::new(),
+            must_close: true,
+            closed: false,
+            timeout,
+        }
+    }
+
+    /// The root parameter writer of a client call. `first_was_empty` says the invocation
+    /// message carried no bytes (a function without parameters): a 1.x server then reads on
+    /// until the stream is closed, so it must be.
+    pub(crate) fn client_root(
+        nats: async_nats::Client,
+        handshake: Arc<Handshake>,
+        pending: Bytes,
+        first_was_empty: bool,
+        timeout: Duration,
+    ) -> Self {
+        let must_close = first_was_empty || !pending.is_empty();
+        Self {
+            nats,
+            target: Target::Waiting {
+                handshake,
+                rx: None,
+                sleep: None,
+            },
+            path: Vec::new(),
+            pending,
+            must_close,
+            closed: false,
+            timeout,
+        }
+    }
+
+    fn subject_for(&self, server_rx: &str) -> Subject {
+        let path: Vec<Option<usize>> = self.path.iter().copied().map(Some).collect();
+        Subject::from(subjects::indexed(&subjects::params(server_rx), &path))
+    }
+
+    /// Resolves the subject, waiting for the handshake if needed.
+    fn poll_target(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Subject>> {
+        loop {
+            match &mut self.target {
+                Target::Ready(s) => return Poll::Ready(Ok(s.clone())),
+                Target::Failed(err) => return Poll::Ready(Err(err.clone().into_io())),
+                Target::Waiting { handshake, rx, sleep } => {
+                    let outcome = match rx {
+                        Some(rx) => match Pin::new(rx).poll(cx) {
+                            Poll::Ready(Ok(res)) => res,
+                            Poll::Ready(Err(_)) => Err(TransportError::Disconnected(
+                                "call was torn down before the handshake".into(),
+                            )),
+                            Poll::Pending => {
+                                let timeout = self.timeout;
+                                let sleep = sleep
+                                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                                ready!(sleep.as_mut().poll(cx));
+                                Err(TransportError::TimedOut {
+                                    what: "the server to accept the call",
+                                    timeout,
+                                })
+                            }
+                        },
+                        None => match handshake.wait() {
+                            Ok(res) => res,
+                            Err(new_rx) => {
+                                *rx = Some(new_rx);
+                                continue;
+                            }
+                        },
+                    };
+                    self.target = match outcome {
+                        Ok(server_rx) => Target::Ready(self.subject_for(&server_rx)),
+                        Err(err) => Target::Failed(err),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Publishes one message of at most max-payload bytes from `buf`; returns how many bytes
+    /// were taken.
+    fn poll_publish(
+        &mut self,
+        cx: &mut Context<'_>,
+        subject: Subject,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        ready!(self.nats.poll_ready_unpin(cx))
+            .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
+        let max = self.nats.max_payload().max(1);
+        let n = buf.len().min(max);
+        trace!(subject = subject.as_str(), n, "publishing chunk");
+        self.nats
+            .start_send_unpin(OutboundMessage {
+                subject,
+                reply: None,
+                payload: Bytes::copy_from_slice(&buf[..n]),
+                headers: None,
+            })
+            .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>, subject: &Subject) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            let pending = self.pending.clone();
+            let n = ready!(self.poll_publish(cx, subject.clone(), &pending))?;
+            self.pending.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl wrpc_transport::Index<Self> for Outgoing {
+    fn index(&self, path: &[usize]) -> anyhow::Result<Self> {
+        anyhow::ensure!(!path.is_empty(), "cannot index with an empty path");
+        let mut full = self.path.clone();
+        full.extend_from_slice(path);
+        let target = match &self.target {
+            Target::Ready(s) => {
+                let rel: Vec<Option<usize>> = path.iter().copied().map(Some).collect();
+                Target::Ready(Subject::from(subjects::indexed(s.as_str(), &rel)))
+            }
+            Target::Waiting { handshake, .. } => Target::Waiting {
+                handshake: Arc::clone(handshake),
+                rx: None,
+                sleep: None,
+            },
+            Target::Failed(err) => Target::Failed(err.clone()),
+        };
+        Ok(Self {
+            nats: self.nats.clone(),
+            target,
+            path: full,
+            pending: Bytes::new(),
+            must_close: true,
+            closed: false,
+            timeout: self.timeout,
+        })
+    }
+}
+
+impl AsyncWrite for Outgoing {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let subject = ready!(this.poll_target(cx))?;
+        ready!(this.poll_drain(cx, &subject))?;
+        this.must_close = true;
+        this.poll_publish(cx, subject, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.nats
+            .poll_flush_unpin(cx)
+            .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.closed {
+            return Poll::Ready(Ok(()));
+        }
+        if !this.must_close {
+            // Everything went out in the first message: nothing to close, no need to wait.
+            this.closed = true;
+            return Poll::Ready(Ok(()));
+        }
+        let subject = ready!(this.poll_target(cx))?;
+        ready!(this.poll_drain(cx, &subject))?;
+        ready!(this.nats.poll_ready_unpin(cx))
+            .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
+        this.nats
+            .start_send_unpin(OutboundMessage {
+                subject,
+                reply: None,
+                payload: Bytes::new(),
+                headers: None,
+            })
+            .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
+        this.closed = true;
+        this.nats
+            .poll_flush_unpin(cx)
+            .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        if self.closed || !self.must_close {
+            return;
+        }
+        // The stream was abandoned (an error, a dropped future): close it so the peer's reader
+        // ends instead of waiting for its timeout.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let nats = self.nats.clone();
+        let path: Vec<Option<usize>> = self.path.iter().copied().map(Some).collect();
+        let timeout = self.timeout;
+        let pending = std::mem::take(&mut self.pending);
+        let target = std::mem::replace(&mut self.target, Target::Failed(TransportError::NoReplySubject));
+        rt.spawn(async move {
+            let subject = match target {
+                Target::Ready(s) => s,
+                Target::Failed(_) => return,
+                Target::Waiting { handshake, .. } => {
+                    let res = match handshake.wait() {
+                        Ok(res) => res,
+                        Err(rx) => match tokio::time::timeout(timeout, rx).await {
+                            Ok(Ok(res)) => res,
+                            _ => return,
+                        },
+                    };
+                    let Ok(server_rx) = res else { return };
+                    Subject::from(subjects::indexed(&subjects::params(&server_rx), &path))
+                }
+            };
+            let max = nats.max_payload().max(1);
+            let mut pending = pending;
+            while !pending.is_empty() {
+                let chunk = pending.split_to(pending.len().min(max));
+                if nats.publish(subject.clone(), chunk).await.is_err() {
+                    return;
+                }
+            }
+            if let Err(err) = nats.publish(subject, Bytes::new()).await {
+                debug!(%err, "failed to close an abandoned stream");
+            }
+        });
+    }
+}
