@@ -52,6 +52,10 @@ pub enum TransportError {
         /// Status description sent by the server.
         description: String,
     },
+    /// The server refused the call (for example: no active link from the caller, the link
+    /// was purged, the provider is shutting down).
+    #[error("call refused: {0}")]
+    Refused(String),
     /// The handshake reply had no reply subject, so parameters cannot be sent.
     #[error("peer did not specify a reply subject")]
     NoReplySubject,
@@ -70,7 +74,9 @@ impl TransportError {
             TransportError::NoResponders { .. } => std::io::ErrorKind::NotConnected,
             TransportError::TimedOut { .. } => std::io::ErrorKind::TimedOut,
             TransportError::BufferOverflow { .. } => std::io::ErrorKind::OutOfMemory,
-            TransportError::Status { .. } => std::io::ErrorKind::ConnectionRefused,
+            TransportError::Status { .. } | TransportError::Refused(_) => {
+                std::io::ErrorKind::ConnectionRefused
+            }
             TransportError::NoReplySubject | TransportError::Protocol(_) => {
                 std::io::ErrorKind::InvalidData
             }

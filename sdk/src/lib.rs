@@ -1,4 +1,15 @@
 //! The Trellis provider SDK.
+pub mod admin;
+pub mod config;
+pub mod connect;
 pub mod error;
+pub mod events;
+pub mod host_data;
+pub mod link;
+pub mod logging;
+pub mod provider;
+pub mod runtime;
+pub mod secret;
+pub mod store;
 pub mod subjects;
 pub mod transport;

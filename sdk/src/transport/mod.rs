@@ -307,21 +307,27 @@ impl Server {
     }
 }
 
-impl wrpc_transport::Serve for Server {
-    type Context = ServeContext;
-    type Outgoing = Outgoing;
-    type Incoming = Incoming;
+/// Header a Trellis server sets on the handshake reply of a call it refuses (a Trellis
+/// extension: the reply then has no reply subject, so 1.x clients fail the call too).
+pub const REFUSAL_HEADER: &str = "trellis-error";
 
-    async fn serve(
+impl Server {
+    /// Serves like [`wrpc_transport::Serve::serve`], but asks `admit` about each call first:
+    /// `Ok` turns its context into the handler's context; `Err` refuses the call, answering
+    /// the handshake with the reason so the caller fails at once with a clear error.
+    pub async fn serve_admitted<C, F>(
         &self,
         instance: &str,
         func: &str,
         paths: impl Into<Arc<[Box<[Option<usize>]>]>> + Send,
+        admit: F,
     ) -> anyhow::Result<
-        impl Stream<Item = anyhow::Result<(Self::Context, Self::Outgoing, Self::Incoming)>>
-        + Send
-        + 'static,
-    > {
+        impl Stream<Item = anyhow::Result<(C, Outgoing, Incoming)>> + Send + 'static,
+    >
+    where
+        C: Send + 'static,
+        F: Fn(ServeContext) -> Result<C, String> + Send + Sync + 'static,
+    {
         let shared = Arc::clone(&self.conn.shared);
         let subject = subjects::invocation(&self.prefix, instance, func);
         let sub = match &self.queue_group {
@@ -339,21 +345,55 @@ impl wrpc_transport::Serve for Server {
         debug!(subject, group = ?self.queue_group, "serving");
         let paths: Arc<[Box<[Option<usize>]>]> = paths.into();
         let timeout = self.timeout;
-        Ok(sub.then(move |msg| {
-            let shared = Arc::clone(&shared);
-            let paths = Arc::clone(&paths);
-            async move { accept(&shared, &paths, timeout, msg).await }
-        }))
+        let admit = Arc::new(admit);
+        Ok(sub
+            .then(move |msg| {
+                let shared = Arc::clone(&shared);
+                let paths = Arc::clone(&paths);
+                let admit = Arc::clone(&admit);
+                async move { accept(&shared, &paths, timeout, msg, &*admit).await }
+            })
+            .filter_map(|res| async move { res.transpose() }))
     }
 }
 
-/// Accepts one invocation: registers its parameter subjects, then answers the handshake.
-async fn accept(
+impl wrpc_transport::Serve for Server {
+    type Context = ServeContext;
+    type Outgoing = Outgoing;
+    type Incoming = Incoming;
+
+    async fn serve(
+        &self,
+        instance: &str,
+        func: &str,
+        paths: impl Into<Arc<[Box<[Option<usize>]>]>> + Send,
+    ) -> anyhow::Result<
+        impl Stream<Item = anyhow::Result<(Self::Context, Self::Outgoing, Self::Incoming)>>
+        + Send
+        + 'static,
+    > {
+        self.serve_admitted(instance, func, paths, Ok).await
+    }
+}
+
+/// Makes `reason` safe as a header value (no line breaks, bounded length).
+fn header_value(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(1024)
+        .collect()
+}
+
+/// Accepts one invocation: admits it, registers its parameter subjects, then answers the
+/// handshake. `Ok(None)` is a refused call (already answered).
+async fn accept<C>(
     shared: &Shared,
     paths: &[Box<[Option<usize>]>],
     timeout: Duration,
     msg: async_nats::Message,
-) -> anyhow::Result<(ServeContext, Outgoing, Incoming)> {
+    admit: &(dyn Fn(ServeContext) -> Result<C, String> + Send + Sync),
+) -> anyhow::Result<Option<(C, Outgoing, Incoming)>> {
     let async_nats::Message {
         subject,
         reply,
@@ -362,6 +402,24 @@ async fn accept(
         ..
     } = msg;
     let reply = reply.with_context(|| format!("invocation on {subject} has no reply subject"))?;
+    let cx = ServeContext {
+        headers,
+        subject: subject.to_string(),
+    };
+    let cx = match admit(cx) {
+        Ok(cx) => cx,
+        Err(reason) => {
+            debug!(subject = subject.as_str(), reason, "refusing call");
+            let mut headers = HeaderMap::new();
+            headers.insert(REFUSAL_HEADER, header_value(&reason).as_str());
+            shared
+                .nats
+                .publish_with_headers(reply, headers, Bytes::new())
+                .await
+                .context("failed to refuse a call")?;
+            return Ok(None);
+        }
+    };
     let rx = shared.new_rx();
     let params: Arc<str> = subjects::params(&rx).into();
     let call = CallRoutes::new(&shared.routes, shared.opts.max_buffered_bytes);
@@ -383,16 +441,13 @@ async fn accept(
         // but the close, so the root stream is complete already.
         incoming.set_eof();
     }
-    Ok((
-        ServeContext {
-            headers,
-            subject: subject.to_string(),
-        },
+    Ok(Some((
+        cx,
         Outgoing::ready(
             shared.nats.clone(),
             Subject::from(subjects::results(&reply)),
             timeout,
         ),
         incoming,
-    ))
+    )))
 }

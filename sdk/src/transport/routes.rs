@@ -287,6 +287,13 @@ fn find_pattern(map: &HashMap<Box<str>, Entry>, key: &str) -> Option<(Arc<Budget
 }
 
 fn handshake_outcome(msg: &async_nats::Message, subject: &str) -> HandshakeResult {
+    if let Some(reason) = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(super::REFUSAL_HEADER))
+    {
+        return Err(TransportError::Refused(reason.as_str().to_string()));
+    }
     match msg.status {
         Some(StatusCode::NO_RESPONDERS) => Err(TransportError::NoResponders {
             subject: subject.to_string(),

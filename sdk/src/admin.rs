@@ -1,0 +1,122 @@
+//! Asking providers about their links: link ping and link purge (Trellis extensions).
+//!
+//! Both are scatter-gather requests: one message, answered by every provider instance that
+//! listens, collected until the wait runs out. The host and the CLI use these functions; the
+//! provider side that answers them lives in the runtime.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::link::{LinkKey, LinkSelector, LinkStatus};
+use crate::subjects::LatticeSubjects;
+
+/// One provider instance's answer to a link ping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PingReply {
+    /// The provider id.
+    pub provider_id: String,
+    /// The answering instance.
+    pub instance_id: String,
+    /// The host that started it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// Every link the instance holds, with its state and call counts.
+    pub links: Vec<LinkStatus>,
+}
+
+/// One provider instance's answer to a link purge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PurgeReply {
+    /// The provider id.
+    pub provider_id: String,
+    /// The answering instance.
+    pub instance_id: String,
+    /// The links it purged now.
+    pub purged: Vec<LinkKey>,
+}
+
+/// An error answer from a provider (a request it could not parse).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What was wrong.
+    pub error: String,
+}
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// NATS refused the request.
+    #[error("NATS request failed: {0}")]
+    Nats(String),
+    /// The request could not be encoded.
+    #[error("cannot encode request: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Sends `payload` to `subject` and collects the replies that parse as `T` until `wait`
+/// elapses (or `max` replies arrived). Replies that do not parse are logged and skipped.
+async fn gather<T: serde::de::DeserializeOwned>(
+    nats: &async_nats::Client,
+    subject: String,
+    payload: Vec<u8>,
+    wait: Duration,
+    max: usize,
+) -> Result<Vec<T>, AdminError> {
+    let inbox = nats.new_inbox();
+    let mut sub = nats
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| AdminError::Nats(e.to_string()))?;
+    nats.publish_with_reply(subject, inbox, payload.into())
+        .await
+        .map_err(|e| AdminError::Nats(e.to_string()))?;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while out.len() < max {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(msg)) => {
+                if msg.status.is_some() {
+                    // "No responders": nobody listens; nothing more will come.
+                    break;
+                }
+                match serde_json::from_slice::<T>(&msg.payload) {
+                    Ok(reply) => out.push(reply),
+                    Err(err) => tracing::warn!(%err, "skipping an unreadable admin reply"),
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = sub.unsubscribe().await;
+    Ok(out)
+}
+
+/// Pings the links of every instance of `provider_id` (or of every provider in the lattice
+/// when `None`), collecting answers for `wait`.
+pub async fn ping_links(
+    nats: &async_nats::Client,
+    subjects: &LatticeSubjects,
+    provider_id: Option<&str>,
+    wait: Duration,
+) -> Result<Vec<PingReply>, AdminError> {
+    let subject = match provider_id {
+        Some(id) => subjects.link_ping(id),
+        None => subjects.link_ping_all(),
+    };
+    gather(nats, subject, b"{}".to_vec(), wait, usize::MAX).await
+}
+
+/// Purges the links `selector` matches in every instance of `provider_id`, collecting
+/// answers for `wait`.
+pub async fn purge_links(
+    nats: &async_nats::Client,
+    subjects: &LatticeSubjects,
+    provider_id: &str,
+    selector: &LinkSelector,
+    wait: Duration,
+) -> Result<Vec<PurgeReply>, AdminError> {
+    let payload = serde_json::to_vec(selector)?;
+    gather(nats, subjects.link_purge(provider_id), payload, wait, usize::MAX).await
+}

@@ -1,0 +1,335 @@
+//! How a provider is configured at start: from host data on stdin, or standalone.
+//!
+//! A provider started by a host (1.x or Trellis) reads [`HostData`] from stdin. A provider
+//! started by itself — an external service joining the lattice as a "virtual component" —
+//! takes the same facts from flags or `TRELLIS_*` environment variables ([`StandaloneArgs`]).
+//! Both end as one [`ProviderConfig`], so nothing downstream cares how the provider started.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::connect::{NatsAuth, NatsOptions, TlsOptions};
+use crate::error::InvalidName;
+use crate::host_data::{HostData, HostDataError};
+use crate::link::LinkDefinition;
+use crate::secret::Secret;
+use crate::subjects::validate_token;
+
+/// Everything a provider needs to join its lattice and serve.
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    /// Lattice name.
+    pub lattice: String,
+    /// Provider id (the target id components link to).
+    pub provider_id: String,
+    /// Unique id of this instance.
+    pub instance_id: String,
+    /// The host that started the provider, if any. A shutdown request naming another host is
+    /// ignored.
+    pub host_id: Option<String>,
+    /// How to reach NATS.
+    pub nats: NatsOptions,
+    /// The provider's own config (merged named config).
+    pub config: HashMap<String, String>,
+    /// Links known at start (from host data).
+    pub initial_links: Vec<LinkDefinition>,
+    /// Secrets passed by the host.
+    pub secrets: HashMap<String, Secret>,
+    /// Default timeout of calls the provider makes, and of waits inside a served call.
+    pub rpc_timeout: Duration,
+    /// Most calls served at once; further calls wait in NATS.
+    pub max_concurrent_calls: usize,
+    /// Longest a served call may run before it is cancelled.
+    pub call_deadline: Duration,
+    /// Longest graceful shutdown waits for in-flight calls.
+    pub shutdown_deadline: Duration,
+    /// Whether links are pulled from the lattice store (and followed live).
+    pub pull_links: bool,
+    /// Whether logs should be JSON (a host's wish).
+    pub structured_logging: bool,
+    /// Log level a host asked for.
+    pub log_level: Option<String>,
+}
+
+/// Why the provider configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Host data could not be read.
+    #[error(transparent)]
+    HostData(#[from] HostDataError),
+    /// A name is not a valid subject token.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidName),
+    /// Command-line or environment arguments are wrong (or `--help` was asked).
+    #[error(transparent)]
+    Args(#[from] clap::Error),
+    /// A `--config key=value` pair has no `=`.
+    #[error("config entry {0:?} is not of the form key=value")]
+    BadConfigEntry(String),
+}
+
+/// Flags and environment of a provider started standalone (without a host).
+#[derive(Clone, Debug, Parser)]
+#[command(about = "A Trellis capability provider", long_about = None)]
+pub struct StandaloneArgs {
+    /// Lattice to join.
+    #[arg(long, env = "TRELLIS_LATTICE", default_value = "default")]
+    pub lattice: String,
+    /// Provider id: the target id links point at.
+    #[arg(long, env = "TRELLIS_PROVIDER_ID")]
+    pub provider_id: String,
+    /// NATS server URL(s).
+    #[arg(long, env = "TRELLIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "TRELLIS_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = "TRELLIS_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// NATS token.
+    #[arg(long, env = "TRELLIS_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// NATS nkey seed.
+    #[arg(long, env = "TRELLIS_NATS_NKEY", hide_env_values = true)]
+    pub nats_nkey: Option<String>,
+    /// NATS user JWT (with --nats-seed).
+    #[arg(long, env = "TRELLIS_NATS_JWT", hide_env_values = true)]
+    pub nats_jwt: Option<String>,
+    /// nkey seed signing for --nats-jwt.
+    #[arg(long, env = "TRELLIS_NATS_SEED", hide_env_values = true)]
+    pub nats_seed: Option<String>,
+    /// NATS .creds file.
+    #[arg(long, env = "TRELLIS_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// Require TLS.
+    #[arg(long, env = "TRELLIS_NATS_TLS")]
+    pub nats_tls: bool,
+    /// PEM root certificates to trust.
+    #[arg(long, env = "TRELLIS_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS).
+    #[arg(long, env = "TRELLIS_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM client key (mutual TLS).
+    #[arg(long, env = "TRELLIS_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Provider config entries, `key=value` (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Instance id (random if not given).
+    #[arg(long, env = "TRELLIS_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Default call timeout, in milliseconds.
+    #[arg(long, env = "TRELLIS_RPC_TIMEOUT_MS", default_value_t = 10_000)]
+    pub rpc_timeout_ms: u64,
+    /// Most calls served at once.
+    #[arg(long, env = "TRELLIS_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
+    pub max_concurrent_calls: usize,
+    /// Longest a served call may run, in milliseconds.
+    #[arg(long, env = "TRELLIS_CALL_DEADLINE_MS", default_value_t = 30_000)]
+    pub call_deadline_ms: u64,
+    /// Longest graceful shutdown waits for in-flight calls, in milliseconds.
+    #[arg(long, env = "TRELLIS_SHUTDOWN_DEADLINE_MS", default_value_t = 10_000)]
+    pub shutdown_deadline_ms: u64,
+    /// Do not pull links from the lattice store (only pushes reach the provider).
+    #[arg(long, env = "TRELLIS_NO_PULL_LINKS")]
+    pub no_pull_links: bool,
+}
+
+fn parse_entries(entries: &[String]) -> Result<HashMap<String, String>, ConfigError> {
+    entries
+        .iter()
+        .map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| ConfigError::BadConfigEntry(e.clone()))
+        })
+        .collect()
+}
+
+impl ProviderConfig {
+    fn defaults(lattice: String, provider_id: String, nats: NatsOptions) -> Self {
+        Self {
+            lattice,
+            provider_id,
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            host_id: None,
+            nats,
+            config: HashMap::new(),
+            initial_links: Vec::new(),
+            secrets: HashMap::new(),
+            rpc_timeout: Duration::from_secs(10),
+            max_concurrent_calls: 1024,
+            call_deadline: Duration::from_secs(30),
+            shutdown_deadline: Duration::from_secs(10),
+            pull_links: true,
+            structured_logging: false,
+            log_level: None,
+        }
+    }
+
+    /// A standalone configuration with defaults, for tests and embedding.
+    pub fn standalone(
+        lattice: &str,
+        provider_id: &str,
+        nats_url: &str,
+    ) -> Result<Self, ConfigError> {
+        validate_token("lattice name", lattice)?;
+        validate_token("provider id", provider_id)?;
+        let nats = NatsOptions {
+            url: nats_url.to_string(),
+            ..NatsOptions::default()
+        };
+        Ok(Self::defaults(lattice.into(), provider_id.into(), nats))
+    }
+
+    /// The configuration described by host data.
+    pub fn from_host_data(hd: HostData) -> Result<Self, ConfigError> {
+        validate_token("lattice name", &hd.lattice_rpc_prefix)?;
+        validate_token("provider id", &hd.provider_key)?;
+        let auth = if !hd.lattice_rpc_user_jwt.is_empty() {
+            NatsAuth::Jwt {
+                jwt: hd.lattice_rpc_user_jwt.clone(),
+                seed: hd.lattice_rpc_user_seed.clone(),
+            }
+        } else if !hd.lattice_rpc_user_seed.is_empty() {
+            NatsAuth::NkeySeed(hd.lattice_rpc_user_seed.clone())
+        } else {
+            NatsAuth::None
+        };
+        let url = if hd.lattice_rpc_url.is_empty() {
+            NatsOptions::default().url
+        } else {
+            hd.lattice_rpc_url.clone()
+        };
+        let nats = NatsOptions {
+            url,
+            auth,
+            name: Some(hd.provider_key.clone()),
+            ..NatsOptions::default()
+        };
+        let mut cfg = Self::defaults(hd.lattice_rpc_prefix, hd.provider_key, nats);
+        if !hd.instance_id.is_empty() {
+            cfg.instance_id = hd.instance_id;
+        }
+        cfg.host_id = Some(hd.host_id).filter(|h| !h.is_empty());
+        cfg.config = hd.config;
+        cfg.initial_links = hd.link_definitions;
+        cfg.secrets = hd.secrets;
+        if let Some(ms) = hd.default_rpc_timeout_ms.filter(|ms| *ms > 0) {
+            cfg.rpc_timeout = Duration::from_millis(ms);
+        }
+        cfg.structured_logging = hd.structured_logging;
+        cfg.log_level = hd.log_level;
+        Ok(cfg)
+    }
+
+    /// The configuration described by standalone flags and environment.
+    pub fn from_args(args: StandaloneArgs) -> Result<Self, ConfigError> {
+        validate_token("lattice name", &args.lattice)?;
+        validate_token("provider id", &args.provider_id)?;
+        let auth = if let Some(creds) = args.nats_creds {
+            NatsAuth::CredsFile(creds)
+        } else if let (Some(jwt), Some(seed)) = (args.nats_jwt, args.nats_seed) {
+            NatsAuth::Jwt {
+                jwt: jwt.into(),
+                seed: seed.into(),
+            }
+        } else if let Some(seed) = args.nats_nkey {
+            NatsAuth::NkeySeed(seed.into())
+        } else if let Some(token) = args.nats_token {
+            NatsAuth::Token(token.into())
+        } else if let Some(user) = args.nats_user {
+            NatsAuth::UserPassword {
+                user,
+                password: args.nats_password.unwrap_or_default().into(),
+            }
+        } else {
+            NatsAuth::None
+        };
+        let nats = NatsOptions {
+            url: args.nats_url,
+            auth,
+            tls: TlsOptions {
+                required: args.nats_tls,
+                ca_file: args.nats_tls_ca,
+                client_cert: args.nats_tls_cert,
+                client_key: args.nats_tls_key,
+            },
+            name: Some(args.provider_id.clone()),
+            ..NatsOptions::default()
+        };
+        let mut cfg = Self::defaults(args.lattice, args.provider_id, nats);
+        if let Some(id) = args.instance_id {
+            cfg.instance_id = id;
+        }
+        cfg.config = parse_entries(&args.config)?;
+        cfg.rpc_timeout = Duration::from_millis(args.rpc_timeout_ms.max(1));
+        cfg.max_concurrent_calls = args.max_concurrent_calls.max(1);
+        cfg.call_deadline = Duration::from_millis(args.call_deadline_ms.max(1));
+        cfg.shutdown_deadline = Duration::from_millis(args.shutdown_deadline_ms);
+        cfg.pull_links = !args.no_pull_links;
+        Ok(cfg)
+    }
+
+    /// Chooses how the provider was started: standalone when it was given arguments or
+    /// `TRELLIS_PROVIDER_ID` is set, otherwise from host data on stdin (what a host does: it
+    /// passes no arguments and clears the environment).
+    pub async fn load(args: Vec<OsString>) -> Result<Self, ConfigError> {
+        let standalone = args.len() > 1 || std::env::var_os("TRELLIS_PROVIDER_ID").is_some();
+        if standalone {
+            let args = StandaloneArgs::try_parse_from(args)?;
+            Self::from_args(args)
+        } else {
+            let hd = HostData::read_stdin(Duration::from_secs(10)).await?;
+            Self::from_host_data(hd)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standalone_flags_become_a_config() {
+        let args = StandaloneArgs::try_parse_from([
+            "prov",
+            "--lattice",
+            "lat",
+            "--provider-id",
+            "kv",
+            "--nats-user",
+            "u",
+            "--nats-password",
+            "p4ss",
+            "--config",
+            "bucket=a=b",
+        ])
+        .unwrap();
+        let cfg = ProviderConfig::from_args(args).unwrap();
+        assert_eq!(cfg.lattice, "lat");
+        assert_eq!(cfg.config["bucket"], "a=b");
+        assert!(matches!(cfg.nats.auth, NatsAuth::UserPassword { .. }));
+        assert!(!format!("{cfg:?}").contains("p4ss"));
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        assert!(ProviderConfig::standalone("a.b", "p", "nats://x").is_err());
+        let hd = HostData {
+            lattice_rpc_prefix: "default".into(),
+            provider_key: "bad id".into(),
+            ..HostData::default()
+        };
+        assert!(matches!(
+            ProviderConfig::from_host_data(hd),
+            Err(ConfigError::InvalidName(_))
+        ));
+    }
+}

@@ -1,0 +1,218 @@
+//! Joining a lattice's NATS: URL, credentials, TLS and reconnect policy.
+//!
+//! All the ways a provider can authenticate (none, user/password, token, nkey seed, JWT with
+//! its seed as a 1.x host hands them over, a `.creds` file) end up in one
+//! [`async_nats::ConnectOptions`]. Credentials are [`Secret`]s: the `Debug` of these types
+//! never shows them, and connection errors name the URL, never the credentials.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// How to authenticate to NATS.
+#[derive(Clone, Debug, Default)]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// User name and password.
+    UserPassword {
+        /// User name.
+        user: String,
+        /// Password.
+        password: Secret,
+    },
+    /// An authentication token.
+    Token(Secret),
+    /// An nkey seed (`SU…`), signing the server's nonce.
+    NkeySeed(Secret),
+    /// A user JWT and the nkey seed that signs for it (what a 1.x host passes in host data).
+    Jwt {
+        /// The user JWT.
+        jwt: Secret,
+        /// The user's nkey seed.
+        seed: Secret,
+    },
+    /// A NATS `.creds` file (JWT and seed).
+    CredsFile(PathBuf),
+}
+
+/// TLS settings.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// Require TLS even if the URL does not say `tls://`.
+    pub required: bool,
+    /// PEM file of root certificates to trust.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for mutual TLS (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// PEM client key, for mutual TLS (with `client_cert`).
+    pub client_key: Option<PathBuf>,
+}
+
+/// Everything needed to connect to a lattice's NATS.
+#[derive(Clone, Debug)]
+pub struct NatsOptions {
+    /// Server URL(s), comma separated (`nats://127.0.0.1:4222`).
+    pub url: String,
+    /// Credentials.
+    pub auth: NatsAuth,
+    /// TLS.
+    pub tls: TlsOptions,
+    /// Connection name shown by the server (`nats-server` monitoring).
+    pub name: Option<String>,
+    /// How long the first connection attempt may take.
+    pub connect_timeout: Duration,
+    /// Upper bound of the exponential backoff between reconnect attempts.
+    pub max_reconnect_delay: Duration,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_string(),
+            auth: NatsAuth::None,
+            tls: TlsOptions::default(),
+            name: None,
+            connect_timeout: Duration::from_secs(5),
+            max_reconnect_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a NATS connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The credentials could not be used (bad seed, unreadable creds file, …).
+    #[error("invalid NATS credentials: {0}")]
+    Credentials(String),
+    /// The server could not be reached or refused us.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+/// Backoff between reconnect attempts: 100 ms doubling up to `max`, with no delay for the
+/// first attempt so a blip costs nothing.
+pub fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = u32::try_from(attempts.saturating_sub(2)).unwrap_or(u32::MAX).min(16);
+    Duration::from_millis(100u64.saturating_mul(1 << exp)).min(max)
+}
+
+impl NatsOptions {
+    /// Builds the `async-nats` options.
+    pub async fn to_connect_options(&self) -> Result<async_nats::ConnectOptions, ConnectError> {
+        let mut opts = match &self.auth {
+            NatsAuth::None => async_nats::ConnectOptions::new(),
+            NatsAuth::UserPassword { user, password } => {
+                async_nats::ConnectOptions::with_user_and_password(
+                    user.clone(),
+                    password.expose().to_string(),
+                )
+            }
+            NatsAuth::Token(token) => {
+                async_nats::ConnectOptions::with_token(token.expose().to_string())
+            }
+            NatsAuth::NkeySeed(seed) => {
+                nkeys::KeyPair::from_seed(seed.expose())
+                    .map_err(|e| ConnectError::Credentials(format!("nkey seed: {e}")))?;
+                async_nats::ConnectOptions::with_nkey(seed.expose().to_string())
+            }
+            NatsAuth::Jwt { jwt, seed } => {
+                let key = Arc::new(
+                    nkeys::KeyPair::from_seed(seed.expose())
+                        .map_err(|e| ConnectError::Credentials(format!("JWT seed: {e}")))?,
+                );
+                async_nats::ConnectOptions::with_jwt(jwt.expose().to_string(), move |nonce| {
+                    let key = Arc::clone(&key);
+                    async move { key.sign(&nonce).map_err(async_nats::AuthError::new) }
+                })
+            }
+            NatsAuth::CredsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| {
+                    ConnectError::Credentials(format!("creds file {}: {e}", path.display()))
+                })?,
+        };
+        if self.tls.required {
+            opts = opts.require_tls(true);
+        }
+        if let Some(ca) = &self.tls.ca_file {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        match (&self.tls.client_cert, &self.tls.client_key) {
+            (Some(cert), Some(key)) => {
+                opts = opts.add_client_certificate(cert.clone(), key.clone());
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConnectError::Credentials(
+                    "TLS client certificate and key must be given together".into(),
+                ));
+            }
+        }
+        if let Some(name) = &self.name {
+            opts = opts.name(name);
+        }
+        let max = self.max_reconnect_delay;
+        Ok(opts
+            .connection_timeout(self.connect_timeout)
+            .max_reconnects(None)
+            .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    other => tracing::debug!(%other, "NATS event"),
+                }
+            }))
+    }
+
+    /// Connects, failing after [`NatsOptions::connect_timeout`] if the server is not there.
+    pub async fn connect(&self) -> Result<async_nats::Client, ConnectError> {
+        let opts = self.to_connect_options().await?;
+        opts.connect(self.url.as_str())
+            .await
+            .map_err(|source| ConnectError::Connect {
+                url: self.url.clone(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_exponential() {
+        let max = Duration::from_secs(5);
+        assert_eq!(reconnect_delay(1, max), Duration::ZERO);
+        assert_eq!(reconnect_delay(2, max), Duration::from_millis(100));
+        assert_eq!(reconnect_delay(3, max), Duration::from_millis(200));
+        assert_eq!(reconnect_delay(50, max), max);
+    }
+
+    #[test]
+    fn debug_hides_credentials() {
+        let opts = NatsOptions {
+            auth: NatsAuth::Jwt {
+                jwt: "eyJ0eXAi.secret-jwt".into(),
+                seed: "SUAM-secret-seed".into(),
+            },
+            ..NatsOptions::default()
+        };
+        let dbg = format!("{opts:?}");
+        assert!(!dbg.contains("secret"), "{dbg}");
+    }
+}

@@ -1,0 +1,159 @@
+//! Host data: what a host tells a provider it starts (*1.x* format).
+//!
+//! A 1.x host (and the Trellis host) writes one line to the provider's stdin:
+//! `base64(JSON(HostData))`, then closes stdin. Reading is bounded in size and time, so a
+//! provider started by hand without host data fails with a clear message instead of waiting
+//! forever or reading unbounded input.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, BufReader};
+
+use crate::link::LinkDefinition;
+use crate::secret::Secret;
+
+/// The largest host data line accepted (links and config included).
+pub const MAX_HOST_DATA_BYTES: u64 = 16 << 20;
+
+/// The host data a host passes to a provider on stdin (*1.x* `HostData`).
+///
+/// Unknown fields are ignored and missing ones take their defaults, so host data from any 1.x
+/// host version parses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostData {
+    /// The host that started the provider.
+    pub host_id: String,
+    /// The lattice name.
+    pub lattice_rpc_prefix: String,
+    /// The NATS URL of the lattice.
+    pub lattice_rpc_url: String,
+    /// User JWT for NATS (empty for none).
+    pub lattice_rpc_user_jwt: Secret,
+    /// The nkey seed signing for the JWT (empty for none).
+    pub lattice_rpc_user_seed: Secret,
+    /// The provider id.
+    pub provider_key: String,
+    /// Unique id of this start of the provider.
+    pub instance_id: String,
+    /// Every current link where the provider is source or target, config resolved.
+    pub link_definitions: Vec<LinkDefinition>,
+    /// The provider's merged named config.
+    pub config: HashMap<String, String>,
+    /// Secrets for the provider, as the host sent them.
+    pub secrets: HashMap<String, Secret>,
+    /// The host's xkey public key (for sealed secrets).
+    pub host_xkey_public_key: String,
+    /// This instance's xkey private key (for sealed secrets). A 1.x host addresses link puts
+    /// to the matching public key.
+    pub provider_xkey_private_key: Secret,
+    /// Default timeout of outgoing calls, in milliseconds.
+    pub default_rpc_timeout_ms: Option<u64>,
+    /// Whether logs should be JSON.
+    pub structured_logging: bool,
+    /// Log level the host asks for (`trace` … `error`, any case).
+    pub log_level: Option<String>,
+    /// OpenTelemetry settings of the host, passed through untouched.
+    pub otel_config: serde_json::Value,
+    /// Legacy: link name of the provider start.
+    pub link_name: String,
+    /// Legacy: environment values.
+    pub env_values: HashMap<String, String>,
+    /// Legacy: cluster issuers.
+    pub cluster_issuers: Vec<String>,
+}
+
+/// Why host data could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HostDataError {
+    /// Nothing arrived in time.
+    #[error(
+        "no host data on stdin within {0:?}: start the provider from a host, or standalone \
+         (see --help)"
+    )]
+    Timeout(Duration),
+    /// stdin closed without a line.
+    #[error("stdin closed without host data: start the provider from a host, or standalone (see --help)")]
+    Empty,
+    /// The line is larger than [`MAX_HOST_DATA_BYTES`].
+    #[error("host data is larger than {MAX_HOST_DATA_BYTES} bytes")]
+    TooLarge,
+    /// Reading stdin failed.
+    #[error("cannot read host data from stdin: {0}")]
+    Io(#[from] std::io::Error),
+    /// The line is not base64.
+    #[error("host data is not valid base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// The JSON does not have the host data shape.
+    #[error("host data is not valid JSON host data: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl HostData {
+    /// Encodes host data the way a host writes it (base64 of JSON, no line ending).
+    pub fn encode(&self) -> Result<String, serde_json::Error> {
+        let json = serde_json::to_vec(self)?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(json))
+    }
+
+    /// Decodes one host data line (surrounding white space ignored).
+    pub fn decode(line: &str) -> Result<Self, HostDataError> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(line.trim())?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// Reads one host data line from `reader`, waiting at most `timeout`.
+    pub async fn read_from(
+        reader: impl AsyncRead + Unpin,
+        timeout: Duration,
+    ) -> Result<Self, HostDataError> {
+        let mut line = String::new();
+        let mut limited = BufReader::new(reader.take(MAX_HOST_DATA_BYTES + 1));
+        let n = tokio::time::timeout(timeout, limited.read_line(&mut line))
+            .await
+            .map_err(|_| HostDataError::Timeout(timeout))??;
+        if n == 0 || line.trim().is_empty() {
+            return Err(HostDataError::Empty);
+        }
+        if n as u64 > MAX_HOST_DATA_BYTES {
+            return Err(HostDataError::TooLarge);
+        }
+        Self::decode(&line)
+    }
+
+    /// Reads host data from this process's stdin.
+    pub async fn read_stdin(timeout: Duration) -> Result<Self, HostDataError> {
+        Self::read_from(tokio::io::stdin(), timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_a_1x_line_and_rejects_garbage() {
+        let hd = HostData {
+            host_id: "NHOST".into(),
+            lattice_rpc_prefix: "default".into(),
+            provider_key: "prov".into(),
+            lattice_rpc_user_seed: "SUSECRET".into(),
+            ..HostData::default()
+        };
+        let line = format!("{}\r\n", hd.encode().unwrap());
+        let back = HostData::read_from(line.as_bytes(), Duration::from_secs(1)).await.unwrap();
+        assert_eq!(back, hd);
+        assert!(!format!("{back:?}").contains("SUSECRET"));
+
+        let err = HostData::read_from(&b"not base64!\n"[..], Duration::from_secs(1)).await;
+        assert!(matches!(err, Err(HostDataError::Base64(_))), "{err:?}");
+        let err = HostData::read_from(&b""[..], Duration::from_secs(1)).await;
+        assert!(matches!(err, Err(HostDataError::Empty)), "{err:?}");
+        let not_json = base64::engine::general_purpose::STANDARD.encode("[1,2]");
+        let err = HostData::read_from(not_json.as_bytes(), Duration::from_secs(1)).await;
+        assert!(matches!(err, Err(HostDataError::Json(_))), "{err:?}");
+    }
+}

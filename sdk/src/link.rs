@@ -1,0 +1,486 @@
+//! Links: what they are on the wire, how they are identified, and the provider's table of them.
+//!
+//! A link says "component `source_id` may call `target` for these interfaces of
+//! `wit_namespace:wit_package`, under link name `name`, with this config". 1.x keyed its SDK
+//! tables by source id alone, so two links from one component clobbered each other; here a
+//! link is identified by its whole [`LinkKey`], and re-putting a link with other config is an
+//! update that reaches the provider instead of a duplicate that is dropped.
+//!
+//! [`LinkTable`] is the single place that keeps link bookkeeping: the definition, its state
+//! (active, failed with the error, purged) and call counts. It decides what a put or a delete
+//! means (new, changed, unchanged), so pushes from a 1.x host and pulls from the lattice store
+//! can both feed it, in any order and any number of times.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The link name used when none is given (*1.x*).
+pub const DEFAULT_LINK_NAME: &str = "default";
+
+fn default_link_name() -> String {
+    DEFAULT_LINK_NAME.to_string()
+}
+
+/// Secrets attached to a link, as the host sent them (sealed for this provider instance by a
+/// 1.x host). Opaque to the SDK and never printed.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LinkSecrets(pub serde_json::Value);
+
+impl std::fmt::Debug for LinkSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// A link as sent to providers (*1.x* `InterfaceLinkDefinition`), with config resolved to
+/// key/value maps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkDefinition {
+    /// The caller: a component or provider id.
+    pub source_id: String,
+    /// The callee: a component or provider id.
+    pub target: String,
+    /// The link name (`default` unless named).
+    #[serde(default = "default_link_name")]
+    pub name: String,
+    /// WIT namespace of the linked interfaces (`wasi`).
+    pub wit_namespace: String,
+    /// WIT package of the linked interfaces (`keyvalue`).
+    pub wit_package: String,
+    /// The linked interfaces (`["store", "atomics"]`).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Config for the source side.
+    #[serde(default)]
+    pub source_config: HashMap<String, String>,
+    /// Config for the target side.
+    #[serde(default)]
+    pub target_config: HashMap<String, String>,
+    /// Secrets for the source side, as sent by the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_secrets: Option<LinkSecrets>,
+    /// Secrets for the target side, as sent by the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_secrets: Option<LinkSecrets>,
+}
+
+impl LinkDefinition {
+    /// The identity of this link.
+    pub fn key(&self) -> LinkKey {
+        let mut interfaces = self.interfaces.clone();
+        interfaces.sort();
+        interfaces.dedup();
+        LinkKey {
+            source_id: self.source_id.clone(),
+            target: self.target.clone(),
+            name: self.name.clone(),
+            wit_namespace: self.wit_namespace.clone(),
+            wit_package: self.wit_package.clone(),
+            interfaces,
+        }
+    }
+
+    /// Whether the link covers wire instance `instance` (`ns:pkg/iface@version`, or the
+    /// `wrpc:` wire variant of a WASI package, which 1.x hosts substitute for resource-based
+    /// interfaces).
+    pub fn covers_instance(&self, instance: &str) -> bool {
+        let Some((pkg, rest)) = instance.split_once('/') else {
+            return false;
+        };
+        let iface = rest.split('@').next().unwrap_or(rest);
+        let Some((ns, pkg)) = pkg.split_once(':') else {
+            return false;
+        };
+        pkg == self.wit_package
+            && (ns == self.wit_namespace || ns == "wrpc")
+            && self.interfaces.iter().any(|i| i == iface)
+    }
+
+    /// Checks the fields a provider relies on.
+    pub fn validate(&self) -> Result<(), crate::error::InvalidName> {
+        crate::subjects::validate_token("link source id", &self.source_id)?;
+        crate::subjects::validate_token("link target", &self.target)?;
+        crate::subjects::validate_token("link name", &self.name)?;
+        Ok(())
+    }
+}
+
+/// What identifies a link: source, target, name, namespace, package and interfaces.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LinkKey {
+    /// The caller.
+    pub source_id: String,
+    /// The callee.
+    pub target: String,
+    /// The link name.
+    pub name: String,
+    /// WIT namespace.
+    pub wit_namespace: String,
+    /// WIT package.
+    pub wit_package: String,
+    /// Interfaces, sorted.
+    pub interfaces: Vec<String>,
+}
+
+impl std::fmt::Display for LinkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} -[{}:{}/{{{}}} as {}]-> {}",
+            self.source_id,
+            self.wit_namespace,
+            self.wit_package,
+            self.interfaces.join(","),
+            self.name,
+            self.target
+        )
+    }
+}
+
+/// Selects links for delete and purge: every field given must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSelector {
+    /// The caller.
+    pub source_id: String,
+    /// The callee; any if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The link name; `default` if absent.
+    #[serde(default = "default_link_name")]
+    pub name: String,
+    /// WIT namespace; any if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wit_namespace: Option<String>,
+    /// WIT package; any if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wit_package: Option<String>,
+}
+
+impl LinkSelector {
+    /// Whether `key` is selected.
+    pub fn matches(&self, key: &LinkKey) -> bool {
+        key.source_id == self.source_id
+            && key.name == self.name
+            && self.target.as_ref().is_none_or(|t| *t == key.target)
+            && self.wit_namespace.as_ref().is_none_or(|n| *n == key.wit_namespace)
+            && self.wit_package.as_ref().is_none_or(|p| *p == key.wit_package)
+    }
+
+    /// The selector matching exactly the link `key` (and any link differing only by
+    /// interfaces).
+    pub fn for_key(key: &LinkKey) -> Self {
+        Self {
+            source_id: key.source_id.clone(),
+            target: Some(key.target.clone()),
+            name: key.name.clone(),
+            wit_namespace: Some(key.wit_namespace.clone()),
+            wit_package: Some(key.wit_package.clone()),
+        }
+    }
+}
+
+/// The state of one link in a provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LinkState {
+    /// Set up and serving.
+    Active,
+    /// The provider could not set it up; calls over it are refused.
+    Failed {
+        /// Why, as the provider reported it.
+        error: String,
+    },
+    /// Purged: its resources were dropped; calls are refused until it is put again.
+    Purged,
+}
+
+/// One link as the provider holds it.
+#[derive(Clone, Debug)]
+pub struct LinkEntry {
+    /// The definition last put.
+    pub definition: Arc<LinkDefinition>,
+    /// Its state.
+    pub state: LinkState,
+    /// Calls admitted over it.
+    pub calls: u64,
+    /// Calls refused over it (failed or purged).
+    pub refused: u64,
+    /// When it was last put (Unix milliseconds).
+    pub updated_ms: u64,
+}
+
+/// What a put means for the table.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PutOutcome {
+    /// A link not seen before.
+    New,
+    /// A known link whose config or secrets changed (delivered to the provider as an update).
+    Changed,
+    /// The same link again: nothing to do (a 1.x re-push, or the store echoing a push).
+    Unchanged,
+    /// A known link that was purged or failed: set up again.
+    Revived,
+}
+
+/// Which side of a link the provider is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkRole {
+    /// The provider is the link's source (it calls the target).
+    Source,
+    /// The provider is the link's target (it is called).
+    Target,
+}
+
+/// Serialisable status of one link, as reported by link ping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// The link.
+    pub link: LinkKey,
+    /// Which side this provider is on.
+    pub role: LinkRole,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: LinkState,
+    /// Calls admitted over it.
+    pub calls: u64,
+    /// Calls refused over it.
+    pub refused: u64,
+    /// When it was last put (Unix milliseconds).
+    pub updated_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The links one provider instance knows, keyed by [`LinkKey`].
+#[derive(Debug, Default)]
+pub struct LinkTable {
+    provider_id: String,
+    links: BTreeMap<LinkKey, LinkEntry>,
+}
+
+impl LinkTable {
+    /// An empty table for provider `provider_id`.
+    pub fn new(provider_id: impl Into<String>) -> Self {
+        Self {
+            provider_id: provider_id.into(),
+            links: BTreeMap::new(),
+        }
+    }
+
+    /// Which side of `link` this provider is on, if any.
+    pub fn role(&self, link: &LinkDefinition) -> Option<LinkRole> {
+        if link.target == self.provider_id {
+            Some(LinkRole::Target)
+        } else if link.source_id == self.provider_id {
+            Some(LinkRole::Source)
+        } else {
+            None
+        }
+    }
+
+    /// Classifies a put without changing the table.
+    pub fn classify(&self, link: &LinkDefinition) -> PutOutcome {
+        match self.links.get(&link.key()) {
+            None => PutOutcome::New,
+            Some(e) if e.state != LinkState::Active => PutOutcome::Revived,
+            Some(e) if *e.definition == *link => PutOutcome::Unchanged,
+            Some(_) => PutOutcome::Changed,
+        }
+    }
+
+    /// Records the result of setting up `link`.
+    pub fn record(&mut self, link: LinkDefinition, state: LinkState) {
+        let key = link.key();
+        let updated_ms = now_ms();
+        match self.links.get_mut(&key) {
+            Some(e) => {
+                e.definition = Arc::new(link);
+                e.state = state;
+                e.updated_ms = updated_ms;
+            }
+            None => {
+                self.links.insert(
+                    key,
+                    LinkEntry {
+                        definition: Arc::new(link),
+                        state,
+                        calls: 0,
+                        refused: 0,
+                        updated_ms,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Removes the link `key`, returning it.
+    pub fn remove_key(&mut self, key: &LinkKey) -> Option<LinkEntry> {
+        self.links.remove(key)
+    }
+
+    /// Removes every link `selector` matches and returns them.
+    pub fn remove(&mut self, selector: &LinkSelector) -> Vec<LinkEntry> {
+        let keys: Vec<LinkKey> = self
+            .links
+            .keys()
+            .filter(|k| selector.matches(k))
+            .cloned()
+            .collect();
+        keys.iter().filter_map(|k| self.links.remove(k)).collect()
+    }
+
+    /// Marks every link `selector` matches as purged; returns the definitions that were not
+    /// purged already (their resources must be dropped).
+    pub fn purge(&mut self, selector: &LinkSelector) -> Vec<LinkDefinition> {
+        let mut purged = Vec::new();
+        for (key, entry) in self.links.iter_mut() {
+            if selector.matches(key) && entry.state != LinkState::Purged {
+                entry.state = LinkState::Purged;
+                entry.updated_ms = now_ms();
+                purged.push(LinkDefinition::clone(&entry.definition));
+            }
+        }
+        purged
+    }
+
+    /// Finds the link a call arrived over (this provider as target) and counts the call.
+    /// Returns the entry's definition if it is active, the reason it is refused otherwise.
+    pub fn admit(
+        &mut self,
+        source_id: &str,
+        link_name: &str,
+        instance: &str,
+    ) -> Result<Arc<LinkDefinition>, LinkRefusal> {
+        for entry in self.links.values_mut() {
+            let def = &entry.definition;
+            if def.source_id != source_id || def.name != link_name || def.target != self.provider_id {
+                continue;
+            }
+            if !def.covers_instance(instance) {
+                continue;
+            }
+            return match &entry.state {
+                LinkState::Active => {
+                    entry.calls += 1;
+                    Ok(Arc::clone(&entry.definition))
+                }
+                LinkState::Failed { error } => {
+                    entry.refused += 1;
+                    Err(LinkRefusal::Failed(error.clone()))
+                }
+                LinkState::Purged => {
+                    entry.refused += 1;
+                    Err(LinkRefusal::Purged)
+                }
+            };
+        }
+        Err(LinkRefusal::NoLink)
+    }
+
+    /// The status of every link, for link ping.
+    pub fn statuses(&self) -> Vec<LinkStatus> {
+        self.links
+            .values()
+            .map(|e| LinkStatus {
+                link: e.definition.key(),
+                role: self.role(&e.definition).unwrap_or(LinkRole::Target),
+                state: e.state.clone(),
+                calls: e.calls,
+                refused: e.refused,
+                updated_ms: e.updated_ms,
+            })
+            .collect()
+    }
+
+    /// The entry for `key`.
+    pub fn get(&self, key: &LinkKey) -> Option<&LinkEntry> {
+        self.links.get(key)
+    }
+
+    /// Every entry.
+    pub fn iter(&self) -> impl Iterator<Item = &LinkEntry> {
+        self.links.values()
+    }
+}
+
+/// Why a call over a link is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinkRefusal {
+    /// No link from the caller with that name covers the interface.
+    #[error("no link")]
+    NoLink,
+    /// The link failed to set up.
+    #[error("link failed: {0}")]
+    Failed(String),
+    /// The link was purged.
+    #[error("link purged; put it again to use it")]
+    Purged,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(source: &str, name: &str, cfg: &[(&str, &str)]) -> LinkDefinition {
+        LinkDefinition {
+            source_id: source.into(),
+            target: "prov".into(),
+            name: name.into(),
+            wit_namespace: "wasi".into(),
+            wit_package: "keyvalue".into(),
+            interfaces: vec!["store".into(), "atomics".into()],
+            source_config: HashMap::new(),
+            target_config: cfg.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            source_secrets: None,
+            target_secrets: None,
+        }
+    }
+
+    #[test]
+    fn two_named_links_from_one_component_do_not_clobber() {
+        let mut t = LinkTable::new("prov");
+        t.record(link("c", "default", &[("b", "1")]), LinkState::Active);
+        t.record(link("c", "cache", &[("b", "2")]), LinkState::Active);
+        assert_eq!(t.iter().count(), 2);
+        let a = t.admit("c", "cache", "wrpc:keyvalue/store@0.2.0-draft").unwrap();
+        assert_eq!(a.target_config["b"], "2");
+        let d = t.admit("c", "default", "wasi:keyvalue/atomics@0.2.0-draft").unwrap();
+        assert_eq!(d.target_config["b"], "1");
+        assert_eq!(t.admit("c", "other", "wrpc:keyvalue/store@0.2.0-draft"), Err(LinkRefusal::NoLink));
+        assert_eq!(t.admit("c", "default", "wrpc:keyvalue/batch@0.2.0-draft"), Err(LinkRefusal::NoLink));
+    }
+
+    #[test]
+    fn puts_are_classified() {
+        let mut t = LinkTable::new("prov");
+        let l = link("c", "default", &[("b", "1")]);
+        assert_eq!(t.classify(&l), PutOutcome::New);
+        t.record(l.clone(), LinkState::Active);
+        assert_eq!(t.classify(&l), PutOutcome::Unchanged);
+        let changed = link("c", "default", &[("b", "2")]);
+        assert_eq!(t.classify(&changed), PutOutcome::Changed);
+        t.purge(&LinkSelector::for_key(&l.key()));
+        assert_eq!(t.classify(&l), PutOutcome::Revived);
+        assert_eq!(t.admit("c", "default", "wrpc:keyvalue/store@0.2.0-draft"), Err(LinkRefusal::Purged));
+    }
+
+    #[test]
+    fn one_x_json_round_trips_with_defaults() {
+        let l: LinkDefinition = serde_json::from_str(
+            r#"{"source_id":"c","target":"p","wit_namespace":"wasi","wit_package":"keyvalue","interfaces":["store"]}"#,
+        )
+        .unwrap();
+        assert_eq!(l.name, "default");
+        assert!(l.target_config.is_empty());
+    }
+}

@@ -1,0 +1,247 @@
+//! Serving exports with per-link context, and calling linked components.
+//!
+//! [`ProviderServer`] is a [`wrpc_transport::Serve`] whose context is a [`CallContext`]: before
+//! a call is accepted, its `source-id` and `link-name` headers are matched against the link
+//! table. A call over no link, a failed link or a purged link is refused during the handshake
+//! with the reason, so the caller gets a clear error at once instead of a timeout.
+//!
+//! [`ProviderHandle::serve`] drives the invocation streams that `wit-bindgen-wrpc` generates:
+//! bounded concurrency (calls past the limit wait in NATS), a deadline per call, a span per
+//! call carrying the caller's trace context, and draining on shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_nats::HeaderMap;
+use futures::{Stream, StreamExt as _};
+use tracing::{Instrument as _, debug, warn};
+
+use super::{ProviderHandle, RuntimeError};
+use crate::link::{LinkDefinition, LinkRefusal};
+use crate::transport::{self, Incoming, Outgoing, ServeContext};
+
+/// What a served call knows about where it came from.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    /// The caller (`source-id` header).
+    pub source_id: String,
+    /// The link name (`link-name` header, `default` if absent).
+    pub link_name: String,
+    /// The link the call came over.
+    pub link: Arc<LinkDefinition>,
+    /// All headers of the invocation.
+    pub headers: Option<HeaderMap>,
+}
+
+impl CallContext {
+    /// The target-side config of the link the call came over.
+    pub fn config(&self) -> &HashMap<String, String> {
+        &self.link.target_config
+    }
+
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str())
+    }
+
+    /// The W3C `traceparent` of the caller, if it sent one.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.header("traceparent")
+    }
+}
+
+/// Serves this provider's exports on the lattice, admitting calls by link. Implements
+/// [`wrpc_transport::Serve`] with [`CallContext`] as context.
+#[derive(Clone, Debug)]
+pub struct ProviderServer {
+    handle: ProviderHandle,
+    server: transport::Server,
+}
+
+impl ProviderServer {
+    pub(crate) fn new(handle: ProviderHandle) -> Self {
+        let inner = &handle.inner;
+        let id = &inner.config.provider_id;
+        let server = inner.wrpc.server(
+            inner.subjects.wrpc_prefix(id),
+            Some(inner.subjects.wrpc_queue_group(id).into()),
+        );
+        Self { handle, server }
+    }
+}
+
+impl wrpc_transport::Serve for ProviderServer {
+    type Context = CallContext;
+    type Outgoing = Outgoing;
+    type Incoming = Incoming;
+
+    async fn serve(
+        &self,
+        instance: &str,
+        func: &str,
+        paths: impl Into<Arc<[Box<[Option<usize>]>]>> + Send,
+    ) -> anyhow::Result<
+        impl Stream<Item = anyhow::Result<(Self::Context, Self::Outgoing, Self::Incoming)>>
+        + Send
+        + 'static,
+    > {
+        let inner = Arc::clone(&self.handle.inner);
+        let instance_name = instance.to_string();
+        self.server
+            .serve_admitted(instance, func, paths, move |cx: ServeContext| {
+                let id = &inner.config.provider_id;
+                if !inner.accepting() {
+                    return Err(format!("provider {id} is shutting down"));
+                }
+                let Some(source_id) = cx.header("source-id").map(str::to_string) else {
+                    return Err(format!(
+                        "call to provider {id} has no source-id header, so no link can be found"
+                    ));
+                };
+                let link_name = cx
+                    .header("link-name")
+                    .unwrap_or(crate::link::DEFAULT_LINK_NAME)
+                    .to_string();
+                let admitted = inner.table().admit(&source_id, &link_name, &instance_name);
+                match admitted {
+                    Ok(link) => Ok(CallContext {
+                        source_id,
+                        link_name,
+                        link,
+                        headers: cx.headers,
+                    }),
+                    Err(refusal) => Err(match refusal {
+                        LinkRefusal::NoLink => format!(
+                            "no link named {link_name:?} from {source_id} to provider {id} covers {instance_name}"
+                        ),
+                        LinkRefusal::Failed(error) => format!(
+                            "link {link_name:?} from {source_id} to provider {id} failed to set up: {error}"
+                        ),
+                        LinkRefusal::Purged => format!(
+                            "link {link_name:?} from {source_id} to provider {id} was purged; put it again to use it"
+                        ),
+                    }),
+                }
+            })
+            .await
+    }
+}
+
+impl ProviderHandle {
+    /// Drives the invocation streams of generated `serve` functions until shutdown: at most
+    /// `max_concurrent_calls` at once, each cancelled after `call_deadline`.
+    ///
+    /// ```ignore
+    /// let invocations = bindings::serve(&handle.server(), MyHandler).await?;
+    /// handle.serve(invocations)?;
+    /// ```
+    pub fn serve<S, F>(
+        &self,
+        invocations: impl IntoIterator<Item = (&'static str, &'static str, S)>,
+    ) -> Result<(), RuntimeError>
+    where
+        S: Stream<Item = anyhow::Result<F>> + Send + Unpin + 'static,
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        for (instance, func, stream) in invocations {
+            let inner = Arc::clone(&self.inner);
+            let mut stop = inner.shutdown.subscribe();
+            let mut stream = stream;
+            self.inner.spawn(async move {
+                loop {
+                    // Take a slot first: past the limit, calls wait in NATS, not in memory.
+                    let permit = tokio::select! {
+                        permit = Arc::clone(&inner.slots).acquire_owned() => match permit {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                        _ = stop.wait_for(|s| *s) => break,
+                    };
+                    let next = tokio::select! {
+                        next = stream.next() => next,
+                        _ = stop.wait_for(|s| *s) => break,
+                    };
+                    let fut = match next {
+                        Some(Ok(fut)) => fut,
+                        Some(Err(err)) => {
+                            warn!(instance, func, error = %format!("{err:#}"), "failed to accept a call");
+                            continue;
+                        }
+                        None => break,
+                    };
+                    let deadline = inner.config.call_deadline;
+                    let task_inner = Arc::clone(&inner);
+                    let span = tracing::debug_span!("wrpc.call", instance, func);
+                    task_inner.inflight.fetch_add(1, Ordering::AcqRel);
+                    tokio::spawn(
+                        async move {
+                            match tokio::time::timeout(deadline, fut).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(err)) => {
+                                    warn!(error = %format!("{err:#}"), "call failed")
+                                }
+                                Err(_) => warn!(?deadline, "call cancelled at its deadline"),
+                            }
+                            task_inner.inflight.fetch_sub(1, Ordering::AcqRel);
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
+                }
+                debug!(instance, func, "stopped serving");
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A client for calling one linked target, adding the 1.x headers (`source-id`,
+/// `link-name`, `target-id`) to every call. Implements [`wrpc_transport::Invoke`] with `()`
+/// as context.
+#[derive(Clone, Debug)]
+pub struct LinkedClient {
+    client: transport::Client,
+    headers: HeaderMap,
+}
+
+impl LinkedClient {
+    pub(crate) fn new(client: transport::Client, source_id: &str, link_name: &str, target: &str) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert("source-id", source_id);
+        headers.insert("link-name", link_name);
+        headers.insert("target-id", target);
+        Self { client, headers }
+    }
+
+    /// The same client with another call timeout.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.client = self.client.with_timeout(timeout);
+        self
+    }
+}
+
+impl wrpc_transport::Invoke for LinkedClient {
+    type Context = ();
+    type Outgoing = Outgoing;
+    type Incoming = Incoming;
+
+    async fn invoke<P>(
+        &self,
+        _cx: (),
+        instance: &str,
+        func: &str,
+        params: bytes::Bytes,
+        paths: impl AsRef<[P]> + Send,
+    ) -> anyhow::Result<(Self::Outgoing, Self::Incoming)>
+    where
+        P: AsRef<[Option<usize>]> + Send + Sync,
+    {
+        self.client
+            .invoke(Some(self.headers.clone()), instance, func, params, paths)
+            .await
+    }
+}
