@@ -25,10 +25,10 @@ use crate::provider::{HealthStatus, Provider};
 /// Longest a health check may take before it is answered as unhealthy.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// *1.x* shutdown request.
+/// *1.x* shutdown request. `host_id` is required: a message without it is not a shutdown
+/// request, whatever else it says.
 #[derive(Debug, Deserialize)]
 struct ShutdownRequest {
-    #[serde(default)]
     host_id: String,
 }
 
@@ -148,7 +148,7 @@ pub(crate) async fn subscribe_all<P: Provider>(
             Err(err) => return reply(&inner, msg.reply, &bad_payload(&subject, &err)).await,
         };
         if let Some(ours) = &inner.config.host_id {
-            if !req.host_id.is_empty() && req.host_id != *ours {
+            if req.host_id != *ours {
                 debug!(host_id = req.host_id, "ignoring shutdown for another host");
                 return;
             }
