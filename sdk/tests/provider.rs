@@ -514,3 +514,105 @@ async fn garbage_on_every_subject_is_survived() {
     let msg = f.nats.request(f.subjects.health(PROVIDER), "".into()).await.unwrap();
     assert!(serde_json::from_slice::<HealthStatus>(&msg.payload).unwrap().healthy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_nats_restart_and_keeps_serving() {
+    let mut server = common::OwnNats::start();
+    let lattice = common::unique_lattice("restart");
+    let config = ProviderConfig::standalone(&lattice, PROVIDER, &server.url()).unwrap();
+    let subjects = LatticeSubjects::new(&lattice).unwrap();
+    let provider = TestProvider::default();
+    let handle = ProviderHandle::start(config, Arc::new(provider.clone())).await.unwrap();
+    handle.serve(bindings::serve(&handle.server(), Handler).await.unwrap()).unwrap();
+
+    let connect = || async {
+        let nats = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(server.url())
+            .await
+            .unwrap();
+        let conn = Connection::new(nats.clone(), TransportOptions { timeout: Duration::from_secs(2), ..Default::default() })
+            .await
+            .unwrap();
+        (nats, conn)
+    };
+    let (nats, caller) = connect().await;
+    let store = LatticeStore::open(&nats, &subjects).await.unwrap();
+    store
+        .put_link(StoredLink {
+            source_id: "comp".into(),
+            target: PROVIDER.into(),
+            name: "default".into(),
+            wit_namespace: "trellis-test".into(),
+            wit_package: "greeter".into(),
+            interfaces: vec!["greet".into()],
+            source_config: vec![],
+            target_config: vec![],
+            source_secrets: vec![],
+            target_secrets: vec![],
+        })
+        .await
+        .unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("source-id", "comp");
+    let prefix = subjects.wrpc_prefix(PROVIDER);
+    let call = |caller: Connection, headers: HeaderMap| {
+        let prefix = prefix.clone();
+        async move {
+            let client = caller.client(prefix);
+            client::greeting(&client, Some(headers), "r").await
+        }
+    };
+    for _ in 0..100 {
+        if !handle.links().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    call(caller.clone(), headers.clone()).await.unwrap();
+
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // During the outage calls fail with a clear error within their timeout (no hang).
+    let during = tokio::time::timeout(Duration::from_secs(5), call(caller.clone(), headers.clone())).await;
+    assert!(matches!(during, Ok(Err(_))), "call during the outage did not fail cleanly");
+    server.restart();
+
+    // Both sides reconnect by themselves; calls succeed again.
+    let mut ok = false;
+    for _ in 0..60 {
+        if call(caller.clone(), headers.clone()).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "provider did not serve again after the NATS restart");
+
+    // And the link store is followed again: a new link put after the restart arrives.
+    store
+        .put_link(StoredLink {
+            source_id: "other".into(),
+            target: PROVIDER.into(),
+            name: "default".into(),
+            wit_namespace: "trellis-test".into(),
+            wit_package: "greeter".into(),
+            interfaces: vec!["greet".into()],
+            source_config: vec![],
+            target_config: vec![],
+            source_secrets: vec![],
+            target_secrets: vec![],
+        })
+        .await
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        if handle.links().len() == 2 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "link put after the restart never arrived: {:#?}", handle.links());
+    handle.stop(&provider).await;
+}

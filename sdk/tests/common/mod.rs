@@ -29,3 +29,66 @@ pub async fn nats() -> async_nats::Client {
 pub fn unique_lattice(tag: &str) -> String {
     format!("t{}-{tag}", uuid::Uuid::new_v4().simple())
 }
+
+/// A nats-server owned by one test (to stop and restart it), on a free loopback port, with
+/// JetStream in a temporary directory. Killed on drop.
+pub struct OwnNats {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnNats {
+    /// Starts one; panics if `TRELLIS_NATS_SERVER` (set by scripts/services.sh) is missing.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port");
+        let dir = std::env::temp_dir().join(format!("trellis-own-nats-{}", uuid::Uuid::new_v4().simple()));
+        let mut me = Self { port, dir, child: None };
+        me.restart();
+        me
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and store, waiting until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        let bin = std::env::var("TRELLIS_NATS_SERVER").unwrap_or_else(|_| {
+            panic!("TRELLIS_NATS_SERVER is not set: run the tests through scripts/test.sh")
+        });
+        let child = std::process::Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("own nats-server did not start on port {}", self.port);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
