@@ -1,0 +1,160 @@
+//! The example provider as a real process: started like a host starts it (host data on stdin,
+//! cleared environment), started standalone from flags, stopped by the host or by SIGTERM,
+//! and refusing to start without either.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use trellis_sdk::admin;
+use trellis_sdk::host_data::HostData;
+use trellis_sdk::link::LinkDefinition;
+use trellis_sdk::subjects::LatticeSubjects;
+use trellis_sdk::transport::{Connection, TransportOptions};
+
+mod bindings {
+    wit_bindgen_wrpc::generate!({
+        inline: "
+            package trellis-example:counter@0.1.0;
+            interface counter { increment: func(by: u64) -> u64; }
+            world caller { import counter; }
+        ",
+    });
+}
+
+/// The example binary, built by `cargo test` next to this test's executable.
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("examples").join("counter_provider");
+    assert!(bin.exists(), "{} is missing: run through `cargo test` (which builds examples)", bin.display());
+    bin
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("provider did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn wait_for_provider(nats: &async_nats::Client, subjects: &LatticeSubjects) {
+    for _ in 0..100 {
+        let replies = admin::ping_links(nats, subjects, Some("counter"), Duration::from_millis(100)).await.unwrap();
+        if !replies.is_empty() {
+            return;
+        }
+    }
+    panic!("provider never answered link ping");
+}
+
+async fn increment(conn: &Connection, subjects: &LatticeSubjects, by: u64) -> anyhow::Result<u64> {
+    let mut headers = HeaderMap::new();
+    headers.insert("source-id", "comp");
+    let client = conn.client(subjects.wrpc_prefix("counter"));
+    bindings::trellis_example::counter::counter::increment(&client, Some(headers), by).await
+}
+
+fn counter_link(start: &str) -> LinkDefinition {
+    LinkDefinition {
+        source_id: "comp".into(),
+        target: "counter".into(),
+        name: "default".into(),
+        wit_namespace: "trellis-example".into(),
+        wit_package: "counter".into(),
+        interfaces: vec!["counter".into()],
+        source_config: Default::default(),
+        target_config: [("start".to_string(), start.to_string())].into(),
+        source_secrets: None,
+        target_secrets: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_data_on_stdin_then_host_shutdown() {
+    let lattice = common::unique_lattice("stdin");
+    let subjects = LatticeSubjects::new(&lattice).unwrap();
+    let hd = HostData {
+        host_id: "NHOST".into(),
+        lattice_rpc_prefix: lattice.clone(),
+        lattice_rpc_url: common::nats_url(),
+        provider_key: "counter".into(),
+        instance_id: "i-1".into(),
+        link_definitions: vec![counter_link("41")],
+        ..HostData::default()
+    };
+    let mut child = Command::new(example())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    write!(stdin, "{}\r\n", hd.encode().unwrap()).unwrap();
+    drop(stdin);
+
+    let nats = common::nats().await;
+    wait_for_provider(&nats, &subjects).await;
+    let conn = Connection::new(nats.clone(), TransportOptions::default()).await.unwrap();
+    assert_eq!(increment(&conn, &subjects, 1).await.unwrap(), 42);
+
+    let reply = nats
+        .request(subjects.shutdown("counter"), br#"{"host_id":"NHOST"}"#.as_slice().into())
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&reply.payload).contains("true"));
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_from_flags_then_sigterm() {
+    let lattice = common::unique_lattice("flags");
+    let subjects = LatticeSubjects::new(&lattice).unwrap();
+    let mut child = Command::new(example())
+        .args(["--provider-id", "counter", "--lattice", &lattice, "--nats-url", &common::nats_url()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let nats = common::nats().await;
+    wait_for_provider(&nats, &subjects).await;
+    // A link with bad config is reported as failed through the request reply.
+    let reply = nats
+        .request(subjects.link_put("counter"), serde_json::to_vec(&counter_link("many")).unwrap().into())
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["success"], false, "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("bad `start`"), "{reply}");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn without_host_data_or_flags_it_fails_clearly() {
+    let out = Command::new(example())
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("without host data"), "{stderr}");
+}
