@@ -188,6 +188,15 @@ impl Client {
     }
 }
 
+/// Header a Trellis client sets when the invocation message carries all synchronous
+/// parameters (a Trellis extension). A Trellis server serving a function without async
+/// parameters then needs nothing more from the client and skips the handshake: a call costs
+/// two messages, like plain request/reply. Servers that do not know it ignore it.
+pub const PARAMS_COMPLETE_HEADER: &str = "trellis-params-complete";
+
+/// Wire size of `trellis-params-complete: 1\r\n`.
+const COMPLETE_HEADER_LEN: usize = PARAMS_COMPLETE_HEADER.len() + 2 + 1 + 2;
+
 /// Size of `headers` as NATS encodes them in front of the payload.
 fn header_wire_len(headers: &HeaderMap) -> usize {
     let mut n = b"NATS/1.0\r\n".len() + b"\r\n".len();
@@ -233,14 +242,19 @@ impl wrpc_transport::Invoke for Client {
             );
         }
 
-        let headers = cx.filter(|h| !h.is_empty());
-        let overhead = headers.as_ref().map_or(0, header_wire_len);
+        // Reserve room for the completeness header, which is added when everything fits.
+        let mut headers = cx.unwrap_or_default();
+        let overhead = header_wire_len(&headers) + COMPLETE_HEADER_LEN;
         let room = shared.nats.max_payload().checked_sub(overhead).filter(|n| *n > 0);
         let Some(room) = room else {
             anyhow::bail!("invocation headers ({overhead} bytes) do not fit the server's max payload");
         };
         let first = params.split_to(room.min(params.len()));
         let first_was_empty = first.is_empty();
+        if !first_was_empty && params.is_empty() {
+            headers.insert(PARAMS_COMPLETE_HEADER, "1");
+        }
+        let headers = Some(headers).filter(|h| !h.is_empty());
         trace!(subject, first = first.len(), rest = params.len(), "invoking");
         let publish = match headers {
             Some(h) => {
@@ -402,6 +416,9 @@ async fn accept<C>(
         ..
     } = msg;
     let reply = reply.with_context(|| format!("invocation on {subject} has no reply subject"))?;
+    let cx_complete = headers
+        .as_ref()
+        .is_some_and(|h| h.get(PARAMS_COMPLETE_HEADER).is_some());
     let cx = ServeContext {
         headers,
         subject: subject.to_string(),
@@ -420,6 +437,17 @@ async fn accept<C>(
             return Ok(None);
         }
     };
+    let results = Subject::from(subjects::results(&reply));
+    let complete = paths.is_empty()
+        && cx_complete
+        && !payload.is_empty();
+    if complete {
+        // Everything is here and nothing async can follow: no handshake, no routes.
+        let call = CallRoutes::new(&shared.routes, shared.opts.max_buffered_bytes);
+        let mut incoming = Incoming::new(call, Arc::from(""), None, payload, Some(timeout), "parameters");
+        incoming.set_eof();
+        return Ok(Some((cx, Outgoing::server_root(shared.nats.clone(), results, timeout), incoming)));
+    }
     let rx = shared.new_rx();
     let params: Arc<str> = subjects::params(&rx).into();
     let call = CallRoutes::new(&shared.routes, shared.opts.max_buffered_bytes);
@@ -443,11 +471,7 @@ async fn accept<C>(
     }
     Ok(Some((
         cx,
-        Outgoing::ready(
-            shared.nats.clone(),
-            Subject::from(subjects::results(&reply)),
-            timeout,
-        ),
+        Outgoing::server_root(shared.nats.clone(), results, timeout),
         incoming,
     )))
 }

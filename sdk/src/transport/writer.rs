@@ -45,22 +45,28 @@ pub struct Outgoing {
     path: Vec<usize>,
     /// Parameters that did not fit in the first message; sent first once the handshake is done.
     pending: Bytes,
-    /// Whether this stream must be closed with an empty message. The root writer of a client
-    /// call only needs to close if something was sent beyond the first message.
+    /// Whether this stream must be closed with an empty message. Root streams carry one
+    /// self-delimiting value, which a reader decodes without waiting for the close, so they
+    /// only close when the reader could not otherwise finish: when the value is empty (a
+    /// function without parameters or results), or when part of it went out after the first
+    /// message. Nested (async) streams always close.
     must_close: bool,
+    /// Whether this is the root result stream of a served call.
+    root_results: bool,
     closed: bool,
     timeout: Duration,
 }
 
 impl Outgoing {
-    /// A writer on a known subject (server results).
-    pub(crate) fn ready(nats: async_nats::Client, subject: Subject, timeout: Duration) -> Self {
+    /// The root result writer of a served call.
+    pub(crate) fn server_root(nats: async_nats::Client, subject: Subject, timeout: Duration) -> Self {
         Self {
             nats,
             target: Target::Ready(subject),
             path: Vec::new(),
             pending: Bytes::new(),
             must_close: true,
+            root_results: true,
             closed: false,
             timeout,
         }
@@ -87,6 +93,7 @@ impl Outgoing {
             path: Vec::new(),
             pending,
             must_close,
+            root_results: false,
             closed: false,
             timeout,
         }
@@ -195,6 +202,7 @@ impl wrpc_transport::Index<Self> for Outgoing {
             path: full,
             pending: Bytes::new(),
             must_close: true,
+            root_results: false,
             closed: false,
             timeout: self.timeout,
         })
@@ -213,7 +221,9 @@ impl AsyncWrite for Outgoing {
         }
         let subject = ready!(this.poll_target(cx))?;
         ready!(this.poll_drain(cx, &subject))?;
-        this.must_close = true;
+        // Client root: bytes beyond the first message need the close. Server root: a
+        // non-empty result is self-delimiting and needs none.
+        this.must_close = !this.root_results;
         this.poll_publish(cx, subject, buf)
     }
 

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the benchmarks against real services started on loopback (release build).
+#   scripts/bench.sh            # all benchmarks
+#   BENCH_SCALE=0.2 scripts/bench.sh   # shorter run
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/services.sh start nats
+eval "$(scripts/services.sh env)"
+cargo bench -p trellis-sdk --bench transport
