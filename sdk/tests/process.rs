@@ -2,7 +2,7 @@
 //! cleared environment), started standalone from flags, stopped by the host or by SIGTERM,
 //! and refusing to start without either.
 
-mod common;
+use trellis_tests as common;
 
 use std::io::Write as _;
 use std::path::PathBuf;

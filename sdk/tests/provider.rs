@@ -2,7 +2,7 @@
 //! delete, named links), ping, purge, failure reports, health, shutdown draining, NATS
 //! restarts and garbage on every subject.
 
-mod common;
+use trellis_tests as common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,9 @@
-//! Shared helpers of the SDK integration tests: the real NATS server they run against.
-#![allow(dead_code)]
+//! The test harness shared by every Trellis test suite: finding the real services that
+//! `scripts/services.sh` started, and owning a private nats-server when a test must stop and
+//! restart it.
+//!
+//! Every lookup fails the test loudly when its service is missing: a test that needs a
+//! backend never passes without one.
 
 use std::time::Duration;
 
