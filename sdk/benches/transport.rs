@@ -49,7 +49,10 @@ struct Stats {
 
 /// Something that can make one echo call.
 trait Caller: Clone + Send + Sync + 'static {
-    fn call(&self, payload: Bytes) -> impl std::future::Future<Output = anyhow::Result<Bytes>> + Send;
+    fn call(
+        &self,
+        payload: Bytes,
+    ) -> impl std::future::Future<Output = anyhow::Result<Bytes>> + Send;
 }
 
 #[derive(Clone)]
@@ -80,7 +83,10 @@ where
 }
 
 async fn one<C: Caller>(c: &C, payload: Bytes) -> bool {
-    matches!(tokio::time::timeout(CALL_TIMEOUT, c.call(payload)).await, Ok(Ok(_)))
+    matches!(
+        tokio::time::timeout(CALL_TIMEOUT, c.call(payload)).await,
+        Ok(Ok(_))
+    )
 }
 
 async fn measure<C: Caller>(c: &C, payload: Bytes, sequential: usize, parallel: usize) -> Stats {
@@ -134,7 +140,10 @@ where
 }
 
 fn main() -> anyhow::Result<()> {
-    let threads: usize = std::env::var("BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let threads: usize = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -145,7 +154,10 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let url = std::env::var("TRELLIS_NATS_URL")
         .map_err(|_| anyhow::anyhow!("TRELLIS_NATS_URL is not set: run scripts/bench.sh"))?;
-    let scale: f64 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let n = |x: usize| ((x as f64 * scale) as usize).max(50);
     let connect = || async_nats::connect(url.as_str());
     let lattice = format!("bench{}", std::process::id());
@@ -168,7 +180,9 @@ async fn run() -> anyhow::Result<()> {
     let server = Connection::new(connect().await?, TransportOptions::default()).await?;
     serve_wrpc(server.server(ours_prefix.clone(), Some(ours_prefix.clone().into()))).await;
     let ours = Wrpc(Arc::new(
-        Connection::new(connect().await?, TransportOptions::default()).await?.client(ours_prefix),
+        Connection::new(connect().await?, TransportOptions::default())
+            .await?
+            .client(ours_prefix),
     ));
 
     // Theirs (wrpc-transport-nats 0.31), both ends.
@@ -190,16 +204,25 @@ async fn run() -> anyhow::Result<()> {
         "{:<9} {:<34} {:>10} {:>10} {:>11} {:>8} {:>8} {:>8} {:>7}",
         "payload", "transport", "p50 µs", "p99 µs", "calls/s", "p50 ×", "p99 ×", "thru ×", "failed"
     );
-    for (label, size, seq, par) in [("16 B", 16usize, n(5000), n(20_000)), ("64 KiB", 65536, n(1000), n(4000))] {
+    for (label, size, seq, par) in [
+        ("16 B", 16usize, n(5000), n(20_000)),
+        ("64 KiB", 65536, n(1000), n(4000)),
+    ] {
         let payload = Bytes::from(vec![0x5a; size]);
         let base = measure(&raw, payload.clone(), seq, par).await;
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
         let mut rows = vec![("raw NATS request/reply", base)];
         if only.is_empty() || only == "ours" {
-            rows.push(("trellis transport", measure(&ours, payload.clone(), seq, par).await));
+            rows.push((
+                "trellis transport",
+                measure(&ours, payload.clone(), seq, par).await,
+            ));
         }
         if only.is_empty() || only == "theirs" {
-            rows.push(("wrpc-transport-nats 0.31", measure(&theirs, payload.clone(), seq, par).await));
+            rows.push((
+                "wrpc-transport-nats 0.31",
+                measure(&theirs, payload.clone(), seq, par).await,
+            ));
         }
         for (name, s) in rows {
             println!(

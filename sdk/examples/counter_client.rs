@@ -23,14 +23,21 @@ wit_bindgen_wrpc::generate!({
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    let url = args
+        .next()
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
     let lattice = args.next().unwrap_or_else(|| "default".into());
     let calls: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(3);
 
     let nats = async_nats::connect(url.as_str()).await?;
     let subjects = LatticeSubjects::new(&lattice)?;
     let store = LatticeStore::open(&nats, &subjects).await?;
-    store.put_config("demo-counter", &[("start".to_string(), "0".to_string())].into()).await?;
+    store
+        .put_config(
+            "demo-counter",
+            &[("start".to_string(), "0".to_string())].into(),
+        )
+        .await?;
     store
         .put_link(StoredLink {
             source_id: "demo-component".into(),
@@ -52,17 +59,26 @@ async fn main() -> anyhow::Result<()> {
     headers.insert("source-id", "demo-component");
     for attempt in 0.. {
         // The provider picks the link up from the store within milliseconds.
-        match trellis_example::counter::counter::increment(&client, Some(headers.clone()), 0).await {
+        match trellis_example::counter::counter::increment(&client, Some(headers.clone()), 0).await
+        {
             Ok(_) => break,
             Err(_) if attempt < 50 => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(err) => return Err(err.context("the counter provider never accepted the link")),
         }
     }
     for _ in 0..calls {
-        let n = trellis_example::counter::counter::increment(&client, Some(headers.clone()), 1).await?;
+        let n =
+            trellis_example::counter::counter::increment(&client, Some(headers.clone()), 1).await?;
         println!("counter = {n}");
     }
-    for reply in admin::ping_links(&nats, &subjects, Some("counter"), Duration::from_millis(300)).await? {
+    for reply in admin::ping_links(
+        &nats,
+        &subjects,
+        Some("counter"),
+        Duration::from_millis(300),
+    )
+    .await?
+    {
         for link in reply.links {
             println!(
                 "link {} -> {}: {}, {} calls",

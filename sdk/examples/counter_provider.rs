@@ -24,7 +24,9 @@ struct Counters(Arc<Mutex<HashMap<LinkKey, u64>>>);
 impl Provider for Counters {
     async fn receive_link_config_as_target(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
         let start = match link.config.get("start") {
-            Some(v) => v.parse().map_err(|e| anyhow::anyhow!("bad `start` {v:?}: {e}"))?,
+            Some(v) => v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("bad `start` {v:?}: {e}"))?,
             None => 0,
         };
         let mut counters = self.0.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -33,7 +35,10 @@ impl Provider for Counters {
     }
 
     async fn delete_link_as_target(&self, link: &LinkDefinition) -> anyhow::Result<()> {
-        self.0.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.remove(&link.key());
+        self.0
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .remove(&link.key());
         Ok(())
     }
 }

@@ -118,5 +118,12 @@ pub async fn purge_links(
     wait: Duration,
 ) -> Result<Vec<PurgeReply>, AdminError> {
     let payload = serde_json::to_vec(selector)?;
-    gather(nats, subjects.link_purge(provider_id), payload, wait, usize::MAX).await
+    gather(
+        nats,
+        subjects.link_purge(provider_id),
+        payload,
+        wait,
+        usize::MAX,
+    )
+    .await
 }

@@ -14,9 +14,8 @@ use clap::Parser;
 
 use crate::connect::{NatsAuth, NatsOptions, TlsOptions};
 use crate::error::InvalidName;
-use crate::host_data::{HostData, HostDataError};
+use crate::host_data::{HostData, HostDataError, SecretValue};
 use crate::link::LinkDefinition;
-use crate::secret::Secret;
 use crate::subjects::validate_token;
 
 /// Everything a provider needs to join its lattice and serve.
@@ -38,7 +37,7 @@ pub struct ProviderConfig {
     /// Links known at start (from host data).
     pub initial_links: Vec<LinkDefinition>,
     /// Secrets passed by the host.
-    pub secrets: HashMap<String, Secret>,
+    pub secrets: HashMap<String, SecretValue>,
     /// Default timeout of calls the provider makes, and of waits inside a served call.
     pub rpc_timeout: Duration,
     /// Most calls served at once; further calls wait in NATS.
@@ -83,7 +82,11 @@ pub struct StandaloneArgs {
     #[arg(long, env = "TRELLIS_PROVIDER_ID")]
     pub provider_id: String,
     /// NATS server URL(s).
-    #[arg(long, env = "TRELLIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "TRELLIS_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
     /// NATS user (with --nats-password).
     #[arg(long, env = "TRELLIS_NATS_USER")]

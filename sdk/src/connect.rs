@@ -105,7 +105,9 @@ pub fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
     if attempts <= 1 {
         return Duration::ZERO;
     }
-    let exp = u32::try_from(attempts.saturating_sub(2)).unwrap_or(u32::MAX).min(16);
+    let exp = u32::try_from(attempts.saturating_sub(2))
+        .unwrap_or(u32::MAX)
+        .min(16);
     Duration::from_millis(100u64.saturating_mul(1 << exp)).min(max)
 }
 

@@ -25,7 +25,9 @@ pub struct InvalidName {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TransportError {
     /// Nobody serves the invoked function: NATS answered "no responders".
-    #[error("no responders on {subject}: nothing serves this function (is the target running and linked?)")]
+    #[error(
+        "no responders on {subject}: nothing serves this function (is the target running and linked?)"
+    )]
     NoResponders {
         /// The invocation subject.
         subject: String,
@@ -87,7 +89,8 @@ impl TransportError {
 
     /// Finds a transport error in an `std::io::Error`, if there is one.
     pub fn from_io(err: &std::io::Error) -> Option<&TransportError> {
-        err.get_ref().and_then(|e| e.downcast_ref::<TransportError>())
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<TransportError>())
     }
 
     /// Finds a transport error anywhere in an `anyhow` error chain.

@@ -106,7 +106,11 @@ mod tests {
 
     #[test]
     fn envelope_is_cloudevents() {
-        let ev = CloudEvent::new("p", kind::LINK_SET_FAILED, serde_json::json!({"error": "x"}));
+        let ev = CloudEvent::new(
+            "p",
+            kind::LINK_SET_FAILED,
+            serde_json::json!({"error": "x"}),
+        );
         let v = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["type"], "com.wasmcloud.lattice.linkdef_set_failed");
         assert_eq!(v["specversion"], "1.0");

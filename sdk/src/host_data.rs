@@ -43,20 +43,24 @@ pub struct HostData {
     pub link_definitions: Vec<LinkDefinition>,
     /// The provider's merged named config.
     pub config: HashMap<String, String>,
-    /// Secrets for the provider, as the host sent them.
-    pub secrets: HashMap<String, Secret>,
+    /// Secrets for the provider (plain text in host data, as 1.x sends them).
+    pub secrets: HashMap<String, SecretValue>,
     /// The host's xkey public key (for sealed secrets).
     pub host_xkey_public_key: String,
     /// This instance's xkey private key (for sealed secrets). A 1.x host addresses link puts
     /// to the matching public key.
     pub provider_xkey_private_key: Secret,
     /// Default timeout of outgoing calls, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_rpc_timeout_ms: Option<u64>,
     /// Whether logs should be JSON.
     pub structured_logging: bool,
-    /// Log level the host asks for (`trace` … `error`, any case).
+    /// Log level the host asks for (`trace` … `error`, `critical`; lowercase).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
-    /// OpenTelemetry settings of the host, passed through untouched.
+    /// OpenTelemetry settings of the host, passed through untouched (an object; 1.x readers
+    /// require one).
+    #[serde(default = "empty_object")]
     pub otel_config: serde_json::Value,
     /// Legacy: link name of the provider start.
     pub link_name: String,
@@ -64,6 +68,27 @@ pub struct HostData {
     pub env_values: HashMap<String, String>,
     /// Legacy: cluster issuers.
     pub cluster_issuers: Vec<String>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// A secret value as 1.x carries it: `{"kind": "String", "value": "…"}` or
+/// `{"kind": "Bytes", "value": [1, 2, 3]}`. Never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value")]
+pub enum SecretValue {
+    /// A text secret.
+    String(Secret),
+    /// A binary secret.
+    Bytes(Vec<u8>),
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
 }
 
 /// Why host data could not be read.
@@ -76,7 +101,9 @@ pub enum HostDataError {
     )]
     Timeout(Duration),
     /// stdin closed without a line.
-    #[error("stdin closed without host data: start the provider from a host, or standalone (see --help)")]
+    #[error(
+        "stdin closed without host data: start the provider from a host, or standalone (see --help)"
+    )]
     Empty,
     /// The line is larger than [`MAX_HOST_DATA_BYTES`].
     #[error("host data is larger than {MAX_HOST_DATA_BYTES} bytes")]
@@ -103,6 +130,15 @@ impl HostData {
     pub fn decode(line: &str) -> Result<Self, HostDataError> {
         let bytes = base64::engine::general_purpose::STANDARD.decode(line.trim())?;
         Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// Host data with every field a 1.x reader requires present.
+    pub fn new() -> Self {
+        Self {
+            link_name: crate::link::DEFAULT_LINK_NAME.to_string(),
+            otel_config: empty_object(),
+            ..Self::default()
+        }
     }
 
     /// Reads one host data line from `reader`, waiting at most `timeout`.
@@ -134,6 +170,32 @@ impl HostData {
 mod tests {
     use super::*;
 
+    #[test]
+    fn parses_what_a_1x_host_sends() {
+        let json = r#"{"host_id":"NHOST","lattice_rpc_prefix":"default","link_name":"default",
+            "lattice_rpc_user_jwt":"","lattice_rpc_user_seed":"","lattice_rpc_url":"nats://127.0.0.1:4222",
+            "provider_key":"my-provider","env_values":{},"instance_id":"5f0c","link_definitions":[
+              {"source_id":"c","target":"my-provider","name":"default","wit_namespace":"wasi",
+               "wit_package":"keyvalue","interfaces":["store"],"source_config":{},"target_config":{"k":"v"},
+               "source_secrets":null,"target_secrets":[1,2,3]}],
+            "cluster_issuers":[],"config":{"k":"v"},
+            "secrets":{"token":{"kind":"String","value":"s3cr3t"},"blob":{"kind":"Bytes","value":[1,2]}},
+            "host_xkey_public_key":"XAB","provider_xkey_private_key":"SXA",
+            "default_rpc_timeout_ms":2000,"structured_logging":false,"log_level":"info",
+            "otel_config":{"enable_observability":false,"protocol":"Http","additional_ca_paths":[],"trace_level":"info"}}"#;
+        let hd: HostData = serde_json::from_str(json).unwrap();
+        assert_eq!(hd.link_definitions[0].target_config["k"], "v");
+        assert_eq!(hd.default_rpc_timeout_ms, Some(2000));
+        let dbg = format!("{hd:?}");
+        assert!(!dbg.contains("s3cr3t") && !dbg.contains("SXA"), "{dbg}");
+        // What we write carries every field a 1.x reader requires.
+        let out = serde_json::to_value(HostData::new()).unwrap();
+        for field in ["env_values", "link_definitions", "otel_config"] {
+            assert!(out.get(field).is_some(), "{field} missing");
+        }
+        assert!(out["otel_config"].is_object());
+    }
+
     #[tokio::test]
     async fn reads_a_1x_line_and_rejects_garbage() {
         let hd = HostData {
@@ -141,10 +203,12 @@ mod tests {
             lattice_rpc_prefix: "default".into(),
             provider_key: "prov".into(),
             lattice_rpc_user_seed: "SUSECRET".into(),
-            ..HostData::default()
+            ..HostData::new()
         };
         let line = format!("{}\r\n", hd.encode().unwrap());
-        let back = HostData::read_from(line.as_bytes(), Duration::from_secs(1)).await.unwrap();
+        let back = HostData::read_from(line.as_bytes(), Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(back, hd);
         assert!(!format!("{back:?}").contains("SUSECRET"));
 

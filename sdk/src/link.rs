@@ -166,8 +166,14 @@ impl LinkSelector {
         key.source_id == self.source_id
             && key.name == self.name
             && self.target.as_ref().is_none_or(|t| *t == key.target)
-            && self.wit_namespace.as_ref().is_none_or(|n| *n == key.wit_namespace)
-            && self.wit_package.as_ref().is_none_or(|p| *p == key.wit_package)
+            && self
+                .wit_namespace
+                .as_ref()
+                .is_none_or(|n| *n == key.wit_namespace)
+            && self
+                .wit_package
+                .as_ref()
+                .is_none_or(|p| *p == key.wit_package)
     }
 
     /// The selector matching exactly the link `key` (and any link differing only by
@@ -363,7 +369,8 @@ impl LinkTable {
     ) -> Result<Arc<LinkDefinition>, LinkRefusal> {
         for entry in self.links.values_mut() {
             let def = &entry.definition;
-            if def.source_id != source_id || def.name != link_name || def.target != self.provider_id {
+            if def.source_id != source_id || def.name != link_name || def.target != self.provider_id
+            {
                 continue;
             }
             if !def.covers_instance(instance) {
@@ -440,7 +447,10 @@ mod tests {
             wit_package: "keyvalue".into(),
             interfaces: vec!["store".into(), "atomics".into()],
             source_config: HashMap::new(),
-            target_config: cfg.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            target_config: cfg
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             source_secrets: None,
             target_secrets: None,
         }
@@ -452,12 +462,22 @@ mod tests {
         t.record(link("c", "default", &[("b", "1")]), LinkState::Active);
         t.record(link("c", "cache", &[("b", "2")]), LinkState::Active);
         assert_eq!(t.iter().count(), 2);
-        let a = t.admit("c", "cache", "wrpc:keyvalue/store@0.2.0-draft").unwrap();
+        let a = t
+            .admit("c", "cache", "wrpc:keyvalue/store@0.2.0-draft")
+            .unwrap();
         assert_eq!(a.target_config["b"], "2");
-        let d = t.admit("c", "default", "wasi:keyvalue/atomics@0.2.0-draft").unwrap();
+        let d = t
+            .admit("c", "default", "wasi:keyvalue/atomics@0.2.0-draft")
+            .unwrap();
         assert_eq!(d.target_config["b"], "1");
-        assert_eq!(t.admit("c", "other", "wrpc:keyvalue/store@0.2.0-draft"), Err(LinkRefusal::NoLink));
-        assert_eq!(t.admit("c", "default", "wrpc:keyvalue/batch@0.2.0-draft"), Err(LinkRefusal::NoLink));
+        assert_eq!(
+            t.admit("c", "other", "wrpc:keyvalue/store@0.2.0-draft"),
+            Err(LinkRefusal::NoLink)
+        );
+        assert_eq!(
+            t.admit("c", "default", "wrpc:keyvalue/batch@0.2.0-draft"),
+            Err(LinkRefusal::NoLink)
+        );
     }
 
     #[test]
@@ -471,7 +491,10 @@ mod tests {
         assert_eq!(t.classify(&changed), PutOutcome::Changed);
         t.purge(&LinkSelector::for_key(&l.key()));
         assert_eq!(t.classify(&l), PutOutcome::Revived);
-        assert_eq!(t.admit("c", "default", "wrpc:keyvalue/store@0.2.0-draft"), Err(LinkRefusal::Purged));
+        assert_eq!(
+            t.admit("c", "default", "wrpc:keyvalue/store@0.2.0-draft"),
+            Err(LinkRefusal::Purged)
+        );
     }
 
     #[test]

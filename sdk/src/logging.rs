@@ -8,7 +8,9 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber once; later calls do nothing.
 pub fn init(structured: bool, level: Option<&str>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let level = level.map(str::to_ascii_lowercase).unwrap_or_else(|| "info".into());
+        let level = level
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_else(|| "info".into());
         EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"))
     });
     let builder = tracing_subscriber::fmt()

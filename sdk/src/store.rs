@@ -49,6 +49,9 @@ pub struct StoredLink {
     pub target_secrets: Vec<String>,
 }
 
+/// *1.x*: named config whose name starts with this is a secret reference.
+pub const SECRET_PREFIX: &str = "SECRET_";
+
 fn default_name() -> String {
     crate::link::DEFAULT_LINK_NAME.to_string()
 }
@@ -177,7 +180,11 @@ impl LatticeStore {
     }
 
     /// Stores the specification of `component_id`.
-    pub async fn put_component(&self, component_id: &str, spec: &ComponentSpec) -> Result<(), StoreError> {
+    pub async fn put_component(
+        &self,
+        component_id: &str,
+        spec: &ComponentSpec,
+    ) -> Result<(), StoreError> {
         let key = format!("{COMPONENT_KEY_PREFIX}{component_id}");
         let body = serde_json::to_vec(spec).map_err(|source| StoreError::Corrupt {
             key: key.clone(),
@@ -209,7 +216,11 @@ impl LatticeStore {
     }
 
     /// Stores named config `name`.
-    pub async fn put_config(&self, name: &str, values: &HashMap<String, String>) -> Result<(), StoreError> {
+    pub async fn put_config(
+        &self,
+        name: &str,
+        values: &HashMap<String, String>,
+    ) -> Result<(), StoreError> {
         let body = serde_json::to_vec(values).map_err(|source| StoreError::Corrupt {
             key: name.to_string(),
             source,
@@ -297,10 +308,18 @@ impl LatticeStore {
             .zip(resolved.iter_mut())
         {
             for name in names {
-                let values = self.config(name).await?.ok_or_else(|| StoreError::MissingConfig {
-                    link: format!("{} -> {} ({})", link.source_id, link.target, link.name),
-                    name: name.clone(),
-                })?;
+                // `SECRET_*` names are references to secrets, not config (1.x): resolving
+                // them as config would leak their metadata into the link's config.
+                if name.starts_with(SECRET_PREFIX) {
+                    continue;
+                }
+                let values = self
+                    .config(name)
+                    .await?
+                    .ok_or_else(|| StoreError::MissingConfig {
+                        link: format!("{} -> {} ({})", link.source_id, link.target, link.name),
+                        name: name.clone(),
+                    })?;
                 out.extend(values);
             }
         }
@@ -324,7 +343,13 @@ impl LatticeStore {
     pub async fn links_for(
         &self,
         provider_id: &str,
-    ) -> Result<(BTreeMap<LinkKey, LinkDefinition>, Vec<(StoredLink, StoreError)>), StoreError> {
+    ) -> Result<
+        (
+            BTreeMap<LinkKey, LinkDefinition>,
+            Vec<(StoredLink, StoreError)>,
+        ),
+        StoreError,
+    > {
         let mut good = BTreeMap::new();
         let mut bad = Vec::new();
         for link in self.stored_links().await? {

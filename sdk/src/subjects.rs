@@ -138,9 +138,8 @@ pub const COMPONENT_KEY_PREFIX: &str = "COMPONENT_";
 /// *1.x*: the invocation subject for `func` of `instance` under `prefix`
 /// (`{prefix}.wrpc.0.0.1.{instance}.{func}`).
 pub fn invocation(prefix: &str, instance: &str, func: &str) -> String {
-    let mut s = String::with_capacity(
-        prefix.len() + WRPC_PROTOCOL.len() + instance.len() + func.len() + 3,
-    );
+    let mut s =
+        String::with_capacity(prefix.len() + WRPC_PROTOCOL.len() + instance.len() + func.len() + 3);
     if !prefix.is_empty() {
         s.push_str(prefix);
         s.push('.');
@@ -194,14 +193,20 @@ mod tests {
         let s = LatticeSubjects::new("default").unwrap();
         assert_eq!(s.link_put("VABC"), "wasmbus.rpc.default.VABC.linkdefs.put");
         assert_eq!(s.shutdown("p1"), "wasmbus.rpc.default.p1.default.shutdown");
-        assert_eq!(s.event("linkdef_set_failed"), "wasmbus.evt.default.linkdef_set_failed");
+        assert_eq!(
+            s.event("linkdef_set_failed"),
+            "wasmbus.evt.default.linkdef_set_failed"
+        );
         assert_eq!(s.wrpc_prefix("comp"), "default.comp");
         assert_eq!(
             invocation("default.comp", "wrpc:keyvalue/store@0.2.0-draft", "get"),
             "default.comp.wrpc.0.0.1.wrpc:keyvalue/store@0.2.0-draft.get"
         );
         assert_eq!(invocation("", "", "f"), "wrpc.0.0.1.f");
-        assert_eq!(indexed("x.results", &[Some(0), None, Some(12)]), "x.results.0.*.12");
+        assert_eq!(
+            indexed("x.results", &[Some(0), None, Some(12)]),
+            "x.results.0.*.12"
+        );
     }
 
     #[test]
@@ -211,6 +216,12 @@ mod tests {
         }
         assert!(validate_token("id", &"x".repeat(257)).is_err());
         assert!(LatticeSubjects::new("a.b").is_err());
-        assert!(validate_token("id", "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5").is_ok());
+        assert!(
+            validate_token(
+                "id",
+                "MBCFOPM6JW2APJLXJD3Z5O4CN7CPYJ2B4FTKLJUR5YR5MITIU7HD3WD5"
+            )
+            .is_ok()
+        );
     }
 }

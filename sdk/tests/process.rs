@@ -31,7 +31,11 @@ fn example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let bin = dir.join("examples").join("counter_provider");
-    assert!(bin.exists(), "{} is missing: run through `cargo test` (which builds examples)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run through `cargo test` (which builds examples)",
+        bin.display()
+    );
     bin
 }
 
@@ -51,7 +55,10 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 
 async fn wait_for_provider(nats: &async_nats::Client, subjects: &LatticeSubjects) {
     for _ in 0..100 {
-        let replies = admin::ping_links(nats, subjects, Some("counter"), Duration::from_millis(100)).await.unwrap();
+        let replies =
+            admin::ping_links(nats, subjects, Some("counter"), Duration::from_millis(100))
+                .await
+                .unwrap();
         if !replies.is_empty() {
             return;
         }
@@ -92,7 +99,7 @@ async fn host_data_on_stdin_then_host_shutdown() {
         provider_key: "counter".into(),
         instance_id: "i-1".into(),
         link_definitions: vec![counter_link("41")],
-        ..HostData::default()
+        ..HostData::new()
     };
     let mut child = Command::new(example())
         .env_clear()
@@ -107,14 +114,19 @@ async fn host_data_on_stdin_then_host_shutdown() {
 
     let nats = common::nats().await;
     wait_for_provider(&nats, &subjects).await;
-    let conn = Connection::new(nats.clone(), TransportOptions::default()).await.unwrap();
+    let conn = Connection::new(nats.clone(), TransportOptions::default())
+        .await
+        .unwrap();
     assert_eq!(increment(&conn, &subjects, 1).await.unwrap(), 42);
 
     let reply = nats
-        .request(subjects.shutdown("counter"), br#"{"host_id":"NHOST"}"#.as_slice().into())
+        .request(
+            subjects.shutdown("counter"),
+            br#"{"host_id":"NHOST"}"#.as_slice().into(),
+        )
         .await
         .unwrap();
-    assert!(String::from_utf8_lossy(&reply.payload).contains("true"));
+    assert_eq!(&reply.payload[..], b"shutting down");
     let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status}");
 }
@@ -124,7 +136,14 @@ async fn standalone_from_flags_then_sigterm() {
     let lattice = common::unique_lattice("flags");
     let subjects = LatticeSubjects::new(&lattice).unwrap();
     let mut child = Command::new(example())
-        .args(["--provider-id", "counter", "--lattice", &lattice, "--nats-url", &common::nats_url()])
+        .args([
+            "--provider-id",
+            "counter",
+            "--lattice",
+            &lattice,
+            "--nats-url",
+            &common::nats_url(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -134,15 +153,27 @@ async fn standalone_from_flags_then_sigterm() {
     wait_for_provider(&nats, &subjects).await;
     // A link with bad config is reported as failed through the request reply.
     let reply = nats
-        .request(subjects.link_put("counter"), serde_json::to_vec(&counter_link("many")).unwrap().into())
+        .request(
+            subjects.link_put("counter"),
+            serde_json::to_vec(&counter_link("many")).unwrap().into(),
+        )
         .await
         .unwrap();
     let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["success"], false, "{reply}");
-    assert!(reply["message"].as_str().unwrap().contains("bad `start`"), "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("bad `start`"),
+        "{reply}"
+    );
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status}");
 }

@@ -46,8 +46,16 @@ const INSTANCE: &str = "trellis-test:greeter/greet@0.1.0";
 /// What the test provider was told, in order.
 #[derive(Clone, Debug, PartialEq)]
 enum Seen {
-    Put { source: String, name: String, update: bool, greeting: String },
-    Delete { source: String, name: String },
+    Put {
+        source: String,
+        name: String,
+        update: bool,
+        greeting: String,
+    },
+    Delete {
+        source: String,
+        name: String,
+    },
 }
 
 #[derive(Clone, Default)]
@@ -99,8 +107,15 @@ struct Handler;
 
 impl bindings::exports::trellis_test::greeter::greet::Handler<CallContext> for Handler {
     async fn greeting(&self, cx: CallContext, name: String) -> anyhow::Result<String> {
-        let greeting = cx.config().get("greeting").cloned().unwrap_or_else(|| "hello".into());
-        Ok(format!("{greeting}, {name} (via {} from {})", cx.link_name, cx.source_id))
+        let greeting = cx
+            .config()
+            .get("greeting")
+            .cloned()
+            .unwrap_or_else(|| "hello".into());
+        Ok(format!(
+            "{greeting}, {name} (via {} from {})",
+            cx.link_name, cx.source_id
+        ))
     }
 
     async fn slow(&self, _cx: CallContext, ms: u32) -> anyhow::Result<String> {
@@ -118,7 +133,10 @@ fn link(source: &str, name: &str, cfg: &[(&str, &str)]) -> LinkDefinition {
         wit_package: "greeter".into(),
         interfaces: vec!["greet".into()],
         source_config: HashMap::new(),
-        target_config: cfg.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        target_config: cfg
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         source_secrets: None,
         target_secrets: None,
     }
@@ -136,7 +154,9 @@ struct Fixture {
 async fn start_with(config: ProviderConfig) -> Fixture {
     let lattice = config.lattice.clone();
     let provider = TestProvider::default();
-    let handle = ProviderHandle::start(config, Arc::new(provider.clone())).await.unwrap();
+    let handle = ProviderHandle::start(config, Arc::new(provider.clone()))
+        .await
+        .unwrap();
     let invocations = bindings::serve(&handle.server(), Handler).await.unwrap();
     handle.serve(invocations).unwrap();
     let nats = common::nats().await;
@@ -161,7 +181,8 @@ async fn start_with(config: ProviderConfig) -> Fixture {
 
 async fn start(tag: &str) -> Fixture {
     let config =
-        ProviderConfig::standalone(&common::unique_lattice(tag), PROVIDER, &common::nats_url()).unwrap();
+        ProviderConfig::standalone(&common::unique_lattice(tag), PROVIDER, &common::nats_url())
+            .unwrap();
     start_with(config).await
 }
 
@@ -175,13 +196,20 @@ impl Fixture {
     }
 
     async fn store(&self) -> LatticeStore {
-        LatticeStore::open(&self.nats, &self.subjects).await.unwrap()
+        LatticeStore::open(&self.nats, &self.subjects)
+            .await
+            .unwrap()
     }
 
     async fn ping(&self) -> Vec<admin::PingReply> {
-        admin::ping_links(&self.nats, &self.subjects, Some(PROVIDER), Duration::from_millis(300))
-            .await
-            .unwrap()
+        admin::ping_links(
+            &self.nats,
+            &self.subjects,
+            Some(PROVIDER),
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap()
     }
 
     /// Waits (bounded) until `check` holds for the provider's link statuses.
@@ -192,13 +220,19 @@ impl Fixture {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("timed out waiting for {what}; links: {:#?}", self.handle.links());
+        panic!(
+            "timed out waiting for {what}; links: {:#?}",
+            self.handle.links()
+        );
     }
 
     async fn push_put(&self, link: &LinkDefinition) -> serde_json::Value {
         let msg = self
             .nats
-            .request(self.subjects.link_put(PROVIDER), serde_json::to_vec(link).unwrap().into())
+            .request(
+                self.subjects.link_put(PROVIDER),
+                serde_json::to_vec(link).unwrap().into(),
+            )
             .await
             .unwrap();
         serde_json::from_slice(&msg.payload).unwrap()
@@ -223,15 +257,20 @@ async fn starts_from_host_data_with_its_links() {
         instance_id: "inst-1".into(),
         link_definitions: vec![link("comp", "default", &[("greeting", "hi")])],
         default_rpc_timeout_ms: Some(4000),
-        ..HostData::default()
+        ..HostData::new()
     };
     // Exactly what a host writes on stdin.
     let line = format!("{}\r\n", hd.encode().unwrap());
-    let read = HostData::read_from(line.as_bytes(), Duration::from_secs(1)).await.unwrap();
+    let read = HostData::read_from(line.as_bytes(), Duration::from_secs(1))
+        .await
+        .unwrap();
     let config = ProviderConfig::from_host_data(read).unwrap();
     assert_eq!(config.rpc_timeout, Duration::from_secs(4));
     let f = start_with(config).await;
-    assert_eq!(f.call("comp", "default", "ann").await.unwrap(), "hi, ann (via default from comp)");
+    assert_eq!(
+        f.call("comp", "default", "ann").await.unwrap(),
+        "hi, ann (via default from comp)"
+    );
     let ping = f.ping().await;
     assert_eq!(ping.len(), 1);
     assert_eq!(ping[0].instance_id, "inst-1");
@@ -256,7 +295,10 @@ async fn starts_standalone_from_flags() {
     assert!(refusal(&err).contains("no link"), "{err:#}");
     let reply = f.push_put(&link("comp", "default", &[])).await;
     assert_eq!(reply["success"], true, "{reply}");
-    assert_eq!(f.call("comp", "default", "x").await.unwrap(), "hello, x (via default from comp)");
+    assert_eq!(
+        f.call("comp", "default", "x").await.unwrap(),
+        "hello, x (via default from comp)"
+    );
     assert_eq!(f.lattice, f.handle.config().lattice);
 }
 
@@ -282,19 +324,43 @@ async fn pushed_links_are_idempotent_and_changes_are_updates() {
     assert_eq!(
         f.provider.seen(),
         vec![
-            Seen::Put { source: "comp".into(), name: "default".into(), update: false, greeting: "hi".into() },
-            Seen::Put { source: "comp".into(), name: "default".into(), update: true, greeting: "yo".into() },
+            Seen::Put {
+                source: "comp".into(),
+                name: "default".into(),
+                update: false,
+                greeting: "hi".into()
+            },
+            Seen::Put {
+                source: "comp".into(),
+                name: "default".into(),
+                update: true,
+                greeting: "yo".into()
+            },
         ]
     );
-    assert!(f.call("comp", "default", "b").await.unwrap().starts_with("yo, b"));
+    assert!(
+        f.call("comp", "default", "b")
+            .await
+            .unwrap()
+            .starts_with("yo, b")
+    );
 
     // Delete over the 1.x subject.
     let del = serde_json::json!({"source_id": "comp", "name": "default", "wit_namespace": "trellis-test", "wit_package": "greeter"});
     f.nats
-        .request(f.subjects.link_del(PROVIDER), serde_json::to_vec(&del).unwrap().into())
+        .request(
+            f.subjects.link_del(PROVIDER),
+            serde_json::to_vec(&del).unwrap().into(),
+        )
         .await
         .unwrap();
-    assert_eq!(f.provider.seen().last(), Some(&Seen::Delete { source: "comp".into(), name: "default".into() }));
+    assert_eq!(
+        f.provider.seen().last(),
+        Some(&Seen::Delete {
+            source: "comp".into(),
+            name: "default".into()
+        })
+    );
     assert!(refusal(&f.call("comp", "default", "b").await.unwrap_err()).contains("no link"));
 }
 
@@ -303,7 +369,10 @@ async fn links_are_pulled_from_the_store_and_followed_live() {
     let f = start("pull").await;
     let store = f.store().await;
     store
-        .put_config("greet-cfg", &HashMap::from([("greeting".to_string(), "bonjour".to_string())]))
+        .put_config(
+            "greet-cfg",
+            &HashMap::from([("greeting".to_string(), "bonjour".to_string())]),
+        )
         .await
         .unwrap();
     let stored = StoredLink {
@@ -320,23 +389,48 @@ async fn links_are_pulled_from_the_store_and_followed_live() {
     };
     store.put_link(stored.clone()).await.unwrap();
     f.until("the pulled link", |h| h.links().len() == 1).await;
-    assert!(f.call("comp", "default", "c").await.unwrap().starts_with("bonjour, c"));
+    assert!(
+        f.call("comp", "default", "c")
+            .await
+            .unwrap()
+            .starts_with("bonjour, c")
+    );
 
     // Editing the named config updates the link in place: the provider is told, as an update.
     store
-        .put_config("greet-cfg", &HashMap::from([("greeting".to_string(), "salut".to_string())]))
+        .put_config(
+            "greet-cfg",
+            &HashMap::from([("greeting".to_string(), "salut".to_string())]),
+        )
         .await
         .unwrap();
     f.until("the config update", |_| {
-        f.provider.seen().iter().any(|s| matches!(s, Seen::Put { update: true, greeting, .. } if greeting == "salut"))
+        f.provider
+            .seen()
+            .iter()
+            .any(|s| matches!(s, Seen::Put { update: true, greeting, .. } if greeting == "salut"))
     })
     .await;
-    assert!(f.call("comp", "default", "c").await.unwrap().starts_with("salut, c"));
+    assert!(
+        f.call("comp", "default", "c")
+            .await
+            .unwrap()
+            .starts_with("salut, c")
+    );
 
     // Deleting it from the store deletes it in the provider.
-    store.delete_link("comp", "default", "trellis-test", "greeter").await.unwrap();
+    store
+        .delete_link("comp", "default", "trellis-test", "greeter")
+        .await
+        .unwrap();
     f.until("the delete", |h| h.links().is_empty()).await;
-    assert_eq!(f.provider.seen().last(), Some(&Seen::Delete { source: "comp".into(), name: "default".into() }));
+    assert_eq!(
+        f.provider.seen().last(),
+        Some(&Seen::Delete {
+            source: "comp".into(),
+            name: "default".into()
+        })
+    );
 
     // A link naming config that does not exist is reported as failed, with the reason.
     let mut broken = stored;
@@ -351,42 +445,81 @@ async fn links_are_pulled_from_the_store_and_followed_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_named_links_from_one_component_stay_apart() {
     let f = start("named").await;
-    f.push_put(&link("comp", "default", &[("greeting", "one")])).await;
-    f.push_put(&link("comp", "second", &[("greeting", "two")])).await;
-    assert!(f.call("comp", "default", "z").await.unwrap().starts_with("one, z (via default"));
-    assert!(f.call("comp", "second", "z").await.unwrap().starts_with("two, z (via second"));
+    f.push_put(&link("comp", "default", &[("greeting", "one")]))
+        .await;
+    f.push_put(&link("comp", "second", &[("greeting", "two")]))
+        .await;
+    assert!(
+        f.call("comp", "default", "z")
+            .await
+            .unwrap()
+            .starts_with("one, z (via default")
+    );
+    assert!(
+        f.call("comp", "second", "z")
+            .await
+            .unwrap()
+            .starts_with("two, z (via second")
+    );
     assert_eq!(f.handle.links().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_shows_active_failed_and_purged_links_and_purge_refuses_calls() {
     let f = start("ping").await;
-    let mut events = f.nats.subscribe(f.subjects.event("linkdef_set_failed")).await.unwrap();
+    let mut events = f
+        .nats
+        .subscribe(f.subjects.event("linkdef_set_failed"))
+        .await
+        .unwrap();
     f.push_put(&link("a", "default", &[])).await;
-    let reply = f.push_put(&link("b", "default", &[("fail", "bad password")])).await;
+    let reply = f
+        .push_put(&link("b", "default", &[("fail", "bad password")]))
+        .await;
     assert_eq!(reply["success"], false);
-    assert!(reply["message"].as_str().unwrap().contains("bad password"), "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("bad password"),
+        "{reply}"
+    );
     f.push_put(&link("c", "default", &[])).await;
 
     // The failure is reported on the lattice, not only logged.
-    let ev = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
     let ev: serde_json::Value = serde_json::from_slice(&ev.payload).unwrap();
     assert_eq!(ev["type"], "com.wasmcloud.lattice.linkdef_set_failed");
-    assert!(ev["data"]["error"].as_str().unwrap().contains("bad password"));
+    assert!(
+        ev["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad password")
+    );
 
     assert!(f.call("c", "default", "n").await.is_ok());
     let purged = admin::purge_links(
         &f.nats,
         &f.subjects,
         PROVIDER,
-        &LinkSelector { source_id: "c".into(), name: "default".into(), ..LinkSelector::default() },
+        &LinkSelector {
+            source_id: "c".into(),
+            name: "default".into(),
+            ..LinkSelector::default()
+        },
         Duration::from_millis(500),
     )
     .await
     .unwrap();
     assert_eq!(purged.len(), 1);
     assert_eq!(purged[0].purged.len(), 1);
-    assert_eq!(f.provider.seen().last(), Some(&Seen::Delete { source: "c".into(), name: "default".into() }));
+    assert_eq!(
+        f.provider.seen().last(),
+        Some(&Seen::Delete {
+            source: "c".into(),
+            name: "default".into()
+        })
+    );
 
     let ping = f.ping().await;
     let states: HashMap<String, serde_json::Value> = ping[0]
@@ -396,7 +529,12 @@ async fn ping_shows_active_failed_and_purged_links_and_purge_refuses_calls() {
         .collect();
     assert_eq!(states["a"]["state"], "active");
     assert_eq!(states["b"]["state"], "failed");
-    assert!(states["b"]["error"].as_str().unwrap().contains("bad password"));
+    assert!(
+        states["b"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad password")
+    );
     assert_eq!(states["c"]["state"], "purged");
     assert_eq!(states["c"]["calls"], 1);
 
@@ -412,7 +550,11 @@ async fn ping_shows_active_failed_and_purged_links_and_purge_refuses_calls() {
 async fn health_errors_and_panics_are_unhealthy_but_never_fatal() {
     let f = start("health").await;
     let ask = || async {
-        let msg = f.nats.request(f.subjects.health(PROVIDER), "".into()).await.unwrap();
+        let msg = f
+            .nats
+            .request(f.subjects.health(PROVIDER), "".into())
+            .await
+            .unwrap();
         serde_json::from_slice::<HealthStatus>(&msg.payload).unwrap()
     };
     assert!(ask().await.healthy);
@@ -439,7 +581,8 @@ async fn shutdown_drains_in_flight_calls_and_refuses_new_ones() {
         let headers = headers.clone();
         tokio::spawn(async move { client::slow(&client, Some(headers), 800).await })
     };
-    f.until("the call to be in flight", |h| h.inflight() == 1).await;
+    f.until("the call to be in flight", |h| h.inflight() == 1)
+        .await;
     let stopping = {
         let handle = f.handle.clone();
         let provider = f.provider.clone();
@@ -447,11 +590,16 @@ async fn shutdown_drains_in_flight_calls_and_refuses_new_ones() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     // New calls are refused while draining (or find nobody once stopped).
-    let err = client::greeting(&client, Some(headers), "late").await.unwrap_err();
+    let err = client::greeting(&client, Some(headers), "late")
+        .await
+        .unwrap_err();
     assert!(TransportError::find(&err).is_some(), "{err:#}");
     // The in-flight call completes normally.
     assert_eq!(slow.await.unwrap().unwrap(), "done");
-    tokio::time::timeout(Duration::from_secs(5), stopping).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,11 +612,26 @@ async fn shutdown_request_from_another_host_is_ignored() {
         let h = f.handle.clone();
         tokio::spawn(async move { h.wait_for_shutdown().await })
     };
-    f.nats.publish(f.subjects.shutdown(PROVIDER), br#"{"host_id":"OTHER"}"#.as_slice().into()).await.unwrap();
+    f.nats
+        .publish(
+            f.subjects.shutdown(PROVIDER),
+            br#"{"host_id":"OTHER"}"#.as_slice().into(),
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiter.is_finished());
-    f.nats.request(f.subjects.shutdown(PROVIDER), br#"{"host_id":"NHOST"}"#.as_slice().into()).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(2), waiter).await.unwrap().unwrap();
+    f.nats
+        .request(
+            f.subjects.shutdown(PROVIDER),
+            br#"{"host_id":"NHOST"}"#.as_slice().into(),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,14 +647,29 @@ async fn garbage_on_every_subject_is_survived() {
         f.subjects.link_ping(PROVIDER),
         f.subjects.link_ping_all(),
         f.subjects.link_purge(PROVIDER),
-        format!("{}.wrpc.0.0.1.{INSTANCE}.greeting", f.subjects.wrpc_prefix(PROVIDER)),
-        format!("{}.wrpc.0.0.1.{INSTANCE}.slow", f.subjects.wrpc_prefix(PROVIDER)),
+        format!(
+            "{}.wrpc.0.0.1.{INSTANCE}.greeting",
+            f.subjects.wrpc_prefix(PROVIDER)
+        ),
+        format!(
+            "{}.wrpc.0.0.1.{INSTANCE}.slow",
+            f.subjects.wrpc_prefix(PROVIDER)
+        ),
     ];
-    let garbage: [&[u8]; 5] = [b"", b"\xff\xfe\x00garbage", b"{\"source_id\": 7}", b"[[[[[[", &[0x80; 4096]];
+    let garbage: [&[u8]; 5] = [
+        b"",
+        b"\xff\xfe\x00garbage",
+        b"{\"source_id\": 7}",
+        b"[[[[[[",
+        &[0x80; 4096],
+    ];
     for subject in &subjects {
         for g in garbage {
             // With and without a reply subject; some requests are answered with an error.
-            f.nats.publish(subject.clone(), g.to_vec().into()).await.unwrap();
+            f.nats
+                .publish(subject.clone(), g.to_vec().into())
+                .await
+                .unwrap();
             let _ = tokio::time::timeout(
                 Duration::from_millis(300),
                 f.nats.request(subject.clone(), g.to_vec().into()),
@@ -504,15 +682,24 @@ async fn garbage_on_every_subject_is_survived() {
     headers.insert("source-id", "comp");
     let _ = tokio::time::timeout(
         Duration::from_millis(300),
-        f.nats.request_with_headers(subjects[8].clone(), headers, vec![0xff; 64].into()),
+        f.nats
+            .request_with_headers(subjects[8].clone(), headers, vec![0xff; 64].into()),
     )
     .await;
 
     // Still serving and answering.
     assert!(f.call("comp", "default", "ok").await.is_ok());
     assert_eq!(f.ping().await.len(), 1);
-    let msg = f.nats.request(f.subjects.health(PROVIDER), "".into()).await.unwrap();
-    assert!(serde_json::from_slice::<HealthStatus>(&msg.payload).unwrap().healthy);
+    let msg = f
+        .nats
+        .request(f.subjects.health(PROVIDER), "".into())
+        .await
+        .unwrap();
+    assert!(
+        serde_json::from_slice::<HealthStatus>(&msg.payload)
+            .unwrap()
+            .healthy
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,8 +709,12 @@ async fn survives_a_nats_restart_and_keeps_serving() {
     let config = ProviderConfig::standalone(&lattice, PROVIDER, &server.url()).unwrap();
     let subjects = LatticeSubjects::new(&lattice).unwrap();
     let provider = TestProvider::default();
-    let handle = ProviderHandle::start(config, Arc::new(provider.clone())).await.unwrap();
-    handle.serve(bindings::serve(&handle.server(), Handler).await.unwrap()).unwrap();
+    let handle = ProviderHandle::start(config, Arc::new(provider.clone()))
+        .await
+        .unwrap();
+    handle
+        .serve(bindings::serve(&handle.server(), Handler).await.unwrap())
+        .unwrap();
 
     let connect = || async {
         let nats = async_nats::ConnectOptions::new()
@@ -531,9 +722,15 @@ async fn survives_a_nats_restart_and_keeps_serving() {
             .connect(server.url())
             .await
             .unwrap();
-        let conn = Connection::new(nats.clone(), TransportOptions { timeout: Duration::from_secs(2), ..Default::default() })
-            .await
-            .unwrap();
+        let conn = Connection::new(
+            nats.clone(),
+            TransportOptions {
+                timeout: Duration::from_secs(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         (nats, conn)
     };
     let (nats, caller) = connect().await;
@@ -574,8 +771,15 @@ async fn survives_a_nats_restart_and_keeps_serving() {
     server.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // During the outage calls fail with a clear error within their timeout (no hang).
-    let during = tokio::time::timeout(Duration::from_secs(5), call(caller.clone(), headers.clone())).await;
-    assert!(matches!(during, Ok(Err(_))), "call during the outage did not fail cleanly");
+    let during = tokio::time::timeout(
+        Duration::from_secs(5),
+        call(caller.clone(), headers.clone()),
+    )
+    .await;
+    assert!(
+        matches!(during, Ok(Err(_))),
+        "call during the outage did not fail cleanly"
+    );
     server.restart();
 
     // Both sides reconnect by themselves; calls succeed again.
@@ -613,6 +817,10 @@ async fn survives_a_nats_restart_and_keeps_serving() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(seen, "link put after the restart never arrived: {:#?}", handle.links());
+    assert!(
+        seen,
+        "link put after the restart never arrived: {:#?}",
+        handle.links()
+    );
     handle.stop(&provider).await;
 }

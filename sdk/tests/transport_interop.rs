@@ -119,9 +119,16 @@ where
         let failed = client::fail(wrpc, cx()).await.map_err(|e| format!("{e:#}"));
         assert_eq!(failed, Ok(Err("as asked".to_string())));
         // A stream of parameters: 40 chunks of 64 KiB.
-        let chunks: Vec<Bytes> = (0..40u32).map(|i| Bytes::from(vec![(i % 7) as u8 + 1; 65536])).collect();
-        let expected: u64 = chunks.iter().map(|c| c.iter().map(|b| u64::from(*b)).sum::<u64>()).sum();
-        let (sum, io) = client::sum_stream(wrpc, cx(), Box::pin(stream::iter(chunks))).await.unwrap();
+        let chunks: Vec<Bytes> = (0..40u32)
+            .map(|i| Bytes::from(vec![(i % 7) as u8 + 1; 65536]))
+            .collect();
+        let expected: u64 = chunks
+            .iter()
+            .map(|c| c.iter().map(|b| u64::from(*b)).sum::<u64>())
+            .sum();
+        let (sum, io) = client::sum_stream(wrpc, cx(), Box::pin(stream::iter(chunks)))
+            .await
+            .unwrap();
         if let Some(io) = io {
             io.await.unwrap();
         }
@@ -137,7 +144,10 @@ where
         assert_eq!(total, 50 * 100_000);
         let bytes: Vec<u8> = got.iter().flat_map(|b| b.iter().copied()).collect();
         for (i, chunk) in bytes.chunks(100_000).enumerate() {
-            assert!(chunk.iter().all(|b| *b == (i % 251) as u8), "chunk {i} corrupted");
+            assert!(
+                chunk.iter().all(|b| *b == (i % 251) as u8),
+                "chunk {i} corrupted"
+            );
         }
         // Many concurrent small calls.
         let results: Vec<String> = stream::iter(0..200)
@@ -161,14 +171,17 @@ async fn our_client_their_server() {
     let lattice = common::unique_lattice("ocs");
     let prefix = format!("{lattice}.echo");
     let server_nats = common::nats().await;
-    let theirs = wrpc_transport_nats::Client::new(server_nats, prefix.clone(), Some(prefix.clone().into()))
-        .await
-        .unwrap();
+    let theirs =
+        wrpc_transport_nats::Client::new(server_nats, prefix.clone(), Some(prefix.clone().into()))
+            .await
+            .unwrap();
     spawn_server(theirs).await;
 
     let nats = common::nats().await;
     let max = nats.max_payload();
-    let conn = Connection::new(nats, TransportOptions::default()).await.unwrap();
+    let conn = Connection::new(nats, TransportOptions::default())
+        .await
+        .unwrap();
     let ours = conn.client(prefix);
     exercise(&ours, || None, max).await;
 }
@@ -184,7 +197,9 @@ async fn their_client_our_server() {
 
     let nats = common::nats().await;
     let max = nats.max_payload();
-    let theirs = wrpc_transport_nats::Client::new(nats, prefix, None).await.unwrap();
+    let theirs = wrpc_transport_nats::Client::new(nats, prefix, None)
+        .await
+        .unwrap();
     exercise(&theirs, || None, max).await;
 }
 
@@ -199,7 +214,9 @@ async fn our_client_our_server() {
 
     let nats = common::nats().await;
     let max = nats.max_payload();
-    let conn = Connection::new(nats, TransportOptions::default()).await.unwrap();
+    let conn = Connection::new(nats, TransportOptions::default())
+        .await
+        .unwrap();
     exercise(&conn.client(prefix), || None, max).await;
 }
 
@@ -214,11 +231,18 @@ async fn missing_responder_fails_fast_with_a_clear_error() {
     let transport = trellis_sdk::error::TransportError::find(&err)
         .unwrap_or_else(|| panic!("not a transport error: {err:#}"));
     assert!(
-        matches!(transport, trellis_sdk::error::TransportError::NoResponders { .. }),
+        matches!(
+            transport,
+            trellis_sdk::error::TransportError::NoResponders { .. }
+        ),
         "{transport}"
     );
     // Fails on the NATS "no responders" status, well before the 10 s call timeout.
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +251,9 @@ async fn a_silent_server_times_out_instead_of_hanging() {
     let prefix = format!("{}.silent", common::unique_lattice("to"));
     // A "server" that accepts the subscription but never answers.
     let _sub = nats
-        .subscribe(format!("{prefix}.wrpc.0.0.1.trellis-test:interop/echo@0.1.0.echo"))
+        .subscribe(format!(
+            "{prefix}.wrpc.0.0.1.trellis-test:interop/echo@0.1.0.echo"
+        ))
         .await
         .unwrap();
     let conn = Connection::new(
@@ -239,7 +265,9 @@ async fn a_silent_server_times_out_instead_of_hanging() {
     )
     .await
     .unwrap();
-    let err = client::echo(&conn.client(prefix), None, "x").await.unwrap_err();
+    let err = client::echo(&conn.client(prefix), None, "x")
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             trellis_sdk::error::TransportError::find(&err),

@@ -49,8 +49,15 @@ impl OwnNats {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("no free port");
-        let dir = std::env::temp_dir().join(format!("trellis-own-nats-{}", uuid::Uuid::new_v4().simple()));
-        let mut me = Self { port, dir, child: None };
+        let dir = std::env::temp_dir().join(format!(
+            "trellis-own-nats-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut me = Self {
+            port,
+            dir,
+            child: None,
+        };
         me.restart();
         me
     }
@@ -66,7 +73,14 @@ impl OwnNats {
             panic!("TRELLIS_NATS_SERVER is not set: run the tests through scripts/test.sh")
         });
         let child = std::process::Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -65,14 +65,15 @@ where
     F: Fn(Arc<Inner>, async_nats::Message) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let mut sub = inner
-        .nats
-        .subscribe(subject.clone())
-        .await
-        .map_err(|e| RuntimeError::Subscribe {
-            subject: subject.clone(),
-            message: e.to_string(),
-        })?;
+    let mut sub =
+        inner
+            .nats
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| RuntimeError::Subscribe {
+                subject: subject.clone(),
+                message: e.to_string(),
+            })?;
     let task_inner = Arc::clone(inner);
     inner.spawn(async move {
         while let Some(msg) = sub.next().await {
@@ -98,18 +99,39 @@ pub(crate) async fn subscribe_all<P: Provider>(
             Ok(l) => l,
             Err(err) => {
                 let body = bad_payload(&subject, &err);
-                return reply(&inner, msg.reply, &PutReply { success: false, message: body.error }).await;
+                return reply(
+                    &inner,
+                    msg.reply,
+                    &PutReply {
+                        success: false,
+                        message: body.error,
+                    },
+                )
+                .await;
             }
         };
         if link.target != inner.config.provider_id && link.source_id != inner.config.provider_id {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        inner.command(LinkCommand::Put { link, reply: Some(tx) }).await;
-        let res = rx.await.unwrap_or_else(|_| Err("provider is stopping".into()));
+        inner
+            .command(LinkCommand::Put {
+                link,
+                reply: Some(tx),
+            })
+            .await;
+        let res = rx
+            .await
+            .unwrap_or_else(|_| Err("provider is stopping".into()));
         let body = match res {
-            Ok(()) => PutReply { success: true, message: String::new() },
-            Err(message) => PutReply { success: false, message },
+            Ok(()) => PutReply {
+                success: true,
+                message: String::new(),
+            },
+            Err(message) => PutReply {
+                success: false,
+                message,
+            },
         };
         reply(&inner, msg.reply, &body).await;
     })
@@ -122,9 +144,19 @@ pub(crate) async fn subscribe_all<P: Provider>(
             Err(err) => return reply(&inner, msg.reply, &bad_payload(&subject, &err)).await,
         };
         let (tx, rx) = oneshot::channel();
-        inner.command(LinkCommand::Delete { selector, reply: Some(tx) }).await;
+        inner
+            .command(LinkCommand::Delete {
+                selector,
+                reply: Some(tx),
+            })
+            .await;
         let removed = rx.await.unwrap_or(0);
-        reply(&inner, msg.reply, &serde_json::json!({ "success": true, "removed": removed })).await;
+        reply(
+            &inner,
+            msg.reply,
+            &serde_json::json!({ "success": true, "removed": removed }),
+        )
+        .await;
     })
     .await?;
 
@@ -147,14 +179,22 @@ pub(crate) async fn subscribe_all<P: Provider>(
             Ok(r) => r,
             Err(err) => return reply(&inner, msg.reply, &bad_payload(&subject, &err)).await,
         };
-        if let Some(ours) = &inner.config.host_id {
-            if req.host_id != *ours {
-                debug!(host_id = req.host_id, "ignoring shutdown for another host");
-                return;
-            }
+        if let Some(ours) = &inner.config.host_id
+            && req.host_id != *ours
+        {
+            debug!(host_id = req.host_id, "ignoring shutdown for another host");
+            return;
         }
         info!("shutdown requested over the lattice");
-        reply(&inner, msg.reply, &serde_json::json!({ "success": true })).await;
+        // 1.x providers answer with these raw bytes.
+        if let Some(to) = msg.reply
+            && let Err(err) = inner
+                .nats
+                .publish(to, Bytes::from_static(b"shutting down"))
+                .await
+        {
+            warn!(%err, "failed to answer a shutdown request");
+        }
         inner.request_shutdown();
     })
     .await?;
@@ -188,7 +228,12 @@ pub(crate) async fn subscribe_all<P: Provider>(
             Err(err) => return reply(&inner, msg.reply, &bad_payload(&subject, &err)).await,
         };
         let (tx, rx) = oneshot::channel();
-        inner.command(LinkCommand::Purge { selector, reply: tx }).await;
+        inner
+            .command(LinkCommand::Purge {
+                selector,
+                reply: tx,
+            })
+            .await;
         let purged = rx.await.unwrap_or_default();
         let body = PurgeReply {
             provider_id: inner.config.provider_id.clone(),
@@ -213,12 +258,17 @@ pub(crate) async fn subscribe_all<P: Provider>(
 
 /// Runs the provider's health check; errors, panics and hangs are unhealthy, never fatal.
 async fn health<P: Provider>(provider: &P) -> HealthStatus {
-    match tokio::time::timeout(HEALTH_TIMEOUT, AssertUnwindSafe(provider.health()).catch_unwind())
-        .await
+    match tokio::time::timeout(
+        HEALTH_TIMEOUT,
+        AssertUnwindSafe(provider.health()).catch_unwind(),
+    )
+    .await
     {
         Ok(Ok(Ok(status))) => status,
         Ok(Ok(Err(err))) => HealthStatus::unhealthy(format!("health check failed: {err:#}")),
         Ok(Err(_)) => HealthStatus::unhealthy("health check panicked"),
-        Err(_) => HealthStatus::unhealthy(format!("health check took longer than {HEALTH_TIMEOUT:?}")),
+        Err(_) => {
+            HealthStatus::unhealthy(format!("health check took longer than {HEALTH_TIMEOUT:?}"))
+        }
     }
 }

@@ -140,10 +140,12 @@ pub(crate) async fn run<P: Provider>(
                 }
                 for (link, error) in broken {
                     let key = link.key();
-                    let already = inner
-                        .table()
-                        .get(&key)
-                        .is_some_and(|e| e.state == (LinkState::Failed { error: error.clone() }));
+                    let already = inner.table().get(&key).is_some_and(|e| {
+                        e.state
+                            == (LinkState::Failed {
+                                error: error.clone(),
+                            })
+                    });
                     if !already {
                         fail(&inner, link, error).await;
                     }
@@ -154,7 +156,8 @@ pub(crate) async fn run<P: Provider>(
                 let _ = done.send(());
             }
             LinkCommand::ConfigUpdate(config) => {
-                if let Err(err) = guarded("on_config_update", provider.on_config_update(&config)).await
+                if let Err(err) =
+                    guarded("on_config_update", provider.on_config_update(&config)).await
                 {
                     warn!(error = %err, "provider config update failed");
                 }
@@ -188,7 +191,11 @@ async fn put<P: Provider>(inner: &Inner, provider: &P, link: LinkDefinition) -> 
                 config: &link.target_config,
                 is_update,
             };
-            guarded("receive_link_config_as_target", provider.receive_link_config_as_target(cfg)).await
+            guarded(
+                "receive_link_config_as_target",
+                provider.receive_link_config_as_target(cfg),
+            )
+            .await
         }
         LinkRole::Source => {
             let cfg = LinkConfig {
@@ -196,7 +203,11 @@ async fn put<P: Provider>(inner: &Inner, provider: &P, link: LinkDefinition) -> 
                 config: &link.source_config,
                 is_update,
             };
-            guarded("receive_link_config_as_source", provider.receive_link_config_as_source(cfg)).await
+            guarded(
+                "receive_link_config_as_source",
+                provider.receive_link_config_as_source(cfg),
+            )
+            .await
         }
     };
     match res {
@@ -241,8 +252,20 @@ async fn fail(inner: &Inner, link: LinkDefinition, error: String) {
 async fn teardown<P: Provider>(inner: &Inner, provider: &P, link: &LinkDefinition) {
     let role = inner.table().role(link);
     let res = match role {
-        Some(LinkRole::Target) => guarded("delete_link_as_target", provider.delete_link_as_target(link)).await,
-        Some(LinkRole::Source) => guarded("delete_link_as_source", provider.delete_link_as_source(link)).await,
+        Some(LinkRole::Target) => {
+            guarded(
+                "delete_link_as_target",
+                provider.delete_link_as_target(link),
+            )
+            .await
+        }
+        Some(LinkRole::Source) => {
+            guarded(
+                "delete_link_as_source",
+                provider.delete_link_as_source(link),
+            )
+            .await
+        }
         None => Ok(()),
     };
     if let Err(error) = res {

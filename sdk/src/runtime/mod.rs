@@ -163,7 +163,11 @@ impl ProviderHandle {
             tasks: Mutex::new(Vec::new()),
             config,
         });
-        inner.spawn(links::run(Arc::clone(&inner), Arc::clone(&provider), link_rx));
+        inner.spawn(links::run(
+            Arc::clone(&inner),
+            Arc::clone(&provider),
+            link_rx,
+        ));
 
         // Links the host handed over first, then control subjects, then the store: a push
         // that races the pull is harmless because the table deduplicates.
@@ -286,7 +290,8 @@ impl ProviderHandle {
                 "shutdown deadline reached with calls still in flight"
             ),
         }
-        if let Err(err) = tokio::time::timeout(Duration::from_secs(10), provider.shutdown()).await
+        if let Err(err) = tokio::time::timeout(Duration::from_secs(10), provider.shutdown())
+            .await
             .unwrap_or_else(|_| Err(anyhow::anyhow!("provider shutdown timed out")))
         {
             warn!(error = %format!("{err:#}"), "provider shutdown failed");
@@ -339,7 +344,10 @@ where
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -209,7 +209,12 @@ pub struct LinkedClient {
 }
 
 impl LinkedClient {
-    pub(crate) fn new(client: transport::Client, source_id: &str, link_name: &str, target: &str) -> Self {
+    pub(crate) fn new(
+        client: transport::Client,
+        source_id: &str,
+        link_name: &str,
+        target: &str,
+    ) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert("source-id", source_id);
         headers.insert("link-name", link_name);

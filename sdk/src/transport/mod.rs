@@ -245,9 +245,15 @@ impl wrpc_transport::Invoke for Client {
         // Reserve room for the completeness header, which is added when everything fits.
         let mut headers = cx.unwrap_or_default();
         let overhead = header_wire_len(&headers) + COMPLETE_HEADER_LEN;
-        let room = shared.nats.max_payload().checked_sub(overhead).filter(|n| *n > 0);
+        let room = shared
+            .nats
+            .max_payload()
+            .checked_sub(overhead)
+            .filter(|n| *n > 0);
         let Some(room) = room else {
-            anyhow::bail!("invocation headers ({overhead} bytes) do not fit the server's max payload");
+            anyhow::bail!(
+                "invocation headers ({overhead} bytes) do not fit the server's max payload"
+            );
         };
         let first = params.split_to(room.min(params.len()));
         let first_was_empty = first.is_empty();
@@ -255,12 +261,22 @@ impl wrpc_transport::Invoke for Client {
             headers.insert(PARAMS_COMPLETE_HEADER, "1");
         }
         let headers = Some(headers).filter(|h| !h.is_empty());
-        trace!(subject, first = first.len(), rest = params.len(), "invoking");
+        trace!(
+            subject,
+            first = first.len(),
+            rest = params.len(),
+            "invoking"
+        );
         let publish = match headers {
             Some(h) => {
                 shared
                     .nats
-                    .publish_with_reply_and_headers(Subject::from(subject), Subject::from(rx), h, first)
+                    .publish_with_reply_and_headers(
+                        Subject::from(subject),
+                        Subject::from(rx),
+                        h,
+                        first,
+                    )
                     .await
             }
             None => {
@@ -280,7 +296,14 @@ impl wrpc_transport::Invoke for Client {
                 first_was_empty,
                 self.timeout,
             ),
-            Incoming::new(call, results, results_rx, Bytes::new(), Some(self.timeout), "results"),
+            Incoming::new(
+                call,
+                results,
+                results_rx,
+                Bytes::new(),
+                Some(self.timeout),
+                "results",
+            ),
         ))
     }
 }
@@ -335,9 +358,7 @@ impl Server {
         func: &str,
         paths: impl Into<Arc<[Box<[Option<usize>]>]>> + Send,
         admit: F,
-    ) -> anyhow::Result<
-        impl Stream<Item = anyhow::Result<(C, Outgoing, Incoming)>> + Send + 'static,
-    >
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<(C, Outgoing, Incoming)>> + Send + 'static>
     where
         C: Send + 'static,
         F: Fn(ServeContext) -> Result<C, String> + Send + Sync + 'static,
@@ -438,15 +459,24 @@ async fn accept<C>(
         }
     };
     let results = Subject::from(subjects::results(&reply));
-    let complete = paths.is_empty()
-        && cx_complete
-        && !payload.is_empty();
+    let complete = paths.is_empty() && cx_complete && !payload.is_empty();
     if complete {
         // Everything is here and nothing async can follow: no handshake, no routes.
         let call = CallRoutes::new(&shared.routes, shared.opts.max_buffered_bytes);
-        let mut incoming = Incoming::new(call, Arc::from(""), None, payload, Some(timeout), "parameters");
+        let mut incoming = Incoming::new(
+            call,
+            Arc::from(""),
+            None,
+            payload,
+            Some(timeout),
+            "parameters",
+        );
         incoming.set_eof();
-        return Ok(Some((cx, Outgoing::server_root(shared.nats.clone(), results, timeout), incoming)));
+        return Ok(Some((
+            cx,
+            Outgoing::server_root(shared.nats.clone(), results, timeout),
+            incoming,
+        )));
     }
     let rx = shared.new_rx();
     let params: Arc<str> = subjects::params(&rx).into();
@@ -463,7 +493,14 @@ async fn accept<C>(
         .publish_with_reply(reply.clone(), Subject::from(rx), Bytes::new())
         .await
         .context("failed to answer the handshake")?;
-    let mut incoming = Incoming::new(call, params, params_rx, payload, Some(timeout), "parameters");
+    let mut incoming = Incoming::new(
+        call,
+        params,
+        params_rx,
+        payload,
+        Some(timeout),
+        "parameters",
+    );
     if incoming.is_empty_start() {
         // A function without parameters: the invocation carried nothing and nothing follows
         // but the close, so the root stream is complete already.

@@ -219,13 +219,16 @@ impl Routes {
             Some(Entry::Handshake { handshake, results }) => {
                 let res = handshake_outcome(&msg, &handshake.subject);
                 let failed = res.as_ref().err().cloned();
-                if handshake.complete(res) {
-                    if let Some(err) = failed {
-                        let results = results.clone();
-                        if let Some(Entry::Channel { tx, .. }) = map.get(&results) {
-                            let _ = tx.send(Delivery::Fail(err));
-                        }
-                    }
+                // A refused call also fails its result reader, which may already wait.
+                let first = handshake.complete(res);
+                let notify = match failed {
+                    Some(err) if first => Some((results.clone(), err)),
+                    _ => None,
+                };
+                if let Some((results, err)) = notify
+                    && let Some(Entry::Channel { tx, .. }) = map.get(&results)
+                {
+                    let _ = tx.send(Delivery::Fail(err));
                 }
             }
             Some(Entry::Pattern { .. }) | None => {
@@ -256,7 +259,10 @@ impl Routes {
     }
 }
 
-fn find_pattern(map: &HashMap<Box<str>, Entry>, key: &str) -> Option<(Arc<Budget>, Weak<CallRoutes>)> {
+fn find_pattern(
+    map: &HashMap<Box<str>, Entry>,
+    key: &str,
+) -> Option<(Arc<Budget>, Weak<CallRoutes>)> {
     let tokens: Vec<&str> = key.split('.').collect();
     let numeric = tokens
         .iter()
@@ -338,7 +344,11 @@ impl CallRoutes {
     /// claims it later with [`CallRoutes::claim`].
     pub(crate) fn channel(&self, subject: &str, claim: bool) -> Option<DeliveryRx> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (kept, given) = if claim { (None, Some(rx)) } else { (Some(rx), None) };
+        let (kept, given) = if claim {
+            (None, Some(rx))
+        } else {
+            (Some(rx), None)
+        };
         lock(&self.routes.map).insert(
             subject.into(),
             Entry::Channel {

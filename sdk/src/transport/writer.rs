@@ -59,7 +59,11 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// The root result writer of a served call.
-    pub(crate) fn server_root(nats: async_nats::Client, subject: Subject, timeout: Duration) -> Self {
+    pub(crate) fn server_root(
+        nats: async_nats::Client,
+        subject: Subject,
+        timeout: Duration,
+    ) -> Self {
         Self {
             nats,
             target: Target::Ready(subject),
@@ -110,7 +114,11 @@ impl Outgoing {
             match &mut self.target {
                 Target::Ready(s) => return Poll::Ready(Ok(s.clone())),
                 Target::Failed(err) => return Poll::Ready(Err(err.clone().into_io())),
-                Target::Waiting { handshake, rx, sleep } => {
+                Target::Waiting {
+                    handshake,
+                    rx,
+                    sleep,
+                } => {
                     let outcome = match rx {
                         Some(rx) => match Pin::new(rx).poll(cx) {
                             Poll::Ready(Ok(res)) => res,
@@ -276,7 +284,10 @@ impl Drop for Outgoing {
         let path: Vec<Option<usize>> = self.path.iter().copied().map(Some).collect();
         let timeout = self.timeout;
         let pending = std::mem::take(&mut self.pending);
-        let target = std::mem::replace(&mut self.target, Target::Failed(TransportError::NoReplySubject));
+        let target = std::mem::replace(
+            &mut self.target,
+            Target::Failed(TransportError::NoReplySubject),
+        );
         rt.spawn(async move {
             let subject = match target {
                 Target::Ready(s) => s,
