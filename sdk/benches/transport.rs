@@ -120,6 +120,8 @@ async fn measure<C: Caller>(c: &C, payload: Bytes, sequential: usize, parallel: 
     }
 }
 
+/// Serves the echo export, driving calls concurrently inside one task per function (as the
+/// SDK does): no spawn per call.
 async fn serve_wrpc<T>(wrpc: T)
 where
     T: wrpc_transport::Serve + Send + Sync + 'static,
@@ -128,8 +130,16 @@ where
     let invocations = bindings::serve(&wrpc, Echo).await.expect("serve");
     for (_, _, mut st) in invocations {
         tokio::spawn(async move {
-            while let Some(Ok(fut)) = st.next().await {
-                tokio::spawn(fut);
+            let mut calls = futures::stream::FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    next = st.next() => match next {
+                        Some(Ok(fut)) => calls.push(fut),
+                        Some(Err(_)) => {}
+                        None => break,
+                    },
+                    Some(_) = calls.next(), if !calls.is_empty() => {}
+                }
             }
         });
     }

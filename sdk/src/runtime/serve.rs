@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_nats::HeaderMap;
+use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt as _};
 use tracing::{Instrument as _, debug, warn};
 
@@ -135,6 +136,11 @@ impl ProviderHandle {
     /// Drives the invocation streams of generated `serve` functions until shutdown: at most
     /// `max_concurrent_calls` at once, each cancelled after `call_deadline`.
     ///
+    /// Calls of one function run concurrently inside that function's serving task (no task
+    /// spawn per call, which costs more than a small call itself). Handlers must therefore not
+    /// block the thread: use `tokio::task::spawn_blocking` for blocking or CPU-heavy work.
+    /// On shutdown the task stops taking calls and finishes the ones in flight.
+    ///
     /// ```ignore
     /// let invocations = bindings::serve(&handle.server(), MyHandler).await?;
     /// handle.serve(invocations)?;
@@ -149,54 +155,69 @@ impl ProviderHandle {
     {
         for (instance, func, stream) in invocations {
             let inner = Arc::clone(&self.inner);
-            let mut stop = inner.shutdown.subscribe();
-            let mut stream = stream;
-            self.inner.spawn(async move {
-                loop {
-                    // Take a slot first: past the limit, calls wait in NATS, not in memory.
-                    let permit = tokio::select! {
-                        permit = Arc::clone(&inner.slots).acquire_owned() => match permit {
-                            Ok(p) => p,
-                            Err(_) => break,
-                        },
-                        _ = stop.wait_for(|s| *s) => break,
-                    };
-                    let next = tokio::select! {
-                        next = stream.next() => next,
-                        _ = stop.wait_for(|s| *s) => break,
-                    };
-                    let fut = match next {
-                        Some(Ok(fut)) => fut,
-                        Some(Err(err)) => {
-                            warn!(instance, func, error = %format!("{err:#}"), "failed to accept a call");
-                            continue;
-                        }
-                        None => break,
-                    };
-                    let deadline = inner.config.call_deadline;
-                    let task_inner = Arc::clone(&inner);
-                    let span = tracing::debug_span!("wrpc.call", instance, func);
-                    task_inner.inflight.fetch_add(1, Ordering::AcqRel);
-                    tokio::spawn(
-                        async move {
-                            match tokio::time::timeout(deadline, fut).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(err)) => {
-                                    warn!(error = %format!("{err:#}"), "call failed")
-                                }
-                                Err(_) => warn!(?deadline, "call cancelled at its deadline"),
-                            }
-                            task_inner.inflight.fetch_sub(1, Ordering::AcqRel);
-                            drop(permit);
-                        }
-                        .instrument(span),
-                    );
-                }
-                debug!(instance, func, "stopped serving");
-            });
+            self.inner
+                .spawn(serve_function(inner, instance, func, stream));
         }
         Ok(())
     }
+}
+
+/// One function's serving loop.
+async fn serve_function<S, F>(
+    inner: Arc<super::Inner>,
+    instance: &'static str,
+    func: &'static str,
+    mut stream: S,
+) where
+    S: Stream<Item = anyhow::Result<F>> + Send + Unpin + 'static,
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut stop = inner.shutdown.subscribe();
+    let mut calls = FuturesUnordered::new();
+    let deadline = inner.config.call_deadline;
+    loop {
+        // Take a slot first: past the limit, calls wait in NATS, not in memory.
+        let next = async {
+            let permit = Arc::clone(&inner.slots).acquire_owned().await.ok()?;
+            Some((permit, stream.next().await))
+        };
+        tokio::select! {
+            next = next => {
+                let (permit, next) = match next {
+                    Some(n) => n,
+                    None => break,
+                };
+                let fut = match next {
+                    Some(Ok(fut)) => fut,
+                    Some(Err(err)) => {
+                        warn!(instance, func, error = %format!("{err:#}"), "failed to accept a call");
+                        continue;
+                    }
+                    None => break,
+                };
+                inner.inflight.fetch_add(1, Ordering::AcqRel);
+                let task_inner = Arc::clone(&inner);
+                let span = tracing::debug_span!("wrpc.call", instance, func);
+                calls.push(
+                    async move {
+                        match tokio::time::timeout(deadline, fut).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(err)) => warn!(error = %format!("{err:#}"), "call failed"),
+                            Err(_) => warn!(?deadline, "call cancelled at its deadline"),
+                        }
+                        task_inner.inflight.fetch_sub(1, Ordering::AcqRel);
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            Some(()) = calls.next(), if !calls.is_empty() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    // Stop taking calls, finish those in flight (the runtime's stop bounds how long).
+    while calls.next().await.is_some() {}
+    debug!(instance, func, "stopped serving");
 }
 
 /// A client for calling one linked target, adding the 1.x headers (`source-id`,
