@@ -16,6 +16,8 @@ trap 'scripts/services.sh stop' EXIT
 scripts/services.sh start nats
 eval "$(scripts/services.sh env)"
 
+# Process-level tests run the example binaries: build them under their plain names first.
+cargo build --workspace --examples
 cargo test --workspace --all-targets "$@"
 # Doc tests (examples in the API docs) are not part of --all-targets.
 cargo test --workspace --doc "$@"

@@ -1,4 +1,5 @@
 //! The Trellis provider SDK.
+#![warn(missing_docs)]
 pub mod admin;
 pub mod config;
 pub mod connect;

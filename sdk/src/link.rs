@@ -367,16 +367,29 @@ impl LinkTable {
         link_name: &str,
         instance: &str,
     ) -> Result<Arc<LinkDefinition>, LinkRefusal> {
-        for entry in self.links.values_mut() {
-            let def = &entry.definition;
-            if def.source_id != source_id || def.name != link_name || def.target != self.provider_id
-            {
-                continue;
-            }
-            if !def.covers_instance(instance) {
-                continue;
-            }
-            return match &entry.state {
+        // Keys sort by source id first: only this caller's links are visited.
+        let from = LinkKey {
+            source_id: source_id.to_string(),
+            target: String::new(),
+            name: String::new(),
+            wit_namespace: String::new(),
+            wit_package: String::new(),
+            interfaces: Vec::new(),
+        };
+        let provider_id = &self.provider_id;
+        let found = self
+            .links
+            .range_mut(from..)
+            .take_while(|(k, _)| k.source_id == source_id)
+            .map(|(_, e)| e)
+            .find(|e| {
+                e.definition.name == link_name
+                    && e.definition.target == *provider_id
+                    && e.definition.covers_instance(instance)
+            });
+        match found {
+            None => Err(LinkRefusal::NoLink),
+            Some(entry) => match &entry.state {
                 LinkState::Active => {
                     entry.calls += 1;
                     Ok(Arc::clone(&entry.definition))
@@ -389,9 +402,8 @@ impl LinkTable {
                     entry.refused += 1;
                     Err(LinkRefusal::Purged)
                 }
-            };
+            },
         }
-        Err(LinkRefusal::NoLink)
     }
 
     /// The status of every link, for link ping.

@@ -26,7 +26,8 @@ mod bindings {
     });
 }
 
-/// The example binary, built by `cargo test` next to this test's executable.
+/// The example binary (built by `scripts/test.sh`, or `cargo build -p trellis-sdk --examples`),
+/// found next to this test's executable.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
