@@ -56,6 +56,7 @@ enum Seen {
         source: String,
         name: String,
     },
+    Config(HashMap<String, String>),
 }
 
 #[derive(Clone, Default)]
@@ -92,6 +93,11 @@ impl Provider for TestProvider {
         Ok(())
     }
 
+    async fn on_config_update(&self, config: &HashMap<String, String>) -> anyhow::Result<()> {
+        self.seen.lock().unwrap().push(Seen::Config(config.clone()));
+        Ok(())
+    }
+
     async fn health(&self) -> anyhow::Result<HealthStatus> {
         let mode = *self.health.lock().unwrap();
         match mode {
@@ -112,8 +118,12 @@ impl bindings::exports::trellis_test::greeter::greet::Handler<CallContext> for H
             .get("greeting")
             .cloned()
             .unwrap_or_else(|| "hello".into());
+        let trace = cx
+            .traceparent()
+            .map(|t| format!(" trace {t}"))
+            .unwrap_or_default();
         Ok(format!(
-            "{greeting}, {name} (via {} from {})",
+            "{greeting}, {name} (via {} from {}){trace}",
             cx.link_name, cx.source_id
         ))
     }
@@ -343,6 +353,20 @@ async fn pushed_links_are_idempotent_and_changes_are_updates() {
             .await
             .unwrap()
             .starts_with("yo, b")
+    );
+
+    // The caller's trace context reaches the handler.
+    let mut headers = HeaderMap::new();
+    headers.insert("source-id", "comp");
+    headers.insert(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    );
+    let client = f.caller.client(f.subjects.wrpc_prefix(PROVIDER));
+    let traced = client::greeting(&client, Some(headers), "t").await.unwrap();
+    assert!(
+        traced.ends_with("trace 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        "{traced}"
     );
 
     // Delete over the 1.x subject.
@@ -823,4 +847,129 @@ async fn survives_a_nats_restart_and_keeps_serving() {
         handle.links()
     );
     handle.stop(&provider).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_updates_reach_the_provider() {
+    let f = start("cfg").await;
+    f.nats
+        .publish(
+            f.subjects.config_update(PROVIDER),
+            br#"{"a":"1","b":"2"}"#.as_slice().into(),
+        )
+        .await
+        .unwrap();
+    let expected = HashMap::from([
+        ("a".to_string(), "1".to_string()),
+        ("b".to_string(), "2".to_string()),
+    ]);
+    f.until("the config update", |_| {
+        f.provider.seen().contains(&Seen::Config(expected.clone()))
+    })
+    .await;
+}
+
+/// A stand-in component: answers with the headers the call carried.
+#[derive(Clone)]
+struct Component;
+
+impl bindings::exports::trellis_test::greeter::greet::Handler<trellis_sdk::transport::ServeContext>
+    for Component
+{
+    async fn greeting(
+        &self,
+        cx: trellis_sdk::transport::ServeContext,
+        name: String,
+    ) -> anyhow::Result<String> {
+        Ok(format!(
+            "{name}: source-id={} target-id={} link-name={}",
+            cx.header("source-id").unwrap_or("-"),
+            cx.header("target-id").unwrap_or("-"),
+            cx.header("link-name").unwrap_or("-"),
+        ))
+    }
+
+    async fn slow(
+        &self,
+        _cx: trellis_sdk::transport::ServeContext,
+        _ms: u32,
+    ) -> anyhow::Result<String> {
+        Ok(String::new())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_calls_its_linked_component_with_1x_headers() {
+    let f = start("linked").await;
+    // A component the provider is linked to (the provider is the link's source).
+    let server = Connection::new(common::nats().await, TransportOptions::default())
+        .await
+        .unwrap();
+    let prefix = f.subjects.wrpc_prefix("comp-x");
+    let wrpc = server.server(prefix.clone(), Some(prefix.into()));
+    for (_, _, mut st) in bindings::serve(&wrpc, Component).await.unwrap() {
+        tokio::spawn(async move {
+            while let Some(Ok(fut)) = st.next().await {
+                tokio::spawn(fut);
+            }
+        });
+    }
+    let mut l = link("ignored", "outbound", &[]);
+    l.source_id = PROVIDER.into();
+    l.target = "comp-x".into();
+    assert_eq!(f.push_put(&l).await["success"], true);
+    let linked = f
+        .handle
+        .linked_client(&l)
+        .with_timeout(Duration::from_secs(3));
+    let got = client::greeting(&linked, (), "hi").await.unwrap();
+    assert_eq!(
+        got,
+        "hi: source-id=greeter target-id=comp-x link-name=outbound"
+    );
+    // Clients are cached per target: the same connection serves every call.
+    assert_eq!(
+        f.handle.client("comp-x").prefix(),
+        f.handle.client("comp-x").prefix()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_past_their_deadline_are_cancelled_and_concurrency_is_bounded() {
+    let lattice = common::unique_lattice("limits");
+    let mut config = ProviderConfig::standalone(&lattice, PROVIDER, &common::nats_url()).unwrap();
+    config.call_deadline = Duration::from_millis(300);
+    config.max_concurrent_calls = 2;
+    let f = start_with(config).await;
+    f.push_put(&link("comp", "default", &[])).await;
+    let mut headers = HeaderMap::new();
+    headers.insert("source-id", "comp");
+    let client = f.caller.client(f.subjects.wrpc_prefix(PROVIDER));
+
+    // Over the deadline: the call is cancelled and the caller gets an error, not a result
+    // after 5 s and not a hang.
+    let started = std::time::Instant::now();
+    let err = client::slow(&client, Some(headers.clone()), 5_000)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(4), "{err:#}");
+    assert_eq!(f.handle.inflight(), 0);
+
+    // Six calls at once against a limit of two: all succeed, never more than two run.
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let client = client.clone();
+            let headers = headers.clone();
+            tokio::spawn(async move { client::slow(&client, Some(headers), 100).await })
+        })
+        .collect();
+    let mut max_seen = 0;
+    while calls.iter().any(|c| !c.is_finished()) {
+        max_seen = max_seen.max(f.handle.inflight());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap(), "done");
+    }
+    assert_eq!(max_seen, 2, "the concurrency limit was not applied");
 }

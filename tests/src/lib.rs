@@ -39,12 +39,19 @@ pub fn unique_lattice(tag: &str) -> String {
 pub struct OwnNats {
     pub port: u16,
     dir: std::path::PathBuf,
+    extra_config: String,
     child: Option<std::process::Child>,
 }
 
 impl OwnNats {
     /// Starts one; panics if `TRELLIS_NATS_SERVER` (set by scripts/services.sh) is missing.
     pub fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// Starts one with `extra_config` appended to its configuration file (for example an
+    /// `authorization { … }` block).
+    pub fn start_with_config(extra_config: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -56,12 +63,14 @@ impl OwnNats {
         let mut me = Self {
             port,
             dir,
+            extra_config: extra_config.to_string(),
             child: None,
         };
         me.restart();
         me
     }
 
+    /// Its client URL.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -72,16 +81,18 @@ impl OwnNats {
         let bin = std::env::var("TRELLIS_NATS_SERVER").unwrap_or_else(|_| {
             panic!("TRELLIS_NATS_SERVER is not set: run the tests through scripts/test.sh")
         });
+        std::fs::create_dir_all(&self.dir).expect("cannot create the nats-server directory");
+        let conf = self.dir.join("nats.conf");
+        let text = format!(
+            "listen: 127.0.0.1:{}\njetstream {{ store_dir: {:?} }}\n{}\n",
+            self.port,
+            self.dir.join("js"),
+            self.extra_config
+        );
+        std::fs::write(&conf, text).expect("cannot write the nats-server config");
         let child = std::process::Command::new(&bin)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.dir)
+            .arg("-c")
+            .arg(&conf)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -96,6 +107,7 @@ impl OwnNats {
         panic!("own nats-server did not start on port {}", self.port);
     }
 
+    /// Kills it (the port stays reserved for [`OwnNats::restart`]).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

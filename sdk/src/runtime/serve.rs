@@ -33,6 +33,9 @@ pub struct CallContext {
     pub link: Arc<LinkDefinition>,
     /// All headers of the invocation.
     pub headers: Option<HeaderMap>,
+    /// A span for the call, carrying the caller, the link and the caller's `traceparent`;
+    /// instrument the handler's work with it to tie logs to the caller's trace.
+    pub span: tracing::Span,
 }
 
 impl CallContext {
@@ -52,6 +55,18 @@ impl CallContext {
     /// The W3C `traceparent` of the caller, if it sent one.
     pub fn traceparent(&self) -> Option<&str> {
         self.header("traceparent")
+    }
+
+    /// The trace-context headers (`traceparent`, `tracestate`) to pass on to calls made on
+    /// behalf of this one.
+    pub fn trace_headers(&self) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        for name in ["traceparent", "tracestate"] {
+            if let Some(v) = self.header(name) {
+                out.insert(name, v);
+            }
+        }
+        out
     }
 }
 
@@ -109,12 +124,23 @@ impl wrpc_transport::Serve for ProviderServer {
                     .to_string();
                 let admitted = inner.table().admit(&source_id, &link_name, &instance_name);
                 match admitted {
-                    Ok(link) => Ok(CallContext {
-                        source_id,
-                        link_name,
-                        link,
-                        headers: cx.headers,
-                    }),
+                    Ok(link) => {
+                        let traceparent = cx.header("traceparent").unwrap_or_default();
+                        let span = tracing::debug_span!(
+                            "provider.call",
+                            instance = %instance_name,
+                            source_id = %source_id,
+                            link_name = %link_name,
+                            traceparent = %traceparent,
+                        );
+                        Ok(CallContext {
+                            source_id,
+                            link_name,
+                            link,
+                            headers: cx.headers,
+                            span,
+                        })
+                    }
                     Err(refusal) => Err(match refusal {
                         LinkRefusal::NoLink => format!(
                             "no link named {link_name:?} from {source_id} to provider {id} covers {instance_name}"
@@ -175,26 +201,21 @@ async fn serve_function<S, F>(
     let mut stop = inner.shutdown.subscribe();
     let mut calls = FuturesUnordered::new();
     let deadline = inner.config.call_deadline;
+    // An accepted call waiting for a slot. Slots are shared by every function, so an idle
+    // function must not hold one: take the call first, then wait for a slot while the calls
+    // in flight keep running. Past the limit, further calls wait in NATS, not in memory.
+    let mut waiting: Option<F> = None;
     loop {
-        // Take a slot first: past the limit, calls wait in NATS, not in memory.
-        let next = async {
-            let permit = Arc::clone(&inner.slots).acquire_owned().await.ok()?;
-            Some((permit, stream.next().await))
-        };
         tokio::select! {
-            next = next => {
-                let (permit, next) = match next {
-                    Some(n) => n,
-                    None => break,
-                };
-                let fut = match next {
-                    Some(Ok(fut)) => fut,
-                    Some(Err(err)) => {
-                        warn!(instance, func, error = %format!("{err:#}"), "failed to accept a call");
-                        continue;
-                    }
-                    None => break,
-                };
+            next = stream.next(), if waiting.is_none() => match next {
+                Some(Ok(fut)) => waiting = Some(fut),
+                Some(Err(err)) => {
+                    warn!(instance, func, error = %format!("{err:#}"), "failed to accept a call");
+                }
+                None => break,
+            },
+            permit = Arc::clone(&inner.slots).acquire_owned(), if waiting.is_some() => {
+                let (Ok(permit), Some(fut)) = (permit, waiting.take()) else { break };
                 inner.inflight.fetch_add(1, Ordering::AcqRel);
                 let task_inner = Arc::clone(&inner);
                 let span = tracing::debug_span!("wrpc.call", instance, func);
@@ -246,6 +267,17 @@ impl LinkedClient {
     /// The same client with another call timeout.
     pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.client = self.client.with_timeout(timeout);
+        self
+    }
+
+    /// The same client passing on the trace context of `cx` (the call being served), so the
+    /// component's work joins the caller's trace.
+    pub fn with_trace(mut self, cx: &CallContext) -> Self {
+        for (name, values) in cx.trace_headers().iter() {
+            for v in values {
+                self.headers.insert(name.clone(), v.clone());
+            }
+        }
         self
     }
 }
