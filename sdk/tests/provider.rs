@@ -152,6 +152,22 @@ fn link(source: &str, name: &str, cfg: &[(&str, &str)]) -> LinkDefinition {
     }
 }
 
+/// A stored link from `source` to the provider, naming `target_config`.
+fn stored_link(source: &str, target_config: Vec<String>) -> StoredLink {
+    StoredLink {
+        source_id: source.into(),
+        target: PROVIDER.into(),
+        name: "default".into(),
+        wit_namespace: "trellis-test".into(),
+        wit_package: "greeter".into(),
+        interfaces: vec!["greet".into()],
+        source_config: vec![],
+        target_config,
+        source_secrets: vec![],
+        target_secrets: vec![],
+    }
+}
+
 struct Fixture {
     lattice: String,
     subjects: LatticeSubjects,
@@ -399,18 +415,7 @@ async fn links_are_pulled_from_the_store_and_followed_live() {
         )
         .await
         .unwrap();
-    let stored = StoredLink {
-        source_id: "comp".into(),
-        target: PROVIDER.into(),
-        name: "default".into(),
-        wit_namespace: "trellis-test".into(),
-        wit_package: "greeter".into(),
-        interfaces: vec!["greet".into()],
-        source_config: vec![],
-        target_config: vec!["greet-cfg".into()],
-        source_secrets: vec![],
-        target_secrets: vec![],
-    };
+    let stored = stored_link("comp", vec!["greet-cfg".into()]);
     store.put_link(stored.clone()).await.unwrap();
     f.until("the pulled link", |h| h.links().len() == 1).await;
     assert!(
@@ -759,21 +764,7 @@ async fn survives_a_nats_restart_and_keeps_serving() {
     };
     let (nats, caller) = connect().await;
     let store = LatticeStore::open(&nats, &subjects).await.unwrap();
-    store
-        .put_link(StoredLink {
-            source_id: "comp".into(),
-            target: PROVIDER.into(),
-            name: "default".into(),
-            wit_namespace: "trellis-test".into(),
-            wit_package: "greeter".into(),
-            interfaces: vec!["greet".into()],
-            source_config: vec![],
-            target_config: vec![],
-            source_secrets: vec![],
-            target_secrets: vec![],
-        })
-        .await
-        .unwrap();
+    store.put_link(stored_link("comp", vec![])).await.unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("source-id", "comp");
     let prefix = subjects.wrpc_prefix(PROVIDER);
@@ -818,21 +809,7 @@ async fn survives_a_nats_restart_and_keeps_serving() {
     assert!(ok, "provider did not serve again after the NATS restart");
 
     // And the link store is followed again: a new link put after the restart arrives.
-    store
-        .put_link(StoredLink {
-            source_id: "other".into(),
-            target: PROVIDER.into(),
-            name: "default".into(),
-            wit_namespace: "trellis-test".into(),
-            wit_package: "greeter".into(),
-            interfaces: vec!["greet".into()],
-            source_config: vec![],
-            target_config: vec![],
-            source_secrets: vec![],
-            target_secrets: vec![],
-        })
-        .await
-        .unwrap();
+    store.put_link(stored_link("other", vec![])).await.unwrap();
     let mut seen = false;
     for _ in 0..100 {
         if handle.links().len() == 2 {

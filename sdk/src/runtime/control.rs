@@ -59,6 +59,26 @@ fn bad_payload(subject: &str, err: &serde_json::Error) -> ErrorReply {
     }
 }
 
+/// Parses a control payload; a payload that does not parse is logged and answered with an
+/// [`ErrorReply`] (when the message has a reply subject), and yields `None`.
+async fn parse<T: serde::de::DeserializeOwned>(
+    inner: &Inner,
+    msg: &async_nats::Message,
+) -> Option<T> {
+    match serde_json::from_slice(&msg.payload) {
+        Ok(v) => Some(v),
+        Err(err) => {
+            reply(
+                inner,
+                msg.reply.clone(),
+                &bad_payload(msg.subject.as_str(), &err),
+            )
+            .await;
+            None
+        }
+    }
+}
+
 /// Subscribes `subject` and runs `handle` for every message, in a task of the runtime.
 async fn on<F, Fut>(inner: &Arc<Inner>, subject: String, handle: F) -> Result<(), RuntimeError>
 where
@@ -138,10 +158,8 @@ pub(crate) async fn subscribe_all<P: Provider>(
     .await?;
 
     on(inner, s.link_del(&id), |inner, msg| async move {
-        let subject = msg.subject.to_string();
-        let selector: LinkSelector = match serde_json::from_slice(&msg.payload) {
-            Ok(s) => s,
-            Err(err) => return reply(&inner, msg.reply, &bad_payload(&subject, &err)).await,
+        let Some(selector) = parse::<LinkSelector>(&inner, &msg).await else {
+            return;
         };
         let (tx, rx) = oneshot::channel();
         inner
@@ -174,10 +192,8 @@ pub(crate) async fn subscribe_all<P: Provider>(
     .await?;
 
     on(inner, s.shutdown(&id), |inner, msg| async move {
-        let subject = msg.subject.to_string();
-        let req: ShutdownRequest = match serde_json::from_slice(&msg.payload) {
-            Ok(r) => r,
-            Err(err) => return reply(&inner, msg.reply, &bad_payload(&subject, &err)).await,
+        let Some(req) = parse::<ShutdownRequest>(&inner, &msg).await else {
+            return;
         };
         if let Some(ours) = &inner.config.host_id
             && req.host_id != *ours
@@ -200,10 +216,8 @@ pub(crate) async fn subscribe_all<P: Provider>(
     .await?;
 
     on(inner, s.config_update(&id), |inner, msg| async move {
-        let subject = msg.subject.to_string();
-        match serde_json::from_slice::<HashMap<String, String>>(&msg.payload) {
-            Ok(config) => inner.command(LinkCommand::ConfigUpdate(config)).await,
-            Err(err) => reply(&inner, msg.reply, &bad_payload(&subject, &err)).await,
+        if let Some(config) = parse::<HashMap<String, String>>(&inner, &msg).await {
+            inner.command(LinkCommand::ConfigUpdate(config)).await;
         }
     })
     .await?;
@@ -222,10 +236,8 @@ pub(crate) async fn subscribe_all<P: Provider>(
     }
 
     on(inner, s.link_purge(&id), |inner, msg| async move {
-        let subject = msg.subject.to_string();
-        let selector: LinkSelector = match serde_json::from_slice(&msg.payload) {
-            Ok(s) => s,
-            Err(err) => return reply(&inner, msg.reply, &bad_payload(&subject, &err)).await,
+        let Some(selector) = parse::<LinkSelector>(&inner, &msg).await else {
+            return;
         };
         let (tx, rx) = oneshot::channel();
         inner
