@@ -109,3 +109,96 @@ async fn nkey_seed() {
         "SUnot-a-seed",
     );
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 with the openssl CLI (part of the base
+/// image); returns (ca, cert, key) paths.
+fn make_certs(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl is required for the TLS test: {e}"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=trellis-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca() {
+    let dir = std::env::temp_dir().join(format!("trellis-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = make_certs(&dir);
+    let server = common::OwnNats::start_with_config(&format!(
+        "tls {{ cert_file: {cert:?}, key_file: {key:?} }}"
+    ));
+    let start_tls = |ca: Option<std::path::PathBuf>| {
+        let mut config = ProviderConfig::standalone("auth", "p", &server.url()).unwrap();
+        config.nats.tls.required = true;
+        config.nats.tls.ca_file = ca;
+        config.nats.connect_timeout = Duration::from_secs(2);
+        ProviderHandle::start(config, std::sync::Arc::new(Nothing))
+    };
+    answers_ping(&start_tls(Some(ca)).await.unwrap()).await;
+    // Without the private CA the server's certificate is not trusted.
+    assert!(matches!(
+        start_tls(None).await,
+        Err(RuntimeError::Connect(_))
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
