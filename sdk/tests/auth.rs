@@ -202,3 +202,92 @@ async fn tls_with_a_private_ca() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Signs `claims` as a NATS JWT with `key` (header `ed25519-nkey`, base64url without padding).
+fn jwt(key: &nkeys::KeyPair, claims: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = b64.encode(serde_json::to_vec(&claims).unwrap());
+    let signing_input = format!("{header}.{body}");
+    let sig = key.sign(signing_input.as_bytes()).unwrap();
+    format!("{signing_input}.{}", b64.encode(sig))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_jwt_and_seed_as_a_1x_host_passes_them() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true,
+        "conn": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+    });
+    let op_jwt = jwt(
+        &operator,
+        serde_json::json!({
+            "jti": "OPJTI", "iat": now, "iss": operator.public_key(), "sub": operator.public_key(), "name": "op",
+            "nats": {"type": "operator", "version": 2}
+        }),
+    );
+    let acc_jwt = jwt(
+        &operator,
+        serde_json::json!({
+            "jti": "ACCJTI", "iat": now, "iss": operator.public_key(), "sub": account.public_key(), "name": "acc",
+            "nats": {"limits": unlimited, "default_permissions": {"pub": {}, "sub": {}}, "type": "account", "version": 2}
+        }),
+    );
+    let sys_jwt = jwt(
+        &operator,
+        serde_json::json!({
+            "jti": "SYSJTI", "iat": now, "iss": operator.public_key(), "sub": system.public_key(), "name": "SYS",
+            "nats": {"limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                                "wildcards": true, "conn": -1, "leaf": -1},
+                     "type": "account", "version": 2}
+        }),
+    );
+    let user_jwt = jwt(
+        &account,
+        serde_json::json!({
+            "jti": "USRJTI", "iat": now, "iss": account.public_key(), "sub": user.public_key(), "name": "u",
+            "nats": {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2}
+        }),
+    );
+    let server = common::OwnNats::start_with_config(&format!(
+        "operator: {op_jwt}\nsystem_account: {sys}\nresolver: MEMORY\n\
+         resolver_preload: {{ {acc}: {acc_jwt}, {sys}: {sys_jwt} }}",
+        acc = account.public_key(),
+        sys = system.public_key(),
+    ));
+    let seed = user.seed().unwrap();
+    answers_ping(
+        &start(
+            &server,
+            NatsAuth::Jwt {
+                jwt: user_jwt.clone().into(),
+                seed: seed.clone().into(),
+            },
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    // The JWT with another user's seed cannot sign the server's nonce.
+    let other = nkeys::KeyPair::new_user().seed().unwrap();
+    refused(
+        start(
+            &server,
+            NatsAuth::Jwt {
+                jwt: user_jwt.into(),
+                seed: other.clone().into(),
+            },
+        )
+        .await,
+        &other,
+    );
+}

@@ -94,7 +94,11 @@ impl OwnNats {
             .arg("-c")
             .arg(&conf)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.join("nats.log"))
+                    .map(std::process::Stdio::from)
+                    .unwrap_or_else(|_| std::process::Stdio::null()),
+            )
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         self.child = Some(child);
@@ -104,7 +108,11 @@ impl OwnNats {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("own nats-server did not start on port {}", self.port);
+        let log = std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default();
+        panic!(
+            "own nats-server did not start on port {}:\n{log}",
+            self.port
+        );
     }
 
     /// Kills it (the port stays reserved for [`OwnNats::restart`]).
