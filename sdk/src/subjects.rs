@@ -154,6 +154,21 @@ pub fn invocation(prefix: &str, instance: &str, func: &str) -> String {
     s
 }
 
+/// Trellis: the last token of a client's reply subject when the invocation message carries
+/// all synchronous parameters. A Trellis server serving a function without async parameters
+/// then needs nothing more from the client and skips the handshake, so a call costs two
+/// messages, like plain request/reply. 1.x clients never end a reply subject with it (theirs
+/// end in a NUID, which has no `-`), and 1.x servers treat the reply subject as opaque.
+pub const PARAMS_COMPLETE_TOKEN: &str = "p-complete";
+
+/// Whether reply subject `reply` says all synchronous parameters came in the first message.
+pub fn params_complete(reply: &str) -> bool {
+    reply
+        .rsplit('.')
+        .next()
+        .is_some_and(|last| last == PARAMS_COMPLETE_TOKEN)
+}
+
 /// *1.x*: the subject on which a wRPC server receives the parameters of one call, after the
 /// handshake (`{rx}.params`).
 pub fn params(rx: &str) -> String {

@@ -188,15 +188,6 @@ impl Client {
     }
 }
 
-/// Header a Trellis client sets when the invocation message carries all synchronous
-/// parameters (a Trellis extension). A Trellis server serving a function without async
-/// parameters then needs nothing more from the client and skips the handshake: a call costs
-/// two messages, like plain request/reply. Servers that do not know it ignore it.
-pub const PARAMS_COMPLETE_HEADER: &str = "trellis-params-complete";
-
-/// Wire size of `trellis-params-complete: 1\r\n`.
-const COMPLETE_HEADER_LEN: usize = PARAMS_COMPLETE_HEADER.len() + 2 + 1 + 2;
-
 /// Size of `headers` as NATS encodes them in front of the payload.
 fn header_wire_len(headers: &HeaderMap) -> usize {
     let mut n = b"NATS/1.0\r\n".len() + b"\r\n".len();
@@ -227,7 +218,28 @@ impl wrpc_transport::Invoke for Client {
     {
         let shared = &self.conn.shared;
         let subject = subjects::invocation(&self.prefix, instance, func);
-        let rx = shared.new_rx();
+
+        let headers = cx.filter(|h| !h.is_empty());
+        let overhead = headers.as_ref().map_or(0, header_wire_len);
+        let room = shared
+            .nats
+            .max_payload()
+            .checked_sub(overhead)
+            .filter(|n| *n > 0);
+        let Some(room) = room else {
+            anyhow::bail!(
+                "invocation headers ({overhead} bytes) do not fit the server's max payload"
+            );
+        };
+        let first = params.split_to(room.min(params.len()));
+        let first_was_empty = first.is_empty();
+        // All synchronous parameters in this message: say so in the reply subject, so a
+        // Trellis server can skip the handshake (see `subjects::PARAMS_COMPLETE_TOKEN`).
+        let mut rx = shared.new_rx();
+        if !first_was_empty && params.is_empty() {
+            rx.push('.');
+            rx.push_str(subjects::PARAMS_COMPLETE_TOKEN);
+        }
         let results: Arc<str> = subjects::results(&rx).into();
 
         // Register every subject of the call before anything is published.
@@ -242,25 +254,6 @@ impl wrpc_transport::Invoke for Client {
             );
         }
 
-        // Reserve room for the completeness header, which is added when everything fits.
-        let mut headers = cx.unwrap_or_default();
-        let overhead = header_wire_len(&headers) + COMPLETE_HEADER_LEN;
-        let room = shared
-            .nats
-            .max_payload()
-            .checked_sub(overhead)
-            .filter(|n| *n > 0);
-        let Some(room) = room else {
-            anyhow::bail!(
-                "invocation headers ({overhead} bytes) do not fit the server's max payload"
-            );
-        };
-        let first = params.split_to(room.min(params.len()));
-        let first_was_empty = first.is_empty();
-        if !first_was_empty && params.is_empty() {
-            headers.insert(PARAMS_COMPLETE_HEADER, "1");
-        }
-        let headers = Some(headers).filter(|h| !h.is_empty());
         trace!(
             subject,
             first = first.len(),
@@ -437,9 +430,7 @@ async fn accept<C>(
         ..
     } = msg;
     let reply = reply.with_context(|| format!("invocation on {subject} has no reply subject"))?;
-    let cx_complete = headers
-        .as_ref()
-        .is_some_and(|h| h.get(PARAMS_COMPLETE_HEADER).is_some());
+    let cx_complete = subjects::params_complete(reply.as_str());
     let cx = ServeContext {
         headers,
         subject: subject.to_string(),
