@@ -1,5 +1,22 @@
-//! The Trellis host: runs WebAssembly components on the lattice and supervises providers.
+//! The Trellis host: runs WebAssembly components on the lattice.
 //!
-//! **Not implemented yet** (issue #3). This crate exists so the workspace has its final
-//! shape; it exports nothing and nothing depends on it. The host will share the protocol types
-//! (subjects, links, host data, the wRPC transport) from `trellis-sdk`.
+//! A [`Host`] compiles a component once (cached on disk by wasmtime), instantiates it per
+//! invocation from a pooling allocator, answers WASI basics locally (clocks, random, stdio to
+//! the host log; no files, no network) plus `wasi:config/store` from the component's named
+//! config and `wasi:logging`, routes every other import over wRPC to the target linked for
+//! (interface, link name), and serves the component's exports on `{lattice}.{component_id}`
+//! in a queue group, so several hosts share the load. Memory, execution time and concurrent
+//! instances are limited per [`engine::Limits`].
+//!
+//! Not yet here (issue #3 continues): mapping resource-style `wasi:keyvalue` and
+//! `wasi:blobstore` imports to their wire interfaces, serving `wasi:http`, starting and
+//! supervising providers, and the host's link/config control API.
+
+pub mod engine;
+mod host;
+pub mod links;
+mod local;
+pub mod router;
+mod state;
+
+pub use host::{Host, HostError, HostOptions, RunningComponent, read_component};

@@ -58,6 +58,9 @@ pub enum TransportError {
     /// was purged, the provider is shutting down).
     #[error("call refused: {0}")]
     Refused(String),
+    /// The server accepted the call but failed it (a trap, a limit, a cancelled handler).
+    #[error("call failed on the server: {0}")]
+    Failed(String),
     /// The handshake reply had no reply subject, so parameters cannot be sent.
     #[error("peer did not specify a reply subject")]
     NoReplySubject,
@@ -76,6 +79,7 @@ impl TransportError {
             TransportError::NoResponders { .. } => std::io::ErrorKind::NotConnected,
             TransportError::TimedOut { .. } => std::io::ErrorKind::TimedOut,
             TransportError::BufferOverflow { .. } => std::io::ErrorKind::OutOfMemory,
+            TransportError::Failed(_) => std::io::ErrorKind::Other,
             TransportError::Status { .. } | TransportError::Refused(_) => {
                 std::io::ErrorKind::ConnectionRefused
             }

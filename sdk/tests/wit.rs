@@ -5,16 +5,16 @@
 // wit-bindgen-wrpc 0.11 parses with wit-parser 0.220, which only resolves the WASI 0.2.6 tree
 // when its @unstable features are enabled (nothing here uses them).
 mod keyvalue {
-    wit_bindgen_wrpc::generate!({ path: "../wit", world: "trellis:providers/keyvalue@0.1.0", generate_all, features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"] });
+    wit_bindgen_wrpc::generate!({ path: "../wit", world: "trellis:lattice/keyvalue@0.1.0", generate_all, features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"] });
 }
 mod blobstore {
-    wit_bindgen_wrpc::generate!({ path: "../wit", world: "trellis:providers/blobstore@0.1.0", generate_all, features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"] });
+    wit_bindgen_wrpc::generate!({ path: "../wit", world: "trellis:lattice/blobstore@0.1.0", generate_all, features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"] });
 }
 mod messaging {
-    wit_bindgen_wrpc::generate!({ path: "../wit", world: "trellis:providers/messaging@0.1.0", generate_all, features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"] });
+    wit_bindgen_wrpc::generate!({ path: "../wit", world: "trellis:lattice/messaging@0.1.0", generate_all, features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"] });
 }
 mod http_server {
-    wit_bindgen_wrpc::generate!({ path: "../wit", world: "trellis:providers/http-server@0.1.0", generate_all, features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"] });
+    wit_bindgen_wrpc::generate!({ path: "../wit", world: "trellis:lattice/http-server@0.1.0", generate_all, features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"] });
 }
 
 #[test]

@@ -198,6 +198,17 @@ impl Routes {
         }
         match map.get_mut(key) {
             Some(Entry::Channel { tx, budget, .. }) => {
+                if let Some(reason) = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(super::REFUSAL_HEADER))
+                {
+                    let _ = tx.send(Delivery::Fail(TransportError::Failed(
+                        reason.as_str().to_string(),
+                    )));
+                    map.remove(key);
+                    return;
+                }
                 let len = msg.payload.len();
                 if !budget.take(len) {
                     debug!(

@@ -272,11 +272,13 @@ impl AsyncWrite for Outgoing {
 
 impl Drop for Outgoing {
     fn drop(&mut self) {
-        if self.closed || !self.must_close {
+        if self.closed || !self.must_close && !self.root_results {
             return;
         }
-        // The stream was abandoned (an error, a dropped future): close it so the peer's reader
-        // ends instead of waiting for its timeout.
+        // The stream was abandoned (an error, a trap, a dropped future): close it so the
+        // peer's reader ends instead of waiting for its timeout. An abandoned result stream
+        // says so (Trellis extension): a Trellis client fails the call with that reason
+        // instead of a decoding error; to a 1.x client it is an ordinary close.
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -284,6 +286,7 @@ impl Drop for Outgoing {
         let path: Vec<Option<usize>> = self.path.iter().copied().map(Some).collect();
         let timeout = self.timeout;
         let pending = std::mem::take(&mut self.pending);
+        let abandoned_results = self.root_results;
         let target = std::mem::replace(
             &mut self.target,
             Target::Failed(TransportError::NoReplySubject),
@@ -312,9 +315,20 @@ impl Drop for Outgoing {
                     return;
                 }
             }
-            if let Err(err) = nats.publish(subject, Bytes::new()).await {
+            let res = if abandoned_results {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(super::REFUSAL_HEADER, ABANDONED);
+                nats.publish_with_headers(subject, headers, Bytes::new())
+                    .await
+            } else {
+                nats.publish(subject, Bytes::new()).await
+            };
+            if let Err(err) = res {
                 debug!(%err, "failed to close an abandoned stream");
             }
         });
     }
 }
+
+/// What the caller of an abandoned call is told.
+const ABANDONED: &str = "the server failed or cancelled the call before sending its results";

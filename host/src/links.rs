@@ -1,0 +1,84 @@
+//! Which target each component's imports go to: the links of the lattice store, followed
+//! live.
+//!
+//! The view is read on every routed call, so it is an in-memory copy behind a read lock,
+//! refreshed whenever the store's data bucket changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use tracing::{debug, warn};
+use trellis_sdk::store::{LatticeStore, StoredLink};
+
+/// The links of the lattice, by source id.
+#[derive(Clone, Debug, Default)]
+pub struct LinkView {
+    by_source: Arc<RwLock<HashMap<String, Vec<StoredLink>>>>,
+}
+
+/// Splits `ns:pkg/iface@version` into its parts.
+pub(crate) fn split_instance(instance: &str) -> Option<(&str, &str, &str)> {
+    let (pkg, rest) = instance.split_once('/')?;
+    let iface = rest.split('@').next().unwrap_or(rest);
+    let (ns, pkg) = pkg.split_once(':')?;
+    Some((ns, pkg, iface))
+}
+
+impl LinkView {
+    /// The target linked from `source` for wire instance `instance` under `link_name`.
+    pub fn target(&self, source: &str, instance: &str, link_name: &str) -> Option<String> {
+        let (ns, pkg, iface) = split_instance(instance)?;
+        let by_source = self.by_source.read().unwrap_or_else(|p| p.into_inner());
+        by_source.get(source)?.iter().find_map(|l| {
+            (l.name == link_name
+                && l.wit_namespace == ns
+                && l.wit_package == pkg
+                && l.interfaces.iter().any(|i| i == iface))
+            .then(|| l.target.clone())
+        })
+    }
+
+    /// Replaces the view with what the store holds now.
+    pub async fn reload(&self, store: &LatticeStore) -> Result<(), trellis_sdk::store::StoreError> {
+        let mut by_source: HashMap<String, Vec<StoredLink>> = HashMap::new();
+        for link in store.stored_links().await? {
+            by_source
+                .entry(link.source_id.clone())
+                .or_default()
+                .push(link);
+        }
+        *self.by_source.write().unwrap_or_else(|p| p.into_inner()) = by_source;
+        Ok(())
+    }
+
+    /// Keeps the view in step with the store until the task is dropped; re-syncs after any
+    /// watch failure.
+    pub async fn follow(self, store: LatticeStore) {
+        loop {
+            let watch = match store.watch().await {
+                Ok(w) => w,
+                Err(err) => {
+                    warn!(%err, "cannot watch the lattice store");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let mut watch = Box::pin(watch);
+            if let Err(err) = self.reload(&store).await {
+                warn!(%err, "cannot read links");
+            }
+            while let Some(change) = watch.next().await {
+                if change.is_err() {
+                    break;
+                }
+                if let Err(err) = self.reload(&store).await {
+                    warn!(%err, "cannot read links");
+                }
+            }
+            debug!("lattice store watch ended; re-syncing");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The host against a real nats-server with a real component (`tests/components/echo`): its
+//! export served to wRPC callers, its import routed by link to a provider built with the SDK,
+//! its named config, a missing link, every limit, and two hosts sharing one component.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use trellis_host::engine::Limits;
+use trellis_host::{Host, HostOptions, read_component};
+use trellis_sdk::config::ProviderConfig;
+use trellis_sdk::error::TransportError;
+use trellis_sdk::provider::Provider;
+use trellis_sdk::runtime::{CallContext, ProviderHandle};
+use trellis_sdk::store::StoredLink;
+use trellis_sdk::subjects::LatticeSubjects;
+use trellis_sdk::transport::{Client, Connection, TransportOptions};
+use trellis_tests as common;
+
+mod bindings {
+    wit_bindgen_wrpc::generate!({
+        inline: "
+            package trellis-test:components@0.1.0;
+            interface echo {
+                echo: func(x: string) -> string;
+                greet-via-import: func(name: string) -> string;
+                config-value: func(key: string) -> option<string>;
+                log: func(message: string);
+                spin: func();
+                hog: func(mib: u32) -> u32;
+                crash: func();
+            }
+            world caller { import echo; }
+        ",
+    });
+}
+mod greeter {
+    wit_bindgen_wrpc::generate!({
+        inline: "
+            package trellis-test:greeter@0.1.0;
+            interface greet {
+                greeting: func(name: string) -> string;
+                slow: func(ms: u32) -> string;
+            }
+            world provider { export greet; }
+        ",
+    });
+}
+
+use bindings::trellis_test::components::echo;
+
+const ECHO_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/components/prebuilt/echo.wasm"
+);
+
+#[derive(Clone)]
+struct Greeter;
+impl Provider for Greeter {}
+impl greeter::exports::trellis_test::greeter::greet::Handler<CallContext> for Greeter {
+    async fn greeting(&self, cx: CallContext, name: String) -> anyhow::Result<String> {
+        let greeting = cx
+            .config()
+            .get("greeting")
+            .cloned()
+            .unwrap_or_else(|| "hello".into());
+        Ok(format!(
+            "{greeting}, {name} (via {} from {})",
+            cx.link_name, cx.source_id
+        ))
+    }
+    async fn slow(&self, _cx: CallContext, ms: u32) -> anyhow::Result<String> {
+        tokio::time::sleep(Duration::from_millis(ms.into())).await;
+        Ok("done".into())
+    }
+}
+
+struct Lattice {
+    name: String,
+    subjects: LatticeSubjects,
+    caller: Connection,
+    _provider: ProviderHandle,
+}
+
+impl Lattice {
+    async fn new(tag: &str) -> Self {
+        let name = common::unique_lattice(tag);
+        let config = ProviderConfig::standalone(&name, "greeter", &common::nats_url()).unwrap();
+        let provider = ProviderHandle::start(config, Arc::new(Greeter))
+            .await
+            .unwrap();
+        provider
+            .serve(greeter::serve(&provider.server(), Greeter).await.unwrap())
+            .unwrap();
+        let caller = Connection::new(
+            common::nats().await,
+            TransportOptions {
+                timeout: Duration::from_secs(5),
+                ..TransportOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        Self {
+            subjects: LatticeSubjects::new(&name).unwrap(),
+            name,
+            caller,
+            _provider: provider,
+        }
+    }
+
+    fn options(&self) -> HostOptions {
+        HostOptions {
+            lattice: self.name.clone(),
+            limits: Limits {
+                max_memory_bytes: 32 << 20,
+                execution_deadline: Duration::from_millis(500),
+                ..Limits::default()
+            },
+            ..HostOptions::default()
+        }
+    }
+
+    fn client(&self, component: &str) -> Client {
+        self.caller.client(self.subjects.wrpc_prefix(component))
+    }
+}
+
+fn greeter_link(source: &str) -> StoredLink {
+    StoredLink {
+        source_id: source.into(),
+        target: "greeter".into(),
+        name: "default".into(),
+        wit_namespace: "trellis-test".into(),
+        wit_package: "greeter".into(),
+        interfaces: vec!["greet".into()],
+        source_config: vec![],
+        target_config: vec!["greet-cfg".into()],
+        source_secrets: vec![],
+        target_secrets: vec![],
+    }
+}
+
+fn failure(err: &anyhow::Error) -> String {
+    match TransportError::find(err) {
+        Some(TransportError::Failed(reason)) => reason.clone(),
+        other => panic!("expected a failed call, got {other:?}: {err:#}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_serves_exports_routes_imports_and_reads_config() {
+    let l = Lattice::new("host").await;
+    let host = Host::new(common::nats().await, l.options()).await.unwrap();
+    let store = host.store();
+    store
+        .put_config(
+            "greet-cfg",
+            &HashMap::from([("greeting".into(), "hey".into())]),
+        )
+        .await
+        .unwrap();
+    store
+        .put_config(
+            "echo-cfg",
+            &HashMap::from([("color".into(), "blue".into())]),
+        )
+        .await
+        .unwrap();
+    store.put_link(greeter_link("echo-1")).await.unwrap();
+    let wasm = read_component(ECHO_WASM).unwrap();
+    let _echo = host
+        .start_component("echo-1", wasm.clone(), &["echo-cfg".into()])
+        .await
+        .unwrap();
+    let _unlinked = host.start_component("echo-2", wasm, &[]).await.unwrap();
+
+    let c = l.client("echo-1");
+    assert_eq!(echo::echo(&c, None, "ping").await.unwrap(), "ping");
+    // Import → lattice → provider (with the link's config) → back.
+    for _ in 0..50 {
+        // The provider picks the link up from the store within milliseconds.
+        if echo::greet_via_import(&c, None, "ann").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        echo::greet_via_import(&c, None, "ann").await.unwrap(),
+        "hey, ann (via default from echo-1)"
+    );
+    assert_eq!(
+        echo::config_value(&c, None, "color")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("blue")
+    );
+    assert_eq!(echo::config_value(&c, None, "nope").await.unwrap(), None);
+    echo::log(&c, None, "hello from the component")
+        .await
+        .unwrap();
+
+    // No link: the call fails, the host says why in its log, nothing else is affected.
+    let err = echo::greet_via_import(&l.client("echo-2"), None, "x")
+        .await
+        .unwrap_err();
+    failure(&err);
+    assert_eq!(
+        echo::echo(&l.client("echo-2"), None, "still")
+            .await
+            .unwrap(),
+        "still"
+    );
+
+    // A component naming missing config does not start, with a clear error.
+    let err = host
+        .start_component(
+            "echo-3",
+            read_component(ECHO_WASM).unwrap(),
+            &["missing".into()],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_enforced_and_the_host_keeps_serving() {
+    let l = Lattice::new("limits").await;
+    let host = Host::new(common::nats().await, l.options()).await.unwrap();
+    let _echo = host
+        .start_component("echo-l", read_component(ECHO_WASM).unwrap(), &[])
+        .await
+        .unwrap();
+    let c = l.client("echo-l");
+    assert_eq!(echo::echo(&c, None, "up").await.unwrap(), "up");
+
+    // An infinite loop is interrupted at the execution deadline.
+    let started = std::time::Instant::now();
+    failure(&echo::spin(&c, None).await.unwrap_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "spin ran {:?}",
+        started.elapsed()
+    );
+    // Memory past the limit (32 MiB) traps; within it works.
+    assert_eq!(echo::hog(&c, None, 8).await.unwrap(), 8);
+    failure(&echo::hog(&c, None, 100).await.unwrap_err());
+    // A trap.
+    failure(&echo::crash(&c, None).await.unwrap_err());
+    // Other calls are unaffected, during and after.
+    let (a, b) = tokio::join!(echo::spin(&c, None), echo::echo(&c, None, "meanwhile"));
+    assert!(a.is_err());
+    assert_eq!(b.unwrap(), "meanwhile");
+    assert_eq!(echo::echo(&c, None, "after").await.unwrap(), "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_share_one_components_load() {
+    let l = Lattice::new("share").await;
+    let a = Host::new(common::nats().await, l.options()).await.unwrap();
+    let b = Host::new(common::nats().await, l.options()).await.unwrap();
+    let wasm = read_component(ECHO_WASM).unwrap();
+    let on_a = a
+        .start_component("shared", wasm.clone(), &[])
+        .await
+        .unwrap();
+    let on_b = b.start_component("shared", wasm, &[]).await.unwrap();
+    let c = l.client("shared");
+    for i in 0..40 {
+        assert_eq!(
+            echo::echo(&c, None, &format!("{i}")).await.unwrap(),
+            format!("{i}")
+        );
+    }
+    let (na, nb) = (on_a.served(), on_b.served());
+    assert_eq!(na + nb, 40);
+    assert!(na > 0 && nb > 0, "one host served everything: {na} / {nb}");
+    // One host goes away: the other serves everything.
+    drop(on_a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..10 {
+        echo::echo(&c, None, "x").await.unwrap();
+    }
+    assert_eq!(on_b.served(), nb + 10);
+}
