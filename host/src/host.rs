@@ -23,6 +23,9 @@ use crate::engine::{HostEngine, Limits};
 use crate::links::LinkView;
 use crate::router::LinkRouter;
 use crate::state::HostState;
+use crate::supervisor::{
+    ProviderSpec, SupervisedProvider, SupervisorEnv, SupervisorOptions, supervise,
+};
 
 /// How a host runs.
 #[derive(Clone, Debug)]
@@ -31,6 +34,8 @@ pub struct HostOptions {
     pub lattice: String,
     /// This host's id.
     pub host_id: String,
+    /// The NATS URL handed to the providers this host starts.
+    pub nats_url: String,
     /// Limits of every instance.
     pub limits: Limits,
     /// Where compiled components are cached (none: compile every time).
@@ -44,6 +49,7 @@ impl Default for HostOptions {
         Self {
             lattice: "default".into(),
             host_id: format!("trellis-host-{}", std::process::id()),
+            nats_url: "nats://127.0.0.1:4222".into(),
             limits: Limits::default(),
             cache_dir: None,
             call_timeout: Duration::from_secs(10),
@@ -102,6 +108,7 @@ pub fn read_component(reference: &str) -> Result<Vec<u8>, HostError> {
 }
 
 struct HostInner {
+    nats: async_nats::Client,
     engine: HostEngine,
     opts: HostOptions,
     subjects: LatticeSubjects,
@@ -196,12 +203,14 @@ impl Host {
         )
         .await
         .map_err(|e| HostError::Transport(format!("{e:#}")))?;
+        trellis_sdk::subjects::validate_token("host id", &opts.host_id)?;
         let store = LatticeStore::open(&nats, &subjects).await?;
         let links = LinkView::default();
         links.reload(&store).await?;
         let follower = tokio::spawn(links.clone().follow(store.clone()));
         Ok(Self {
             inner: Arc::new(HostInner {
+                nats,
                 engine,
                 opts,
                 subjects,
@@ -211,6 +220,25 @@ impl Host {
                 follower,
             }),
         })
+    }
+
+    /// Starts provider `spec` as a child process with host data on stdin, and supervises it.
+    pub fn start_provider(
+        &self,
+        spec: ProviderSpec,
+        opts: SupervisorOptions,
+    ) -> Result<SupervisedProvider, HostError> {
+        trellis_sdk::subjects::validate_token("provider id", &spec.id)?;
+        let inner = &self.inner;
+        let env = SupervisorEnv {
+            nats: inner.nats.clone(),
+            nats_url: inner.opts.nats_url.clone(),
+            subjects: inner.subjects.clone(),
+            store: inner.store.clone(),
+            host_id: inner.opts.host_id.clone(),
+            rpc_timeout: inner.opts.call_timeout,
+        };
+        Ok(supervise(env, spec, opts))
     }
 
     /// The lattice store this host reads links and config from.

@@ -8,9 +8,12 @@
 //! in a queue group, so several hosts share the load. Memory, execution time and concurrent
 //! instances are limited per [`engine::Limits`].
 //!
+//! It also starts providers as child processes with 1.x host data and supervises them
+//! ([`supervisor`]).
+//!
 //! Not yet here (issue #3 continues): mapping resource-style `wasi:keyvalue` and
-//! `wasi:blobstore` imports to their wire interfaces, serving `wasi:http`, starting and
-//! supervising providers, and the host's link/config control API.
+//! `wasi:blobstore` imports to their wire interfaces, serving `wasi:http`, and the host's
+//! validated link/config control API.
 
 pub mod engine;
 mod host;
@@ -18,5 +21,6 @@ pub mod links;
 mod local;
 pub mod router;
 mod state;
+pub mod supervisor;
 
 pub use host::{Host, HostError, HostOptions, RunningComponent, read_component};

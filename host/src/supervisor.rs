@@ -1,0 +1,386 @@
+//! Starting and supervising provider processes, the 1.x way.
+//!
+//! A provider binary is started with a cleared environment (only `RUST_LOG` and `OTEL_*`
+//! pass) and one line of host data on stdin: the lattice, NATS, its id, a fresh instance id,
+//! its config and every link it is source or target of, resolved from the lattice store. Its
+//! output goes to the host log. The supervisor polls its health, restarts it when it exits
+//! unasked with capped exponential backoff, gives up after a bound of consecutive failures
+//! (and says so, in its status and as a lattice event), and stops it gracefully: a shutdown
+//! request first, a kill after the grace period.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWriteExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use trellis_sdk::events;
+use trellis_sdk::host_data::HostData;
+use trellis_sdk::link::LinkDefinition;
+use trellis_sdk::provider::HealthStatus;
+use trellis_sdk::store::LatticeStore;
+use trellis_sdk::subjects::LatticeSubjects;
+
+/// How to run one provider.
+#[derive(Clone, Debug)]
+pub struct ProviderSpec {
+    /// Provider id.
+    pub id: String,
+    /// The provider binary.
+    pub path: PathBuf,
+    /// The provider's own config.
+    pub config: HashMap<String, String>,
+}
+
+/// Supervision policy.
+#[derive(Clone, Debug)]
+pub struct SupervisorOptions {
+    /// How often health is polled.
+    pub health_interval: Duration,
+    /// First delay before a restart; doubles per consecutive failure.
+    pub backoff_base: Duration,
+    /// Largest delay before a restart.
+    pub backoff_max: Duration,
+    /// Consecutive failed starts after which the supervisor gives up.
+    pub max_restarts: u32,
+    /// A provider that ran this long counts as started well (its failure count resets).
+    pub stable_after: Duration,
+    /// How long a stopping provider may take before it is killed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for SupervisorOptions {
+    fn default() -> Self {
+        Self {
+            health_interval: Duration::from_secs(30),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            max_restarts: 10,
+            stable_after: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a supervised provider is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProviderState {
+    /// Being started.
+    Starting,
+    /// Running as process `pid`.
+    Running {
+        /// Its process id.
+        pid: u32,
+    },
+    /// Exited unasked; restarting after a delay.
+    Restarting {
+        /// Why it stopped.
+        reason: String,
+    },
+    /// Failed `max_restarts` times in a row; no longer restarted.
+    GaveUp {
+        /// The last failure.
+        reason: String,
+    },
+    /// Stopped on request.
+    Stopped,
+}
+
+/// A provider's state as the supervisor last saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderStatus {
+    /// The state.
+    pub state: ProviderState,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// The last health answer, if any.
+    pub health: Option<HealthStatus>,
+}
+
+/// Everything the supervisor needs from the host.
+#[derive(Clone)]
+pub(crate) struct SupervisorEnv {
+    pub(crate) nats: async_nats::Client,
+    pub(crate) nats_url: String,
+    pub(crate) subjects: LatticeSubjects,
+    pub(crate) store: LatticeStore,
+    pub(crate) host_id: String,
+    pub(crate) rpc_timeout: Duration,
+}
+
+/// A provider under supervision. Dropping it kills the process; [`SupervisedProvider::stop`]
+/// stops it gracefully.
+pub struct SupervisedProvider {
+    id: String,
+    status: Arc<Mutex<ProviderStatus>>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SupervisedProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisedProvider")
+            .field("id", &self.id)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl SupervisedProvider {
+    /// The provider id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Its current status.
+    pub fn status(&self) -> ProviderStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops it gracefully and waits until it is gone.
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SupervisedProvider {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        // The task kills the child when it sees the flag (kill_on_drop covers an abort).
+    }
+}
+
+pub(crate) fn supervise(
+    env: SupervisorEnv,
+    spec: ProviderSpec,
+    opts: SupervisorOptions,
+) -> SupervisedProvider {
+    let status = Arc::new(Mutex::new(ProviderStatus {
+        state: ProviderState::Starting,
+        restarts: 0,
+        health: None,
+    }));
+    let (stop, stop_rx) = watch::channel(false);
+    let id = spec.id.clone();
+    let task = tokio::spawn(run(env, spec, opts, Arc::clone(&status), stop_rx));
+    SupervisedProvider {
+        id,
+        status,
+        stop,
+        task: Some(task),
+    }
+}
+
+fn set(status: &Mutex<ProviderStatus>, f: impl FnOnce(&mut ProviderStatus)) {
+    f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+async fn host_data(env: &SupervisorEnv, spec: &ProviderSpec) -> HostData {
+    let links: Vec<LinkDefinition> = match env.store.links_for(&spec.id).await {
+        Ok((links, broken)) => {
+            for (link, err) in broken {
+                warn!(provider = spec.id, %err, link = ?link.name, "link left out of host data");
+            }
+            links.into_values().collect()
+        }
+        Err(err) => {
+            warn!(provider = spec.id, %err, "cannot read links for host data; the provider will pull them");
+            Vec::new()
+        }
+    };
+    HostData {
+        host_id: env.host_id.clone(),
+        lattice_rpc_prefix: env.subjects.lattice().to_string(),
+        lattice_rpc_url: env.nats_url.clone(),
+        provider_key: spec.id.clone(),
+        instance_id: uuid_v4(),
+        link_definitions: links,
+        config: spec.config.clone(),
+        default_rpc_timeout_ms: u64::try_from(env.rpc_timeout.as_millis()).ok(),
+        log_level: Some("info".into()),
+        ..HostData::new()
+    }
+}
+
+fn uuid_v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Forwards a child's output lines to the host log.
+fn forward(provider: String, stream: &'static str, out: impl AsyncRead + Unpin + Send + 'static) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(out).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            info!(provider, stream, "{line}");
+        }
+    });
+}
+
+async fn spawn(env: &SupervisorEnv, spec: &ProviderSpec) -> std::io::Result<Child> {
+    let line = host_data(env, spec)
+        .await
+        .encode()
+        .map_err(std::io::Error::other)?;
+    let mut cmd = Command::new(&spec.path);
+    cmd.env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in std::env::vars_os() {
+        let pass = k
+            .to_str()
+            .is_some_and(|k| k == "RUST_LOG" || k.starts_with("OTEL_"));
+        if pass {
+            cmd.env(k, v);
+        }
+    }
+    let mut child = cmd.spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(line.as_bytes()).await?;
+        stdin.write_all(b"\r\n").await?;
+        stdin.shutdown().await?;
+    }
+    if let Some(out) = child.stdout.take() {
+        forward(spec.id.clone(), "stdout", out);
+    }
+    if let Some(err) = child.stderr.take() {
+        forward(spec.id.clone(), "stderr", err);
+    }
+    Ok(child)
+}
+
+async fn check_health(env: &SupervisorEnv, id: &str) -> HealthStatus {
+    let request = env.nats.request(env.subjects.health(id), "".into());
+    match tokio::time::timeout(Duration::from_secs(5), request).await {
+        Ok(Ok(msg)) => serde_json::from_slice(&msg.payload)
+            .unwrap_or_else(|e| HealthStatus::unhealthy(format!("unreadable health reply: {e}"))),
+        Ok(Err(err)) => HealthStatus::unhealthy(format!("health request failed: {err}")),
+        Err(_) => HealthStatus::unhealthy("no health reply within 5s"),
+    }
+}
+
+async fn stop_child(env: &SupervisorEnv, id: &str, child: &mut Child, grace: Duration) {
+    let body = serde_json::json!({ "host_id": env.host_id }).to_string();
+    let asked = env
+        .nats
+        .request(env.subjects.shutdown(id), body.into_bytes().into());
+    let _ = tokio::time::timeout(grace, asked).await;
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        warn!(provider = id, "provider did not stop in time; killing it");
+        let _ = child.kill().await;
+    }
+}
+
+/// Resolves once stop was asked for (the watch guard is not held across awaits).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+async fn run(
+    env: SupervisorEnv,
+    spec: ProviderSpec,
+    opts: SupervisorOptions,
+    status: Arc<Mutex<ProviderStatus>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let id = spec.id.clone();
+    let mut failures: u32 = 0;
+    loop {
+        let stop_asked = *stop.borrow();
+        if stop_asked {
+            set(&status, |s| s.state = ProviderState::Stopped);
+            return;
+        }
+        set(&status, |s| s.state = ProviderState::Starting);
+        let started = Instant::now();
+        let reason = match spawn(&env, &spec).await {
+            Ok(mut child) => {
+                let pid = child.id().unwrap_or_default();
+                set(&status, |s| s.state = ProviderState::Running { pid });
+                info!(provider = id, pid, "provider started");
+                events::publish(
+                    &env.nats,
+                    &env.subjects,
+                    &env.host_id,
+                    "provider_started",
+                    serde_json::json!({"host_id": env.host_id, "provider_id": id, "image_ref": spec.path}),
+                )
+                .await;
+                let mut health = tokio::time::interval(opts.health_interval);
+                health.tick().await;
+                loop {
+                    tokio::select! {
+                        exit = child.wait() => {
+                            break match exit {
+                                Ok(code) => format!("exited with {code}"),
+                                Err(err) => format!("cannot wait for it: {err}"),
+                            };
+                        }
+                        _ = health.tick() => {
+                            let h = check_health(&env, &id).await;
+                            let was = status.lock().unwrap_or_else(|p| p.into_inner()).health.clone();
+                            if was.as_ref().map(|w| w.healthy) != Some(h.healthy) {
+                                let event = if h.healthy { "health_check_passed" } else { "health_check_failed" };
+                                events::publish(&env.nats, &env.subjects, &env.host_id, event,
+                                    serde_json::json!({"host_id": env.host_id, "provider_id": id})).await;
+                            }
+                            set(&status, |s| s.health = Some(h));
+                        }
+                        _ = stopped(&mut stop) => {
+                            stop_child(&env, &id, &mut child, opts.shutdown_grace).await;
+                            info!(provider = id, "provider stopped");
+                            set(&status, |s| s.state = ProviderState::Stopped);
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(err) => format!("cannot start {}: {err}", spec.path.display()),
+        };
+        if started.elapsed() >= opts.stable_after {
+            failures = 0;
+        }
+        failures = failures.saturating_add(1);
+        warn!(provider = id, reason, failures, "provider stopped unasked");
+        if failures > opts.max_restarts {
+            warn!(provider = id, "giving up on the provider");
+            events::publish(
+                &env.nats,
+                &env.subjects,
+                &env.host_id,
+                "provider_start_failed",
+                serde_json::json!({"host_id": env.host_id, "provider_id": id, "error": reason}),
+            )
+            .await;
+            set(&status, |s| s.state = ProviderState::GaveUp { reason });
+            return;
+        }
+        set(&status, |s| {
+            s.state = ProviderState::Restarting {
+                reason: reason.clone(),
+            };
+            s.restarts = s.restarts.saturating_add(1);
+        });
+        let exp = failures.saturating_sub(1).min(16);
+        let delay = opts
+            .backoff_base
+            .saturating_mul(1u32 << exp)
+            .min(opts.backoff_max);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut stop) => {}
+        }
+    }
+}
