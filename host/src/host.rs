@@ -241,6 +241,16 @@ impl Host {
         Ok(supervise(env, spec, opts))
     }
 
+    /// Validated link and config changes in this host's lattice.
+    pub fn admin(&self) -> crate::lattice::LatticeAdmin {
+        crate::lattice::LatticeAdmin::new(
+            self.inner.store.clone(),
+            self.inner.nats.clone(),
+            self.inner.subjects.clone(),
+            self.inner.opts.host_id.clone(),
+        )
+    }
+
     /// The lattice store this host reads links and config from.
     pub fn store(&self) -> &LatticeStore {
         &self.inner.store

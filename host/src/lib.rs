@@ -12,11 +12,14 @@
 //! ([`supervisor`]).
 //!
 //! Not yet here (issue #3 continues): mapping resource-style `wasi:keyvalue` and
-//! `wasi:blobstore` imports to their wire interfaces, serving `wasi:http`, and the host's
-//! validated link/config control API.
+//! `wasi:blobstore` imports to their wire interfaces, and serving `wasi:http`.
+//!
+//! Links and named config are written through [`lattice::LatticeAdmin`], which validates
+//! them (conflicting links, missing config, config still in use).
 
 pub mod engine;
 mod host;
+pub mod lattice;
 pub mod links;
 mod local;
 pub mod router;

@@ -35,6 +35,7 @@ mod bindings {
     });
 }
 mod greeter {
+    #![allow(dead_code)]
     wit_bindgen_wrpc::generate!({
         inline: "
             package trellis-test:greeter@0.1.0;
@@ -42,7 +43,7 @@ mod greeter {
                 greeting: func(name: string) -> string;
                 slow: func(ms: u32) -> string;
             }
-            world provider { export greet; }
+            world provider { export greet; import greet; }
         ",
     });
 }
@@ -284,4 +285,82 @@ async fn two_hosts_share_one_components_load() {
         echo::echo(&c, None, "x").await.unwrap();
     }
     assert_eq!(on_b.served(), nb + 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_and_config_are_validated_and_providers_see_them() {
+    use trellis_host::lattice::LatticeError;
+    let l = Lattice::new("admin").await;
+    let host = Host::new(common::nats().await, l.options()).await.unwrap();
+    let admin = host.admin();
+
+    // Config names must exist.
+    let err = admin.put_link(greeter_link("c1")).await.unwrap_err();
+    assert!(
+        matches!(err, LatticeError::MissingConfig(ref n) if n == "greet-cfg"),
+        "{err}"
+    );
+    admin
+        .put_config(
+            "greet-cfg",
+            &HashMap::from([("greeting".into(), "yo".into())]),
+        )
+        .await
+        .unwrap();
+    admin.put_link(greeter_link("c1")).await.unwrap();
+    assert_eq!(admin.links(Some("c1")).await.unwrap().len(), 1);
+    assert_eq!(
+        admin.config("greet-cfg").await.unwrap().unwrap()["greeting"],
+        "yo"
+    );
+
+    // The provider pulls what the host wrote: a call over the link works, with its config.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("source-id", "c1");
+    let client = l.client("greeter");
+    let mut answer = None;
+    for _ in 0..50 {
+        if let Ok(a) =
+            greeter::trellis_test::greeter::greet::greeting(&client, Some(headers.clone()), "z")
+                .await
+        {
+            answer = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer.as_deref(), Some("yo, z (via default from c1)"));
+
+    // Same source, interface and name, other target: refused.
+    let mut other = greeter_link("c1");
+    other.target = "elsewhere".into();
+    let err = admin.put_link(other).await.unwrap_err();
+    assert!(
+        matches!(err, LatticeError::Conflict { ref existing_target, .. } if existing_target == "greeter"),
+        "{err}"
+    );
+    // Bad names are refused before anything is written.
+    let mut bad = greeter_link("c.1");
+    bad.target_config.clear();
+    assert!(matches!(
+        admin.put_link(bad).await,
+        Err(LatticeError::InvalidName(_))
+    ));
+    assert!(matches!(
+        admin.put_config("a b", &HashMap::new()).await,
+        Err(LatticeError::InvalidConfigName(_))
+    ));
+
+    // Config in use cannot be deleted; after the link goes, it can.
+    let err = admin.delete_config("greet-cfg").await.unwrap_err();
+    assert!(matches!(err, LatticeError::ConfigInUse { .. }), "{err}");
+    assert_eq!(
+        admin
+            .delete_link("c1", "default", "trellis-test", "greeter")
+            .await
+            .unwrap(),
+        1
+    );
+    admin.delete_config("greet-cfg").await.unwrap();
+    assert!(admin.config("greet-cfg").await.unwrap().is_none());
 }
