@@ -364,3 +364,65 @@ async fn links_and_config_are_validated_and_providers_see_them() {
     admin.delete_config("greet-cfg").await.unwrap();
     assert!(admin.config("greet-cfg").await.unwrap().is_none());
 }
+
+const GREETER_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/components/prebuilt/greeter.wasm"
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_call_components_and_providers_call_components() {
+    let l = Lattice::new("c2c").await;
+    let host = Host::new(common::nats().await, l.options()).await.unwrap();
+    let admin = host.admin();
+    admin
+        .put_config(
+            "howdy",
+            &HashMap::from([("greeting".into(), "howdy".into())]),
+        )
+        .await
+        .unwrap();
+    // echo's greeter import goes to a component this time, not to the provider.
+    let mut link = greeter_link("echo-cc");
+    link.target = "greeter-comp".into();
+    link.target_config.clear();
+    admin.put_link(link).await.unwrap();
+    let _greeter = host
+        .start_component(
+            "greeter-comp",
+            read_component(GREETER_WASM).unwrap(),
+            &["howdy".into()],
+        )
+        .await
+        .unwrap();
+    let _echo = host
+        .start_component("echo-cc", read_component(ECHO_WASM).unwrap(), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        echo::greet_via_import(&l.client("echo-cc"), None, "ann")
+            .await
+            .unwrap(),
+        "howdy from a component, ann"
+    );
+
+    // A provider calling a component's export through its link (1.x headers included).
+    let provider = &l._provider;
+    let to_component = trellis_sdk::link::LinkDefinition {
+        source_id: "greeter".into(),
+        target: "echo-cc".into(),
+        name: "default".into(),
+        wit_namespace: "trellis-test".into(),
+        wit_package: "components".into(),
+        interfaces: vec!["echo".into()],
+        source_config: HashMap::new(),
+        target_config: HashMap::new(),
+        source_secrets: None,
+        target_secrets: None,
+    };
+    let linked = provider.linked_client(&to_component);
+    assert_eq!(
+        echo::echo(&linked, (), "from a provider").await.unwrap(),
+        "from a provider"
+    );
+}
