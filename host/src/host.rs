@@ -187,6 +187,7 @@ const LOCAL_PACKAGES: &[&str] = &[
     "wasi:sockets/",
     "wasi:config/",
     "wasi:logging/",
+    "wasi:keyvalue/",
 ];
 
 impl Host {
@@ -282,6 +283,7 @@ impl Host {
             .map_err(|e| component_err(format!("{e:#}")))?;
         crate::local::add_to_linker(&mut linker, |s: &mut HostState| &mut s.local)
             .map_err(|e| component_err(format!("{e:#}")))?;
+        crate::keyvalue::add_to_linker(&mut linker).map_err(|e| component_err(format!("{e:#}")))?;
         let ty = component.component_type();
         let host_resources: Arc<HashMap<Box<str>, HashMap<Box<str>, _>>> = Arc::default();
         for (name, item) in ty.imports(engine) {

@@ -19,6 +19,7 @@
 
 pub mod engine;
 mod host;
+mod keyvalue;
 pub mod lattice;
 pub mod links;
 mod local;

@@ -28,16 +28,24 @@ pub(crate) fn split_instance(instance: &str) -> Option<(&str, &str, &str)> {
 
 impl LinkView {
     /// The target linked from `source` for wire instance `instance` under `link_name`.
+    ///
+    /// Links name the interface components import (`wasi:keyvalue/store`); the host calls
+    /// its wire form (`wrpc:keyvalue/store`), so a `wrpc:` instance also matches a `wasi:`
+    /// link of the same package and interface, as in 1.x.
     pub fn target(&self, source: &str, instance: &str, link_name: &str) -> Option<String> {
         let (ns, pkg, iface) = split_instance(instance)?;
         let by_source = self.by_source.read().unwrap_or_else(|p| p.into_inner());
-        by_source.get(source)?.iter().find_map(|l| {
-            (l.name == link_name
-                && l.wit_namespace == ns
-                && l.wit_package == pkg
-                && l.interfaces.iter().any(|i| i == iface))
-            .then(|| l.target.clone())
-        })
+        let links = by_source.get(source)?;
+        let find = |ns: &str| {
+            links.iter().find_map(|l| {
+                (l.name == link_name
+                    && l.wit_namespace == ns
+                    && l.wit_package == pkg
+                    && l.interfaces.iter().any(|i| i == iface))
+                .then(|| l.target.clone())
+            })
+        };
+        find(ns).or_else(|| (ns == "wrpc").then(|| find("wasi")).flatten())
     }
 
     /// Replaces the view with what the store holds now.

@@ -95,6 +95,18 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// The store's resource table.
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// The router of this component's calls over the lattice.
+    pub(crate) fn router(&self) -> &LinkRouter {
+        &self.wrpc.router
+    }
+}
+
 impl Drop for HostState {
     fn drop(&mut self) {
         // The instance is gone: what it printed goes to the host log.

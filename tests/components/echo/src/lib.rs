@@ -53,6 +53,32 @@ impl Guest for Echo {
     fn crash() {
         core::arch::wasm32::unreachable()
     }
+
+    fn kv(bucket: String) -> Result<String, String> {
+        use wasi::keyvalue::{atomics, batch, store};
+        let e = |e: store::Error| format!("{e:?}");
+        let b = store::open(&bucket).map_err(e)?;
+        b.set("greeting", b"hello").map_err(e)?;
+        let got = b
+            .get("greeting")
+            .map_err(e)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        let exists = b.exists("greeting").map_err(e)?;
+        let counter = atomics::increment(&b, "counter", 5).map_err(e)?;
+        batch::set_many(&b, &[("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())])
+            .map_err(e)?;
+        let many = batch::get_many(&b, &["a".into(), "b".into(), "zz".into()]).map_err(e)?;
+        let found = many.iter().filter(|x| x.is_some()).count();
+        let mut keys = b.list_keys(None).map_err(e)?.keys;
+        keys.sort();
+        b.delete("greeting").map_err(e)?;
+        let deleted = !b.exists("greeting").map_err(e)?;
+        Ok(format!(
+            "get={} exists={exists} counter={counter} batch={found} keys={} deleted={deleted}",
+            got.unwrap_or_default(),
+            keys.join(",")
+        ))
+    }
 }
 
 export!(Echo);
