@@ -7,3 +7,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/services.sh start nats
 eval "$(scripts/services.sh env)"
 cargo bench -p trellis-sdk --bench transport
+cargo bench -p trellis-host --bench host

@@ -1,0 +1,243 @@
+//! Host benchmark, one run against one nats-server:
+//! - call overhead of a component export (pooled, precompiled instance per call) against the
+//!   same trivial function served by an SDK provider (no wasm), both over wRPC;
+//! - an import round trip (caller → component → provider → back) against the same provider
+//!   call made directly with the SDK client.
+//!
+//! Prints p50/p99 and throughput at 32 in flight, with ratios to the baseline of each pair.
+//! Run: `scripts/bench.sh`, or with TRELLIS_NATS_URL set: `cargo bench -p trellis-host`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use futures::{StreamExt as _, stream};
+use trellis_host::{Host, HostOptions, read_component};
+use trellis_sdk::config::ProviderConfig;
+use trellis_sdk::provider::Provider;
+use trellis_sdk::runtime::{CallContext, ProviderHandle};
+use trellis_sdk::store::StoredLink;
+use trellis_sdk::subjects::LatticeSubjects;
+use trellis_sdk::transport::{Client, Connection, TransportOptions};
+
+mod greeter {
+    wit_bindgen_wrpc::generate!({
+        inline: "
+            package trellis-test:greeter@0.1.0;
+            interface greet {
+                greeting: func(name: string) -> string;
+                slow: func(ms: u32) -> string;
+            }
+            world provider { export greet; import greet; }
+        ",
+    });
+}
+mod echo {
+    wit_bindgen_wrpc::generate!({
+        inline: "
+            package trellis-test:components@0.1.0;
+            interface echo {
+                echo: func(x: string) -> string;
+                greet-via-import: func(name: string) -> string;
+            }
+            world caller { import echo; export echo; }
+        ",
+    });
+}
+
+const ECHO_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/components/prebuilt/echo.wasm"
+);
+const IN_FLIGHT: usize = 32;
+
+#[derive(Clone)]
+struct Native;
+impl Provider for Native {}
+impl greeter::exports::trellis_test::greeter::greet::Handler<CallContext> for Native {
+    async fn greeting(&self, _cx: CallContext, name: String) -> anyhow::Result<String> {
+        Ok(format!("hello, {name}"))
+    }
+    async fn slow(&self, _cx: CallContext, _ms: u32) -> anyhow::Result<String> {
+        Ok(String::new())
+    }
+}
+impl echo::exports::trellis_test::components::echo::Handler<CallContext> for Native {
+    async fn echo(&self, _cx: CallContext, x: String) -> anyhow::Result<String> {
+        Ok(x)
+    }
+    async fn greet_via_import(&self, _cx: CallContext, name: String) -> anyhow::Result<String> {
+        Ok(name)
+    }
+}
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+    per_s: f64,
+}
+
+async fn measure<F, Fut>(n: usize, call: F) -> Stats
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    for _ in 0..n / 10 {
+        call().await.expect("warm-up call failed");
+    }
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        call().await.expect("call failed");
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let t = Instant::now();
+    let total = n * 4;
+    stream::iter(0..total)
+        .map(|_| call())
+        .buffer_unordered(IN_FLIGHT)
+        .for_each(|r| {
+            r.expect("call failed");
+            async {}
+        })
+        .await;
+    Stats {
+        p50: pct(0.5),
+        p99: pct(0.99),
+        per_s: total as f64 / t.elapsed().as_secs_f64(),
+    }
+}
+
+fn row(name: &str, s: &Stats, base: &Stats) {
+    println!(
+        "{name:<52} {:>9.1} {:>9.1} {:>9.0} {:>7.2} {:>7.2}",
+        s.p50,
+        s.p99,
+        s.per_s,
+        s.p50 / base.p50,
+        s.per_s / base.per_s
+    );
+}
+
+fn headers(source: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("source-id", source);
+    h
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = std::env::var("TRELLIS_NATS_URL")
+        .map_err(|_| anyhow::anyhow!("TRELLIS_NATS_URL is not set: run scripts/bench.sh"))?;
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let n = ((2000.0 * scale) as usize).max(50);
+    let lattice = format!("hostbench{}", std::process::id());
+    let subjects = LatticeSubjects::new(&lattice)?;
+
+    // A native provider serving both interfaces (the baselines).
+    let native = ProviderHandle::start(
+        ProviderConfig::standalone(&lattice, "native", &url)?,
+        Arc::new(Native),
+    )
+    .await?;
+    native.serve(greeter::serve(&native.server(), Native).await?)?;
+    native.serve(echo::serve(&native.server(), Native).await?)?;
+
+    let host = Host::new(
+        async_nats::connect(url.as_str()).await?,
+        HostOptions {
+            lattice: lattice.clone(),
+            ..HostOptions::default()
+        },
+    )
+    .await?;
+    let admin = host.admin();
+    for (source, ns, pkg, iface) in [
+        ("echo-bench", "trellis-test", "greeter", "greet"),
+        ("bench-client", "trellis-test", "greeter", "greet"),
+        ("bench-client", "trellis-test", "components", "echo"),
+    ] {
+        admin
+            .put_link(StoredLink {
+                source_id: source.into(),
+                target: "native".into(),
+                name: "default".into(),
+                wit_namespace: ns.into(),
+                wit_package: pkg.into(),
+                interfaces: vec![iface.into()],
+                source_config: vec![],
+                target_config: vec![],
+                source_secrets: vec![],
+                target_secrets: vec![],
+            })
+            .await?;
+    }
+    let _component = host
+        .start_component("echo-bench", read_component(ECHO_WASM)?, &[])
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let conn = Connection::new(
+        async_nats::connect(url.as_str()).await?,
+        TransportOptions::default(),
+    )
+    .await?;
+    let to_native: Client = conn.client(subjects.wrpc_prefix("native"));
+    let to_component: Client = conn.client(subjects.wrpc_prefix("echo-bench"));
+
+    println!(
+        "host benchmark ({n} sequential calls, then {} at {IN_FLIGHT} in flight)",
+        n * 4
+    );
+    println!(
+        "{:<52} {:>9} {:>9} {:>9} {:>7} {:>7}",
+        "", "p50 µs", "p99 µs", "calls/s", "p50 ×", "thru ×"
+    );
+    let native_echo = measure(n, || {
+        echo::trellis_test::components::echo::echo(&to_native, Some(headers("bench-client")), "x")
+    })
+    .await;
+    let wasm_echo = measure(n, || {
+        echo::trellis_test::components::echo::echo(&to_component, None, "x")
+    })
+    .await;
+    row(
+        "echo served natively by an SDK provider (baseline)",
+        &native_echo,
+        &native_echo,
+    );
+    row(
+        "echo served by a component (instance per call)",
+        &wasm_echo,
+        &native_echo,
+    );
+
+    let direct = measure(n, || {
+        greeter::trellis_test::greeter::greet::greeting(
+            &to_native,
+            Some(headers("bench-client")),
+            "x",
+        )
+    })
+    .await;
+    let via = measure(n, || {
+        echo::trellis_test::components::echo::greet_via_import(&to_component, None, "x")
+    })
+    .await;
+    row(
+        "provider call with the SDK client (baseline)",
+        &direct,
+        &direct,
+    );
+    row(
+        "same call as a component import (caller→host→provider)",
+        &via,
+        &direct,
+    );
+    Ok(())
+}
