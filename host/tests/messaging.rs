@@ -1,0 +1,165 @@
+//! Messaging through a component, both directions: a provider delivers a message to the
+//! component's `wasmcloud:messaging/handler` export (provider → component), and the component
+//! publishes its answer through its `consumer` import, routed by link back to the provider.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use trellis_host::{Host, HostOptions, read_component};
+use trellis_sdk::config::ProviderConfig;
+use trellis_sdk::link::LinkDefinition;
+use trellis_sdk::provider::Provider;
+use trellis_sdk::runtime::{CallContext, ProviderHandle};
+use trellis_sdk::store::StoredLink;
+use trellis_tests as common;
+
+mod bindings {
+    wit_bindgen_wrpc::generate!({
+        path: "../wit/deps/messaging",
+        inline: "
+            package trellis-test:broker@0.1.0;
+            world broker {
+                export wasmcloud:messaging/consumer@0.2.0;
+                import wasmcloud:messaging/handler@0.2.0;
+            }
+        ",
+        generate_all,
+    });
+}
+
+use bindings::exports::wasmcloud::messaging::consumer;
+use bindings::wasmcloud::messaging::handler;
+use bindings::wasmcloud::messaging::types::BrokerMessage;
+
+const MESSENGER_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/components/prebuilt/messenger.wasm"
+);
+
+/// A broker stand-in that records what components publish.
+#[derive(Clone, Default)]
+struct Broker(Arc<Mutex<Vec<(String, String, Bytes)>>>);
+impl Provider for Broker {}
+impl consumer::Handler<CallContext> for Broker {
+    async fn request(
+        &self,
+        _: CallContext,
+        subject: String,
+        _body: Bytes,
+        _t: u32,
+    ) -> anyhow::Result<Result<BrokerMessage, String>> {
+        Ok(Err(format!("no responders on {subject}")))
+    }
+    async fn publish(
+        &self,
+        cx: CallContext,
+        msg: BrokerMessage,
+    ) -> anyhow::Result<Result<(), String>> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((cx.source_id, msg.subject, msg.body));
+        Ok(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
+    let lattice = common::unique_lattice("msg");
+    let broker = Broker::default();
+    let provider = ProviderHandle::start(
+        ProviderConfig::standalone(&lattice, "broker", &common::nats_url()).unwrap(),
+        Arc::new(broker.clone()),
+    )
+    .await
+    .unwrap();
+    provider
+        .serve(
+            bindings::serve(&provider.server(), broker.clone())
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+
+    let host = Host::new(
+        common::nats().await,
+        HostOptions {
+            lattice: lattice.clone(),
+            ..HostOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    host.admin()
+        .put_link(StoredLink {
+            source_id: "messenger".into(),
+            target: "broker".into(),
+            name: "default".into(),
+            wit_namespace: "wasmcloud".into(),
+            wit_package: "messaging".into(),
+            interfaces: vec!["consumer".into()],
+            source_config: vec![],
+            target_config: vec![],
+            source_secrets: vec![],
+            target_secrets: vec![],
+        })
+        .await
+        .unwrap();
+    let _c = host
+        .start_component("messenger", read_component(MESSENGER_WASM).unwrap(), &[])
+        .await
+        .unwrap();
+
+    let to_component = provider.linked_client(&LinkDefinition {
+        source_id: "broker".into(),
+        target: "messenger".into(),
+        name: "default".into(),
+        wit_namespace: "wasmcloud".into(),
+        wit_package: "messaging".into(),
+        interfaces: vec!["handler".into()],
+        source_config: Default::default(),
+        target_config: Default::default(),
+        source_secrets: None,
+        target_secrets: None,
+    });
+    let msg = BrokerMessage {
+        subject: "orders".into(),
+        body: Bytes::from("new order"),
+        reply_to: Some("orders.reply".into()),
+    };
+    let mut res = handler::handle_message(&to_component, (), &msg)
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        // The provider picks the link up from the store within milliseconds.
+        if res.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        res = handler::handle_message(&to_component, (), &msg)
+            .await
+            .unwrap();
+    }
+    res.unwrap();
+    let published = broker.0.lock().unwrap().clone();
+    assert_eq!(
+        published.last(),
+        Some(&(
+            "messenger".to_string(),
+            "orders.reply".to_string(),
+            Bytes::from("NEW ORDER")
+        ))
+    );
+
+    // The component's own errors come back as the interface's error value.
+    let no_reply = BrokerMessage {
+        reply_to: None,
+        ..msg
+    };
+    let err = handler::handle_message(&to_component, (), &no_reply)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("no reply subject"), "{err}");
+}
