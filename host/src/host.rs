@@ -188,6 +188,7 @@ const LOCAL_PACKAGES: &[&str] = &[
     "wasi:config/",
     "wasi:logging/",
     "wasi:keyvalue/",
+    "wasi:blobstore/",
 ];
 
 impl Host {
@@ -284,6 +285,8 @@ impl Host {
         crate::local::add_to_linker(&mut linker, |s: &mut HostState| &mut s.local)
             .map_err(|e| component_err(format!("{e:#}")))?;
         crate::keyvalue::add_to_linker(&mut linker).map_err(|e| component_err(format!("{e:#}")))?;
+        crate::blobstore::add_to_linker(&mut linker)
+            .map_err(|e| component_err(format!("{e:#}")))?;
         let ty = component.component_type();
         let host_resources: Arc<HashMap<Box<str>, HashMap<Box<str>, _>>> = Arc::default();
         for (name, item) in ty.imports(engine) {

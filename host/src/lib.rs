@@ -11,12 +11,20 @@
 //! It also starts providers as child processes with 1.x host data and supervises them
 //! ([`supervisor`]).
 //!
-//! Not yet here (issue #3 continues): mapping resource-style `wasi:keyvalue` and
-//! `wasi:blobstore` imports to their wire interfaces, and serving `wasi:http`.
+//! Resource-style `wasi:keyvalue` and `wasi:blobstore` imports are carried as the string-keyed
+//! wire interfaces 1.x uses (`wrpc:keyvalue/*@0.2.0-draft`, `wrpc:blobstore/blobstore@0.2.0`),
+//! blob data streamed both ways with bounded memory.
+//!
+//! Not yet here (issue #3 continues): serving a component's `wasi:http/incoming-handler`
+//! export as `wrpc:http/incoming-handler@0.1.0`.
+//!
+//! The futures of streaming interfaces are large in unoptimised builds: run debug builds of
+//! the host with tokio worker stacks of 8 MiB or more (`Builder::thread_stack_size`).
 //!
 //! Links and named config are written through [`lattice::LatticeAdmin`], which validates
 //! them (conflicting links, missing config, config still in use).
 
+pub mod blobstore;
 pub mod engine;
 mod host;
 mod keyvalue;

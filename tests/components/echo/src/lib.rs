@@ -54,6 +54,57 @@ impl Guest for Echo {
         core::arch::wasm32::unreachable()
     }
 
+    fn blob(container: String, object: String, size: u32) -> Result<String, String> {
+        use wasi::blobstore::{blobstore, types};
+        let pattern = |i: usize| (i % 251) as u8;
+        let c = match blobstore::get_container(&container) {
+            Ok(c) => c,
+            Err(_) => blobstore::create_container(&container)?,
+        };
+        let value = types::OutgoingValue::new_outgoing_value();
+        let body = value
+            .outgoing_value_write_body()
+            .map_err(|()| "no body".to_string())?;
+        c.write_data(&object, &value)?;
+        let data: Vec<u8> = (0..size as usize).map(pattern).collect();
+        for chunk in data.chunks(4096) {
+            body.blocking_write_and_flush(chunk)
+                .map_err(|e| format!("write: {e:?}"))?;
+        }
+        drop(body);
+        types::OutgoingValue::finish(value)?;
+
+        let info = c.object_info(&object)?;
+        let incoming = c.get_data(&object, 0, u64::from(size).saturating_sub(1))?;
+        let stream = types::IncomingValue::incoming_value_consume_async(incoming)?;
+        let mut read = 0usize;
+        let mut mismatches = 0usize;
+        loop {
+            match stream.blocking_read(65536) {
+                Ok(chunk) => {
+                    for (i, b) in chunk.iter().enumerate() {
+                        if *b != pattern(read + i) {
+                            mismatches += 1;
+                        }
+                    }
+                    read += chunk.len();
+                }
+                Err(wasi::io::streams::StreamError::Closed) => break,
+                Err(e) => return Err(format!("read: {e:?}")),
+            }
+        }
+        let names = c.list_objects()?;
+        let (listed, _end) = names.read_stream_object_names(100)?;
+        let had = c.has_object(&object)?;
+        c.delete_object(&object)?;
+        let gone = !c.has_object(&object)?;
+        Ok(format!(
+            "size={} read={read} mismatches={mismatches} listed={} had={had} gone={gone}",
+            info.size,
+            listed.join(",")
+        ))
+    }
+
     fn kv(bucket: String) -> Result<String, String> {
         use wasi::keyvalue::{atomics, batch, store};
         let e = |e: store::Error| format!("{e:?}");
