@@ -258,12 +258,12 @@ pub(crate) async fn subscribe_all<P: Provider>(
 
     // Make sure the server has every subscription before anyone is told we are up.
     inner
-        .nats
-        .flush()
+        .wrpc
+        .sync()
         .await
         .map_err(|e| RuntimeError::Subscribe {
-            subject: "(flush)".into(),
-            message: e.to_string(),
+            subject: "(sync)".into(),
+            message: format!("{e:#}"),
         })?;
     Ok(())
 }

@@ -50,6 +50,7 @@ pub use writer::Outgoing;
 
 use routes::{CallRoutes, Routes};
 
+use crate::error::TransportError;
 use crate::subjects;
 
 /// Tuning of a [`Connection`].
@@ -87,6 +88,29 @@ impl Drop for Shared {
 }
 
 impl Shared {
+    /// Waits until the NATS server has processed everything this connection sent before: a
+    /// message to ourselves comes back only after the server handled what preceded it (for
+    /// example a subscription), so peers on other connections can now reach it.
+    async fn sync(&self) -> anyhow::Result<()> {
+        let subject = format!("{}sync{}", self.inbox, nuid::next());
+        let call = CallRoutes::new(&self.routes, 1024);
+        let mut rx = call
+            .channel(&subject, true)
+            .context("cannot register the sync subject")?;
+        self.nats
+            .publish(subject, Bytes::new())
+            .await
+            .context("cannot publish the sync message")?;
+        tokio::time::timeout(self.opts.timeout, rx.recv())
+            .await
+            .map_err(|_| TransportError::TimedOut {
+                what: "the NATS server to echo a sync message",
+                timeout: self.opts.timeout,
+            })?
+            .context("the inbox closed while syncing")?;
+        Ok(())
+    }
+
     fn new_rx(&self) -> String {
         let id = nuid::next();
         let mut s = String::with_capacity(self.inbox.len() + id.len());
@@ -138,6 +162,12 @@ impl Connection {
     /// The underlying NATS client.
     pub fn nats(&self) -> &async_nats::Client {
         &self.shared.nats
+    }
+
+    /// Waits until the NATS server has processed everything sent on this connection so far
+    /// (subscriptions included), so it is visible to every other connection.
+    pub async fn sync(&self) -> anyhow::Result<()> {
+        self.shared.sync().await
     }
 
     /// The options this connection was made with.
@@ -370,6 +400,8 @@ impl Server {
                 .await
                 .with_context(|| format!("failed to subscribe to {subject}"))?,
         };
+        // Callers on other connections must find the subscription as soon as we return.
+        shared.sync().await?;
         debug!(subject, group = ?self.queue_group, "serving");
         let paths: Arc<[Box<[Option<usize>]>]> = paths.into();
         let timeout = self.timeout;
