@@ -163,18 +163,7 @@ async fn main() -> anyhow::Result<()> {
         ("bench-client", "trellis-test", "components", "echo"),
     ] {
         admin
-            .put_link(StoredLink {
-                source_id: source.into(),
-                target: "native".into(),
-                name: "default".into(),
-                wit_namespace: ns.into(),
-                wit_package: pkg.into(),
-                interfaces: vec![iface.into()],
-                source_config: vec![],
-                target_config: vec![],
-                source_secrets: vec![],
-                target_secrets: vec![],
-            })
+            .put_link(StoredLink::new(source, "native", ns, pkg, [iface]))
             .await?;
     }
     let _component = host

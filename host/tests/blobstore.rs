@@ -280,18 +280,13 @@ async fn blob_round_trips() {
     .await
     .unwrap();
     host.admin()
-        .put_link(StoredLink {
-            source_id: "blob-comp".into(),
-            target: "blobs".into(),
-            name: "default".into(),
-            wit_namespace: "wasi".into(),
-            wit_package: "blobstore".into(),
-            interfaces: vec!["blobstore".into()],
-            source_config: vec![],
-            target_config: vec![],
-            source_secrets: vec![],
-            target_secrets: vec![],
-        })
+        .put_link(StoredLink::new(
+            "blob-comp",
+            "blobs",
+            "wasi",
+            "blobstore",
+            ["blobstore"],
+        ))
         .await
         .unwrap();
     let _c = host

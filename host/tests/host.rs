@@ -128,18 +128,8 @@ impl Lattice {
 }
 
 fn greeter_link(source: &str) -> StoredLink {
-    StoredLink {
-        source_id: source.into(),
-        target: "greeter".into(),
-        name: "default".into(),
-        wit_namespace: "trellis-test".into(),
-        wit_package: "greeter".into(),
-        interfaces: vec!["greet".into()],
-        source_config: vec![],
-        target_config: vec!["greet-cfg".into()],
-        source_secrets: vec![],
-        target_secrets: vec![],
-    }
+    StoredLink::new(source, "greeter", "trellis-test", "greeter", ["greet"])
+        .with_target_config(["greet-cfg"])
 }
 
 fn failure(err: &anyhow::Error) -> String {

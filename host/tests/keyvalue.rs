@@ -211,18 +211,13 @@ async fn wasi_keyvalue_reaches_the_linked_provider_as_the_wire_interface() {
     .await
     .unwrap();
     host.admin()
-        .put_link(StoredLink {
-            source_id: "kv-comp".into(),
-            target: "kv-mem".into(),
-            name: "default".into(),
-            wit_namespace: "wasi".into(),
-            wit_package: "keyvalue".into(),
-            interfaces: vec!["store".into(), "atomics".into(), "batch".into()],
-            source_config: vec![],
-            target_config: vec![],
-            source_secrets: vec![],
-            target_secrets: vec![],
-        })
+        .put_link(StoredLink::new(
+            "kv-comp",
+            "kv-mem",
+            "wasi",
+            "keyvalue",
+            ["store", "atomics", "batch"],
+        ))
         .await
         .unwrap();
     let _c = host

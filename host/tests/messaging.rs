@@ -92,18 +92,13 @@ async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
     .await
     .unwrap();
     host.admin()
-        .put_link(StoredLink {
-            source_id: "messenger".into(),
-            target: "broker".into(),
-            name: "default".into(),
-            wit_namespace: "wasmcloud".into(),
-            wit_package: "messaging".into(),
-            interfaces: vec!["consumer".into()],
-            source_config: vec![],
-            target_config: vec![],
-            source_secrets: vec![],
-            target_secrets: vec![],
-        })
+        .put_link(StoredLink::new(
+            "messenger",
+            "broker",
+            "wasmcloud",
+            "messaging",
+            ["consumer"],
+        ))
         .await
         .unwrap();
     let _c = host

@@ -116,18 +116,10 @@ async fn provider_is_started_restarted_with_its_links_and_stopped() {
         .await
         .unwrap();
     host.store()
-        .put_link(StoredLink {
-            source_id: "comp".into(),
-            target: "counter".into(),
-            name: "default".into(),
-            wit_namespace: "trellis-example".into(),
-            wit_package: "counter".into(),
-            interfaces: vec!["counter".into()],
-            source_config: vec![],
-            target_config: vec!["ctr".into()],
-            source_secrets: vec![],
-            target_secrets: vec![],
-        })
+        .put_link(
+            StoredLink::new("comp", "counter", "trellis-example", "counter", ["counter"])
+                .with_target_config(["ctr"]),
+        )
         .await
         .unwrap();
     let mut events = nats

@@ -39,18 +39,16 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     store
-        .put_link(StoredLink {
-            source_id: "demo-component".into(),
-            target: "counter".into(),
-            name: "default".into(),
-            wit_namespace: "trellis-example".into(),
-            wit_package: "counter".into(),
-            interfaces: vec!["counter".into()],
-            source_config: vec![],
-            target_config: vec!["demo-counter".into()],
-            source_secrets: vec![],
-            target_secrets: vec![],
-        })
+        .put_link(
+            StoredLink::new(
+                "demo-component",
+                "counter",
+                "trellis-example",
+                "counter",
+                ["counter"],
+            )
+            .with_target_config(["demo-counter"]),
+        )
         .await?;
 
     let conn = Connection::new(nats.clone(), TransportOptions::default()).await?;

@@ -52,6 +52,46 @@ pub struct StoredLink {
 /// *1.x*: named config whose name starts with this is a secret reference.
 pub const SECRET_PREFIX: &str = "SECRET_";
 
+impl StoredLink {
+    /// A link from `source_id` to `target` for `interfaces` of `wit_namespace:wit_package`,
+    /// named `default`, with no config.
+    pub fn new(
+        source_id: impl Into<String>,
+        target: impl Into<String>,
+        wit_namespace: impl Into<String>,
+        wit_package: impl Into<String>,
+        interfaces: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            source_id: source_id.into(),
+            target: target.into(),
+            name: default_name(),
+            wit_namespace: wit_namespace.into(),
+            wit_package: wit_package.into(),
+            interfaces: interfaces.into_iter().map(Into::into).collect(),
+            source_config: Vec::new(),
+            target_config: Vec::new(),
+            source_secrets: Vec::new(),
+            target_secrets: Vec::new(),
+        }
+    }
+
+    /// The same link under link name `name`.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The same link with the target side configured by the named config `names`.
+    pub fn with_target_config(
+        mut self,
+        names: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.target_config = names.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
 fn default_name() -> String {
     crate::link::DEFAULT_LINK_NAME.to_string()
 }

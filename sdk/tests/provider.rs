@@ -154,18 +154,8 @@ fn link(source: &str, name: &str, cfg: &[(&str, &str)]) -> LinkDefinition {
 
 /// A stored link from `source` to the provider, naming `target_config`.
 fn stored_link(source: &str, target_config: Vec<String>) -> StoredLink {
-    StoredLink {
-        source_id: source.into(),
-        target: PROVIDER.into(),
-        name: "default".into(),
-        wit_namespace: "trellis-test".into(),
-        wit_package: "greeter".into(),
-        interfaces: vec!["greet".into()],
-        source_config: vec![],
-        target_config,
-        source_secrets: vec![],
-        target_secrets: vec![],
-    }
+    StoredLink::new(source, PROVIDER, "trellis-test", "greeter", ["greet"])
+        .with_target_config(target_config)
 }
 
 struct Fixture {
