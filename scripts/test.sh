@@ -18,6 +18,8 @@ eval "$(scripts/services.sh env)"
 
 # Process-level tests run the example binaries: build them under their plain names first.
 cargo build --workspace --examples
-cargo test --workspace --all-targets "$@"
+# Every target but the benchmarks (they are programs that measure; scripts/bench.sh runs
+# them in release; clippy --all-targets checks that they build).
+cargo test --workspace --lib --bins --tests --examples "$@"
 # Doc tests (examples in the API docs) are not part of --all-targets.
 cargo test --workspace --doc "$@"

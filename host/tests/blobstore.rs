@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _, stream};
-use trellis_host::{Host, HostOptions, read_component};
-use trellis_sdk::config::ProviderConfig;
+use trellis_host::read_component;
 use trellis_sdk::provider::Provider;
-use trellis_sdk::runtime::{CallContext, ProviderHandle};
+use trellis_sdk::runtime::CallContext;
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_sdk::transport::{Connection, TransportOptions};
 use trellis_tests as common;
+
+mod support;
 
 mod provider_bindings {
     wit_bindgen_wrpc::generate!({
@@ -256,12 +257,7 @@ async fn blob_round_trips() {
     let lattice = common::unique_lattice("blob");
     let subjects = LatticeSubjects::new(&lattice).unwrap();
     let blobs = MemBlobs::default();
-    let provider = ProviderHandle::start(
-        ProviderConfig::standalone(&lattice, "blobs", &common::nats_url()).unwrap(),
-        Arc::new(blobs.clone()),
-    )
-    .await
-    .unwrap();
+    let provider = support::provider(&lattice, "blobs", blobs.clone()).await;
     provider
         .serve(
             Box::pin(provider_bindings::serve(&provider.server(), blobs.clone()))
@@ -270,15 +266,7 @@ async fn blob_round_trips() {
         )
         .unwrap();
 
-    let host = Host::new(
-        common::nats().await,
-        HostOptions {
-            lattice: lattice.clone(),
-            ..HostOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let host = support::host(&lattice).await;
     host.admin()
         .put_link(StoredLink::new(
             "blob-comp",

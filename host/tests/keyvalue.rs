@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use trellis_host::{Host, HostOptions, read_component};
-use trellis_sdk::config::ProviderConfig;
+use trellis_host::read_component;
 use trellis_sdk::provider::Provider;
-use trellis_sdk::runtime::{CallContext, ProviderHandle};
+use trellis_sdk::runtime::CallContext;
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_sdk::transport::{Connection, TransportOptions};
 use trellis_tests as common;
+
+mod support;
 
 mod provider_bindings {
     wit_bindgen_wrpc::generate!({
@@ -187,12 +188,7 @@ async fn wasi_keyvalue_reaches_the_linked_provider_as_the_wire_interface() {
     let lattice = common::unique_lattice("kv");
     let subjects = LatticeSubjects::new(&lattice).unwrap();
     let kv = MemKv::default();
-    let provider = ProviderHandle::start(
-        ProviderConfig::standalone(&lattice, "kv-mem", &common::nats_url()).unwrap(),
-        Arc::new(kv.clone()),
-    )
-    .await
-    .unwrap();
+    let provider = support::provider(&lattice, "kv-mem", kv.clone()).await;
     provider
         .serve(
             provider_bindings::serve(&provider.server(), kv.clone())
@@ -201,15 +197,7 @@ async fn wasi_keyvalue_reaches_the_linked_provider_as_the_wire_interface() {
         )
         .unwrap();
 
-    let host = Host::new(
-        common::nats().await,
-        HostOptions {
-            lattice: lattice.clone(),
-            ..HostOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let host = support::host(&lattice).await;
     host.admin()
         .put_link(StoredLink::new(
             "kv-comp",

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use trellis_host::{Host, HostOptions, read_component};
-use trellis_sdk::config::ProviderConfig;
+use trellis_host::read_component;
 use trellis_sdk::link::LinkDefinition;
 use trellis_sdk::provider::Provider;
-use trellis_sdk::runtime::{CallContext, ProviderHandle};
+use trellis_sdk::runtime::CallContext;
 use trellis_sdk::store::StoredLink;
 use trellis_tests as common;
+
+mod support;
 
 mod bindings {
     wit_bindgen_wrpc::generate!({
@@ -68,12 +69,7 @@ impl consumer::Handler<CallContext> for Broker {
 async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
     let lattice = common::unique_lattice("msg");
     let broker = Broker::default();
-    let provider = ProviderHandle::start(
-        ProviderConfig::standalone(&lattice, "broker", &common::nats_url()).unwrap(),
-        Arc::new(broker.clone()),
-    )
-    .await
-    .unwrap();
+    let provider = support::provider(&lattice, "broker", broker.clone()).await;
     provider
         .serve(
             bindings::serve(&provider.server(), broker.clone())
@@ -82,15 +78,7 @@ async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
         )
         .unwrap();
 
-    let host = Host::new(
-        common::nats().await,
-        HostOptions {
-            lattice: lattice.clone(),
-            ..HostOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let host = support::host(&lattice).await;
     host.admin()
         .put_link(StoredLink::new(
             "messenger",
