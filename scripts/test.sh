@@ -16,10 +16,20 @@ trap 'scripts/services.sh stop' EXIT
 scripts/services.sh start nats
 eval "$(scripts/services.sh env)"
 
-# Process-level tests run the example binaries: build them under their plain names first.
-cargo build --workspace --examples
-# Every target but the benchmarks (they are programs that measure; scripts/bench.sh runs
-# them in release; clippy --all-targets checks that they build).
-cargo test --workspace --lib --bins --tests --examples "$@"
-# Doc tests (examples in the API docs) are not part of --all-targets.
-cargo test --workspace --doc "$@"
+log="$TRELLIS_RUN/test-output.log"
+{
+  # Process-level tests run the example binaries: build them under their plain names first.
+  cargo build --workspace --examples
+  # Every target but the benchmarks (they are programs that measure; scripts/bench.sh runs
+  # them in release; clippy --all-targets checks that they build).
+  cargo test --workspace --lib --bins --tests --examples "$@"
+  # Doc tests (examples in the API docs) are not part of the above.
+  cargo test --workspace --doc "$@"
+} 2>&1 | tee "$log"
+
+# One closing line for the whole run (every cargo test binary prints its own).
+summary=$(awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed;/) p += $(i-1); if ($i ~ /^failed;/) f += $(i-1) } }
+  END { printf "%d passed, %d failed\n", p, f }' "$log")
+echo "$summary"
+[ -n "${TRELLIS_TEST_SUMMARY:-}" ] && echo "$summary" > "$TRELLIS_TEST_SUMMARY"
+exit 0
