@@ -114,6 +114,9 @@ impl Drop for Inner {
 }
 
 /// A running provider instance. Cheap to clone.
+///
+/// The provider runs until [`ProviderHandle::stop`]; dropping handles does not stop it (its
+/// tasks keep serving the lattice), so call `stop` — [`run_provider`] does.
 #[derive(Clone)]
 pub struct ProviderHandle {
     pub(crate) inner: Arc<Inner>,
