@@ -11,11 +11,12 @@ use futures::StreamExt as _;
 use trellis_host::supervisor::{
     ProviderSpec, ProviderState, SupervisedProvider, SupervisorOptions,
 };
-use trellis_host::{Host, HostOptions};
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_sdk::transport::{Connection, TransportOptions};
 use trellis_tests as common;
+
+mod support;
 
 mod bindings {
     wit_bindgen_wrpc::generate!({
@@ -101,16 +102,7 @@ async fn provider_is_started_restarted_with_its_links_and_stopped() {
     let lattice = common::unique_lattice("sup");
     let subjects = LatticeSubjects::new(&lattice).unwrap();
     let nats = common::nats().await;
-    let host = Host::new(
-        nats.clone(),
-        HostOptions {
-            lattice: lattice.clone(),
-            nats_url: common::nats_url(),
-            ..HostOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let host = support::host(&lattice).await;
     host.store()
         .put_config("ctr", &HashMap::from([("start".into(), "41".into())]))
         .await
@@ -186,16 +178,7 @@ async fn a_provider_that_cannot_run_is_given_up_and_reported() {
     let lattice = common::unique_lattice("giveup");
     let subjects = LatticeSubjects::new(&lattice).unwrap();
     let nats = common::nats().await;
-    let host = Host::new(
-        nats.clone(),
-        HostOptions {
-            lattice: lattice.clone(),
-            nats_url: common::nats_url(),
-            ..HostOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let host = support::host(&lattice).await;
     let mut events = nats
         .subscribe(subjects.event("provider_start_failed"))
         .await
