@@ -189,6 +189,7 @@ const LOCAL_PACKAGES: &[&str] = &[
     "wasi:logging/",
     "wasi:keyvalue/",
     "wasi:blobstore/",
+    "wasi:http/",
 ];
 
 impl Host {
@@ -287,6 +288,8 @@ impl Host {
         crate::keyvalue::add_to_linker(&mut linker).map_err(|e| component_err(format!("{e:#}")))?;
         crate::blobstore::add_to_linker(&mut linker)
             .map_err(|e| component_err(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| component_err(format!("{e:#}")))?;
         let ty = component.component_type();
         let host_resources: Arc<HashMap<Box<str>, HashMap<Box<str>, _>>> = Arc::default();
         for (name, item) in ty.imports(engine) {
@@ -344,7 +347,12 @@ impl Host {
         let served = Arc::new(AtomicU64::new(0));
 
         let mut functions = Vec::new();
+        let mut serves_http = false;
         for (export, item) in ty.exports(engine) {
+            if export.starts_with(crate::http::INCOMING_HANDLER) {
+                serves_http = true;
+                continue;
+            }
             match item {
                 ComponentItem::ComponentFunc(f) => {
                     functions.push((String::new(), export.to_string(), f))
@@ -359,34 +367,60 @@ impl Host {
                 _ => {}
             }
         }
+        let make_store: crate::http::MakeStore = {
+            let engine = engine.clone();
+            let component_id = Arc::clone(&component_id);
+            let config = Arc::clone(&config);
+            let router = LinkRouter::new(
+                Arc::clone(&component_id),
+                inner.links.clone(),
+                inner.conn.clone(),
+                inner.subjects.clone(),
+                inner.opts.call_timeout,
+            );
+            let limits = limits.clone();
+            let call_timeout = inner.opts.call_timeout;
+            Arc::new(move || {
+                let state = HostState::new(
+                    Arc::clone(&component_id),
+                    Arc::clone(&config),
+                    router.clone(),
+                    limits.max_memory_bytes,
+                    call_timeout,
+                );
+                let mut store = Store::new(&engine, state);
+                store.limiter(|s| &mut s.limits);
+                store.set_epoch_deadline(limits.deadline_ticks());
+                store.epoch_deadline_trap();
+                store
+            })
+        };
+        if serves_http {
+            let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone())
+                .map_err(|e| component_err(format!("cannot serve its HTTP handler: {e:#}")))?;
+            let handler = crate::http::IncomingHandler {
+                component_id: Arc::clone(&component_id),
+                pre: proxy,
+                make_store: Arc::clone(&make_store),
+            };
+            for (instance_name, func_name, invocations) in crate::http::serve(&server, handler)
+                .await
+                .map_err(|e| component_err(format!("cannot serve its HTTP handler: {e:#}")))?
+            {
+                let what = format!("{id} {instance_name}.{func_name} (wasi:http)");
+                let invocations = invocations.map(|r| r.map(|fut| ((), fut)));
+                tasks.push(tokio::spawn(serve_loop(
+                    what,
+                    Box::pin(invocations),
+                    Arc::clone(&slots),
+                    Arc::clone(&served),
+                )));
+            }
+        }
         for (instance_name, func_name, func_ty) in functions {
             let make_store = {
-                let engine = engine.clone();
-                let component_id = Arc::clone(&component_id);
-                let config = Arc::clone(&config);
-                let router = LinkRouter::new(
-                    Arc::clone(&component_id),
-                    inner.links.clone(),
-                    inner.conn.clone(),
-                    inner.subjects.clone(),
-                    inner.opts.call_timeout,
-                );
-                let limits = limits.clone();
-                let call_timeout = inner.opts.call_timeout;
-                move || {
-                    let state = HostState::new(
-                        Arc::clone(&component_id),
-                        Arc::clone(&config),
-                        router.clone(),
-                        limits.max_memory_bytes,
-                        call_timeout,
-                    );
-                    let mut store = Store::new(&engine, state);
-                    store.limiter(|s| &mut s.limits);
-                    store.set_epoch_deadline(limits.deadline_ticks());
-                    store.epoch_deadline_trap();
-                    store
-                }
+                let make_store = Arc::clone(&make_store);
+                move || make_store()
             };
             let invocations = server
                 .serve_function(

@@ -15,8 +15,9 @@
 //! wire interfaces 1.x uses (`wrpc:keyvalue/*@0.2.0-draft`, `wrpc:blobstore/blobstore@0.2.0`),
 //! blob data streamed both ways with bounded memory.
 //!
-//! Not yet here (issue #3 continues): serving a component's `wasi:http/incoming-handler`
-//! export as `wrpc:http/incoming-handler@0.1.0`.
+//! A component's `wasi:http/incoming-handler` export is served as the 1.x wire instance
+//! `wrpc:http/incoming-handler@0.1.0` (bodies streamed both ways); `wasi:http/types` is
+//! answered locally and outgoing HTTP requests are denied.
 //!
 //! The futures of streaming interfaces are large in unoptimised builds: run debug builds of
 //! the host with tokio worker stacks of 8 MiB or more (`Builder::thread_stack_size`).
@@ -27,6 +28,7 @@
 pub mod blobstore;
 pub mod engine;
 mod host;
+mod http;
 mod keyvalue;
 pub mod lattice;
 pub mod links;

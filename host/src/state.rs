@@ -10,8 +10,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
 use wrpc_runtime_wasmtime::{SharedResourceTable, WrpcCtx, WrpcCtxView, WrpcView};
 
+use crate::http::DenyOutgoing;
 use crate::local::LocalState;
 use crate::router::LinkRouter;
 
@@ -47,6 +50,8 @@ pub(crate) struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) local: LocalState,
     wrpc: WrpcState,
+    http: WasiHttpCtx,
+    http_hooks: DenyOutgoing,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
 }
@@ -89,6 +94,8 @@ impl HostState {
                 shared: SharedResourceTable::default(),
                 timeout: call_timeout,
             },
+            http: WasiHttpCtx::new(),
+            http_hooks: DenyOutgoing,
             stdout,
             stderr,
         }
@@ -130,6 +137,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }
