@@ -1,7 +1,7 @@
 //! The host: loads components, links their imports, serves their exports on the lattice.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -96,15 +96,6 @@ pub enum HostError {
         /// The missing name.
         name: String,
     },
-}
-
-/// Where a component comes from: a file path, or a `file://` URL.
-pub fn read_component(reference: &str) -> Result<Vec<u8>, HostError> {
-    let path = reference.strip_prefix("file://").unwrap_or(reference);
-    std::fs::read(Path::new(path)).map_err(|e| HostError::Read {
-        source_ref: reference.to_string(),
-        message: e.to_string(),
-    })
 }
 
 struct HostInner {

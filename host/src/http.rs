@@ -107,7 +107,10 @@ impl handler::Handler<ServeContext> for IncomingHandler {
         };
         let mut store = (self.make_store)();
         let (tx, rx) = oneshot::channel();
-        let req = store.data_mut().http().new_incoming_request(scheme, request)?;
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(scheme, request)?;
         let out = store.data_mut().http().new_response_outparam(tx)?;
         let pre = self.pre.clone();
         // The component runs on its own task: after it hands over the response head it keeps
@@ -152,9 +155,7 @@ impl handler::Handler<ServeContext> for IncomingHandler {
 type RequestBody = StreamBody<Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, ErrorCode>> + Send>>>;
 
 /// The wire request as the hyper request wasmtime-wasi-http takes.
-fn into_hyper(
-    request: w::Request,
-) -> Result<(Scheme, hyper::Request<RequestBody>), wt::ErrorCode> {
+fn into_hyper(request: w::Request) -> Result<(Scheme, hyper::Request<RequestBody>), wt::ErrorCode> {
     let w::Request {
         body,
         trailers,
@@ -194,9 +195,8 @@ fn into_hyper(
     let uri = uri
         .build()
         .map_err(|_| wt::ErrorCode::HttpRequestUriInvalid)?;
-    let headers = to_header_map(headers).map_err(|e| {
-        wt::ErrorCode::InternalError(Some(format!("invalid request header: {e}")))
-    })?;
+    let headers = to_header_map(headers)
+        .map_err(|e| wt::ErrorCode::InternalError(Some(format!("invalid request header: {e}"))))?;
 
     // The body's frames: its data, then its trailers if the caller sends any.
     let trailers = futures::stream::once(async move {
@@ -229,40 +229,37 @@ fn from_hyper(response: hyper::Response<HyperOutgoingBody>, component: &Arc<str>
     let (parts, body) = response.into_parts();
     let (trailers_tx, trailers_rx) = oneshot::channel::<w::Fields>();
     let component = Arc::clone(component);
-    let data = futures::stream::unfold(
-        Some((body, Some(trailers_tx))),
-        move |state| {
-            let component = Arc::clone(&component);
-            async move {
-                let (mut body, mut trailers_tx) = state?;
-                loop {
-                    match body.frame().await {
-                        None => return None,
-                        Some(Ok(frame)) => match frame.into_data() {
-                            Ok(data) if data.is_empty() => continue,
-                            Ok(data) => return Some((data, Some((body, trailers_tx)))),
-                            Err(frame) => {
-                                if let (Ok(map), Some(tx)) = (frame.into_trailers(), trailers_tx.take())
-                                {
-                                    let _ = tx.send(from_header_map(&map));
-                                }
+    let data = futures::stream::unfold(Some((body, Some(trailers_tx))), move |state| {
+        let component = Arc::clone(&component);
+        async move {
+            let (mut body, mut trailers_tx) = state?;
+            loop {
+                match body.frame().await {
+                    None => return None,
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) if data.is_empty() => continue,
+                        Ok(data) => return Some((data, Some((body, trailers_tx)))),
+                        Err(frame) => {
+                            if let (Ok(map), Some(tx)) = (frame.into_trailers(), trailers_tx.take())
+                            {
+                                let _ = tx.send(from_header_map(&map));
                             }
-                        },
-                        Some(Err(code)) => {
-                            // The wire body has no error channel: the caller sees it end early
-                            // (and no trailers).
-                            warn!(
-                                component = &*component,
-                                error = ?code,
-                                "response body failed; ending it early"
-                            );
-                            return None;
                         }
+                    },
+                    Some(Err(code)) => {
+                        // The wire body has no error channel: the caller sees it end early
+                        // (and no trailers).
+                        warn!(
+                            component = &*component,
+                            error = ?code,
+                            "response body failed; ending it early"
+                        );
+                        return None;
                     }
                 }
             }
-        },
-    );
+        }
+    });
     w::Response {
         body: Box::pin(data),
         trailers: Box::pin(async move { trailers_rx.await.ok() }),
@@ -302,12 +299,11 @@ fn from_header_map(map: &http::HeaderMap) -> w::Fields {
 
 /// wasmtime's `error-code` as the wire's (the same WIT variant, generated twice).
 fn error_to_wire(code: ErrorCode) -> wt::ErrorCode {
-    let field = |p: wasmtime_wasi_http::p2::bindings::http::types::FieldSizePayload| {
-        wt::FieldSizePayload {
+    let field =
+        |p: wasmtime_wasi_http::p2::bindings::http::types::FieldSizePayload| wt::FieldSizePayload {
             field_name: p.field_name,
             field_size: p.field_size,
-        }
-    };
+        };
     macro_rules! same {
         ($code:expr; units: $($u:ident),*; values: $($v:ident),*; fields: $($f:ident),*; optional_fields: $($o:ident),*; $($rest:tt)*) => {
             match $code {

@@ -27,6 +27,7 @@
 
 pub mod blobstore;
 pub mod engine;
+pub mod fetch;
 mod host;
 mod http;
 mod keyvalue;
@@ -37,4 +38,5 @@ pub mod router;
 mod state;
 pub mod supervisor;
 
-pub use host::{Host, HostError, HostOptions, RunningComponent, read_component};
+pub use fetch::{load_component, read_component};
+pub use host::{Host, HostError, HostOptions, RunningComponent};

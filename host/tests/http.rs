@@ -111,10 +111,7 @@ fn header<'a>(response: &'a Answer, name: &str) -> Vec<&'a [u8]> {
 /// `size` bytes in 64 KiB chunks of a pattern unlike the component's.
 fn upload(size: usize) -> (Vec<u8>, Pin<Box<dyn Stream<Item = Bytes> + Send>>) {
     let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
-    let chunks: Vec<Bytes> = data
-        .chunks(64 << 10)
-        .map(Bytes::copy_from_slice)
-        .collect();
+    let chunks: Vec<Bytes> = data.chunks(64 << 10).map(Bytes::copy_from_slice).collect();
     (data, Box::pin(futures::stream::iter(chunks)))
 }
 
@@ -180,7 +177,10 @@ async fn round_trips() {
             "x-multi".to_string(),
             vec![Bytes::from("one"), Bytes::from("two")],
         ),
-        ("content-type".to_string(), vec![Bytes::from("application/octet-stream")]),
+        (
+            "content-type".to_string(),
+            vec![Bytes::from("application/octet-stream")],
+        ),
     ];
     let res = call(
         &client,
@@ -247,7 +247,10 @@ async fn round_trips() {
         Err(ErrorCode::InternalError(Some(why))) => {
             assert!(why.contains("failed"), "unexpected reason: {why}")
         }
-        other => panic!("expected an internal error, got {:?}", other.map(|r| r.status)),
+        other => panic!(
+            "expected an internal error, got {:?}",
+            other.map(|r| r.status)
+        ),
     }
     let res = call(&client, get("/trap-mid-body")).await.unwrap();
     assert_eq!(res.status, 200);

@@ -7,12 +7,11 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
-use crate::connect::{NatsAuth, NatsOptions, TlsOptions};
+use crate::connect::{NatsArgs, NatsAuth, NatsOptions};
 use crate::error::InvalidName;
 use crate::host_data::{HostData, HostDataError, SecretValue};
 use crate::link::LinkDefinition;
@@ -81,46 +80,9 @@ pub struct StandaloneArgs {
     /// Provider id: the target id links point at.
     #[arg(long, env = "TRELLIS_PROVIDER_ID")]
     pub provider_id: String,
-    /// NATS server URL(s).
-    #[arg(
-        long,
-        env = "TRELLIS_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
-    /// NATS user (with --nats-password).
-    #[arg(long, env = "TRELLIS_NATS_USER")]
-    pub nats_user: Option<String>,
-    /// NATS password.
-    #[arg(long, env = "TRELLIS_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-    /// NATS token.
-    #[arg(long, env = "TRELLIS_NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
-    /// NATS nkey seed.
-    #[arg(long, env = "TRELLIS_NATS_NKEY", hide_env_values = true)]
-    pub nats_nkey: Option<String>,
-    /// NATS user JWT (with --nats-seed).
-    #[arg(long, env = "TRELLIS_NATS_JWT", hide_env_values = true)]
-    pub nats_jwt: Option<String>,
-    /// nkey seed signing for --nats-jwt.
-    #[arg(long, env = "TRELLIS_NATS_SEED", hide_env_values = true)]
-    pub nats_seed: Option<String>,
-    /// NATS .creds file.
-    #[arg(long, env = "TRELLIS_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// Require TLS.
-    #[arg(long, env = "TRELLIS_NATS_TLS")]
-    pub nats_tls: bool,
-    /// PEM root certificates to trust.
-    #[arg(long, env = "TRELLIS_NATS_TLS_CA")]
-    pub nats_tls_ca: Option<PathBuf>,
-    /// PEM client certificate (mutual TLS).
-    #[arg(long, env = "TRELLIS_NATS_TLS_CERT")]
-    pub nats_tls_cert: Option<PathBuf>,
-    /// PEM client key (mutual TLS).
-    #[arg(long, env = "TRELLIS_NATS_TLS_KEY")]
-    pub nats_tls_key: Option<PathBuf>,
+    /// How to reach NATS.
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Provider config entries, `key=value` (repeatable).
     #[arg(long = "config", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
@@ -236,37 +198,8 @@ impl ProviderConfig {
     pub fn from_args(args: StandaloneArgs) -> Result<Self, ConfigError> {
         validate_token("lattice name", &args.lattice)?;
         validate_token("provider id", &args.provider_id)?;
-        let auth = if let Some(creds) = args.nats_creds {
-            NatsAuth::CredsFile(creds)
-        } else if let (Some(jwt), Some(seed)) = (args.nats_jwt, args.nats_seed) {
-            NatsAuth::Jwt {
-                jwt: jwt.into(),
-                seed: seed.into(),
-            }
-        } else if let Some(seed) = args.nats_nkey {
-            NatsAuth::NkeySeed(seed.into())
-        } else if let Some(token) = args.nats_token {
-            NatsAuth::Token(token.into())
-        } else if let Some(user) = args.nats_user {
-            NatsAuth::UserPassword {
-                user,
-                password: args.nats_password.unwrap_or_default().into(),
-            }
-        } else {
-            NatsAuth::None
-        };
-        let nats = NatsOptions {
-            url: args.nats_url,
-            auth,
-            tls: TlsOptions {
-                required: args.nats_tls,
-                ca_file: args.nats_tls_ca,
-                client_cert: args.nats_tls_cert,
-                client_key: args.nats_tls_key,
-            },
-            name: Some(args.provider_id.clone()),
-            ..NatsOptions::default()
-        };
+        let mut nats = args.nats.into_options();
+        nats.name = Some(args.provider_id.clone());
         let mut cfg = Self::defaults(args.lattice, args.provider_id, nats);
         if let Some(id) = args.instance_id {
             cfg.instance_id = id;

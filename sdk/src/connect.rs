@@ -82,6 +82,89 @@ impl Default for NatsOptions {
     }
 }
 
+/// NATS connection flags (and their `TRELLIS_NATS_*` environment variables), shared by
+/// standalone providers, the host and the CLI. Secrets are hidden from `--help`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s).
+    #[arg(
+        long,
+        env = "TRELLIS_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "TRELLIS_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = "TRELLIS_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// NATS token.
+    #[arg(long, env = "TRELLIS_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// NATS nkey seed.
+    #[arg(long, env = "TRELLIS_NATS_NKEY", hide_env_values = true)]
+    pub nats_nkey: Option<String>,
+    /// NATS user JWT (with --nats-seed).
+    #[arg(long, env = "TRELLIS_NATS_JWT", hide_env_values = true)]
+    pub nats_jwt: Option<String>,
+    /// nkey seed signing for --nats-jwt.
+    #[arg(long, env = "TRELLIS_NATS_SEED", hide_env_values = true)]
+    pub nats_seed: Option<String>,
+    /// NATS .creds file.
+    #[arg(long, env = "TRELLIS_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// Require TLS.
+    #[arg(long, env = "TRELLIS_NATS_TLS")]
+    pub nats_tls: bool,
+    /// PEM root certificates to trust.
+    #[arg(long, env = "TRELLIS_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS).
+    #[arg(long, env = "TRELLIS_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM client key (mutual TLS).
+    #[arg(long, env = "TRELLIS_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// The connection these flags describe. Credentials are tried in this order: creds file,
+    /// JWT + seed, nkey, token, user/password.
+    pub fn into_options(self) -> NatsOptions {
+        let auth = if let Some(creds) = self.nats_creds {
+            NatsAuth::CredsFile(creds)
+        } else if let (Some(jwt), Some(seed)) = (self.nats_jwt, self.nats_seed) {
+            NatsAuth::Jwt {
+                jwt: jwt.into(),
+                seed: seed.into(),
+            }
+        } else if let Some(seed) = self.nats_nkey {
+            NatsAuth::NkeySeed(seed.into())
+        } else if let Some(token) = self.nats_token {
+            NatsAuth::Token(token.into())
+        } else if let Some(user) = self.nats_user {
+            NatsAuth::UserPassword {
+                user,
+                password: self.nats_password.unwrap_or_default().into(),
+            }
+        } else {
+            NatsAuth::None
+        };
+        NatsOptions {
+            url: self.nats_url,
+            auth,
+            tls: TlsOptions {
+                required: self.nats_tls,
+                ca_file: self.nats_tls_ca,
+                client_cert: self.nats_tls_cert,
+                client_key: self.nats_tls_key,
+            },
+            ..NatsOptions::default()
+        }
+    }
+}
+
 /// Why a NATS connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
