@@ -130,3 +130,97 @@ impl Drop for OwnNats {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The URL of the redis-server started by `scripts/services.sh start redis`; panics when it
+/// is not set.
+pub fn redis_url() -> String {
+    match std::env::var("TRELLIS_REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "TRELLIS_REDIS_URL is not set: start the test services first \
+             (`eval \"$(scripts/services.sh start nats redis && scripts/services.sh env)\"`)"
+        ),
+    }
+}
+
+/// A binary of this workspace (a provider, the host), next to the running test's own
+/// directory: `cargo test --workspace` builds them all. Panics when it is missing.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("no current exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binary outside a target directory");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace binaries first (`cargo build --workspace --bins`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A redis-server owned by one test (to stop and restart it), on a free loopback port, no
+/// persistence. Killed on drop.
+pub struct OwnRedis {
+    /// Its port.
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    /// Starts one; panics if `TRELLIS_REDIS_SERVER` (set by scripts/services.sh) is missing.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port");
+        let mut me = Self { port, child: None };
+        me.restart();
+        me
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts it on the same port (empty: no persistence), waiting until it accepts
+    /// connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        let bin = std::env::var("TRELLIS_REDIS_SERVER").unwrap_or_else(|_| {
+            panic!("TRELLIS_REDIS_SERVER is not set: run the tests through scripts/test.sh")
+        });
+        let child = std::process::Command::new(&bin)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("own redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills it (the port stays reserved for [`OwnRedis::restart`]).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,8 +1,34 @@
-//! The keyvalue-redis capability provider. **Not implemented yet** (issue: 4).
+//! `keyvalue-redis`: serves `wrpc:keyvalue/{store,atomics,batch}@0.2.0-draft` from Redis.
 //!
-//! It exits with an error rather than pretend to serve anything.
+//! Each link names its Redis server and which buckets it may use (see the README); links
+//! pointing at the same server and credentials share one reconnecting connection. Started by
+//! a host (host data on stdin) or standalone (`keyvalue-redis --provider-id kv-redis`).
 
-fn main() -> std::process::ExitCode {
-    eprintln!("trellis-provider-keyvalue-redis is not implemented yet (issue: 4)");
-    std::process::ExitCode::from(2)
+mod buckets;
+mod handlers;
+mod pool;
+
+use trellis_sdk::runtime::run_provider;
+
+use crate::handlers::RedisKv;
+
+mod bindings {
+    // wit-bindgen-wrpc 0.11 parses with wit-parser 0.220, which resolves the WASI 0.2.6 tree
+    // only with these @unstable features on (nothing here uses them).
+    wit_bindgen_wrpc::generate!({
+        path: "../../wit",
+        world: "trellis:lattice/keyvalue@0.1.0",
+        generate_all,
+        features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"],
+    });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let kv = RedisKv::default();
+    run_provider(kv.clone(), |handle| async move {
+        handle.serve(bindings::serve(&handle.server(), kv).await?)?;
+        Ok(())
+    })
+    .await
 }

@@ -251,7 +251,9 @@ pub struct LinkedClient {
 }
 
 impl LinkedClient {
-    pub(crate) fn new(
+    /// A client calling through `client` as `source_id` over link `link_name` to `target`
+    /// (what a host does for a component; tests use it to act as one).
+    pub fn new(
         client: transport::Client,
         source_id: &str,
         link_name: &str,

@@ -1,0 +1,319 @@
+//! The wire interfaces on Redis: each call resolves its link's bucket to a connection and a
+//! key prefix, runs one command (or one pipeline) under the link's timeout, and maps Redis
+//! errors to the interface's error variants.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use trellis_sdk::link::{LinkDefinition, LinkKey};
+use trellis_sdk::provider::{LinkConfig, Provider};
+use trellis_sdk::runtime::CallContext;
+
+use crate::bindings::exports::wrpc::keyvalue::{atomics, batch, store};
+use crate::buckets::LinkSettings;
+use crate::pool::Pool;
+
+use store::Error;
+
+/// One link: its settings and the connections of the databases its buckets use.
+struct LinkState {
+    settings: LinkSettings,
+    conns: HashMap<i64, ConnectionManager>,
+}
+
+/// The provider: per-link state and the shared pool.
+#[derive(Clone, Default)]
+pub struct RedisKv {
+    links: Arc<RwLock<HashMap<LinkKey, Arc<LinkState>>>>,
+    pool: Pool,
+}
+
+/// A resolved bucket.
+struct Bucket {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    page: usize,
+}
+
+impl Bucket {
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Runs `cmd` under the link's timeout.
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
+            Ok(result) => result.map_err(map_error),
+            Err(_) => Err(Error::Other(format!(
+                "Redis did not answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+fn map_error(e: redis::RedisError) -> Error {
+    use redis::ErrorKind;
+    let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.to_string());
+    match e.kind() {
+        ErrorKind::AuthenticationFailed => Error::AccessDenied,
+        _ if e.code() == Some("NOPERM") || e.code() == Some("NOAUTH") || e.code() == Some("WRONGPASS") => {
+            Error::AccessDenied
+        }
+        _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() => {
+            Error::Other(format!("Redis unavailable: {detail}"))
+        }
+        _ => Error::Other(format!("Redis: {detail}")),
+    }
+}
+
+impl RedisKv {
+    fn bucket(&self, cx: &CallContext, name: &str) -> Result<Bucket, Error> {
+        let links = self.links.read().unwrap_or_else(|e| e.into_inner());
+        let link = links.get(&cx.link.key()).ok_or_else(|| {
+            Error::Other("this link has no Redis configuration (yet)".to_string())
+        })?;
+        let target = link.settings.resolve(name).ok_or(Error::NoSuchStore)?;
+        let conn = match link.conns.get(&target.db) {
+            Some(c) => c.clone(),
+            None => self
+                .pool
+                .get(&link.settings, target.db)
+                .map_err(|e| Error::Other(e.to_string()))?,
+        };
+        Ok(Bucket {
+            conn,
+            prefix: target.prefix,
+            timeout: link.settings.timeout,
+            page: link.settings.page,
+        })
+    }
+}
+
+impl Provider for RedisKv {
+    async fn receive_link_config_as_target(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
+        let settings = LinkSettings::parse(link.config)?;
+        let mut conns = HashMap::new();
+        for target in settings.buckets.values() {
+            if !conns.contains_key(&target.db) {
+                conns.insert(target.db, self.pool.get(&settings, target.db)?);
+            }
+        }
+        if settings.auto_create && !conns.contains_key(&settings.url_db) {
+            conns.insert(settings.url_db, self.pool.get(&settings, settings.url_db)?);
+        }
+        let state = Arc::new(LinkState { settings, conns });
+        self.links
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(link.link.key(), state);
+        Ok(())
+    }
+
+    async fn delete_link_as_target(&self, link: &LinkDefinition) -> anyhow::Result<()> {
+        self.links
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&link.key());
+        Ok(())
+    }
+}
+
+/// Escapes glob characters so a prefix matches only itself in `SCAN … MATCH`.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 2);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl store::Handler<CallContext> for RedisKv {
+    async fn get(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key: String,
+    ) -> anyhow::Result<Result<Option<Bytes>, Error>> {
+        let b = match self.bucket(&cx, &bucket) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        let value: Result<Option<Vec<u8>>, Error> = b.run(redis::cmd("GET").arg(b.key(&key))).await;
+        Ok(value.map(|v| v.map(Bytes::from)))
+    }
+
+    async fn set(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key: String,
+        value: Bytes,
+    ) -> anyhow::Result<Result<(), Error>> {
+        let b = match self.bucket(&cx, &bucket) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(b.run(redis::cmd("SET").arg(b.key(&key)).arg(value.as_ref())).await)
+    }
+
+    async fn delete(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key: String,
+    ) -> anyhow::Result<Result<(), Error>> {
+        let b = match self.bucket(&cx, &bucket) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(b.run::<i64>(redis::cmd("DEL").arg(b.key(&key))).await.map(|_| ()))
+    }
+
+    async fn exists(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key: String,
+    ) -> anyhow::Result<Result<bool, Error>> {
+        let b = match self.bucket(&cx, &bucket) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(b.run::<i64>(redis::cmd("EXISTS").arg(b.key(&key))).await.map(|n| n > 0))
+    }
+
+    async fn list_keys(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        cursor: Option<u64>,
+    ) -> anyhow::Result<Result<store::KeyResponse, Error>> {
+        let b = match self.bucket(&cx, &bucket) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        // SCAN's own cursor: every key present for the whole listing is returned; Redis may
+        // return a key twice while its table is resized, so each page is de-duplicated.
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor.unwrap_or(0));
+        if !b.prefix.is_empty() {
+            cmd.arg("MATCH").arg(format!("{}*", glob_escape(&b.prefix)));
+        }
+        cmd.arg("COUNT").arg(b.page);
+        let page: Result<(u64, Vec<Vec<u8>>), Error> = b.run(&cmd).await;
+        Ok(page.map(|(next, keys)| {
+            let mut seen = std::collections::HashSet::new();
+            let keys = keys
+                .into_iter()
+                .filter_map(|k| {
+                    let k = k.strip_prefix(b.prefix.as_bytes())?.to_vec();
+                    String::from_utf8(k).ok()
+                })
+                .filter(|k| seen.insert(k.clone()))
+                .collect();
+            store::KeyResponse {
+                keys,
+                cursor: (next != 0).then_some(next),
+            }
+        }))
+    }
+}
+
+impl atomics::Handler<CallContext> for RedisKv {
+    async fn increment(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key: String,
+        delta: u64,
+    ) -> anyhow::Result<Result<u64, Error>> {
+        let b = match self.bucket(&cx, &bucket) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Ok(delta) = i64::try_from(delta) else {
+            return Ok(Err(Error::Other(format!("increment {delta} is larger than Redis allows"))));
+        };
+        let n: Result<i64, Error> = b.run(redis::cmd("INCRBY").arg(b.key(&key)).arg(delta)).await;
+        Ok(n.and_then(|n| {
+            u64::try_from(n).map_err(|_| Error::Other(format!("the value is negative ({n})")))
+        }))
+    }
+}
+
+impl batch::Handler<CallContext> for RedisKv {
+    async fn get_many(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        keys: Vec<String>,
+    ) -> anyhow::Result<Result<Vec<Option<(String, Bytes)>>, Error>> {
+        let b = match self.bucket(&cx, &bucket) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        if keys.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
+        let mut cmd = redis::cmd("MGET");
+        for k in &keys {
+            cmd.arg(b.key(k));
+        }
+        let values: Result<Vec<Option<Vec<u8>>>, Error> = b.run(&cmd).await;
+        Ok(values.map(|values| {
+            keys.into_iter()
+                .zip(values)
+                .map(|(k, v)| v.map(|v| (k, Bytes::from(v))))
+                .collect()
+        }))
+    }
+
+    async fn set_many(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key_values: Vec<(String, Bytes)>,
+    ) -> anyhow::Result<Result<(), Error>> {
+        let b = match self.bucket(&cx, &bucket) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        if key_values.is_empty() {
+            return Ok(Ok(()));
+        }
+        let mut cmd = redis::cmd("MSET");
+        for (k, v) in &key_values {
+            cmd.arg(b.key(k)).arg(v.as_ref());
+        }
+        Ok(b.run(&cmd).await)
+    }
+
+    async fn delete_many(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        keys: Vec<String>,
+    ) -> anyhow::Result<Result<(), Error>> {
+        let b = match self.bucket(&cx, &bucket) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        if keys.is_empty() {
+            return Ok(Ok(()));
+        }
+        let mut cmd = redis::cmd("DEL");
+        for k in &keys {
+            cmd.arg(b.key(k));
+        }
+        Ok(b.run::<i64>(&cmd).await.map(|_| ()))
+    }
+}

@@ -1,0 +1,66 @@
+//! Redis connections shared by links: one reconnecting, multiplexed connection per (server,
+//! credentials, database), created lazily so a link can be put before Redis is up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::IntoConnectionInfo as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::buckets::LinkSettings;
+
+/// Why a connection could not be set up (the URL is never part of the message: it may hold
+/// a password).
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The URL does not parse.
+    #[error("invalid Redis URL: {0}")]
+    BadUrl(String),
+}
+
+/// Connections by (url, password, db); entries live as long as the provider.
+#[derive(Clone, Default)]
+pub struct Pool {
+    conns: Arc<Mutex<HashMap<(String, String, i64), ConnectionManager>>>,
+}
+
+impl Pool {
+    /// The connection for `settings` and database `db`, shared with every link that uses
+    /// the same server and credentials.
+    pub fn get(&self, settings: &LinkSettings, db: i64) -> Result<ConnectionManager, PoolError> {
+        let password = settings
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default();
+        let key = (settings.url.expose().to_string(), password, db);
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(conn) = conns.get(&key) {
+            return Ok(conn.clone());
+        }
+        let info = key
+            .0
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| PoolError::BadUrl(format!("{:?}", e.kind())))?;
+        let mut redis = info.redis_settings().clone().set_db(db);
+        if let Some(password) = &settings.password {
+            redis = redis.set_password(password.expose());
+        }
+        let info = info.set_redis_settings(redis);
+        let client = redis::Client::open(info).map_err(|e| PoolError::BadUrl(format!("{:?}", e.kind())))?;
+        // Reconnect quickly (the backend must be usable within moments of coming back);
+        // every request is also bounded by the link's timeout.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(settings.timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| PoolError::BadUrl(format!("{:?}", e.kind())))?;
+        conns.insert(key, conn.clone());
+        Ok(conn)
+    }
+}

@@ -1,0 +1,110 @@
+//! Running a provider binary on a test lattice: start it standalone, write links and named
+//! config to the lattice store, and call it as a linked component would.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use trellis_sdk::runtime::LinkedClient;
+use trellis_sdk::store::{LatticeStore, StoredLink};
+use trellis_sdk::subjects::LatticeSubjects;
+use trellis_sdk::transport::{Connection, TransportOptions};
+use trellis_tests as common;
+
+/// A provider process on its own lattice; killed on drop.
+pub struct ProviderProcess {
+    /// The lattice name.
+    pub lattice: String,
+    /// The provider id.
+    pub id: String,
+    /// The lattice store (links, config).
+    pub store: LatticeStore,
+    conn: Connection,
+    child: Child,
+}
+
+impl ProviderProcess {
+    /// Starts workspace binary `bin` as provider `id` on a fresh lattice of the test
+    /// nats-server.
+    pub async fn start(bin: &str, id: &str) -> Self {
+        let lattice = common::unique_lattice(id);
+        let child = Command::new(common::workspace_bin(bin))
+            .args(["--lattice", &lattice, "--provider-id", id])
+            .args(["--nats-url", &common::nats_url()])
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let nats = common::nats().await;
+        let subjects = LatticeSubjects::new(&lattice).expect("lattice name");
+        let store = LatticeStore::open(&nats, &subjects)
+            .await
+            .expect("lattice store");
+        let conn = Connection::new(
+            nats,
+            TransportOptions {
+                timeout: Duration::from_secs(30),
+                ..TransportOptions::default()
+            },
+        )
+        .await
+        .expect("connection");
+        Self {
+            lattice,
+            id: id.to_string(),
+            store,
+            conn,
+            child,
+        }
+    }
+
+    /// Links component `source` to the provider for `interfaces` of `namespace:package`,
+    /// with `config` as its named target config (`{source}-cfg`), and returns a client
+    /// calling as that component.
+    pub async fn link(
+        &self,
+        source: &str,
+        namespace: &str,
+        package: &str,
+        interfaces: &[&str],
+        config: HashMap<String, String>,
+    ) -> LinkedClient {
+        let name = format!("{source}-cfg");
+        self.store
+            .put_config(&name, &config)
+            .await
+            .expect("put config");
+        self.store
+            .put_link(
+                StoredLink::new(source, &self.id, namespace, package, interfaces.iter().copied())
+                    .with_target_config([name]),
+            )
+            .await
+            .expect("put link");
+        self.client(source)
+    }
+
+    /// A client calling the provider as component `source` over its default link.
+    pub fn client(&self, source: &str) -> LinkedClient {
+        let subjects = LatticeSubjects::new(&self.lattice).expect("lattice name");
+        LinkedClient::new(
+            self.conn.client(subjects.wrpc_prefix(&self.id)),
+            source,
+            "default",
+            &self.id,
+        )
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ProviderProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
