@@ -1,8 +1,37 @@
-//! The keyvalue-nats capability provider. **Not implemented yet** (issue: 4).
+//! `keyvalue-nats`: serves `wrpc:keyvalue/{store,atomics,batch}@0.2.0-draft` from NATS
+//! JetStream key-value buckets.
 //!
-//! It exits with an error rather than pretend to serve anything.
+//! Each link names its NATS server (default: the lattice's own) and which buckets it may use
+//! (see the README); links with the same server and credentials share one connection.
+//! Started by a host (host data on stdin) or standalone (`keyvalue-nats --provider-id kv`).
 
-fn main() -> std::process::ExitCode {
-    eprintln!("trellis-provider-keyvalue-nats is not implemented yet (issue: 4)");
-    std::process::ExitCode::from(2)
+mod backend;
+mod handlers;
+mod keys;
+mod settings;
+
+use trellis_sdk::runtime::run_provider;
+
+use crate::handlers::NatsKv;
+
+mod bindings {
+    // wit-bindgen-wrpc 0.11 parses with wit-parser 0.220, which resolves the WASI 0.2.6 tree
+    // only with these @unstable features on (nothing here uses them).
+    wit_bindgen_wrpc::generate!({
+        path: "../../wit",
+        world: "trellis:lattice/keyvalue@0.1.0",
+        generate_all,
+        features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"],
+    });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let kv = NatsKv::default();
+    run_provider(kv.clone(), |handle| async move {
+        kv.set_lattice_nats(handle.nats().clone());
+        handle.serve(bindings::serve(&handle.server(), kv).await?)?;
+        Ok(())
+    })
+    .await
 }

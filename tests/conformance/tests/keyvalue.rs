@@ -138,3 +138,161 @@ async fn redis_outage_is_survived() {
     )
     .await;
 }
+
+/// Creates JetStream KV bucket `name` on `nats`.
+async fn create_kv(nats: &async_nats::Client, name: &str) {
+    async_nats::jetstream::new(nats.clone())
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: name.to_string(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("cannot create KV bucket {name}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_conforms() {
+    let p = ProviderProcess::start("keyvalue-nats", "kv-nats").await;
+    let nats = common::nats().await;
+    let (ka, kb) = (unique("A_"), unique("B_"));
+    create_kv(&nats, &ka).await;
+    create_kv(&nats, &kb).await;
+    // Link a uses the lattice's own NATS (no url); link b names the server explicitly.
+    let a = p
+        .link("comp-a", "wrpc", "keyvalue", &KV, config(&[(&format!("bucket.{BUCKET}"), ka)]))
+        .await;
+    let b = p
+        .link(
+            "comp-b",
+            "wrpc",
+            "keyvalue",
+            &KV,
+            config(&[("url", common::nats_url()), (&format!("bucket.{BUCKET}"), kb)]),
+        )
+        .await;
+    keyvalue::run_all(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_is_survived() {
+    let backend = common::OwnNats::start();
+    let kv_name = unique("F_");
+    {
+        let nats = async_nats::connect(backend.url()).await.unwrap();
+        create_kv(&nats, &kv_name).await;
+    }
+    let mut p = ProviderProcess::start("keyvalue-nats", "kv-nats-fault").await;
+    let c = p
+        .link(
+            "comp",
+            "wrpc",
+            "keyvalue",
+            &KV,
+            config(&[
+                ("url", backend.url()),
+                (&format!("bucket.{BUCKET}"), kv_name),
+                ("timeout_ms", "500".into()),
+            ]),
+        )
+        .await;
+    let backend = std::sync::Arc::new(std::sync::Mutex::new(backend));
+    let (b1, b2) = (backend.clone(), backend.clone());
+    outage(
+        &mut p,
+        &c,
+        move || b1.lock().unwrap().kill(),
+        move || b2.lock().unwrap().restart(),
+        Duration::from_millis(500),
+    )
+    .await;
+}
+
+mod e2e {
+    //! A component using `wasi:keyvalue` in the host, through each real provider.
+    use super::*;
+    use trellis_host::{Host, HostOptions, read_component};
+    use trellis_sdk::store::StoredLink;
+    use trellis_sdk::subjects::LatticeSubjects;
+    use trellis_sdk::transport::{Connection, TransportOptions};
+
+    mod caller {
+        wit_bindgen_wrpc::generate!({
+            inline: "
+                package trellis-test:components@0.1.0;
+                interface echo { kv: func(bucket: string) -> result<string, string>; }
+                world caller { import echo; }
+            ",
+        });
+    }
+
+    const ECHO_WASM: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../components/prebuilt/echo.wasm"
+    );
+
+    async fn component_uses(p: &ProviderProcess, config: HashMap<String, String>) {
+        p.store.put_config("e2e-kv", &config).await.unwrap();
+        let host = Host::new(
+            common::nats().await,
+            HostOptions {
+                lattice: p.lattice.clone(),
+                nats_url: common::nats_url(),
+                ..HostOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        host.admin()
+            .put_link(
+                StoredLink::new("kv-comp", &p.id, "wasi", "keyvalue", KV).with_target_config(["e2e-kv"]),
+            )
+            .await
+            .unwrap();
+        let _c = host
+            .start_component("kv-comp", read_component(ECHO_WASM).unwrap(), &[])
+            .await
+            .unwrap();
+        let conn = Connection::new(common::nats().await, TransportOptions::default())
+            .await
+            .unwrap();
+        let client = conn.client(LatticeSubjects::new(&p.lattice).unwrap().wrpc_prefix("kv-comp"));
+        let mut summary = Err(String::new());
+        for _ in 0..100 {
+            summary = caller::trellis_test::components::echo::kv(&client, None, "app")
+                .await
+                .unwrap();
+            if summary.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            summary.unwrap(),
+            "get=hello exists=true counter=5 batch=2 keys=a,b,counter,greeting deleted=true"
+        );
+        let err = caller::trellis_test::components::echo::kv(&client, None, "unmapped")
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err, "Error::NoSuchStore");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn component_uses_redis() {
+        let p = ProviderProcess::start("keyvalue-redis", "kv-redis-e2e").await;
+        component_uses(
+            &p,
+            config(&[("url", common::redis_url()), ("bucket.app", format!("/{}:", unique("e")))]),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn component_uses_nats() {
+        let p = ProviderProcess::start("keyvalue-nats", "kv-nats-e2e").await;
+        let name = unique("E_");
+        create_kv(&common::nats().await, &name).await;
+        component_uses(&p, config(&[("bucket.app", name)])).await;
+    }
+}

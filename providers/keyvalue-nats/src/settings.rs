@@ -1,0 +1,196 @@
+//! A link's configuration: which NATS server (default: the lattice's own), its credentials,
+//! and which bucket names map to which JetStream KV buckets. Parsed once per link put; a bad
+//! value fails the link with the reason.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use trellis_sdk::connect::{NatsAuth, NatsOptions};
+
+/// Default time one operation may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keys per `list-keys` page.
+pub const DEFAULT_PAGE: usize = 1000;
+
+/// Why a link's configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("config key {key:?}: {message}")]
+pub struct ConfigError {
+    key: String,
+    message: String,
+}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A link's settings.
+#[derive(Debug)]
+pub struct LinkSettings {
+    /// Another NATS server than the lattice's (with its credentials), if configured.
+    pub server: Option<NatsOptions>,
+    /// JetStream domain, if any.
+    pub js_domain: Option<String>,
+    /// Explicit bucket names → KV bucket names; empty: every name is its own KV bucket.
+    pub buckets: HashMap<String, String>,
+    /// Whether missing KV buckets are created.
+    pub auto_create: bool,
+    /// Time one operation may take.
+    pub timeout: Duration,
+    /// Keys per listing page.
+    pub page: usize,
+}
+
+/// Whether `name` is a valid JetStream KV bucket name.
+pub fn valid_bucket_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl LinkSettings {
+    /// Parses a link's config (keys are case-insensitive).
+    pub fn parse(config: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            config
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let auth = if let Some(path) = get("creds_file") {
+            NatsAuth::CredsFile(path.into())
+        } else if let (Some(jwt), Some(seed)) = (get("jwt"), get("seed")) {
+            NatsAuth::Jwt {
+                jwt: jwt.into(),
+                seed: seed.into(),
+            }
+        } else if let Some(seed) = get("nkey") {
+            NatsAuth::NkeySeed(seed.into())
+        } else if let Some(token) = get("token") {
+            NatsAuth::Token(token.into())
+        } else if let Some(user) = get("user") {
+            NatsAuth::UserPassword {
+                user,
+                password: get("password").unwrap_or_default().into(),
+            }
+        } else {
+            NatsAuth::None
+        };
+        let server = match get("url") {
+            Some(url) => {
+                let mut opts = NatsOptions {
+                    url,
+                    auth,
+                    name: Some("keyvalue-nats".into()),
+                    // Reconnect quickly: the backend must be usable within moments of
+                    // coming back.
+                    max_reconnect_delay: Duration::from_millis(250),
+                    ..NatsOptions::default()
+                };
+                if let Some(ca) = get("tls_ca_file") {
+                    opts.tls.required = true;
+                    opts.tls.ca_file = Some(ca.into());
+                }
+                Some(opts)
+            }
+            None if !matches!(auth, NatsAuth::None) => {
+                return Err(bad("url", "credentials are given but no url"));
+            }
+            None => None,
+        };
+        let auto_create = match get("auto_create").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(bad("auto_create", format!("{other:?} is not true/false"))),
+        };
+        let timeout = match get("timeout_ms") {
+            None => DEFAULT_TIMEOUT,
+            Some(v) => Duration::from_millis(
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| bad("timeout_ms", "not a positive number of milliseconds"))?,
+            ),
+        };
+        let page = match get("page_size") {
+            None => DEFAULT_PAGE,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or_else(|| bad("page_size", "not a number in 1..=100000"))?,
+        };
+        let mut buckets = HashMap::new();
+        for (key, value) in config {
+            let Some(name) = key
+                .get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bucket."))
+                .map(|_| &key[7..])
+            else {
+                continue;
+            };
+            let target = value.trim();
+            if !valid_bucket_name(target) {
+                return Err(bad(key, format!("{target:?} is not a valid JetStream KV bucket name")));
+            }
+            buckets.insert(name.to_string(), target.to_string());
+        }
+        Ok(Self {
+            server,
+            js_domain: get("js_domain"),
+            buckets,
+            auto_create,
+            timeout,
+            page,
+        })
+    }
+
+    /// The KV bucket `name` maps to, if this link may use it: an explicit mapping, or the
+    /// name itself when none is configured (or `auto_create` is on).
+    pub fn resolve(&self, name: &str) -> Option<String> {
+        if let Some(target) = self.buckets.get(name) {
+            return Some(target.clone());
+        }
+        (self.buckets.is_empty() || self.auto_create)
+            .then(|| name.to_string())
+            .filter(|n| valid_bucket_name(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn buckets_resolve() {
+        let s = LinkSettings::parse(&cfg(&[])).unwrap();
+        assert!(s.server.is_none());
+        assert_eq!(s.resolve("orders").as_deref(), Some("orders"));
+        assert_eq!(s.resolve("bad name"), None);
+        let s = LinkSettings::parse(&cfg(&[("bucket.app", "APP_KV"), ("URL", "nats://h:1")])).unwrap();
+        assert_eq!(s.resolve("app").as_deref(), Some("APP_KV"));
+        assert_eq!(s.resolve("orders"), None);
+        assert_eq!(s.server.unwrap().url, "nats://h:1");
+    }
+
+    #[test]
+    fn bad_config_is_reported_without_secrets() {
+        let err = LinkSettings::parse(&cfg(&[("bucket.a", "not valid")])).unwrap_err();
+        assert!(err.to_string().contains("bucket.a"), "{err}");
+        let err = LinkSettings::parse(&cfg(&[("token", "s3cret")])).unwrap_err();
+        assert!(!err.to_string().contains("s3cret"));
+        let s = LinkSettings::parse(&cfg(&[("url", "nats://h"), ("password", "hunter2"), ("user", "u")]))
+            .unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
