@@ -13,13 +13,14 @@ command -v python3 >/dev/null || { echo "test: python3 is required" >&2; exit 1;
 # Private service directory per run, so parallel runs and leftovers never collide.
 export TRELLIS_RUN="${TRELLIS_RUN:-$(mktemp -d /tmp/trellis-test.XXXXXX)}"
 trap 'scripts/services.sh stop' EXIT
-scripts/services.sh start nats
+scripts/services.sh start nats redis
 eval "$(scripts/services.sh env)"
 
 log="$TRELLIS_RUN/test-output.log"
 {
-  # Process-level tests run the example binaries: build them under their plain names first.
-  cargo build --workspace --examples
+  # Process-level tests run the example and provider binaries: build them under their plain
+  # names first.
+  cargo build --workspace --examples --bins
   # Every target but the benchmarks (they are programs that measure; scripts/bench.sh runs
   # them in release; clippy --all-targets checks that they build).
   cargo test --workspace --lib --bins --tests --examples "$@"

@@ -71,7 +71,12 @@ impl Backend {
 
     /// Opens KV bucket `name`, creating it if asked; a missing bucket is `no-such-store`.
     pub async fn bucket(&self, name: &str, create: bool) -> Result<Arc<Bucket>, Error> {
-        if let Some(b) = self.buckets.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+        if let Some(b) = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
             return Ok(Arc::clone(b));
         }
         let kv = match self.js.get_key_value(name).await {
@@ -93,7 +98,11 @@ impl Backend {
         };
         let large_name = format!("{name}-trellis-large");
         let large = self.js.get_object_store(&large_name).await.ok();
-        let max_inline = self.client.server_info().max_payload.saturating_sub(HEADROOM);
+        let max_inline = self
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(HEADROOM);
         let bucket = Arc::new(Bucket {
             kv,
             js: self.js.clone(),
@@ -259,13 +268,23 @@ impl Bucket {
                     .create(stored.as_str(), value)
                     .await
                     .map(|_| ())
-                    .map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, other("create", &e))),
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::CreateErrorKind::AlreadyExists,
+                            other("create", &e),
+                        )
+                    }),
                 Some(rev) => self
                     .kv
                     .update(stored.as_str(), value, rev)
                     .await
                     .map(|_| ())
-                    .map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, other("update", &e))),
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                            other("update", &e),
+                        )
+                    }),
             };
             match written {
                 Ok(()) => return Ok(next),
@@ -287,7 +306,11 @@ impl Bucket {
     /// The cursor is the stream sequence of the last key returned: the server delivers the
     /// latest entry of every key in sequence order, so resuming after it loses nothing. A
     /// key written while a listing is under way may be listed again (its entry moved).
-    pub async fn list(&self, cursor: Option<u64>, page: usize) -> Result<(Vec<String>, Option<u64>), Error> {
+    pub async fn list(
+        &self,
+        cursor: Option<u64>,
+        page: usize,
+    ) -> Result<(Vec<String>, Option<u64>), Error> {
         let stream = &self.kv.stream;
         let consumer = stream
             .create_consumer(jetstream::consumer::push::OrderedConfig {
@@ -308,22 +331,22 @@ impl Bucket {
         let mut keys = Vec::new();
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| other("list", &e))?;
-            let info = message.info().map_err(|e| Error::Other(format!("NATS list: {e}")))?;
+            let info = message
+                .info()
+                .map_err(|e| Error::Other(format!("NATS list: {e}")))?;
             let (seq, pending) = (info.stream_sequence, info.pending);
             let deleted = message
                 .headers
                 .as_ref()
                 .and_then(|h| h.get("KV-Operation"))
                 .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-            if seq > after && !deleted {
-                if let Some(key) = message
-                    .subject
-                    .as_str()
-                    .strip_prefix(self.kv.prefix.as_str())
-                    .and_then(keys::decode)
-                {
-                    keys.push(key);
-                }
+            let key = message
+                .subject
+                .as_str()
+                .strip_prefix(self.kv.prefix.as_str())
+                .and_then(keys::decode);
+            if let (true, Some(key)) = (seq > after && !deleted, key) {
+                keys.push(key);
             }
             if pending == 0 {
                 return Ok((keys, None));

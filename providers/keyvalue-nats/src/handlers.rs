@@ -46,7 +46,16 @@ fn pool_key(opts: &NatsOptions, domain: Option<&str>) -> String {
         NatsAuth::Jwt { jwt, seed } => format!("j:{}:{}", jwt.expose(), seed.expose()),
         NatsAuth::CredsFile(p) => format!("c:{}", p.display()),
     };
-    format!("{}|{auth}|{}|{}", opts.url, domain.unwrap_or(""), opts.tls.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
+    format!(
+        "{}|{auth}|{}|{}",
+        opts.url,
+        domain.unwrap_or(""),
+        opts.tls
+            .ca_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    )
 }
 
 impl NatsKv {
@@ -68,7 +77,12 @@ impl NatsKv {
     }
 
     /// Runs `op` on bucket `name` of the caller's link, under the link's timeout.
-    async fn with_bucket<T, F, Fut>(&self, cx: &CallContext, name: &str, op: F) -> anyhow::Result<Result<T, Error>>
+    async fn with_bucket<T, F, Fut>(
+        &self,
+        cx: &CallContext,
+        name: &str,
+        op: F,
+    ) -> anyhow::Result<Result<T, Error>>
     where
         F: FnOnce(Arc<Bucket>) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
@@ -80,7 +94,9 @@ impl NatsKv {
             .get(&cx.link.key())
             .cloned();
         let Some(link) = link else {
-            return Ok(Err(Error::Other("this link has no keyvalue configuration (yet)".into())));
+            return Ok(Err(Error::Other(
+                "this link has no keyvalue configuration (yet)".into(),
+            )));
         };
         let Some(kv_bucket) = link.settings.resolve(name) else {
             return Ok(Err(Error::NoSuchStore));
@@ -94,7 +110,9 @@ impl NatsKv {
         };
         let timeout = link.settings.timeout;
         let work = async move {
-            let bucket = backend.bucket(&kv_bucket, link.settings.auto_create).await?;
+            let bucket = backend
+                .bucket(&kv_bucket, link.settings.auto_create)
+                .await?;
             op(bucket).await
         };
         Ok(tokio::time::timeout(timeout, work)
@@ -151,20 +169,45 @@ impl Provider for NatsKv {
 }
 
 impl store::Handler<CallContext> for NatsKv {
-    async fn get(&self, cx: CallContext, bucket: String, key: String) -> anyhow::Result<Result<Option<Bytes>, Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move { b.get(&key).await }).await
+    async fn get(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key: String,
+    ) -> anyhow::Result<Result<Option<Bytes>, Error>> {
+        self.with_bucket(&cx, &bucket, |b| async move { b.get(&key).await })
+            .await
     }
 
-    async fn set(&self, cx: CallContext, bucket: String, key: String, value: Bytes) -> anyhow::Result<Result<(), Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move { b.set(&key, &value).await }).await
+    async fn set(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key: String,
+        value: Bytes,
+    ) -> anyhow::Result<Result<(), Error>> {
+        self.with_bucket(&cx, &bucket, |b| async move { b.set(&key, &value).await })
+            .await
     }
 
-    async fn delete(&self, cx: CallContext, bucket: String, key: String) -> anyhow::Result<Result<(), Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move { b.delete(&key).await }).await
+    async fn delete(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key: String,
+    ) -> anyhow::Result<Result<(), Error>> {
+        self.with_bucket(&cx, &bucket, |b| async move { b.delete(&key).await })
+            .await
     }
 
-    async fn exists(&self, cx: CallContext, bucket: String, key: String) -> anyhow::Result<Result<bool, Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move { b.exists(&key).await }).await
+    async fn exists(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key: String,
+    ) -> anyhow::Result<Result<bool, Error>> {
+        self.with_bucket(&cx, &bucket, |b| async move { b.exists(&key).await })
+            .await
     }
 
     async fn list_keys(
@@ -188,8 +231,19 @@ impl store::Handler<CallContext> for NatsKv {
 }
 
 impl atomics::Handler<CallContext> for NatsKv {
-    async fn increment(&self, cx: CallContext, bucket: String, key: String, delta: u64) -> anyhow::Result<Result<u64, Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move { b.increment(&key, delta).await }).await
+    async fn increment(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        key: String,
+        delta: u64,
+    ) -> anyhow::Result<Result<u64, Error>> {
+        self.with_bucket(
+            &cx,
+            &bucket,
+            |b| async move { b.increment(&key, delta).await },
+        )
+        .await
     }
 }
 
@@ -233,7 +287,12 @@ impl batch::Handler<CallContext> for NatsKv {
         .await
     }
 
-    async fn delete_many(&self, cx: CallContext, bucket: String, keys: Vec<String>) -> anyhow::Result<Result<(), Error>> {
+    async fn delete_many(
+        &self,
+        cx: CallContext,
+        bucket: String,
+        keys: Vec<String>,
+    ) -> anyhow::Result<Result<(), Error>> {
         self.with_bucket(&cx, &bucket, |b| async move {
             futures::stream::iter(keys)
                 .map(|k| {

@@ -43,9 +43,15 @@ mod tests {
 
     #[test]
     fn round_trips_and_plain_keys_stay_plain() {
-        for key in ["a", "a/b.c", "x_y-z", "ключ", "a b", "", ".x", "x.", "a..b", "=", "=abc", "*", ">"] {
+        for key in [
+            "a", "a/b.c", "x_y-z", "ключ", "a b", "", ".x", "x.", "a..b", "=", "=abc", "*", ">",
+        ] {
             let stored = encode(key);
-            assert_eq!(decode(&stored).as_deref(), Some(key), "{key:?} → {stored:?}");
+            assert_eq!(
+                decode(&stored).as_deref(),
+                Some(key),
+                "{key:?} → {stored:?}"
+            );
             assert!(
                 stored
                     .bytes()

@@ -137,7 +137,10 @@ impl LinkSettings {
             };
             let target = value.trim();
             if !valid_bucket_name(target) {
-                return Err(bad(key, format!("{target:?} is not a valid JetStream KV bucket name")));
+                return Err(bad(
+                    key,
+                    format!("{target:?} is not a valid JetStream KV bucket name"),
+                ));
             }
             buckets.insert(name.to_string(), target.to_string());
         }
@@ -168,7 +171,10 @@ mod tests {
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -177,7 +183,8 @@ mod tests {
         assert!(s.server.is_none());
         assert_eq!(s.resolve("orders").as_deref(), Some("orders"));
         assert_eq!(s.resolve("bad name"), None);
-        let s = LinkSettings::parse(&cfg(&[("bucket.app", "APP_KV"), ("URL", "nats://h:1")])).unwrap();
+        let s =
+            LinkSettings::parse(&cfg(&[("bucket.app", "APP_KV"), ("URL", "nats://h:1")])).unwrap();
         assert_eq!(s.resolve("app").as_deref(), Some("APP_KV"));
         assert_eq!(s.resolve("orders"), None);
         assert_eq!(s.server.unwrap().url, "nats://h:1");
@@ -189,8 +196,12 @@ mod tests {
         assert!(err.to_string().contains("bucket.a"), "{err}");
         let err = LinkSettings::parse(&cfg(&[("token", "s3cret")])).unwrap_err();
         assert!(!err.to_string().contains("s3cret"));
-        let s = LinkSettings::parse(&cfg(&[("url", "nats://h"), ("password", "hunter2"), ("user", "u")]))
-            .unwrap();
+        let s = LinkSettings::parse(&cfg(&[
+            ("url", "nats://h"),
+            ("password", "hunter2"),
+            ("user", "u"),
+        ]))
+        .unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
     }
 }

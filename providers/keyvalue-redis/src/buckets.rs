@@ -124,7 +124,10 @@ impl LinkSettings {
             else {
                 continue;
             };
-            buckets.insert(name.to_string(), parse_target(key, name, value.trim(), url_db)?);
+            buckets.insert(
+                name.to_string(),
+                parse_target(key, name, value.trim(), url_db)?,
+            );
         }
         if buckets.is_empty() {
             buckets.insert(
@@ -160,7 +163,8 @@ impl LinkSettings {
             };
             let clash = self.buckets.values().any(|t| {
                 t.db == target.db
-                    && (t.prefix.starts_with(&target.prefix) || target.prefix.starts_with(&t.prefix))
+                    && (t.prefix.starts_with(&target.prefix)
+                        || target.prefix.starts_with(&t.prefix))
             });
             return (!clash).then_some(target);
         }
@@ -195,7 +199,12 @@ fn split_db(url: &str) -> Result<(String, i64), ConfigError> {
 /// `bucket.NAME` = `[DB][/PREFIX]`: `3` → database 3, prefix `NAME:`; `3/` → database 3, no
 /// prefix (the bucket owns it); `/app:` → the URL's database, prefix `app:`; empty → the URL's
 /// database, prefix `NAME:`.
-fn parse_target(key: &str, name: &str, value: &str, url_db: i64) -> Result<BucketTarget, ConfigError> {
+fn parse_target(
+    key: &str,
+    name: &str,
+    value: &str,
+    url_db: i64,
+) -> Result<BucketTarget, ConfigError> {
     if name.is_empty() {
         return Err(bad(key, "empty bucket name"));
     }
@@ -243,14 +252,23 @@ mod tests {
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn default_bucket_and_targets() {
         let s = LinkSettings::parse(&cfg(&[("URL", "redis://h:1/2")])).unwrap();
         assert_eq!(s.url.expose(), "redis://h:1");
-        assert_eq!(s.resolve("default"), Some(BucketTarget { db: 2, prefix: "default:".into() }));
+        assert_eq!(
+            s.resolve("default"),
+            Some(BucketTarget {
+                db: 2,
+                prefix: "default:".into()
+            })
+        );
         assert_eq!(s.resolve("other"), None);
 
         let s = LinkSettings::parse(&cfg(&[
@@ -260,10 +278,34 @@ mod tests {
             ("auto_create", "true"),
         ]))
         .unwrap();
-        assert_eq!(s.resolve("users"), Some(BucketTarget { db: 3, prefix: "users:".into() }));
-        assert_eq!(s.resolve("cache"), Some(BucketTarget { db: 0, prefix: "c:".into() }));
-        assert_eq!(s.resolve("all"), Some(BucketTarget { db: 5, prefix: "".into() }));
-        assert_eq!(s.resolve("new"), Some(BucketTarget { db: 0, prefix: "new:".into() }));
+        assert_eq!(
+            s.resolve("users"),
+            Some(BucketTarget {
+                db: 3,
+                prefix: "users:".into()
+            })
+        );
+        assert_eq!(
+            s.resolve("cache"),
+            Some(BucketTarget {
+                db: 0,
+                prefix: "c:".into()
+            })
+        );
+        assert_eq!(
+            s.resolve("all"),
+            Some(BucketTarget {
+                db: 5,
+                prefix: "".into()
+            })
+        );
+        assert_eq!(
+            s.resolve("new"),
+            Some(BucketTarget {
+                db: 0,
+                prefix: "new:".into()
+            })
+        );
         assert_eq!(s.resolve("a:b"), None, "':' would make prefixes ambiguous");
         assert_eq!(s.resolve(""), None);
     }
@@ -289,6 +331,9 @@ mod tests {
         let s = LinkSettings::parse(&cfg(&[("url", "redis://:hunter2@h:1"), ("password", "pw")]))
             .unwrap();
         let shown = format!("{s:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("\"pw\""), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("\"pw\""),
+            "{shown}"
+        );
     }
 }

@@ -59,13 +59,23 @@ impl Bucket {
 
 fn map_error(e: redis::RedisError) -> Error {
     use redis::ErrorKind;
-    let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.to_string());
+    let detail = e
+        .detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.to_string());
     match e.kind() {
         ErrorKind::AuthenticationFailed => Error::AccessDenied,
-        _ if e.code() == Some("NOPERM") || e.code() == Some("NOAUTH") || e.code() == Some("WRONGPASS") => {
+        _ if e.code() == Some("NOPERM")
+            || e.code() == Some("NOAUTH")
+            || e.code() == Some("WRONGPASS") =>
+        {
             Error::AccessDenied
         }
-        _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() => {
+        _ if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout() =>
+        {
             Error::Other(format!("Redis unavailable: {detail}"))
         }
         _ => Error::Other(format!("Redis: {detail}")),
@@ -99,13 +109,14 @@ impl Provider for RedisKv {
     async fn receive_link_config_as_target(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
         let settings = LinkSettings::parse(link.config)?;
         let mut conns = HashMap::new();
-        for target in settings.buckets.values() {
-            if !conns.contains_key(&target.db) {
-                conns.insert(target.db, self.pool.get(&settings, target.db)?);
-            }
+        let mut dbs: Vec<i64> = settings.buckets.values().map(|t| t.db).collect();
+        if settings.auto_create {
+            dbs.push(settings.url_db);
         }
-        if settings.auto_create && !conns.contains_key(&settings.url_db) {
-            conns.insert(settings.url_db, self.pool.get(&settings, settings.url_db)?);
+        for db in dbs {
+            if let std::collections::hash_map::Entry::Vacant(slot) = conns.entry(db) {
+                slot.insert(self.pool.get(&settings, db)?);
+            }
         }
         let state = Arc::new(LinkState { settings, conns });
         self.links
@@ -162,7 +173,10 @@ impl store::Handler<CallContext> for RedisKv {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(b.run(redis::cmd("SET").arg(b.key(&key)).arg(value.as_ref())).await)
+        Ok(
+            b.run(redis::cmd("SET").arg(b.key(&key)).arg(value.as_ref()))
+                .await,
+        )
     }
 
     async fn delete(
@@ -175,7 +189,9 @@ impl store::Handler<CallContext> for RedisKv {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(b.run::<i64>(redis::cmd("DEL").arg(b.key(&key))).await.map(|_| ()))
+        Ok(b.run::<i64>(redis::cmd("DEL").arg(b.key(&key)))
+            .await
+            .map(|_| ()))
     }
 
     async fn exists(
@@ -188,7 +204,9 @@ impl store::Handler<CallContext> for RedisKv {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(b.run::<i64>(redis::cmd("EXISTS").arg(b.key(&key))).await.map(|n| n > 0))
+        Ok(b.run::<i64>(redis::cmd("EXISTS").arg(b.key(&key)))
+            .await
+            .map(|n| n > 0))
     }
 
     async fn list_keys(
@@ -241,9 +259,13 @@ impl atomics::Handler<CallContext> for RedisKv {
             Err(e) => return Ok(Err(e)),
         };
         let Ok(delta) = i64::try_from(delta) else {
-            return Ok(Err(Error::Other(format!("increment {delta} is larger than Redis allows"))));
+            return Ok(Err(Error::Other(format!(
+                "increment {delta} is larger than Redis allows"
+            ))));
         };
-        let n: Result<i64, Error> = b.run(redis::cmd("INCRBY").arg(b.key(&key)).arg(delta)).await;
+        let n: Result<i64, Error> = b
+            .run(redis::cmd("INCRBY").arg(b.key(&key)).arg(delta))
+            .await;
         Ok(n.and_then(|n| {
             u64::try_from(n).map_err(|_| Error::Other(format!("the value is negative ({n})")))
         }))

@@ -19,10 +19,13 @@ pub enum PoolError {
     BadUrl(String),
 }
 
+/// (url, password, database): what one shared connection serves.
+type PoolKey = (String, String, i64);
+
 /// Connections by (url, password, db); entries live as long as the provider.
 #[derive(Clone, Default)]
 pub struct Pool {
-    conns: Arc<Mutex<HashMap<(String, String, i64), ConnectionManager>>>,
+    conns: Arc<Mutex<HashMap<PoolKey, ConnectionManager>>>,
 }
 
 impl Pool {
@@ -49,7 +52,8 @@ impl Pool {
             redis = redis.set_password(password.expose());
         }
         let info = info.set_redis_settings(redis);
-        let client = redis::Client::open(info).map_err(|e| PoolError::BadUrl(format!("{:?}", e.kind())))?;
+        let client =
+            redis::Client::open(info).map_err(|e| PoolError::BadUrl(format!("{:?}", e.kind())))?;
         // Reconnect quickly (the backend must be usable within moments of coming back);
         // every request is also bounded by the link's timeout.
         let config = ConnectionManagerConfig::new()

@@ -253,12 +253,7 @@ pub struct LinkedClient {
 impl LinkedClient {
     /// A client calling through `client` as `source_id` over link `link_name` to `target`
     /// (what a host does for a component; tests use it to act as one).
-    pub fn new(
-        client: transport::Client,
-        source_id: &str,
-        link_name: &str,
-        target: &str,
-    ) -> Self {
+    pub fn new(client: transport::Client, source_id: &str, link_name: &str, target: &str) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert("source-id", source_id);
         headers.insert("link-name", link_name);

@@ -41,7 +41,9 @@ fn strs(keys: &[String]) -> Vec<&str> {
 }
 
 async fn get(c: &LinkedClient, bucket: &str, key: &str) -> Res<Option<Bytes>> {
-    store::get(c, (), bucket, key).await.expect("wRPC get failed")
+    store::get(c, (), bucket, key)
+        .await
+        .expect("wRPC get failed")
 }
 
 async fn set(c: &LinkedClient, bucket: &str, key: &str, value: &[u8]) -> Res<()> {
@@ -84,8 +86,13 @@ pub async fn list_all(c: &LinkedClient, bucket: &str) -> Vec<String> {
 
 /// Waits until the provider has the link (it pulls links from the lattice store).
 pub async fn wait_linked(c: &LinkedClient) {
+    wait_linked_bucket(c, BUCKET).await
+}
+
+/// Waits until the provider has the link and serves `bucket` through it.
+pub async fn wait_linked_bucket(c: &LinkedClient, bucket: &str) {
     for _ in 0..100 {
-        if let Ok(Ok(_)) = store::exists(c, (), BUCKET, "probe").await {
+        if let Ok(Ok(_)) = store::exists(c, (), bucket, "probe").await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -115,10 +122,16 @@ pub async fn crud(c: &LinkedClient) {
         .await
         .expect("deleting a missing key is not an error");
     set(c, BUCKET, "crud:k", b"v1").await.unwrap();
-    assert_eq!(get(c, BUCKET, "crud:k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+    assert_eq!(
+        get(c, BUCKET, "crud:k").await.unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
     assert!(exists(c, BUCKET, "crud:k").await.unwrap());
     set(c, BUCKET, "crud:k", b"v2").await.unwrap();
-    assert_eq!(get(c, BUCKET, "crud:k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(
+        get(c, BUCKET, "crud:k").await.unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
     delete(c, BUCKET, "crud:k").await.unwrap();
     assert_eq!(get(c, BUCKET, "crud:k").await.unwrap(), None);
     assert!(!exists(c, BUCKET, "crud:k").await.unwrap());
@@ -153,7 +166,9 @@ pub async fn values(c: &LinkedClient) {
         get(c, BUCKET, "values:16mib").await.unwrap().as_deref(),
         Some(&b"small"[..])
     );
-    set(c, BUCKET, "values:just-over-1mib", &just_over).await.unwrap();
+    set(c, BUCKET, "values:just-over-1mib", &just_over)
+        .await
+        .unwrap();
     delete(c, BUCKET, "values:just-over-1mib").await.unwrap();
     assert_eq!(get(c, BUCKET, "values:just-over-1mib").await.unwrap(), None);
     for name in ["empty", "binary", "16mib"] {
@@ -235,13 +250,23 @@ pub async fn batch_ops(c: &LinkedClient) {
     assert!(got.iter().all(Option::is_none), "{got:?}");
     // Empty batches are fine.
     batch::set_many(c, (), BUCKET, &[]).await.unwrap().unwrap();
-    assert!(batch::get_many(c, (), BUCKET, &[]).await.unwrap().unwrap().is_empty());
+    assert!(
+        batch::get_many(c, (), BUCKET, &[])
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// The same bucket name on two links is two places.
 pub async fn isolation(a: &LinkedClient, b: &LinkedClient) {
     set(a, BUCKET, "iso:k", b"from a").await.unwrap();
-    assert_eq!(get(b, BUCKET, "iso:k").await.unwrap(), None, "b sees a's key");
+    assert_eq!(
+        get(b, BUCKET, "iso:k").await.unwrap(),
+        None,
+        "b sees a's key"
+    );
     assert!(!exists(b, BUCKET, "iso:k").await.unwrap(), "b sees a's key");
     assert!(
         !list_all(b, BUCKET).await.iter().any(|k| k == "iso:k"),
@@ -265,7 +290,10 @@ pub async fn isolation(a: &LinkedClient, b: &LinkedClient) {
 pub async fn unknown_bucket(c: &LinkedClient) {
     let u = UNKNOWN_BUCKET;
     assert!(matches!(get(c, u, "k").await, Err(Error::NoSuchStore)));
-    assert!(matches!(set(c, u, "k", b"v").await, Err(Error::NoSuchStore)));
+    assert!(matches!(
+        set(c, u, "k", b"v").await,
+        Err(Error::NoSuchStore)
+    ));
     assert!(matches!(exists(c, u, "k").await, Err(Error::NoSuchStore)));
     assert!(matches!(delete(c, u, "k").await, Err(Error::NoSuchStore)));
     assert!(matches!(
@@ -316,7 +344,10 @@ pub async fn concurrent_increments(c: &LinkedClient) {
     }
     let expected: u64 = (1..=CALLERS).map(|d| d * EACH).sum();
     assert_eq!(
-        atomics::increment(c, (), BUCKET, key, 0).await.unwrap().unwrap(),
+        atomics::increment(c, (), BUCKET, key, 0)
+            .await
+            .unwrap()
+            .unwrap(),
         expected
     );
     // The counter reads back as its decimal text.
@@ -327,7 +358,9 @@ pub async fn concurrent_increments(c: &LinkedClient) {
     // A value that is not a number cannot be incremented, and is left alone.
     set(c, BUCKET, "counter:text", b"hello").await.unwrap();
     assert!(matches!(
-        atomics::increment(c, (), BUCKET, "counter:text", 1).await.unwrap(),
+        atomics::increment(c, (), BUCKET, "counter:text", 1)
+            .await
+            .unwrap(),
         Err(Error::Other(_))
     ));
     assert_eq!(
@@ -342,7 +375,10 @@ pub async fn concurrent_increments(c: &LinkedClient) {
 /// `n` keys listed by cursor: every one exactly once.
 pub async fn listing(c: &LinkedClient, n: usize) {
     let before = list_all(c, BUCKET).await;
-    assert!(before.is_empty(), "bucket not empty before listing: {before:?}");
+    assert!(
+        before.is_empty(),
+        "bucket not empty before listing: {before:?}"
+    );
     let keys: Vec<String> = (0..n).map(|i| format!("list/{i:05}")).collect();
     for chunk in keys.chunks(500) {
         let pairs: Vec<(String, Bytes)> = chunk
@@ -362,7 +398,10 @@ pub async fn listing(c: &LinkedClient, n: usize) {
         assert!(unique.contains(k), "{k} missing");
     }
     for chunk in keys.chunks(500) {
-        batch::delete_many(c, (), BUCKET, &strs(chunk)).await.unwrap().unwrap();
+        batch::delete_many(c, (), BUCKET, &strs(chunk))
+            .await
+            .unwrap()
+            .unwrap();
     }
     assert!(list_all(c, BUCKET).await.is_empty());
 }

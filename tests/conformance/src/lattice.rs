@@ -31,7 +31,10 @@ impl ProviderProcess {
         let child = Command::new(common::workspace_bin(bin))
             .args(["--lattice", &lattice, "--provider-id", id])
             .args(["--nats-url", &common::nats_url()])
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -77,8 +80,14 @@ impl ProviderProcess {
             .expect("put config");
         self.store
             .put_link(
-                StoredLink::new(source, &self.id, namespace, package, interfaces.iter().copied())
-                    .with_target_config([name]),
+                StoredLink::new(
+                    source,
+                    &self.id,
+                    namespace,
+                    package,
+                    interfaces.iter().copied(),
+                )
+                .with_target_config([name]),
             )
             .await
             .expect("put link");

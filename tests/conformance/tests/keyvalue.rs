@@ -13,7 +13,10 @@ use trellis_tests as common;
 const KV: [&str; 3] = ["store", "atomics", "batch"];
 
 fn config(pairs: &[(&str, String)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 fn unique(tag: &str) -> String {
@@ -67,7 +70,10 @@ async fn outage(
     deadline: Duration,
 ) {
     keyvalue::wait_linked(c).await;
-    store::set(c, (), BUCKET, "fault:k", &"v".into()).await.unwrap().unwrap();
+    store::set(c, (), BUCKET, "fault:k", &"v".into())
+        .await
+        .unwrap()
+        .unwrap();
     kill();
     let down = Instant::now();
     let mut failures = 0;
@@ -104,7 +110,11 @@ async fn outage(
     }
     eprintln!("recovered {:?} after the backend came back", back.elapsed());
     assert_eq!(
-        store::get(c, (), BUCKET, "fault:k").await.unwrap().unwrap().as_deref(),
+        store::get(c, (), BUCKET, "fault:k")
+            .await
+            .unwrap()
+            .unwrap()
+            .as_deref(),
         Some(&b"after"[..])
     );
     assert!(p.is_running(), "the provider exited");
@@ -160,7 +170,13 @@ async fn nats_conforms() {
     create_kv(&nats, &kb).await;
     // Link a uses the lattice's own NATS (no url); link b names the server explicitly.
     let a = p
-        .link("comp-a", "wrpc", "keyvalue", &KV, config(&[(&format!("bucket.{BUCKET}"), ka)]))
+        .link(
+            "comp-a",
+            "wrpc",
+            "keyvalue",
+            &KV,
+            config(&[(&format!("bucket.{BUCKET}"), ka)]),
+        )
         .await;
     let b = p
         .link(
@@ -168,7 +184,10 @@ async fn nats_conforms() {
             "wrpc",
             "keyvalue",
             &KV,
-            config(&[("url", common::nats_url()), (&format!("bucket.{BUCKET}"), kb)]),
+            config(&[
+                ("url", common::nats_url()),
+                (&format!("bucket.{BUCKET}"), kb),
+            ]),
         )
         .await;
     keyvalue::run_all(&a, &b).await;
@@ -245,7 +264,8 @@ mod e2e {
         .unwrap();
         host.admin()
             .put_link(
-                StoredLink::new("kv-comp", &p.id, "wasi", "keyvalue", KV).with_target_config(["e2e-kv"]),
+                StoredLink::new("kv-comp", &p.id, "wasi", "keyvalue", KV)
+                    .with_target_config(["e2e-kv"]),
             )
             .await
             .unwrap();
@@ -256,7 +276,11 @@ mod e2e {
         let conn = Connection::new(common::nats().await, TransportOptions::default())
             .await
             .unwrap();
-        let client = conn.client(LatticeSubjects::new(&p.lattice).unwrap().wrpc_prefix("kv-comp"));
+        let client = conn.client(
+            LatticeSubjects::new(&p.lattice)
+                .unwrap()
+                .wrpc_prefix("kv-comp"),
+        );
         let mut summary = Err(String::new());
         for _ in 0..100 {
             summary = caller::trellis_test::components::echo::kv(&client, None, "app")
@@ -283,7 +307,10 @@ mod e2e {
         let p = ProviderProcess::start("keyvalue-redis", "kv-redis-e2e").await;
         component_uses(
             &p,
-            config(&[("url", common::redis_url()), ("bucket.app", format!("/{}:", unique("e")))]),
+            config(&[
+                ("url", common::redis_url()),
+                ("bucket.app", format!("/{}:", unique("e"))),
+            ]),
         )
         .await;
     }

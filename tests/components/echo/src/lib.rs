@@ -105,6 +105,12 @@ impl Guest for Echo {
         ))
     }
 
+    fn kv_get(bucket: String, key: String) -> Result<Option<Vec<u8>>, String> {
+        use wasi::keyvalue::store;
+        let b = store::open(&bucket).map_err(|e| format!("{e:?}"))?;
+        b.get(&key).map_err(|e| format!("{e:?}"))
+    }
+
     fn kv(bucket: String) -> Result<String, String> {
         use wasi::keyvalue::{atomics, batch, store};
         let e = |e: store::Error| format!("{e:?}");

@@ -1,0 +1,312 @@
+//! Keyvalue benchmark: get and set of a 16-byte value through each provider — with the SDK
+//! client, and from a component in the host — against the backend's own client and against
+//! raw NATS request/reply (the transport ceiling), all in one run on the same servers.
+//!
+//! Run with `scripts/bench.sh` (release build; needs nats-server and redis-server).
+//! `BENCH_SCALE=0.2` shortens it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{StreamExt as _, stream};
+use trellis_conformance::keyvalue::{self, store};
+use trellis_conformance::lattice::ProviderProcess;
+use trellis_host::{Host, HostOptions, read_component};
+use trellis_sdk::store::StoredLink;
+use trellis_sdk::subjects::LatticeSubjects;
+use trellis_sdk::transport::{Connection, TransportOptions};
+use trellis_tests as common;
+
+const IN_FLIGHT: usize = 64;
+const KV: [&str; 3] = ["store", "atomics", "batch"];
+const ECHO_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../components/prebuilt/echo.wasm"
+);
+
+mod caller {
+    wit_bindgen_wrpc::generate!({
+        inline: "
+            package trellis-test:components@0.1.0;
+            interface echo { kv-get: func(bucket: string, key: string) -> result<option<list<u8>>, string>; }
+            world caller { import echo; }
+        ",
+    });
+}
+
+#[derive(Clone, Copy)]
+struct Stats {
+    p50: f64,
+    p99: f64,
+    one: f64,
+    many: f64,
+}
+
+async fn measure<F, Fut>(n: usize, call: F) -> Stats
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for _ in 0..n / 10 {
+        call().await;
+    }
+    let mut lat = Vec::with_capacity(n);
+    let t = Instant::now();
+    for _ in 0..n {
+        let s = Instant::now();
+        call().await;
+        lat.push(s.elapsed().as_secs_f64() * 1e6);
+    }
+    let one = n as f64 / t.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let total = n * 4;
+    let t = Instant::now();
+    stream::iter(0..total)
+        .map(|_| call())
+        .buffer_unordered(IN_FLIGHT)
+        .for_each(|()| async {})
+        .await;
+    Stats {
+        p50: pct(0.5),
+        p99: pct(0.99),
+        one,
+        many: total as f64 / t.elapsed().as_secs_f64(),
+    }
+}
+
+fn header() {
+    println!(
+        "{:<44} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9}",
+        "path",
+        "p50 µs",
+        "p99 µs",
+        "ops/s @1",
+        "ops/s @64",
+        "p50 ×bk",
+        "added×N",
+        "@64 ×bk",
+        "@64 ×N"
+    );
+}
+
+/// A row with ratios to the backend's own client (`bk`) and to raw NATS (`nats`): the added
+/// p50 over the backend as a multiple of one NATS round trip, and throughput at 64 in flight.
+fn row(name: &str, s: Stats, bk: Stats, nats: Stats) {
+    println!(
+        "{name:<44} {:>8.1} {:>8.1} {:>9.0} {:>9.0} {:>8.2} {:>8.2} {:>9.2} {:>9.2}",
+        s.p50,
+        s.p99,
+        s.one,
+        s.many,
+        s.p50 / bk.p50,
+        (s.p50 - bk.p50) / nats.p50,
+        s.many / bk.many,
+        s.many / nats.many
+    );
+}
+
+fn config(pairs: &[(&str, String)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let n = ((4000.0 * scale) as usize).max(200);
+    let nats = common::nats().await;
+    let value = Bytes::from_static(b"0123456789abcdef");
+
+    // Raw NATS request/reply: the ceiling of anything on the lattice.
+    let mut sub = nats.subscribe("bench.kv.echo").await?;
+    let responder = nats.clone();
+    tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder.publish(reply, m.payload).await;
+            }
+        }
+    });
+    let raw = measure(n, || {
+        let nats = nats.clone();
+        let value = value.clone();
+        async move {
+            nats.request("bench.kv.echo", value)
+                .await
+                .expect("raw request");
+        }
+    })
+    .await;
+
+    // Backends' own clients.
+    let redis_client = redis::Client::open(common::redis_url())?;
+    let redis_conn = redis::aio::ConnectionManager::new(redis_client).await?;
+    let rkey = format!("bench:{}", &common::unique_lattice("")[1..9]);
+    let redis_set = measure(n, || {
+        let mut c = redis_conn.clone();
+        let (k, v) = (rkey.clone(), value.clone());
+        async move {
+            let _: () = redis::cmd("SET")
+                .arg(k)
+                .arg(v.as_ref())
+                .query_async(&mut c)
+                .await
+                .expect("redis set");
+        }
+    })
+    .await;
+    let redis_get = measure(n, || {
+        let mut c = redis_conn.clone();
+        let k = rkey.clone();
+        async move {
+            let _: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(k)
+                .query_async(&mut c)
+                .await
+                .expect("redis get");
+        }
+    })
+    .await;
+    let js = async_nats::jetstream::new(nats.clone());
+    let kv_name = format!("BENCH_{}", &common::unique_lattice("")[1..9]);
+    let kv = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: kv_name.clone(),
+            history: 1,
+            ..Default::default()
+        })
+        .await?;
+    let natskv_set = measure(n, || {
+        let kv = kv.clone();
+        let v = value.clone();
+        async move {
+            kv.put("k", v).await.expect("kv put");
+        }
+    })
+    .await;
+    let natskv_get = measure(n, || {
+        let kv = kv.clone();
+        async move {
+            kv.get("k").await.expect("kv get");
+        }
+    })
+    .await;
+
+    println!(
+        "\n16-byte values, {n} sequential ops (p50/p99, ops/s @1), then {} with {IN_FLIGHT} in flight",
+        n * 4
+    );
+    println!(
+        "×bk: to the backend's own client; added×N: (p50 − backend p50) / raw NATS p50; ×N: to raw NATS\n"
+    );
+    header();
+    row("raw NATS request/reply", raw, raw, raw);
+    row("redis client SET", redis_set, redis_set, raw);
+    row("redis client GET", redis_get, redis_get, raw);
+    row("NATS KV client put", natskv_set, natskv_set, raw);
+    row("NATS KV client get", natskv_get, natskv_get, raw);
+
+    for (bin, cfg, bk_set, bk_get) in [
+        (
+            "keyvalue-redis",
+            config(&[
+                ("url", common::redis_url()),
+                ("bucket.bench", format!("/{rkey}:")),
+            ]),
+            redis_set,
+            redis_get,
+        ),
+        (
+            "keyvalue-nats",
+            config(&[("bucket.bench", kv_name.clone())]),
+            natskv_set,
+            natskv_get,
+        ),
+    ] {
+        let p = ProviderProcess::start(bin, &format!("bench-{bin}")).await;
+        let c = p
+            .link("bench-caller", "wrpc", "keyvalue", &KV, cfg.clone())
+            .await;
+        keyvalue::wait_linked_bucket(&c, "bench").await;
+        let set = measure(n, || {
+            let c = c.clone();
+            let v = value.clone();
+            async move {
+                store::set(&c, (), "bench", "k", &v)
+                    .await
+                    .expect("wRPC")
+                    .expect("set");
+            }
+        })
+        .await;
+        let get = measure(n, || {
+            let c = c.clone();
+            async move {
+                store::get(&c, (), "bench", "k")
+                    .await
+                    .expect("wRPC")
+                    .expect("get");
+            }
+        })
+        .await;
+        row(&format!("{bin} via SDK client: set"), set, bk_set, raw);
+        row(&format!("{bin} via SDK client: get"), get, bk_get, raw);
+
+        // A component in the host calling wasi:keyvalue get through the provider.
+        p.store.put_config("bench-kv", &cfg).await?;
+        let host = Host::new(
+            common::nats().await,
+            HostOptions {
+                lattice: p.lattice.clone(),
+                nats_url: common::nats_url(),
+                call_timeout: Duration::from_secs(10),
+                ..HostOptions::default()
+            },
+        )
+        .await?;
+        host.admin()
+            .put_link(
+                StoredLink::new("bench-comp", &p.id, "wasi", "keyvalue", KV)
+                    .with_target_config(["bench-kv"]),
+            )
+            .await?;
+        let _comp = host
+            .start_component("bench-comp", read_component(ECHO_WASM)?, &[])
+            .await?;
+        let conn = Connection::new(common::nats().await, TransportOptions::default()).await?;
+        let client = conn.client(LatticeSubjects::new(&p.lattice)?.wrpc_prefix("bench-comp"));
+        for _ in 0..100 {
+            if let Ok(Ok(_)) =
+                caller::trellis_test::components::echo::kv_get(&client, None, "bench", "k").await
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let comp = measure(n, || {
+            let client = client.clone();
+            async move {
+                caller::trellis_test::components::echo::kv_get(&client, None, "bench", "k")
+                    .await
+                    .expect("wRPC")
+                    .expect("component get");
+            }
+        })
+        .await;
+        row(
+            &format!("{bin} from a component in the host: get"),
+            comp,
+            bk_get,
+            raw,
+        );
+    }
+    Ok(())
+}
