@@ -228,6 +228,118 @@ impl ProviderConfig {
     }
 }
 
+/// A config value that does not parse: which key, and why (never the value, which may be a
+/// secret).
+#[derive(Debug, thiserror::Error)]
+#[error("config key {key:?}: {message}")]
+pub struct ConfigValueError {
+    /// The offending key.
+    pub key: String,
+    /// Why it is unusable.
+    pub message: String,
+}
+
+impl ConfigValueError {
+    /// An error about `key`.
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Typed reads of a link's (or provider's) string config, with keys matched
+/// case-insensitively (1.x providers used upper-case keys such as `URL`).
+///
+/// ```
+/// # use std::collections::HashMap;
+/// # use std::time::Duration;
+/// use trellis_sdk::config::ConfigValues;
+/// let map = HashMap::from([("TIMEOUT_MS".to_string(), "250".to_string())]);
+/// let cfg = ConfigValues::new(&map);
+/// assert_eq!(cfg.millis("timeout_ms", Duration::from_secs(5)).unwrap(), Duration::from_millis(250));
+/// assert!(!cfg.flag("auto_create").unwrap());
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ConfigValues<'a>(&'a HashMap<String, String>);
+
+impl<'a> ConfigValues<'a> {
+    /// Reads `map`.
+    pub fn new(map: &'a HashMap<String, String>) -> Self {
+        Self(map)
+    }
+
+    /// The trimmed value of `key`, if set and not empty.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// `true`/`false` (unset: `false`).
+    pub fn flag(&self, key: &str) -> Result<bool, ConfigValueError> {
+        match self.get(key).as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(ConfigValueError::new(
+                key,
+                format!("{other:?} is not true/false"),
+            )),
+        }
+    }
+
+    /// A positive number of milliseconds (unset: `default`).
+    pub fn millis(&self, key: &str, default: Duration) -> Result<Duration, ConfigValueError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis)
+                .ok_or_else(|| ConfigValueError::new(key, "not a positive number of milliseconds")),
+        }
+    }
+
+    /// A number in `range` (unset: `default`).
+    pub fn number_in(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<usize>,
+        default: usize,
+    ) -> Result<usize, ConfigValueError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| {
+                    ConfigValueError::new(
+                        key,
+                        format!("not a number in {}..={}", range.start(), range.end()),
+                    )
+                }),
+        }
+    }
+
+    /// Every `{prefix}NAME` entry as (full key, NAME, trimmed value); the prefix is matched
+    /// case-insensitively.
+    pub fn with_prefix(
+        &self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str, &'a str)> + 'a {
+        self.0.iter().filter_map(move |(k, v)| {
+            let head = k.get(..prefix.len())?;
+            head.eq_ignore_ascii_case(prefix)
+                .then(|| (k.as_str(), &k[prefix.len()..], v.trim()))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

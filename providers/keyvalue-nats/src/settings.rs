@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use trellis_sdk::config::{ConfigValueError, ConfigValues};
 use trellis_sdk::connect::{NatsAuth, NatsOptions};
 
 /// Default time one operation may take.
@@ -13,18 +14,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_PAGE: usize = 1000;
 
 /// Why a link's configuration is unusable.
-#[derive(Debug, thiserror::Error)]
-#[error("config key {key:?}: {message}")]
-pub struct ConfigError {
-    key: String,
-    message: String,
-}
+pub type ConfigError = ConfigValueError;
 
 fn bad(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.to_string(),
-        message: message.into(),
-    }
+    ConfigValueError::new(key, message)
 }
 
 /// A link's settings.
@@ -56,13 +49,8 @@ pub fn valid_bucket_name(name: &str) -> bool {
 impl LinkSettings {
     /// Parses a link's config (keys are case-insensitive).
     pub fn parse(config: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            config
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let values = ConfigValues::new(config);
+        let get = |name: &str| values.get(name);
         let auth = if let Some(path) = get("creds_file") {
             NatsAuth::CredsFile(path.into())
         } else if let (Some(jwt), Some(seed)) = (get("jwt"), get("seed")) {
@@ -104,38 +92,11 @@ impl LinkSettings {
             }
             None => None,
         };
-        let auto_create = match get("auto_create").as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => return Err(bad("auto_create", format!("{other:?} is not true/false"))),
-        };
-        let timeout = match get("timeout_ms") {
-            None => DEFAULT_TIMEOUT,
-            Some(v) => Duration::from_millis(
-                v.parse::<u64>()
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .ok_or_else(|| bad("timeout_ms", "not a positive number of milliseconds"))?,
-            ),
-        };
-        let page = match get("page_size") {
-            None => DEFAULT_PAGE,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=100_000).contains(n))
-                .ok_or_else(|| bad("page_size", "not a number in 1..=100000"))?,
-        };
+        let auto_create = values.flag("auto_create")?;
+        let timeout = values.millis("timeout_ms", DEFAULT_TIMEOUT)?;
+        let page = values.number_in("page_size", 1..=100_000, DEFAULT_PAGE)?;
         let mut buckets = HashMap::new();
-        for (key, value) in config {
-            let Some(name) = key
-                .get(..7)
-                .filter(|p| p.eq_ignore_ascii_case("bucket."))
-                .map(|_| &key[7..])
-            else {
-                continue;
-            };
-            let target = value.trim();
+        for (key, name, target) in values.with_prefix("bucket.") {
             if !valid_bucket_name(target) {
                 return Err(bad(
                     key,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use trellis_sdk::config::{ConfigValueError, ConfigValues};
 use trellis_sdk::secret::Secret;
 
 /// Default server when a link names none.
@@ -17,13 +18,8 @@ pub const DEFAULT_PAGE: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A value does not parse.
-    #[error("config key {key:?}: {message}")]
-    BadValue {
-        /// The offending key.
-        key: String,
-        /// Why.
-        message: String,
-    },
+    #[error(transparent)]
+    BadValue(#[from] ConfigValueError),
     /// Two buckets would share keys.
     #[error("buckets {a:?} and {b:?} overlap in database {db} (prefixes {pa:?} and {pb:?})")]
     Overlap {
@@ -69,10 +65,7 @@ pub struct LinkSettings {
 }
 
 fn bad(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::BadValue {
-        key: key.to_string(),
-        message: message.into(),
-    }
+    ConfigValueError::new(key, message).into()
 }
 
 /// The prefix an auto-created or unprefixed-by-config bucket gets.
@@ -83,51 +76,17 @@ pub fn default_prefix(bucket: &str) -> String {
 impl LinkSettings {
     /// Parses a link's config (keys are case-insensitive: 1.x used `URL`).
     pub fn parse(config: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            config
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.trim().to_string())
-        };
-        let raw_url = get("url").unwrap_or_else(|| DEFAULT_URL.to_string());
+        let values = ConfigValues::new(config);
+        let raw_url = values.get("url").unwrap_or_else(|| DEFAULT_URL.to_string());
         let (url, url_db) = split_db(&raw_url)?;
-        let password = get("password").map(Secret::new);
-        let auto_create = match get("auto_create").as_deref() {
-            None | Some("") | Some("false") => false,
-            Some("true") => true,
-            Some(other) => return Err(bad("auto_create", format!("{other:?} is not true/false"))),
-        };
-        let timeout = match get("timeout_ms") {
-            None => DEFAULT_TIMEOUT,
-            Some(v) => Duration::from_millis(
-                v.parse::<u64>()
-                    .ok()
-                    .filter(|ms| *ms > 0)
-                    .ok_or_else(|| bad("timeout_ms", "not a positive number of milliseconds"))?,
-            ),
-        };
-        let page = match get("scan_count") {
-            None => DEFAULT_PAGE,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=100_000).contains(n))
-                .ok_or_else(|| bad("scan_count", "not a number in 1..=100000"))?,
-        };
+        let password = values.get("password").map(Secret::new);
+        let auto_create = values.flag("auto_create")?;
+        let timeout = values.millis("timeout_ms", DEFAULT_TIMEOUT)?;
+        let page = values.number_in("scan_count", 1..=100_000, DEFAULT_PAGE)?;
 
         let mut buckets = HashMap::new();
-        for (key, value) in config {
-            let Some(name) = key
-                .get(..7)
-                .filter(|p| p.eq_ignore_ascii_case("bucket."))
-                .map(|_| &key[7..])
-            else {
-                continue;
-            };
-            buckets.insert(
-                name.to_string(),
-                parse_target(key, name, value.trim(), url_db)?,
-            );
+        for (key, name, value) in values.with_prefix("bucket.") {
+            buckets.insert(name.to_string(), parse_target(key, name, value, url_db)?);
         }
         if buckets.is_empty() {
             buckets.insert(
