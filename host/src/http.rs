@@ -98,7 +98,7 @@ where
 impl handler::Handler<ServeContext> for IncomingHandler {
     async fn handle(
         &self,
-        _cx: ServeContext,
+        cx: ServeContext,
         request: w::Request,
     ) -> anyhow::Result<Result<w::Response, wt::ErrorCode>> {
         let (scheme, request) = match into_hyper(request) {
@@ -136,7 +136,10 @@ impl handler::Handler<ServeContext> for IncomingHandler {
                         Err(e) => warn!(component = &*component, error = %e, "handler task failed"),
                     }
                 });
-                Ok(Ok(from_hyper(response, &self.component_id)))
+                let mut response = from_hyper(response, &self.component_id);
+                // Produce the body only as fast as the caller takes it.
+                response.body = Box::pin(cx.pacer.pace(response.body));
+                Ok(Ok(response))
             }
             Ok(Err(code)) => Ok(Err(error_to_wire(code))),
             Err(_) => {

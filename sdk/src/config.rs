@@ -326,6 +326,46 @@ impl<'a> ConfigValues<'a> {
         }
     }
 
+    /// A list: comma-separated (`a, b`) or a JSON array of strings (`["a","b"]`, the 1.x
+    /// form). Unset: empty. Items are trimmed; empty items are dropped.
+    pub fn list(&self, key: &str) -> Result<Vec<String>, ConfigValueError> {
+        let Some(v) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let items: Vec<String> = if v.starts_with('[') {
+            serde_json::from_str(&v)
+                .map_err(|_| ConfigValueError::new(key, "not a JSON array of strings"))?
+        } else {
+            v.split(',').map(str::to_string).collect()
+        };
+        Ok(items
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect())
+    }
+
+    /// A size in bytes: a number with an optional `K`, `M`, `G` or `T` suffix (powers of
+    /// 1024, `KiB`/`MB`-style spellings accepted). Unset: `None`.
+    pub fn byte_size(&self, key: &str) -> Result<Option<u64>, ConfigValueError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let bad = || ConfigValueError::new(key, "not a size such as 1048576, 512K, 100M or 1G");
+        let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+        let (number, unit) = v.split_at(digits);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let shift = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 0,
+            "K" | "KB" | "KIB" => 10,
+            "M" | "MB" | "MIB" => 20,
+            "G" | "GB" | "GIB" => 30,
+            "T" | "TB" | "TIB" => 40,
+            _ => return Err(bad()),
+        };
+        number.checked_mul(1u64 << shift).map(Some).ok_or_else(bad)
+    }
+
     /// Every `{prefix}NAME` entry as (full key, NAME, trimmed value); the prefix is matched
     /// case-insensitively.
     pub fn with_prefix(
@@ -343,6 +383,31 @@ impl<'a> ConfigValues<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_and_sizes_parse() {
+        let map = HashMap::from([
+            ("A".to_string(), " x, y ,,z".to_string()),
+            ("b".to_string(), r#"["GET", "POST"]"#.to_string()),
+            ("c".to_string(), "[oops".to_string()),
+            ("s1".to_string(), "100M".to_string()),
+            ("s2".to_string(), "1 GiB".to_string()),
+            ("s3".to_string(), "12".to_string()),
+            ("s4".to_string(), "12Q".to_string()),
+            ("s5".to_string(), "99999999999T".to_string()),
+        ]);
+        let v = ConfigValues::new(&map);
+        assert_eq!(v.list("a").unwrap(), ["x", "y", "z"]);
+        assert_eq!(v.list("B").unwrap(), ["GET", "POST"]);
+        assert_eq!(v.list("c").unwrap_err().key, "c");
+        assert!(v.list("none").unwrap().is_empty());
+        assert_eq!(v.byte_size("s1").unwrap(), Some(100 << 20));
+        assert_eq!(v.byte_size("s2").unwrap(), Some(1 << 30));
+        assert_eq!(v.byte_size("s3").unwrap(), Some(12));
+        assert!(v.byte_size("s4").is_err());
+        assert!(v.byte_size("s5").is_err());
+        assert_eq!(v.byte_size("none").unwrap(), None);
+    }
 
     #[test]
     fn standalone_flags_become_a_config() {

@@ -53,6 +53,17 @@ impl HealthStatus {
 
 /// A capability provider's reactions to lattice events.
 pub trait Provider: Send + Sync + 'static {
+    /// Called once at start, before any link: the provider's own config (merged named config
+    /// and `--config` entries) is in `config.config`. An error stops the start-up with the
+    /// reason (1.x `Provider::init`).
+    fn init(
+        &self,
+        config: &crate::config::ProviderConfig,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let _ = config;
+        async { Ok(()) }
+    }
+
     /// A link with this provider as **target** was put (or changed). Set up what calls over
     /// it need (connections, clients); an error marks the link failed and is reported.
     fn receive_link_config_as_target(

@@ -82,6 +82,16 @@ impl StoredLink {
         self
     }
 
+    /// The same link with the source side configured by the named config `names` (how a
+    /// provider that calls components, such as http-server, gets its per-link settings).
+    pub fn with_source_config(
+        mut self,
+        names: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.source_config = names.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// The same link with the target side configured by the named config `names`.
     pub fn with_target_config(
         mut self,

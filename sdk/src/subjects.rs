@@ -161,6 +161,22 @@ pub fn invocation(prefix: &str, instance: &str, func: &str) -> String {
 /// end in a NUID, which has no `-`), and 1.x servers treat the reply subject as opaque.
 pub const PARAMS_COMPLETE_TOKEN: &str = "p-complete";
 
+/// Trellis: a token of a client's reply subject (before any `p-complete`) offering flow
+/// control for the call; [`FLOW_RESULTS_TOKEN`] when its results stream, asking for the
+/// handshake. A token, not a header, for the same reason as `p-complete`.
+pub const FLOW_TOKEN: &str = "t-flow";
+/// See [`FLOW_TOKEN`].
+pub const FLOW_RESULTS_TOKEN: &str = "t-flow-r";
+
+/// Whether reply subject `reply` offers flow control: `Some(true)` when its results stream.
+pub fn flow_offer(reply: &str) -> Option<bool> {
+    reply.rsplit('.').take(2).find_map(|t| match t {
+        FLOW_TOKEN => Some(false),
+        FLOW_RESULTS_TOKEN => Some(true),
+        _ => None,
+    })
+}
+
 /// Whether reply subject `reply` says all synchronous parameters came in the first message.
 pub fn params_complete(reply: &str) -> bool {
     reply
@@ -179,6 +195,12 @@ pub fn params(rx: &str) -> String {
 /// (`{rx}.results`).
 pub fn results(rx: &str) -> String {
     format!("{rx}.results")
+}
+
+/// Trellis: where the peer of a call grants credit for what the holder of `rx` sends
+/// (`{rx}.credit`; see the transport's flow control).
+pub fn credit(rx: &str) -> String {
+    format!("{rx}.credit")
 }
 
 /// *1.x*: the subject of a nested (async) value at `path` below `base`
@@ -202,6 +224,15 @@ pub fn indexed(base: &str, path: &[Option<usize>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_offers_are_read_from_reply_subjects() {
+        assert_eq!(flow_offer("_INBOX.a.b.t-flow"), Some(false));
+        assert_eq!(flow_offer("_INBOX.a.b.t-flow-r.p-complete"), Some(true));
+        assert_eq!(flow_offer("_INBOX.a.b.p-complete"), None);
+        assert_eq!(flow_offer("_INBOX.abcdefghijklmnopqrstuv"), None);
+        assert!(params_complete("_INBOX.a.t-flow.p-complete"));
+    }
 
     #[test]
     fn wire_names_match_1x() {

@@ -1,8 +1,39 @@
-//! The http-server capability provider. **Not implemented yet** (issue: 5).
+//! `http-server`: HTTP in, components out. Each link from this provider to a component
+//! exporting `wasi:http/incoming-handler` is a route (address, optional path prefix and
+//! host); each request is the component's `wrpc:http/incoming-handler@0.1.0.handle` call on
+//! the lattice, bodies streamed both ways. See the README for the config keys.
 //!
-//! It exits with an error rather than pretend to serve anything.
+//! Started by a host (host data on stdin) or standalone
+//! (`http-server --provider-id http-server --nats-url nats://127.0.0.1:4222`).
 
-fn main() -> std::process::ExitCode {
-    eprintln!("trellis-provider-http-server is not implemented yet (issue: 5)");
-    std::process::ExitCode::from(2)
+mod cors;
+mod listener;
+mod proxy;
+mod routes;
+mod server;
+mod settings;
+
+use trellis_sdk::runtime::run_provider;
+
+use crate::server::HttpServer;
+
+mod bindings {
+    // wit-bindgen-wrpc 0.11 parses with wit-parser 0.220, which resolves the WASI 0.2.6 tree
+    // only with these @unstable features on (nothing here uses them).
+    wit_bindgen_wrpc::generate!({
+        path: "../../wit",
+        world: "trellis:lattice/http-server@0.1.0",
+        generate_all,
+        features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"],
+    });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let server = HttpServer::default();
+    run_provider(server.clone(), |handle| async move {
+        server.attach(handle);
+        Ok(())
+    })
+    .await
 }

@@ -54,6 +54,9 @@ pub enum RuntimeError {
     /// The wRPC transport could not be set up.
     #[error("cannot set up the wRPC transport: {0}")]
     Transport(String),
+    /// The provider's [`Provider::init`] refused its config.
+    #[error("provider failed to initialise: {0:#}")]
+    Init(anyhow::Error),
     /// Serving an export failed.
     #[error("cannot serve exports: {0}")]
     Serve(String),
@@ -141,6 +144,7 @@ impl ProviderHandle {
         provider: Arc<P>,
     ) -> Result<Self, RuntimeError> {
         let subjects = LatticeSubjects::new(&config.lattice).map_err(ConfigError::from)?;
+        provider.init(&config).await.map_err(RuntimeError::Init)?;
         let nats = config.nats.connect().await?;
         let wrpc = Connection::new(
             nats.clone(),
@@ -293,9 +297,11 @@ impl ProviderHandle {
                 "shutdown deadline reached with calls still in flight"
             ),
         }
-        if let Err(err) = tokio::time::timeout(Duration::from_secs(10), provider.shutdown())
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("provider shutdown timed out")))
+        // The provider's own drain (open HTTP connections, say) gets the same deadline.
+        if let Err(err) =
+            tokio::time::timeout(deadline.max(Duration::from_secs(1)), provider.shutdown())
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("provider shutdown timed out")))
         {
             warn!(error = %format!("{err:#}"), "provider shutdown failed");
         }

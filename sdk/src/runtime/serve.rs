@@ -267,6 +267,18 @@ impl LinkedClient {
         self
     }
 
+    /// The same client sending `headers` too with every call (for instance the W3C trace
+    /// context of the request being handled).
+    pub fn with_headers<V: async_nats::header::IntoHeaderValue>(
+        mut self,
+        headers: impl IntoIterator<Item = (&'static str, V)>,
+    ) -> Self {
+        for (name, value) in headers {
+            self.headers.insert(name, value);
+        }
+        self
+    }
+
     /// The same client passing on the trace context of `cx` (the call being served), so the
     /// component's work joins the caller's trace.
     pub fn with_trace(mut self, cx: &CallContext) -> Self {

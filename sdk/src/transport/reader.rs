@@ -53,6 +53,10 @@ impl Incoming {
         }
     }
 
+    pub(crate) fn call(&self) -> &Arc<CallRoutes> {
+        &self.call
+    }
+
     pub(crate) fn is_empty_start(&self) -> bool {
         self.buffer.is_empty() && self.path.is_empty()
     }
@@ -73,16 +77,26 @@ impl Incoming {
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(
-                TransportError::TimedOut {
-                    what: self.what,
-                    timeout,
-                }
-                .into_io(),
-            ),
-            Poll::Pending => Poll::Pending,
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Silent on this stream, but the peer may be busy with another of the call (a
+            // trailer future waits for the whole body): only a silent call times out.
+            let heard = Instant::from_std(self.call.last_heard());
+            if heard + timeout > Instant::now() {
+                sleep.as_mut().reset(heard + timeout);
+                continue;
+            }
+            break;
         }
+        Poll::Ready(
+            TransportError::TimedOut {
+                what: self.what,
+                timeout,
+            }
+            .into_io(),
+        )
     }
 
     fn data_arrived(&mut self) {
@@ -141,7 +155,7 @@ impl AsyncRead for Incoming {
         };
         match rx.poll_recv(cx) {
             Poll::Ready(Some(Delivery::Data(mut payload))) => {
-                this.call.budget().release(payload.len());
+                this.call.consumed(payload.len());
                 this.data_arrived();
                 if payload.is_empty() {
                     this.eof = true;
@@ -175,7 +189,7 @@ impl Drop for Incoming {
             rx.close();
             while let Ok(d) = rx.try_recv() {
                 if let Delivery::Data(p) = d {
-                    self.call.budget().release(p.len());
+                    self.call.consumed(p.len());
                 }
             }
             self.call.forget(&self.subject());

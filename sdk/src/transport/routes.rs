@@ -14,8 +14,8 @@
 //! instead of growing without limit or stalling every other call on the connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use async_nats::{StatusCode, Subject};
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use futures::StreamExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
 
+use super::flow::{FLOW_HEADER, Flow, parse_credit};
 use crate::error::TransportError;
 
 /// What the demultiplexer hands to a reader.
@@ -36,11 +37,24 @@ pub(crate) enum Delivery {
 
 pub(crate) type DeliveryRx = mpsc::UnboundedReceiver<Delivery>;
 
-/// Bytes delivered to a call but not yet read by it.
+/// Bytes delivered to a call but not yet read by it, and when the call last heard from its
+/// peer.
 #[derive(Debug)]
 pub(crate) struct Budget {
     used: AtomicUsize,
     limit: usize,
+    /// Milliseconds since [`clock_origin`] of the last message for the call.
+    last_heard_ms: AtomicU64,
+}
+
+/// A fixed origin for the activity clock (atomics hold no `Instant`).
+fn clock_origin() -> std::time::Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(std::time::Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(clock_origin().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Budget {
@@ -48,7 +62,21 @@ impl Budget {
         Arc::new(Self {
             used: AtomicUsize::new(0),
             limit,
+            last_heard_ms: AtomicU64::new(now_ms()),
         })
+    }
+
+    /// The peer sent something for the call.
+    pub(crate) fn touch(&self) {
+        self.last_heard_ms.store(now_ms(), Ordering::Release);
+    }
+
+    /// When the peer last sent anything for the call. A reader waiting on one stream uses
+    /// it to tell a silent peer from one busy on another stream of the same call (a future
+    /// that resolves after a long body, say).
+    pub(crate) fn last_heard(&self) -> std::time::Instant {
+        clock_origin()
+            + std::time::Duration::from_millis(self.last_heard_ms.load(Ordering::Acquire))
     }
 
     /// Reserves `n` bytes; `false` if that would exceed the limit.
@@ -134,6 +162,12 @@ enum Entry {
     Handshake {
         handshake: Arc<Handshake>,
         results: Box<str>,
+        flow: Option<Arc<Flow>>,
+    },
+    /// Where the peer grants credit for what this call sends (see [`super::flow`]).
+    Credit {
+        flow: Weak<Flow>,
+        budget: Arc<Budget>,
     },
     /// A subscription path with wildcards: concrete subjects matching it get a channel on
     /// first use.
@@ -184,7 +218,7 @@ impl Routes {
                         "inbox subscription ended".into(),
                     )));
                 }
-                Entry::Pattern { .. } => {}
+                Entry::Pattern { .. } | Entry::Credit { .. } => {}
             }
         }
     }
@@ -210,6 +244,7 @@ impl Routes {
                     return;
                 }
                 let len = msg.payload.len();
+                budget.touch();
                 if !budget.take(len) {
                     debug!(
                         subject = key,
@@ -227,8 +262,28 @@ impl Routes {
                     map.remove(key);
                 }
             }
-            Some(Entry::Handshake { handshake, results }) => {
+            Some(Entry::Credit { flow, budget }) => {
+                budget.touch();
+                if let (Some(flow), Some(total)) = (flow.upgrade(), parse_credit(&msg.payload)) {
+                    flow.ack(total);
+                }
+            }
+            Some(Entry::Handshake {
+                handshake,
+                results,
+                flow,
+            }) => {
                 let res = handshake_outcome(&msg, &handshake.subject);
+                // A Trellis server says it grants credit and takes ours.
+                if let (Ok(server_rx), Some(flow)) = (&res, flow)
+                    && msg
+                        .headers
+                        .as_ref()
+                        .is_some_and(|h| h.get(FLOW_HEADER).is_some())
+                {
+                    flow.enable_sending();
+                    flow.grant_to(Subject::from(crate::subjects::credit(server_rx)));
+                }
                 let failed = res.as_ref().err().cloned();
                 // A refused call also fails its result reader, which may already wait.
                 let first = handshake.complete(res);
@@ -332,6 +387,7 @@ pub(crate) struct CallRoutes {
     routes: Arc<Routes>,
     keys: Mutex<Vec<Box<str>>>,
     budget: Arc<Budget>,
+    flow: OnceLock<Arc<Flow>>,
 }
 
 impl CallRoutes {
@@ -340,11 +396,36 @@ impl CallRoutes {
             routes: Arc::clone(routes),
             keys: Mutex::new(Vec::with_capacity(4)),
             budget: Budget::new(buffer_limit),
+            flow: OnceLock::new(),
         })
     }
 
-    pub(crate) fn budget(&self) -> &Arc<Budget> {
-        &self.budget
+    /// Attaches the call's flow state and registers `credit` as where the peer grants
+    /// credit for what this call sends.
+    pub(crate) fn set_flow(&self, flow: &Arc<Flow>, credit: &str) {
+        let _ = self.flow.set(Arc::clone(flow));
+        lock(&self.routes.map).insert(
+            credit.into(),
+            Entry::Credit {
+                flow: Arc::downgrade(flow),
+                budget: Arc::clone(&self.budget),
+            },
+        );
+        self.remember(credit.into());
+    }
+
+    /// When the peer last sent anything for this call.
+    pub(crate) fn last_heard(&self) -> std::time::Instant {
+        self.budget.last_heard()
+    }
+
+    /// `n` received bytes were consumed (read, or dropped unread): their buffer space is
+    /// free again, and the sender may be granted credit.
+    pub(crate) fn consumed(&self, n: usize) {
+        self.budget.release(n);
+        if let Some(flow) = self.flow.get() {
+            flow.consumed(n);
+        }
     }
 
     fn remember(&self, key: Box<str>) {
@@ -390,6 +471,7 @@ impl CallRoutes {
 
     /// Registers the handshake subject of a client call.
     pub(crate) fn handshake(&self, rx: &str, results: &str, invocation: &str) -> Arc<Handshake> {
+        let flow = self.flow.get().cloned();
         let handshake = Arc::new(Handshake {
             state: Mutex::new(HandshakeState::Pending(Vec::new())),
             subject: invocation.to_string(),
@@ -399,6 +481,7 @@ impl CallRoutes {
             Entry::Handshake {
                 handshake: Arc::clone(&handshake),
                 results: results.into(),
+                flow,
             },
         );
         self.remember(rx.into());

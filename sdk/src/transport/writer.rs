@@ -21,7 +21,8 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 use tracing::{debug, trace};
 
-use super::routes::{Handshake, HandshakeResult};
+use super::flow::Flow;
+use super::routes::{CallRoutes, Handshake, HandshakeResult};
 use crate::error::TransportError;
 use crate::subjects;
 
@@ -55,6 +56,13 @@ pub struct Outgoing {
     root_results: bool,
     closed: bool,
     timeout: Duration,
+    /// The call's flow state: when the peer grants credit, writes wait for it.
+    flow: Option<Arc<Flow>>,
+    /// How long we have been waiting for credit.
+    flow_sleep: Option<Pin<Box<Sleep>>>,
+    /// Keeps the call's routes — the subject credit arrives on — registered while writing,
+    /// even after the call's readers are gone.
+    _call: Option<Arc<CallRoutes>>,
 }
 
 impl Outgoing {
@@ -63,7 +71,9 @@ impl Outgoing {
         nats: async_nats::Client,
         subject: Subject,
         timeout: Duration,
+        flow: Option<(Arc<Flow>, Arc<CallRoutes>)>,
     ) -> Self {
+        let (flow, call) = flow.unzip();
         Self {
             nats,
             target: Target::Ready(subject),
@@ -73,6 +83,9 @@ impl Outgoing {
             root_results: true,
             closed: false,
             timeout,
+            flow,
+            flow_sleep: None,
+            _call: call,
         }
     }
 
@@ -85,7 +98,9 @@ impl Outgoing {
         pending: Bytes,
         first_was_empty: bool,
         timeout: Duration,
+        flow: Option<(Arc<Flow>, Arc<CallRoutes>)>,
     ) -> Self {
+        let (flow, call) = flow.unzip();
         let must_close = first_was_empty || !pending.is_empty();
         Self {
             nats,
@@ -100,7 +115,32 @@ impl Outgoing {
             root_results: false,
             closed: false,
             timeout,
+            flow,
+            flow_sleep: None,
+            _call: call,
         }
+    }
+
+    /// Waits until the peer's credit leaves room (at once when it grants none). A peer that
+    /// grants nothing for a whole timeout fails the write instead of stalling it for ever.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(flow) = &self.flow else {
+            return Poll::Ready(Ok(()));
+        };
+        if flow.poll_room(cx).is_ready() {
+            self.flow_sleep = None;
+            return Poll::Ready(Ok(()));
+        }
+        let timeout = self.timeout;
+        let sleep = self
+            .flow_sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(TransportError::TimedOut {
+            what: "the peer to read what was sent (flow-control credit)",
+            timeout,
+        }
+        .into_io()))
     }
 
     fn subject_for(&self, server_rx: &str) -> Subject {
@@ -161,6 +201,7 @@ impl Outgoing {
         subject: Subject,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        ready!(self.poll_room(cx))?;
         ready!(self.nats.poll_ready_unpin(cx))
             .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
         let max = self.nats.max_payload().max(1);
@@ -174,6 +215,9 @@ impl Outgoing {
                 headers: None,
             })
             .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
+        if let Some(flow) = &self.flow {
+            flow.sent(n);
+        }
         Poll::Ready(Ok(n))
     }
 
@@ -213,6 +257,9 @@ impl wrpc_transport::Index<Self> for Outgoing {
             root_results: false,
             closed: false,
             timeout: self.timeout,
+            flow: self.flow.clone(),
+            flow_sleep: None,
+            _call: self._call.clone(),
         })
     }
 }

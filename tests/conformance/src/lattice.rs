@@ -27,10 +27,17 @@ impl ProviderProcess {
     /// Starts workspace binary `bin` as provider `id` on a fresh lattice of the test
     /// nats-server.
     pub async fn start(bin: &str, id: &str) -> Self {
+        Self::start_with(bin, id, &[]).await
+    }
+
+    /// Like [`ProviderProcess::start`], with further command-line arguments (such as
+    /// `--config key=value`).
+    pub async fn start_with(bin: &str, id: &str, args: &[&str]) -> Self {
         let lattice = common::unique_lattice(id);
         let child = Command::new(common::workspace_bin(bin))
             .args(["--lattice", &lattice, "--provider-id", id])
             .args(["--nats-url", &common::nats_url()])
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -103,6 +110,25 @@ impl ProviderProcess {
             "default",
             &self.id,
         )
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether the process is still running.

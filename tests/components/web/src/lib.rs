@@ -1,7 +1,10 @@
 //! Test component for the host and the http-server provider: a `wasi:http` incoming handler.
 //!
 //! Routes (any method unless noted):
-//! - `GET /` — `hello from trellis`; header `x-served-by` from config key `name` if set.
+//! - `GET /` — `hello from trellis`.
+//!
+//! Every response carries `x-served-by` from config key `name`, if set (routing tests tell
+//! components apart by it, whatever the path).
 //! - `/echo` — the request body streamed back; request headers starting with `x-` copied;
 //!   `x-method`, `x-path`, `x-authority`, `x-scheme` describe the request.
 //! - `/digest` — reads the body as it streams: `"{length} {fnv1a-64 hex}"`.
@@ -40,10 +43,7 @@ impl Guest for Web {
         let route = route.split('?').next().unwrap_or_default().to_string();
         match route.as_str() {
             "" => {
-                let mut headers = vec![("content-type".to_string(), b"text/plain".to_vec())];
-                if let Ok(Some(name)) = config::get("name") {
-                    headers.push(("x-served-by".to_string(), name.into_bytes()));
-                }
+                let headers = [("content-type".to_string(), b"text/plain".to_vec())];
                 respond(out, 200, &headers, |body| write_all(body, b"hello from trellis\n"));
             }
             "echo" => echo(request, out),
@@ -104,7 +104,11 @@ fn respond(
     headers: &[(String, Vec<u8>)],
     write: impl FnOnce(&OutputStream),
 ) {
-    let fields = Fields::from_list(headers).expect("valid headers");
+    let mut headers = headers.to_vec();
+    if let Ok(Some(name)) = config::get("name") {
+        headers.push(("x-served-by".to_string(), name.into_bytes()));
+    }
+    let fields = Fields::from_list(&headers).expect("valid headers");
     let response = OutgoingResponse::new(fields);
     response.set_status_code(status).expect("valid status");
     let body = response.body().expect("body taken once");
