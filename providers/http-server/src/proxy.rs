@@ -230,10 +230,10 @@ async fn call(
         client = client.with_headers(trace);
     }
 
-    let overflow = Arc::new(Overflow::default());
+    let upload = Arc::new(UploadWatch::default());
     // The upload is read from the client only as fast as the call sends it on.
     let pacer = Pacer::new();
-    let wire = to_wire(request, authority, cx.https, settings, &overflow, &pacer);
+    let wire = to_wire(request, authority, cx.https, settings, &upload, &pacer);
     let invocation = pacer.scope(incoming_handler::handle(&client, (), wire));
     tokio::pin!(invocation);
     // The component has `timeout` to answer from when the request has arrived: the clock
@@ -243,14 +243,14 @@ async fn call(
         tokio::select! {
             outcome = &mut invocation => break Ok(outcome),
             () = tokio::time::sleep_until(deadline) => {
-                let next = overflow.last_progress() + settings.timeout;
+                let next = upload.last_progress() + settings.timeout;
                 if next > tokio::time::Instant::now() {
                     deadline = next;
                     continue;
                 }
                 break Err(());
             }
-            () = overflow.wait() => return too_large(settings),
+            () = upload.wait() => return too_large(settings),
         }
     };
     match outcome {
@@ -290,7 +290,7 @@ async fn call(
                     }
                 }))
             });
-            from_wire(response, io, overflow).unwrap_or_else(|why| {
+            from_wire(response, io, upload).unwrap_or_else(|why| {
                 warn!(component, why, "the component's response is not valid HTTP");
                 message(
                     StatusCode::BAD_GATEWAY,
@@ -344,13 +344,13 @@ fn declared_length(request: &Request<Incoming>) -> Option<u64> {
 }
 
 /// The upload's progress, and whether it went over its route's limit.
-struct Overflow {
+struct UploadWatch {
     hit: AtomicBool,
     notify: Notify,
     last_progress: std::sync::Mutex<tokio::time::Instant>,
 }
 
-impl Default for Overflow {
+impl Default for UploadWatch {
     fn default() -> Self {
         Self {
             hit: AtomicBool::new(false),
@@ -360,7 +360,7 @@ impl Default for Overflow {
     }
 }
 
-impl Overflow {
+impl UploadWatch {
     fn progressed(&self) {
         *self.last_progress.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
     }
@@ -461,7 +461,7 @@ fn to_wire(
     authority: Option<String>,
     https: bool,
     settings: &LinkSettings,
-    overflow: &Arc<Overflow>,
+    upload: &Arc<UploadWatch>,
     pacer: &Pacer,
 ) -> w::Request {
     let (parts, body) = request.into_parts();
@@ -469,7 +469,7 @@ fn to_wire(
     let body = Box::pin(pacer.pace(request_body(
         body,
         settings.max_content_len,
-        Arc::clone(overflow),
+        Arc::clone(upload),
         trailers_tx,
     )));
     w::Request {
@@ -492,20 +492,20 @@ fn to_wire(
     }
 }
 
-/// The client's body as a stream of chunks. Past `limit` the overflow is raised and the
+/// The client's body as a stream of chunks. Past `limit` the upload is raised and the
 /// stream stalls (never a clean end: the component must not take a cut body for a whole
 /// one); a client that goes away stalls it too, and the request is dropped with it.
 fn request_body(
     body: Incoming,
     limit: Option<u64>,
-    overflow: Arc<Overflow>,
+    upload: Arc<UploadWatch>,
     trailers: oneshot::Sender<w::Fields>,
 ) -> WireBody {
     let state = (body, 0u64, Some(trailers));
     Box::pin(futures::stream::unfold(
         state,
         move |(mut body, mut seen, mut trailers)| {
-            let overflow = Arc::clone(&overflow);
+            let upload = Arc::clone(&upload);
             async move {
                 loop {
                     match body.frame().await {
@@ -514,9 +514,9 @@ fn request_body(
                             Ok(data) if data.is_empty() => continue,
                             Ok(data) => {
                                 seen += data.len() as u64;
-                                overflow.progressed();
+                                upload.progressed();
                                 if limit.is_some_and(|l| seen > l) {
-                                    overflow.raise();
+                                    upload.raise();
                                     futures::future::pending::<()>().await;
                                 }
                                 return Some((data, (body, seen, trailers)));
@@ -545,7 +545,7 @@ fn request_body(
 fn from_wire(
     response: w::Response,
     io: Option<AbortOnDrop>,
-    overflow: Arc<Overflow>,
+    upload: Arc<UploadWatch>,
 ) -> Result<Response<Body>, String> {
     let w::Response {
         body,
@@ -579,7 +579,7 @@ fn from_wire(
     let tail = futures::stream::once(async move {
         // The io guard lives until the body has been read to its end (or dropped).
         let _io = io;
-        if overflow.is_raised() {
+        if upload.is_raised() {
             return Some(Err::<Frame<Bytes>, BodyError>(
                 "request body over the route's limit".into(),
             ));
