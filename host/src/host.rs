@@ -106,12 +106,15 @@ struct HostInner {
     conn: Connection,
     links: LinkView,
     store: LatticeStore,
+    registry: Arc<crate::inventory::Registry>,
     follower: JoinHandle<()>,
+    responder: JoinHandle<()>,
 }
 
 impl Drop for HostInner {
     fn drop(&mut self) {
         self.follower.abort();
+        self.responder.abort();
     }
 }
 
@@ -202,6 +205,15 @@ impl Host {
         let links = LinkView::default();
         links.reload(&store).await?;
         let follower = tokio::spawn(links.clone().follow(store.clone()));
+        let registry = Arc::new(crate::inventory::Registry::default());
+        let responder = crate::inventory::answer(
+            nats.clone(),
+            subjects.clone(),
+            opts.host_id.clone(),
+            Arc::clone(&registry),
+        )
+        .await
+        .map_err(|e| HostError::Transport(format!("cannot answer host ping: {e}")))?;
         Ok(Self {
             inner: Arc::new(HostInner {
                 nats,
@@ -211,7 +223,9 @@ impl Host {
                 conn,
                 links,
                 store,
+                registry,
                 follower,
+                responder,
             }),
         })
     }
@@ -232,7 +246,12 @@ impl Host {
             host_id: inner.opts.host_id.clone(),
             rpc_timeout: inner.opts.call_timeout,
         };
-        Ok(supervise(env, spec, opts))
+        let image_ref = spec.path.display().to_string();
+        let provider = supervise(env, spec, opts);
+        inner
+            .registry
+            .provider(provider.id(), &image_ref, provider.status_handle());
+        Ok(provider)
     }
 
     /// Validated link and config changes in this host's lattice.
@@ -250,6 +269,19 @@ impl Host {
         &self.inner.store
     }
 
+    /// Loads the component at `reference` (a path or a `file://`, `http://` or `https://`
+    /// URL; see [`crate::load_component`]) and starts it as [`Host::start_component`] does,
+    /// remembering where it came from for the inventory.
+    pub async fn start_component_from(
+        &self,
+        id: &str,
+        reference: &str,
+        config_names: &[String],
+    ) -> Result<RunningComponent, HostError> {
+        let wasm = crate::fetch::load_component(reference).await?;
+        self.run_component(id, wasm, config_names, reference).await
+    }
+
     /// Compiles `wasm` (cached), links its imports and serves its exports as `id`, with the
     /// merged named config `config_names`.
     pub async fn start_component(
@@ -257,6 +289,16 @@ impl Host {
         id: &str,
         wasm: Vec<u8>,
         config_names: &[String],
+    ) -> Result<RunningComponent, HostError> {
+        self.run_component(id, wasm, config_names, "").await
+    }
+
+    async fn run_component(
+        &self,
+        id: &str,
+        wasm: Vec<u8>,
+        config_names: &[String],
+        image_ref: &str,
     ) -> Result<RunningComponent, HostError> {
         trellis_sdk::subjects::validate_token("component id", id)?;
         let inner = &self.inner;
@@ -436,6 +478,7 @@ impl Host {
             )));
         }
         info!(component = id, "component started");
+        inner.registry.component(id, image_ref, &served);
         Ok(RunningComponent {
             id: id.to_string(),
             tasks,

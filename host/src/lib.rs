@@ -22,6 +22,9 @@
 //! The futures of streaming interfaces are large in unoptimised builds: run debug builds of
 //! the host with tokio worker stacks of 8 MiB or more (`Builder::thread_stack_size`).
 //!
+//! Every host answers host ping (`wasmbus.ctl.v1.{lattice}.host.ping`) with its inventory:
+//! components, providers and their state ([`trellis_sdk::admin::ping_hosts`]).
+//!
 //! Links and named config are written through [`lattice::LatticeAdmin`], which validates
 //! them (conflicting links, missing config, config still in use).
 
@@ -30,6 +33,7 @@ pub mod engine;
 pub mod fetch;
 mod host;
 mod http;
+mod inventory;
 mod keyvalue;
 pub mod lattice;
 pub mod links;

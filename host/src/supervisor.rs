@@ -145,6 +145,11 @@ impl SupervisedProvider {
             .clone()
     }
 
+    /// The shared status cell (the host's inventory reads it).
+    pub(crate) fn status_handle(&self) -> &Arc<Mutex<ProviderStatus>> {
+        &self.status
+    }
+
     /// Stops it gracefully and waits until it is gone.
     pub async fn stop(mut self) {
         self.stop.send_replace(true);
@@ -237,6 +242,9 @@ async fn spawn(env: &SupervisorEnv, spec: &ProviderSpec) -> std::io::Result<Chil
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C in the host's terminal reaches the host alone,
+        // which stops its providers in order instead of racing them (and restarting them).
+        .process_group(0)
         .kill_on_drop(true);
     for (k, v) in std::env::vars_os() {
         let pass = k

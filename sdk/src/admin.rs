@@ -1,8 +1,10 @@
-//! Asking providers about their links: link ping and link purge (Trellis extensions).
+//! Asking the lattice what runs in it: link ping and link purge to providers (Trellis
+//! extensions), host ping to hosts (the 1.x control subject, answered with an inventory).
 //!
-//! Both are scatter-gather requests: one message, answered by every provider instance that
-//! listens, collected until the wait runs out. The host and the CLI use these functions; the
-//! provider side that answers them lives in the runtime.
+//! All are scatter-gather requests: one message, answered by every instance that listens,
+//! collected until the wait runs out. The host and the CLI use these functions; the provider
+//! side that answers link requests lives in the runtime, the host side of host ping in the
+//! host.
 
 use std::time::Duration;
 
@@ -35,6 +37,78 @@ pub struct PurgeReply {
     pub instance_id: String,
     /// The links it purged now.
     pub purged: Vec<LinkKey>,
+}
+
+/// The 1.x control-interface reply envelope: `{"success", "message", "response"}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CtlReply<T> {
+    /// Whether the request succeeded.
+    pub success: bool,
+    /// Why not, when it did not.
+    #[serde(default)]
+    pub message: String,
+    /// The answer.
+    pub response: Option<T>,
+}
+
+/// What one host runs: its answer to a host ping.
+///
+/// Field names follow the 1.x host inventory where they overlap (`host_id`, `components`,
+/// `providers`, `id`, `image_ref`), so 1.x tooling reads the common part.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostInventory {
+    /// The host id.
+    pub host_id: String,
+    /// The lattice it serves.
+    #[serde(default)]
+    pub lattice: String,
+    /// Trellis version of the host.
+    #[serde(default)]
+    pub version: String,
+    /// Seconds since the host started.
+    #[serde(default)]
+    pub uptime_seconds: u64,
+    /// Components it serves.
+    #[serde(default)]
+    pub components: Vec<ComponentInventory>,
+    /// Providers it supervises.
+    #[serde(default)]
+    pub providers: Vec<ProviderInventory>,
+}
+
+/// A component a host serves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComponentInventory {
+    /// Component id.
+    pub id: String,
+    /// Where it was loaded from.
+    #[serde(default)]
+    pub image_ref: String,
+    /// Invocations served so far by this host.
+    #[serde(default)]
+    pub served: u64,
+}
+
+/// A provider a host supervises.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderInventory {
+    /// Provider id.
+    pub id: String,
+    /// Its binary.
+    #[serde(default)]
+    pub image_ref: String,
+    /// `starting`, `running`, `restarting`, `failed` or `stopped`.
+    #[serde(default)]
+    pub state: String,
+    /// Why it is restarting or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Its process id while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Restarts so far.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// An error answer from a provider (a request it could not parse).
@@ -106,6 +180,22 @@ pub async fn ping_links(
         None => subjects.link_ping_all(),
     };
     gather(nats, subject, b"{}".to_vec(), wait, usize::MAX).await
+}
+
+/// Pings every host of the lattice, collecting their inventories for `wait`. Replies that
+/// are not successful inventories (a 1.x host answers with less) are skipped.
+pub async fn ping_hosts(
+    nats: &async_nats::Client,
+    subjects: &LatticeSubjects,
+    wait: Duration,
+) -> Result<Vec<HostInventory>, AdminError> {
+    let replies: Vec<CtlReply<HostInventory>> =
+        gather(nats, subjects.host_ping(), b"{}".to_vec(), wait, usize::MAX).await?;
+    Ok(replies
+        .into_iter()
+        .filter(|r| r.success)
+        .filter_map(|r| r.response)
+        .collect())
 }
 
 /// Purges the links `selector` matches in every instance of `provider_id`, collecting

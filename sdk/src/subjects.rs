@@ -105,6 +105,17 @@ impl LatticeSubjects {
         self.rpc(provider_id, "link.purge")
     }
 
+    /// *1.x*: host ping on the control interface, answered by every host of the lattice
+    /// (scatter-gather). Trellis hosts answer with their whole inventory.
+    pub fn host_ping(&self) -> String {
+        format!("wasmbus.ctl.v1.{}.host.ping", self.lattice)
+    }
+
+    /// *1.x*: inventory request to one host.
+    pub fn host_inventory(&self, host_id: &str) -> String {
+        format!("wasmbus.ctl.v1.{}.host.get.{host_id}", self.lattice)
+    }
+
     /// *1.x*: where lattice events of type `event` are published (CloudEvents).
     pub fn event(&self, event: &str) -> String {
         format!("wasmbus.evt.{}.{event}", self.lattice)

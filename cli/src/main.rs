@@ -1,0 +1,371 @@
+//! `trellis`: bring up a local lattice from an app manifest, and manage links, named config
+//! and what runs on any lattice.
+//!
+//! ```text
+//! trellis up examples/counter/app.yaml          # NATS + host + providers + links; Ctrl-C stops all
+//! trellis inventory                             # hosts, components, providers, links (live)
+//! trellis link ping                             # every provider's links and their state
+//! trellis config put greeting message=hello
+//! ```
+//!
+//! Without `--nats-url` / `--lattice`, commands talk to the lattice of the running `trellis
+//! up` (found through its state file), else to `nats://127.0.0.1:4222`, lattice `default`.
+
+mod commands;
+mod manifest;
+mod nats_server;
+mod output;
+mod session;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use trellis_sdk::connect::NatsArgs;
+use trellis_sdk::link::LinkSelector;
+use trellis_sdk::subjects::LatticeSubjects;
+
+use crate::commands::{Ctx, exit};
+use crate::output::Out;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  failed (NATS unreachable, refused by validation, provider error, another `up` running)
+  2  bad command line or manifest
+  3  done, but something is unhealthy (a failed link or provider)
+  4  not found (no such config, link or answering provider)";
+
+/// Trellis: WebAssembly components on real infrastructure, over wRPC and NATS.
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Lattice name (default: the running `trellis up`'s, else `default`).
+    #[arg(
+        long,
+        global = true,
+        env = "TRELLIS_LATTICE",
+        default_value = "default"
+    )]
+    lattice: String,
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long to collect answers from providers and hosts, in milliseconds.
+    #[arg(long, global = true, default_value_t = 500)]
+    wait_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a local lattice from an app manifest: NATS (unless --nats-url is given), a host,
+    /// the manifest's providers, components, config and links. Ctrl-C stops everything.
+    Up {
+        /// The app manifest (YAML).
+        manifest: PathBuf,
+        /// Port of the NATS server started for the lattice (0: any free port).
+        #[arg(long, default_value_t = 4222)]
+        nats_port: u16,
+        /// The nats-server binary (default: the one scripts/setup.sh installs, else PATH).
+        #[arg(long, env = "TRELLIS_NATS_SERVER")]
+        nats_server: Option<PathBuf>,
+        /// How long to wait for providers and links to be ready, in seconds.
+        #[arg(long, default_value_t = 60)]
+        ready_timeout: u64,
+    },
+    /// Stop the running `trellis up` (as Ctrl-C in its terminal would).
+    Down,
+    /// Links between components and providers.
+    #[command(subcommand)]
+    Link(LinkCommand),
+    /// Named config.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Hosts, components, providers and links, with live state.
+    Inventory,
+}
+
+#[derive(Debug, Subcommand)]
+enum LinkCommand {
+    /// Put a link (replacing the one with the same source, WIT package and name).
+    Put {
+        /// The caller (component or provider id).
+        source: String,
+        /// The callee.
+        target: String,
+        /// What it carries: `namespace:package/interface[,interface…]`,
+        /// e.g. `wasi:keyvalue/store,atomics`.
+        wit: String,
+        /// Link name.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Named config for the source side (repeatable).
+        #[arg(long = "source-config", value_name = "NAME")]
+        source_config: Vec<String>,
+        /// Named config for the target side (repeatable).
+        #[arg(long = "target-config", value_name = "NAME")]
+        target_config: Vec<String>,
+    },
+    /// List links (of one source, or all) with their live state.
+    Get {
+        /// Only links from this source.
+        source: Option<String>,
+    },
+    /// Delete a link.
+    Del {
+        /// The caller.
+        source: String,
+        /// `namespace:package` (interfaces, if given, are ignored).
+        wit: String,
+        /// Link name.
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// Ask providers (one, or all) for the state of every link they hold.
+    Ping {
+        /// Only this provider.
+        provider: Option<String>,
+    },
+    /// Make a provider drop the resources of links (until they are put again).
+    Purge {
+        /// The provider.
+        provider: String,
+        /// Links from this source.
+        #[arg(long)]
+        source: String,
+        /// Only links to this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Link name.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Only links for this `namespace:package`.
+        #[arg(long)]
+        wit: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Put named config (replacing it).
+    Put {
+        /// Its name.
+        name: String,
+        /// Values, as KEY=VALUE.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        values: Vec<String>,
+    },
+    /// Show named config.
+    Get {
+        /// Its name.
+        name: String,
+    },
+    /// Delete named config (refused while links use it).
+    Del {
+        /// Its name.
+        name: String,
+    },
+}
+
+fn defaulted(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::DefaultValue) | None
+    )
+}
+
+async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
+    let home = session::home();
+    let running = session::running(&home);
+    let mut lattice = cli.lattice.clone();
+    let mut nats = cli.nats.clone();
+    let url_given = !defaulted(matches, "nats_url");
+    if let Command::Up {
+        manifest,
+        nats_port,
+        nats_server,
+        ready_timeout,
+    } = cli.command
+    {
+        up::up(up::UpOptions {
+            manifest,
+            lattice,
+            join: url_given.then(|| nats.into_options()),
+            port: nats_port,
+            nats_server,
+            ready_timeout: Duration::from_secs(ready_timeout),
+        })
+        .await?;
+        return Ok(exit::OK);
+    }
+    if let Command::Down = cli.command {
+        return down(&home, running.as_ref()).await;
+    }
+    // Follow the running `up` unless told otherwise.
+    if let Some(state) = &running {
+        if defaulted(matches, "lattice") {
+            lattice = state.lattice.clone();
+        }
+        if !url_given {
+            nats.nats_url = state.nats_url.clone();
+        }
+    }
+    let opts = nats.into_options();
+    let url = opts.url.clone();
+    let client = opts
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the lattice at {url} (is `trellis up` running?)"))?;
+    let cx = Ctx {
+        nats: client,
+        subjects: LatticeSubjects::new(&lattice)?,
+        wait: Duration::from_millis(cli.wait_ms.max(1)),
+        out: Out { json: cli.json },
+    };
+    let outcome = match cli.command {
+        Command::Link(LinkCommand::Put {
+            source,
+            target,
+            wit,
+            name,
+            source_config,
+            target_config,
+        }) => {
+            commands::link_put(
+                &cx,
+                &source,
+                &target,
+                &wit,
+                &name,
+                &source_config,
+                &target_config,
+            )
+            .await?
+        }
+        Command::Link(LinkCommand::Get { source }) => {
+            commands::link_get(&cx, source.as_deref()).await?
+        }
+        Command::Link(LinkCommand::Del { source, wit, name }) => {
+            commands::link_del(&cx, &source, &wit, &name).await?
+        }
+        Command::Link(LinkCommand::Ping { provider }) => {
+            commands::link_ping(&cx, provider.as_deref()).await?
+        }
+        Command::Link(LinkCommand::Purge {
+            provider,
+            source,
+            target,
+            name,
+            wit,
+        }) => {
+            let (wit_namespace, wit_package) = match wit.as_deref().map(|w| w.split_once(':')) {
+                Some(Some((n, p))) => (
+                    Some(n.to_string()),
+                    Some(p.split('/').next().unwrap_or_default().to_string()),
+                ),
+                Some(None) => anyhow::bail!("--wit {wit:?} is not of the form namespace:package"),
+                None => (None, None),
+            };
+            let selector = LinkSelector {
+                source_id: source,
+                target,
+                name,
+                wit_namespace,
+                wit_package,
+            };
+            commands::link_purge(&cx, &provider, selector).await?
+        }
+        Command::Config(ConfigCommand::Put { name, values }) => {
+            commands::config_put(&cx, &name, &values).await?
+        }
+        Command::Config(ConfigCommand::Get { name }) => commands::config_get(&cx, &name).await?,
+        Command::Config(ConfigCommand::Del { name }) => commands::config_del(&cx, &name).await?,
+        Command::Inventory => commands::inventory(&cx).await?,
+        Command::Up { .. } | Command::Down => unreachable_command(),
+    };
+    cx.nats.flush().await.ok();
+    Ok(outcome.code)
+}
+
+/// `up` and `down` return before the lattice connection is made.
+fn unreachable_command() -> commands::Outcome {
+    commands::Outcome { code: exit::FAILED }
+}
+
+/// Stops the running `up` with SIGTERM and waits until it has released its lock.
+async fn down(home: &std::path::Path, running: Option<&session::State>) -> anyhow::Result<u8> {
+    let Some(state) = running else {
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), b"no `trellis up` is running\n");
+        return Ok(exit::NOT_FOUND);
+    };
+    let pid = i32::try_from(state.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .context("the state file names no valid process")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        .with_context(|| format!("cannot signal process {}", state.pid))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while session::running(home).is_some() {
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("`trellis up` (pid {}) did not stop within 60 s", state.pid);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "stopped `trellis up` (pid {}, app {:?})\n",
+            state.pid, state.app
+        )
+        .as_bytes(),
+    );
+    Ok(exit::OK)
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Logs are for trouble: warnings by default (progress and results are printed).
+    trellis_sdk::logging::init(false, Some("warn"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // The host's streaming futures are large in debug builds.
+        .thread_stack_size(8 << 20)
+        .build();
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("error: cannot start the runtime: {e}\n").as_bytes(),
+            );
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    match runtime.block_on(run(cli, &matches)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = if e.downcast_ref::<manifest::ManifestError>().is_some() {
+                exit::USAGE
+            } else {
+                exit::FAILED
+            };
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("error: {e:#}\n").as_bytes(),
+            );
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! The app manifest: what `trellis up` starts, in YAML.
+//!
+//! In the spirit of wadm's application manifests, flattened to what a local lattice needs:
+//!
+//! ```yaml
+//! name: counter
+//! components:
+//!   - id: counter
+//!     path: counter.wasm            # relative to this file; or `ref: https://…`
+//!     config: { bucket: counter }   # named config the component reads through wasi:config
+//! providers:
+//!   - id: http
+//!     ref: http-server              # a provider shipped with Trellis; or `path: ./my-provider`
+//!   - id: kv
+//!     ref: keyvalue-nats
+//! links:
+//!   - source: http
+//!     target: counter
+//!     wit: wasi:http/incoming-handler
+//!     source_config: { address: "127.0.0.1:${COUNTER_PORT:-8000}" }
+//!   - source: counter
+//!     target: kv
+//!     wit: wasi:keyvalue/store,atomics
+//!     target_config: { auto_create: true }
+//! ```
+//!
+//! `${NAME}` and `${NAME:-default}` in any value are replaced from the environment (`$$` is
+//! a literal `$`). Every error names the file, line and column and the field at fault: YAML
+//! syntax and unknown or mistyped fields come from the parser (serde-saphyr, which keeps
+//! spans); cross-references (a link to an id the manifest does not define, duplicate ids)
+//! are checked here against the spans it recorded.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use serde_saphyr::Spanned;
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The manifest.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad YAML, a missing, unknown or mistyped field, or an unset environment variable.
+    #[error("{}:{message}", path.display())]
+    Parse {
+        /// The manifest.
+        path: PathBuf,
+        /// `line:column: message` (or just the message), then the offending snippet.
+        message: String,
+    },
+    /// Valid YAML that does not make a valid app.
+    #[error("{}:{line}:{column}: {field}: {message}", path.display())]
+    Invalid {
+        /// The manifest.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// 1-based column.
+        column: u64,
+        /// The field at fault, as a path (`links[1].target`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The parser's error as `file:line:column: message`, followed by its snippet of the
+/// offending line.
+fn parse_error(path: &Path, e: &serde_saphyr::Error) -> ManifestError {
+    // The rendered error reads `error: line L column C: message`, then the snippet, which
+    // calls the text `<input>`.
+    let rendered = e
+        .to_string()
+        .replace("<input>", &path.display().to_string());
+    let rest = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+    let message = match (e.location(), rest.strip_prefix("line ")) {
+        (Some(loc), Some(after)) => match after.split_once(": ") {
+            Some((_, message)) => format!("{}:{}: {message}", loc.line(), loc.column()),
+            None => rest.to_string(),
+        },
+        _ => rest.to_string(),
+    };
+    ManifestError::Parse {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// A string value with `${ENV}` expanded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                expand(v, |name| std::env::var(name).ok())
+                    .map(Text)
+                    .map_err(E::custom)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Replaces `${NAME}` / `${NAME:-default}` in `value` using `lookup`; `$$` is a literal `$`.
+pub fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("${") {
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("unclosed `${{` in {value:?}"))?;
+            let expr = &after[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("`${{{expr}}}` is not a valid variable reference"));
+            }
+            match (lookup(name).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
+                    ));
+                }
+            }
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Key-value config given inline.
+pub type ConfigMap = BTreeMap<String, Text>;
+
+/// The manifest as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: Spanned<String>,
+    #[serde(default)]
+    components: Vec<RawComponent>,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    links: Vec<RawLink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    id: Spanned<String>,
+    path: Option<Spanned<Text>>,
+    #[serde(rename = "ref")]
+    reference: Option<Spanned<Text>>,
+    #[serde(default)]
+    config: ConfigMap,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    id: Spanned<String>,
+    path: Option<Spanned<Text>>,
+    #[serde(rename = "ref")]
+    reference: Option<Spanned<Text>>,
+    #[serde(default)]
+    config: ConfigMap,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    source: Spanned<String>,
+    target: Spanned<String>,
+    wit: Spanned<String>,
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    source_config: ConfigMap,
+    #[serde(default)]
+    target_config: ConfigMap,
+}
+
+/// Where a component or provider comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A file, resolved against the manifest's directory.
+    Path(PathBuf),
+    /// A component URL (`file://`, `http://`, `https://`), or a provider shipped with
+    /// Trellis by name (`http-server`, `keyvalue-nats`, …).
+    Ref(String),
+}
+
+/// A component to run.
+#[derive(Clone, Debug)]
+pub struct Component {
+    /// Its id on the lattice.
+    pub id: String,
+    /// Where its wasm is.
+    pub source: Source,
+    /// Its config (stored as named config).
+    pub config: BTreeMap<String, String>,
+}
+
+/// A provider to start.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    /// Its id on the lattice.
+    pub id: String,
+    /// Its binary.
+    pub source: Source,
+    /// Its own config (host data).
+    pub config: BTreeMap<String, String>,
+}
+
+/// A link to put.
+#[derive(Clone, Debug)]
+pub struct Link {
+    /// Source id.
+    pub source: String,
+    /// Target id.
+    pub target: String,
+    /// WIT namespace.
+    pub namespace: String,
+    /// WIT package.
+    pub package: String,
+    /// Interfaces.
+    pub interfaces: Vec<String>,
+    /// Link name.
+    pub name: String,
+    /// Source-side config.
+    pub source_config: BTreeMap<String, String>,
+    /// Target-side config.
+    pub target_config: BTreeMap<String, String>,
+}
+
+/// A validated manifest.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    /// The app name.
+    pub name: String,
+    /// Components, in order.
+    pub components: Vec<Component>,
+    /// Providers, in order.
+    pub providers: Vec<Provider>,
+    /// Links, in order.
+    pub links: Vec<Link>,
+}
+
+/// `namespace:package/iface[,iface…]` (a version suffix `@x.y.z` is allowed and ignored).
+pub fn parse_wit(wit: &str) -> Result<(String, String, Vec<String>), String> {
+    let shape = || {
+        format!(
+            "{wit:?} is not of the form namespace:package/interface[,interface…] (e.g. wasi:keyvalue/store,atomics)"
+        )
+    };
+    let (package, interfaces) = wit.split_once('/').ok_or_else(shape)?;
+    let (namespace, package) = package.split_once(':').ok_or_else(shape)?;
+    let interfaces: Vec<String> = interfaces
+        .split(',')
+        .map(|i| i.trim().split('@').next().unwrap_or_default().to_string())
+        .collect();
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !word(namespace) || !word(package) || !interfaces.iter().all(|i| word(i)) {
+        return Err(shape());
+    }
+    Ok((namespace.to_string(), package.to_string(), interfaces))
+}
+
+fn plain(map: ConfigMap) -> BTreeMap<String, String> {
+    map.into_iter().map(|(k, v)| (k, v.0)).collect()
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Self::parse(&text, path, base)
+    }
+
+    /// Validates manifest `text` (named `path` in errors; relative paths resolve against
+    /// `base`).
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ManifestError> {
+        let raw: Raw = serde_saphyr::from_str(text).map_err(|e| parse_error(path, &e))?;
+        let invalid =
+            |loc: &serde_saphyr::Location, field: String, message: String| ManifestError::Invalid {
+                path: path.to_path_buf(),
+                line: loc.line(),
+                column: loc.column(),
+                field,
+                message,
+            };
+        let token = |value: &Spanned<String>, field: String, kind: &'static str| {
+            trellis_sdk::subjects::validate_token(kind, &value.value)
+                .map_err(|e| invalid(&value.referenced, field, e.to_string()))
+        };
+        token(&raw.name, "name".into(), "app name")?;
+
+        let mut ids: BTreeMap<String, String> = BTreeMap::new();
+        let mut claim = |id: &Spanned<String>, field: String| {
+            if let Some(first) = ids.get(&id.value) {
+                return Err(invalid(
+                    &id.referenced,
+                    field,
+                    format!("id {:?} is already used by {first}", id.value),
+                ));
+            }
+            ids.insert(id.value.clone(), field);
+            Ok(())
+        };
+        let source = |kind: &str,
+                      field: &str,
+                      path_value: Option<Spanned<Text>>,
+                      reference: Option<Spanned<Text>>,
+                      at: &serde_saphyr::Location| {
+            match (path_value, reference) {
+                (Some(p), None) => Ok(Source::Path(base.join(p.value.0))),
+                (None, Some(r)) if !r.value.0.is_empty() => Ok(Source::Ref(r.value.0)),
+                (None, Some(r)) => Err(invalid(
+                    &r.referenced,
+                    format!("{field}.ref"),
+                    "is empty".into(),
+                )),
+                (Some(p), Some(_)) => Err(invalid(
+                    &p.referenced,
+                    field.to_string(),
+                    format!("a {kind} has either `path` or `ref`, not both"),
+                )),
+                (None, None) => Err(invalid(
+                    at,
+                    field.to_string(),
+                    format!("a {kind} needs `path` (a file) or `ref`"),
+                )),
+            }
+        };
+
+        let mut components = Vec::new();
+        for (i, c) in raw.components.into_iter().enumerate() {
+            let field = format!("components[{i}]");
+            token(&c.id, format!("{field}.id"), "component id")?;
+            claim(&c.id, format!("{field}.id"))?;
+            let source = source("component", &field, c.path, c.reference, &c.id.referenced)?;
+            components.push(Component {
+                id: c.id.value,
+                source,
+                config: plain(c.config),
+            });
+        }
+        let mut providers = Vec::new();
+        for (i, p) in raw.providers.into_iter().enumerate() {
+            let field = format!("providers[{i}]");
+            token(&p.id, format!("{field}.id"), "provider id")?;
+            claim(&p.id, format!("{field}.id"))?;
+            let source = source("provider", &field, p.path, p.reference, &p.id.referenced)?;
+            providers.push(Provider {
+                id: p.id.value,
+                source,
+                config: plain(p.config),
+            });
+        }
+
+        let mut links = Vec::new();
+        let mut seen: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
+        for (i, l) in raw.links.into_iter().enumerate() {
+            let field = format!("links[{i}]");
+            for (end, value) in [("source", &l.source), ("target", &l.target)] {
+                if !ids.contains_key(&value.value) {
+                    let known: Vec<&str> = ids.keys().map(String::as_str).collect();
+                    return Err(invalid(
+                        &value.referenced,
+                        format!("{field}.{end}"),
+                        format!(
+                            "{:?} is not a component or provider of this manifest (defined: {})",
+                            value.value,
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                }
+            }
+            let (namespace, package, interfaces) = parse_wit(&l.wit.value)
+                .map_err(|m| invalid(&l.wit.referenced, format!("{field}.wit"), m))?;
+            let name = match &l.name {
+                Some(n) => {
+                    token(n, format!("{field}.name"), "link name")?;
+                    n.value.clone()
+                }
+                None => "default".to_string(),
+            };
+            let key = (
+                l.source.value.clone(),
+                namespace.clone(),
+                package.clone(),
+                name.clone(),
+            );
+            if let Some(first) = seen.insert(key, i) {
+                return Err(invalid(
+                    &l.source.referenced,
+                    field,
+                    format!(
+                        "links[{first}] already links {}'s {namespace}:{package} under the name {name:?}; \
+                         give one of them another `name`",
+                        l.source.value
+                    ),
+                ));
+            }
+            links.push(Link {
+                source: l.source.value,
+                target: l.target.value,
+                namespace,
+                package,
+                interfaces,
+                name,
+                source_config: plain(l.source_config),
+                target_config: plain(l.target_config),
+            });
+        }
+        Ok(Self {
+            name: raw.name.value,
+            components,
+            providers,
+            links,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, Path::new("app.yaml"), Path::new("/apps"))
+    }
+
+    const GOOD: &str = "\
+name: demo
+components:
+  - id: web
+    path: web.wasm
+    config: { greeting: hi, port: 8000, on: true }
+providers:
+  - id: http
+    ref: http-server
+links:
+  - source: http
+    target: web
+    wit: wasi:http/incoming-handler
+    source_config:
+      address: 127.0.0.1:8000
+";
+
+    #[test]
+    fn a_good_manifest_parses() {
+        let m = parse(GOOD).expect("valid");
+        assert_eq!(m.name, "demo");
+        assert_eq!(
+            m.components[0].source,
+            Source::Path("/apps/web.wasm".into())
+        );
+        assert_eq!(m.components[0].config["port"], "8000");
+        assert_eq!(m.components[0].config["on"], "true");
+        assert_eq!(m.providers[0].source, Source::Ref("http-server".into()));
+        let link = &m.links[0];
+        assert_eq!(
+            (
+                link.namespace.as_str(),
+                link.package.as_str(),
+                link.name.as_str()
+            ),
+            ("wasi", "http", "default")
+        );
+        assert_eq!(link.interfaces, ["incoming-handler"]);
+        assert_eq!(link.source_config["address"], "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn an_unknown_link_target_points_at_its_line() {
+        let text = GOOD.replace("target: web", "target: wbe");
+        let err = parse(&text).expect_err("unknown target").to_string();
+        assert!(
+            err.starts_with(
+                "app.yaml:11:13: links[0].target: \"wbe\" is not a component or provider"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_with_its_line() {
+        let text = GOOD.replace("    wit: wasi", "    wti: wasi");
+        let err = parse(&text).expect_err("unknown field").to_string();
+        assert!(err.contains("wti"), "{err}");
+        assert!(err.contains("12"), "no line in: {err}");
+    }
+
+    #[test]
+    fn duplicate_ids_and_bad_wit_are_refused() {
+        let text = GOOD.replace("id: http", "id: web");
+        let err = parse(&text).expect_err("duplicate").to_string();
+        assert!(
+            err.contains("app.yaml:7:") && err.contains("already used by components[0].id"),
+            "{err}"
+        );
+        let text = GOOD.replace("wasi:http/incoming-handler", "wasi-http");
+        let err = parse(&text).expect_err("bad wit").to_string();
+        assert!(
+            err.contains("links[0].wit") && err.contains("namespace:package"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn environment_references_expand_or_fail_precisely() {
+        let env = |name: &str| (name == "PORT").then(|| "9000".to_string());
+        assert_eq!(expand("a:${PORT}", env).as_deref(), Ok("a:9000"));
+        assert_eq!(expand("${NOPE:-7}", env).as_deref(), Ok("7"));
+        assert_eq!(expand("$$5 $x", env).as_deref(), Ok("$5 $x"));
+        assert!(
+            expand("${NOPE}", env)
+                .unwrap_err()
+                .contains("NOPE is not set")
+        );
+        assert!(expand("${OPEN", env).is_err());
+        let text = GOOD.replace(
+            "127.0.0.1:8000",
+            "127.0.0.1:${TRELLIS_TEST_SURELY_UNSET_VAR}",
+        );
+        let err = parse(&text).expect_err("unset").to_string();
+        assert!(
+            err.contains("TRELLIS_TEST_SURELY_UNSET_VAR is not set"),
+            "{err}"
+        );
+        assert!(
+            err.starts_with("app.yaml:14:16: environment variable"),
+            "no line in: {err}"
+        );
+        assert!(err.contains("--> app.yaml:14:16"), "no snippet in: {err}");
+    }
+}

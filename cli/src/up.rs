@@ -1,0 +1,516 @@
+//! `trellis up`: a whole local lattice from one manifest, stopped cleanly on Ctrl-C.
+//!
+//! Order matters and is the same every time: NATS (started, or joined), the host, named
+//! config and components, links (so providers find them in their host data), providers,
+//! then a wait until every provider runs and every link it holds is reported by link ping.
+//! Stopping goes the other way: providers (graceful shutdown, then a kill after the grace
+//! period), components, the manifest's links and config when the lattice outlives us, and
+//! NATS last.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use trellis_host::engine::Limits;
+use trellis_host::lattice::LatticeAdmin;
+use trellis_host::supervisor::{
+    ProviderSpec, ProviderState, SupervisedProvider, SupervisorOptions,
+};
+use trellis_host::{Host, HostOptions, RunningComponent};
+use trellis_sdk::admin::ping_links;
+use trellis_sdk::connect::NatsOptions;
+use trellis_sdk::link::LinkState;
+use trellis_sdk::store::StoredLink;
+use trellis_sdk::subjects::LatticeSubjects;
+
+use crate::manifest::{Link, Manifest, Source};
+use crate::nats_server::{self, NatsServer};
+use crate::session::{self, Session, State};
+
+/// What `up` was asked for.
+#[derive(Debug)]
+pub struct UpOptions {
+    /// The manifest.
+    pub manifest: PathBuf,
+    /// The lattice.
+    pub lattice: String,
+    /// Join this NATS instead of starting one.
+    pub join: Option<NatsOptions>,
+    /// How to connect to the NATS we start (credentials do not apply to it).
+    pub port: u16,
+    /// The nats-server binary, if given.
+    pub nats_server: Option<PathBuf>,
+    /// How long to wait for providers and links before reporting what is not ready.
+    pub ready_timeout: Duration,
+}
+
+/// Progress lines, on stderr (stdout stays free for what scripts read).
+fn step(mark: &str, what: &str, detail: impl std::fmt::Display) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "  {mark} {what:<28} {detail}");
+}
+
+/// A config name from parts, keeping only characters named config allows.
+fn config_name(parts: &[&str]) -> String {
+    parts
+        .join("-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Where a provider named by `ref` lives: next to the `trellis` binary (a build or an
+/// install puts them together), else on PATH.
+fn provider_binary(source: &Source) -> anyhow::Result<PathBuf> {
+    match source {
+        Source::Path(path) => {
+            if path.is_file() {
+                Ok(path.clone())
+            } else {
+                bail!("provider binary {} does not exist", path.display())
+            }
+        }
+        Source::Ref(name) => {
+            let sibling = std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|d| d.join(name)));
+            let on_path = std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .map(|d| d.join(name));
+            sibling
+                .into_iter()
+                .chain(on_path)
+                .find(|p| p.is_file())
+                .with_context(|| {
+                    format!(
+                        "provider {name:?} not found next to the trellis binary or on PATH \
+                         (build it with `cargo build --bins`, or give `path:`)"
+                    )
+                })
+        }
+    }
+}
+
+fn component_ref(source: &Source) -> String {
+    match source {
+        Source::Path(p) => p.display().to_string(),
+        Source::Ref(r) => r.clone(),
+    }
+}
+
+/// Everything `up` started, to stop in order.
+struct Running {
+    host: Host,
+    components: Vec<RunningComponent>,
+    providers: Vec<SupervisedProvider>,
+    links: Vec<StoredLink>,
+    configs: Vec<String>,
+}
+
+/// Runs `up` until Ctrl-C or SIGTERM.
+pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&opts.manifest)?;
+    let home = session::home();
+    let session = Session::acquire(&home)?;
+    let subjects = LatticeSubjects::new(&opts.lattice)?;
+    let provider_bins: Vec<PathBuf> = manifest
+        .providers
+        .iter()
+        .map(|p| provider_binary(&p.source).with_context(|| format!("provider {}", p.id)))
+        .collect::<anyhow::Result<_>>()?;
+
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "trellis up: app {:?} on lattice {:?}",
+        manifest.name, opts.lattice
+    );
+    drop(err);
+    let started = Instant::now();
+
+    // NATS: ours (fresh JetStream each time) or the one we were pointed at.
+    let run_dir = home.join("up");
+    let (server, nats_opts) = match &opts.join {
+        Some(join) => (None, join.clone()),
+        None => {
+            let binary = nats_server::locate(opts.nats_server.as_deref(), &home)?;
+            let _ = std::fs::remove_dir_all(&run_dir);
+            let server = NatsServer::start(&binary, opts.port, &run_dir).await?;
+            let nats_opts = NatsOptions {
+                url: server.url.clone(),
+                ..NatsOptions::default()
+            };
+            step("✓", "nats-server", format!("{} (JetStream)", server.url));
+            (Some(server), nats_opts)
+        }
+    };
+    let nats_url = nats_opts.url.clone();
+    let nats = nats_opts
+        .connect()
+        .await
+        .with_context(|| format!("cannot join the lattice at {nats_url}"))?;
+    if server.is_none() {
+        step("✓", "nats", format!("{nats_url} (joined)"));
+    }
+
+    let result = start(
+        &manifest,
+        &opts,
+        nats.clone(),
+        &nats_url,
+        &provider_bins,
+        &home,
+    )
+    .await;
+    let running = match result {
+        Ok(running) => running,
+        Err(e) => {
+            if let Some(server) = server {
+                server.stop(Duration::from_secs(5)).await;
+            }
+            return Err(e);
+        }
+    };
+
+    let urls = http_urls(&manifest);
+    let ready = wait_ready(&manifest, &running, &nats, &subjects, opts.ready_timeout).await;
+    session.publish(&State {
+        pid: std::process::id(),
+        app: manifest.name.clone(),
+        lattice: opts.lattice.clone(),
+        nats_url: nats_url.clone(),
+        urls: urls.clone(),
+    })?;
+    {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "\n{} in {:.1} s: {} component(s), {} provider(s), {} link(s){}",
+            if ready {
+                "ready"
+            } else {
+                "started with problems (above)"
+            },
+            started.elapsed().as_secs_f64(),
+            manifest.components.len(),
+            manifest.providers.len(),
+            manifest.links.len(),
+            if ready {
+                ""
+            } else {
+                "; see `trellis link ping`"
+            },
+        );
+        let _ = writeln!(err, "  lattice  {} on {}", opts.lattice, nats_url);
+        for url in &urls {
+            let _ = writeln!(err, "  http     {url}");
+        }
+        let _ = writeln!(
+            err,
+            "  try      trellis inventory   (in another terminal)\nCtrl-C stops everything."
+        );
+    }
+
+    shutdown_signal().await?;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "\nstopping…");
+    drop(err);
+    stop(running, opts.join.is_some(), &nats).await;
+    if let Some(server) = server {
+        server.stop(Duration::from_secs(5)).await;
+        step("✓", "nats-server", "stopped");
+        let _ = std::fs::remove_dir_all(&run_dir);
+    }
+    drop(session);
+    Ok(())
+}
+
+async fn start(
+    manifest: &Manifest,
+    opts: &UpOptions,
+    nats: async_nats::Client,
+    nats_url: &str,
+    provider_bins: &[PathBuf],
+    home: &Path,
+) -> anyhow::Result<Running> {
+    let host = Host::new(
+        nats.clone(),
+        HostOptions {
+            lattice: opts.lattice.clone(),
+            host_id: format!("trellis-up-{}", std::process::id()),
+            nats_url: nats_url.to_string(),
+            limits: Limits::default(),
+            cache_dir: Some(home.join("compiled")),
+            ..HostOptions::default()
+        },
+    )
+    .await
+    .context("cannot start the host")?;
+    step("✓", "host", format!("trellis-up-{}", std::process::id()));
+    let admin: LatticeAdmin = host.admin();
+    let mut running = Running {
+        host,
+        components: Vec::new(),
+        providers: Vec::new(),
+        links: Vec::new(),
+        configs: Vec::new(),
+    };
+    let put_config = async |name: String, values: &BTreeMap<String, String>| {
+        let values: HashMap<String, String> = values.clone().into_iter().collect();
+        admin
+            .put_config(&name, &values)
+            .await
+            .with_context(|| format!("cannot put config {name}"))?;
+        anyhow::Ok(name)
+    };
+
+    for c in &manifest.components {
+        let mut names = Vec::new();
+        if !c.config.is_empty() {
+            names.push(put_config(config_name(&[&manifest.name, &c.id]), &c.config).await?);
+        }
+        running.configs.extend(names.iter().cloned());
+        let reference = component_ref(&c.source);
+        let component = running
+            .host
+            .start_component_from(&c.id, &reference, &names)
+            .await
+            .with_context(|| format!("cannot start component {}", c.id))?;
+        step("✓", &format!("component {}", c.id), &reference);
+        running.components.push(component);
+    }
+    for (i, l) in manifest.links.iter().enumerate() {
+        let index = i.to_string();
+        let mut link = StoredLink::new(
+            &l.source,
+            &l.target,
+            &l.namespace,
+            &l.package,
+            l.interfaces.iter().cloned(),
+        )
+        .named(&l.name);
+        if !l.source_config.is_empty() {
+            let name = put_config(
+                config_name(&[&manifest.name, "link", &index, "source"]),
+                &l.source_config,
+            )
+            .await?;
+            running.configs.push(name.clone());
+            link = link.with_source_config([name]);
+        }
+        if !l.target_config.is_empty() {
+            let name = put_config(
+                config_name(&[&manifest.name, "link", &index, "target"]),
+                &l.target_config,
+            )
+            .await?;
+            running.configs.push(name.clone());
+            link = link.with_target_config([name]);
+        }
+        admin
+            .put_link(link.clone())
+            .await
+            .with_context(|| format!("cannot put link {}", describe(l)))?;
+        running.links.push(link);
+        step("✓", "link", describe(l));
+    }
+    for (p, bin) in manifest.providers.iter().zip(provider_bins) {
+        let spec = ProviderSpec {
+            id: p.id.clone(),
+            path: bin.clone(),
+            config: p.config.clone().into_iter().collect(),
+        };
+        let provider = running
+            .host
+            .start_provider(spec, SupervisorOptions::default())
+            .with_context(|| format!("cannot start provider {}", p.id))?;
+        running.providers.push(provider);
+    }
+    Ok(running)
+}
+
+fn describe(l: &Link) -> String {
+    let name = if l.name == "default" {
+        String::new()
+    } else {
+        format!(" as {}", l.name)
+    };
+    format!(
+        "{} → {} ({}:{}/{}){name}",
+        l.source,
+        l.target,
+        l.namespace,
+        l.package,
+        l.interfaces.join(",")
+    )
+}
+
+/// `http://address/path` for every link from a provider to a component's HTTP handler.
+fn http_urls(manifest: &Manifest) -> Vec<String> {
+    manifest
+        .links
+        .iter()
+        .filter(|l| l.namespace == "wasi" && l.package == "http")
+        .filter_map(|l| {
+            let address = l.source_config.get("address")?;
+            let path = l
+                .source_config
+                .get("path")
+                .map(String::as_str)
+                .unwrap_or("/");
+            Some(format!("http://{address}{path} → {}", l.target))
+        })
+        .collect()
+}
+
+/// Waits until every provider runs and link ping reports every link a provider is part
+/// of; prints each as it becomes ready, and what is not ready at the deadline. True when
+/// all is well.
+async fn wait_ready(
+    manifest: &Manifest,
+    running: &Running,
+    nats: &async_nats::Client,
+    subjects: &LatticeSubjects,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    let providers: Vec<&str> = manifest.providers.iter().map(|p| p.id.as_str()).collect();
+    let mut pending_providers: Vec<usize> = (0..running.providers.len()).collect();
+    let mut pending_links: Vec<&Link> = manifest
+        .links
+        .iter()
+        .filter(|l| {
+            providers.contains(&l.source.as_str()) || providers.contains(&l.target.as_str())
+        })
+        .collect();
+    let mut ok = true;
+    loop {
+        pending_providers.retain(|&i| {
+            let provider = &running.providers[i];
+            match provider.status().state {
+                ProviderState::Running { pid } => {
+                    step(
+                        "✓",
+                        &format!("provider {}", provider.id()),
+                        format!("running (pid {pid})"),
+                    );
+                    false
+                }
+                ProviderState::GaveUp { reason } => {
+                    step(
+                        "✗",
+                        &format!("provider {}", provider.id()),
+                        format!("failed: {reason}"),
+                    );
+                    ok = false;
+                    false
+                }
+                _ => true,
+            }
+        });
+        if pending_providers.is_empty() && !pending_links.is_empty() {
+            let replies = ping_links(nats, subjects, None, Duration::from_millis(300))
+                .await
+                .unwrap_or_default();
+            pending_links.retain(|l| {
+                let status = replies.iter().flat_map(|r| &r.links).find(|s| {
+                    s.link.source_id == l.source
+                        && s.link.target == l.target
+                        && s.link.name == l.name
+                        && s.link.wit_namespace == l.namespace
+                        && s.link.wit_package == l.package
+                });
+                match status.map(|s| &s.state) {
+                    Some(LinkState::Active) => {
+                        step("✓", "link active", describe(l));
+                        false
+                    }
+                    Some(LinkState::Failed { error }) => {
+                        step("✗", "link failed", format!("{}: {error}", describe(l)));
+                        ok = false;
+                        false
+                    }
+                    _ => true,
+                }
+            });
+        }
+        if pending_providers.is_empty() && pending_links.is_empty() {
+            return ok;
+        }
+        if Instant::now() >= deadline {
+            for &i in &pending_providers {
+                step(
+                    "✗",
+                    &format!("provider {}", running.providers[i].id()),
+                    "not running yet",
+                );
+            }
+            for l in &pending_links {
+                step("✗", "link not reported", describe(l));
+            }
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stop(running: Running, joined: bool, nats: &async_nats::Client) {
+    let Running {
+        host,
+        components,
+        providers,
+        links,
+        configs,
+    } = running;
+    let stops = providers.into_iter().map(|p| {
+        let id = p.id().to_string();
+        async move {
+            p.stop().await;
+            step("✓", &format!("provider {id}"), "stopped");
+        }
+    });
+    futures::future::join_all(stops).await;
+    for c in components {
+        step(
+            "✓",
+            &format!("component {}", c.id()),
+            format!("stopped ({} served)", c.served()),
+        );
+        c.stop();
+    }
+    if joined {
+        // The lattice outlives us: leave it as we found it.
+        let admin = host.admin();
+        for l in &links {
+            let _ = admin
+                .delete_link(&l.source_id, &l.name, &l.wit_namespace, &l.wit_package)
+                .await;
+        }
+        for name in &configs {
+            let _ = admin.delete_config(name).await;
+        }
+        step("✓", "links and config", "removed from the lattice");
+    }
+    drop(host);
+    let _ = nats.flush().await;
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

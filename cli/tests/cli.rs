@@ -1,0 +1,428 @@
+//! The `trellis` binary end to end, against real nats-server instances.
+//!
+//! - `up` of the example counter app: its own nats-server on a free port, the host, the
+//!   http-server and keyvalue-nats providers; `curl` counts 1, 2, 3; a second `up` is
+//!   refused; `inventory` and `link ping` see it all; Ctrl-C leaves no process behind.
+//! - link and config round trips and a failed link in `link ping` (exit code 3), on the
+//!   test services' NATS with a lattice of their own.
+//! - a broken manifest fails before anything starts, naming file, line, column and field.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use trellis_tests as common;
+
+const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/counter/app.yaml");
+
+fn trellis() -> PathBuf {
+    common::workspace_bin("trellis")
+}
+
+fn temp_home(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "trellis-cli-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp home");
+    dir
+}
+
+/// A `trellis` command isolated from the developer's environment and running `up`.
+fn cmd(home: &Path) -> Command {
+    let mut c = Command::new(trellis());
+    c.env("TRELLIS_HOME", home)
+        .env_remove("TRELLIS_NATS_URL")
+        .env_remove("TRELLIS_LATTICE")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn run(c: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = c.output().expect("run trellis");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `GET /` over a fresh connection; the body.
+fn get(port: u16) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP response: {text:?}")))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("not 200: {head} {body}")));
+    }
+    Ok(body.to_string())
+}
+
+/// Children of `pid` (from /proc).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …; comm may hold spaces, so split after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("X");
+            state != "Z" && state != "X"
+        })
+        .unwrap_or(false)
+}
+
+fn sigint(pid: u32) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+}
+
+/// A running `trellis up`, killed if the test fails half way.
+struct Up {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Up {
+    fn start(home: &Path, port: u16) -> Self {
+        let log = home.join("up.stderr");
+        let child = cmd(home)
+            .args(["up", APP, "--nats-port", "0"])
+            .env("COUNTER_PORT", port.to_string())
+            .env(
+                "TRELLIS_NATS_SERVER",
+                std::env::var("TRELLIS_NATS_SERVER").expect(
+                    "TRELLIS_NATS_SERVER is not set: start the test services (scripts/services.sh)",
+                ),
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn trellis up");
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for(&mut self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(text) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "trellis up exited ({status}) before {text:?}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in time:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            for pid in children(self.child.id()) {
+                if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn up_runs_the_counter_app_and_ctrl_c_leaves_nothing() {
+    let home = temp_home("up");
+    let port = free_port();
+    let mut up = Up::start(&home, port);
+    up.wait_for("ready in", Duration::from_secs(180));
+    let log = up.log();
+    assert!(
+        log.contains(&format!("http://127.0.0.1:{port}/ → counter")),
+        "{log}"
+    );
+
+    let counts: Vec<String> = (0..3).map(|_| get(port).expect("GET /")).collect();
+    assert_eq!(counts, ["1\n", "2\n", "3\n"], "{}", up.log());
+
+    // A second `up` is refused and names the first.
+    let (code, _, err) = run(cmd(&home).args(["up", APP]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("another `trellis up` is running") && err.contains(&up.child.id().to_string()),
+        "{err}"
+    );
+
+    // Commands find the lattice through the running `up`.
+    let (code, out, err) = run(cmd(&home).args(["inventory", "--json"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let inv: Value = serde_json::from_str(&out).expect("inventory JSON");
+    let host = &inv["hosts"][0];
+    assert_eq!(host["components"][0]["id"], "counter", "{out}");
+    assert_eq!(host["components"][0]["served"], 3, "{out}");
+    let states: Vec<&str> = host["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .map(|p| p["state"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(states, ["running", "running"], "{out}");
+    let links = inv["links"].as_array().expect("links");
+    assert_eq!(links.len(), 2, "{out}");
+    assert!(links.iter().all(|l| l["status"] == "active"), "{out}");
+
+    let (code, out, err) = run(cmd(&home).args(["link", "ping"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("http-server") && out.contains("keyvalue-nats") && out.contains("active"),
+        "{out}"
+    );
+
+    // Ctrl-C: everything stops, nothing is left behind.
+    let kids = children(up.child.id());
+    assert!(
+        kids.len() >= 3,
+        "expected nats-server and two providers, got {kids:?}"
+    );
+    sigint(up.child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = up.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "up did not stop:\n{}", up.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}:\n{}", up.log());
+    for pid in kids {
+        assert!(
+            !alive(pid),
+            "process {pid} outlived `trellis up`:\n{}",
+            up.log()
+        );
+    }
+    assert!(get(port).is_err(), "the HTTP port still answers");
+    assert!(!home.join("up.json").exists(), "state file left behind");
+    assert!(up.log().contains("nats-server"), "{}", up.log());
+    // And `up` can run again (the lock was released).
+    let (code, _, err) = run(cmd(&home).args(["down"]));
+    assert_eq!(code, 4, "`down` with nothing running: {err}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// `trellis` on the shared test NATS, lattice `lattice`.
+fn on(home: &Path, lattice: &str) -> Command {
+    let mut c = cmd(home);
+    c.args(["--nats-url", &common::nats_url(), "--lattice", lattice]);
+    c
+}
+
+#[test]
+fn links_and_config_round_trip_and_a_failed_link_shows_in_ping() {
+    let home = temp_home("links");
+    let lattice = common::unique_lattice("cli");
+
+    // Config: put, get (JSON), delete, gone.
+    let (code, _, err) = run(on(&home, &lattice).args([
+        "config",
+        "put",
+        "web-cfg",
+        "address=127.0.0.1:1",
+        "mode=x=y",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(on(&home, &lattice).args(["config", "get", "web-cfg", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let got: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        got,
+        serde_json::json!({ "address": "127.0.0.1:1", "mode": "x=y" })
+    );
+    let (code, out, _) = run(on(&home, &lattice).args(["config", "get", "web-cfg"]));
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("KEY") && out.contains("mode     x=y"),
+        "{out}"
+    );
+    let (code, _, err) = run(on(&home, &lattice).args(["config", "put", "bad", "novalue"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("KEY=VALUE"), "{err}");
+
+    // A link naming config that does not exist is refused.
+    let (code, _, err) = run(on(&home, &lattice).args([
+        "link",
+        "put",
+        "http",
+        "web",
+        "wasi:http/incoming-handler",
+        "--source-config",
+        "nope",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("\"nope\", which does not exist"), "{err}");
+
+    // A provider whose link fails: http-server cannot bind a non-local address.
+    let (code, _, err) =
+        run(on(&home, &lattice).args(["config", "put", "unbindable", "address=192.0.2.1:80"]));
+    assert_eq!(code, 0, "{err}");
+    let mut provider = Command::new(common::workspace_bin("http-server"))
+        .args([
+            "--lattice",
+            &lattice,
+            "--provider-id",
+            "http",
+            "--nats-url",
+            &common::nats_url(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start http-server");
+    let (code, out, err) = run(on(&home, &lattice).args([
+        "link",
+        "put",
+        "http",
+        "web",
+        "wasi:http/incoming-handler",
+        "--source-config",
+        "unbindable",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("http → web (wasi:http/incoming-handler) as default"),
+        "{out}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        let (code, out, err) = run(on(&home, &lattice).args(["link", "ping", "http"]));
+        if code == 3 {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed link in ping: {code} {out}{err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        out.contains("failed:") && out.contains("192.0.2.1:80"),
+        "{out}"
+    );
+    let (code, out, _) = run(on(&home, &lattice).args(["link", "get", "--json"]));
+    assert_eq!(code, 3, "{out}");
+    let links: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(links[0]["status"], "failed", "{out}");
+    assert_eq!(links[0]["source_config"][0], "unbindable", "{out}");
+
+    // Config in use cannot be deleted; the link can; then the config can.
+    let (code, _, err) = run(on(&home, &lattice).args(["config", "del", "unbindable"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is used by"), "{err}");
+    let (code, _, err) = run(on(&home, &lattice).args(["link", "del", "http", "wasi:http"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = run(on(&home, &lattice).args(["link", "del", "http", "wasi:http"]));
+    assert_eq!(code, 4, "deleting a missing link");
+    let (code, _, err) = run(on(&home, &lattice).args(["config", "del", "unbindable"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = run(on(&home, &lattice).args(["config", "get", "unbindable"]));
+    assert_eq!(code, 4, "a deleted config is not found");
+
+    // The provider shows in the inventory as standalone (no host started it).
+    let (code, out, err) = run(on(&home, &lattice).args(["inventory"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("PROVIDERS") && out.contains("(standalone)"),
+        "{out}"
+    );
+
+    let _ = provider.kill();
+    let _ = provider.wait();
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn a_broken_manifest_names_file_line_and_field() {
+    let home = temp_home("manifest");
+    let app = home.join("app.yaml");
+    std::fs::write(
+        &app,
+        "name: broken\ncomponents:\n  - id: web\n    path: web.wasm\nlinks:\n  - source: web\n    target: kv\n    wit: wasi:keyvalue/store\n",
+    )
+    .expect("write");
+    let started = Instant::now();
+    let (code, _, err) = run(cmd(&home).args(["up", app.to_str().expect("utf-8")]));
+    assert_eq!(code, 2, "{err}");
+    let expected = format!(
+        "{}:7:13: links[0].target: \"kv\" is not a component or provider",
+        app.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        !home.join("up").exists(),
+        "nothing may start for a broken manifest"
+    );
+
+    std::fs::write(
+        &app,
+        "name: broken\ncomponents:\n  - id: web\n    pth: web.wasm\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(cmd(&home).args(["up", app.to_str().expect("utf-8")]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("pth") && err.contains('4'), "{err}");
+    let _ = std::fs::remove_dir_all(&home);
+}
