@@ -4,8 +4,8 @@
 //! config and components, links (so providers find them in their host data), providers,
 //! then a wait until every provider runs and every link it holds is reported by link ping.
 //! Stopping goes the other way: providers (graceful shutdown, then a kill after the grace
-//! period), components, the manifest's links and config when the lattice outlives us, and
-//! NATS last.
+//! period), components, and NATS last. On a lattice we joined (`--nats-url`), links and
+//! config stay: other machines may run the same app on it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -121,6 +121,9 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let manifest = Manifest::load(&opts.manifest)?;
     let home = session::home();
     let session = Session::acquire(&home)?;
+    // From here on Ctrl-C is ours: it must stop what was started, even half way through
+    // starting (the children are in their own process groups and would outlive us).
+    let mut signals = Signals::new()?;
     let subjects = LatticeSubjects::new(&opts.lattice)?;
     let provider_bins: Vec<PathBuf> = manifest
         .providers
@@ -144,7 +147,11 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         None => {
             let binary = nats_server::locate(opts.nats_server.as_deref(), &home)?;
             let _ = std::fs::remove_dir_all(&run_dir);
-            let server = NatsServer::start(&binary, opts.port, &run_dir).await?;
+            // Interrupted here, the half-started server is killed on drop.
+            let server = tokio::select! {
+                server = NatsServer::start(&binary, opts.port, &run_dir) => server?,
+                () = signals.recv() => return Ok(()),
+            };
             let nats_opts = NatsOptions {
                 url: server.url.clone(),
                 ..NatsOptions::default()
@@ -162,27 +169,39 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         step("✓", "nats", format!("{nats_url} (joined)"));
     }
 
-    let result = start(
+    let starting = start(
         &manifest,
         &opts,
         nats.clone(),
         &nats_url,
         &provider_bins,
         &home,
-    )
-    .await;
+    );
+    // Interrupted while starting: dropping the half-built state kills what it started.
+    let result = tokio::select! {
+        r = starting => r.map(Some),
+        () = signals.recv() => Ok(None),
+    };
     let running = match result {
-        Ok(running) => running,
-        Err(e) => {
+        Ok(Some(running)) => running,
+        other => {
             if let Some(server) = server {
                 server.stop(Duration::from_secs(5)).await;
+                let _ = std::fs::remove_dir_all(&run_dir);
             }
-            return Err(e);
+            return other.map(|_| ());
         }
     };
 
     let urls = http_urls(&manifest);
-    let ready = wait_ready(&manifest, &running, &nats, &subjects, opts.ready_timeout).await;
+    let ready = tokio::select! {
+        ready = wait_ready(&manifest, &running, &nats, &subjects, opts.ready_timeout) => Some(ready),
+        () = signals.recv() => None,
+    };
+    let Some(ready) = ready else {
+        finish(running, opts.join.is_some(), &nats, server, &run_dir).await;
+        return Ok(());
+    };
     session.publish(&State {
         pid: std::process::id(),
         app: manifest.name.clone(),
@@ -220,18 +239,27 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         );
     }
 
-    shutdown_signal().await?;
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "\nstopping…");
-    drop(err);
-    stop(running, opts.join.is_some(), &nats).await;
+    signals.recv().await;
+    finish(running, opts.join.is_some(), &nats, server, &run_dir).await;
+    drop(session);
+    Ok(())
+}
+
+/// Stops everything, NATS last.
+async fn finish(
+    running: Running,
+    joined: bool,
+    nats: &async_nats::Client,
+    server: Option<NatsServer>,
+    run_dir: &Path,
+) {
+    let _ = writeln!(std::io::stderr().lock(), "\nstopping…");
+    stop(running, joined, nats).await;
     if let Some(server) = server {
         server.stop(Duration::from_secs(5)).await;
         step("✓", "nats-server", "stopped");
-        let _ = std::fs::remove_dir_all(&run_dir);
+        let _ = std::fs::remove_dir_all(run_dir);
     }
-    drop(session);
-    Ok(())
 }
 
 async fn start(
@@ -488,29 +516,43 @@ async fn stop(running: Running, joined: bool, nats: &async_nats::Client) {
         c.stop();
     }
     if joined {
-        // The lattice outlives us: leave it as we found it.
-        let admin = host.admin();
-        for l in &links {
-            let _ = admin
-                .delete_link(&l.source_id, &l.name, &l.wit_namespace, &l.wit_package)
-                .await;
-        }
-        for name in &configs {
-            let _ = admin.delete_config(name).await;
-        }
-        step("✓", "links and config", "removed from the lattice");
+        // The lattice outlives us, and other machines may run the same app on it: its
+        // links and config are shared state, left in place (`trellis link del` removes them).
+        step(
+            "✓",
+            "links and config",
+            format!(
+                "left in the lattice ({} link(s), {} config)",
+                links.len(),
+                configs.len()
+            ),
+        );
     }
     drop(host);
     let _ = nats.flush().await;
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, watched from the moment `up` owns anything (registering replaces the
+/// default action of killing the process).
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+        })
     }
-    Ok(())
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
 }

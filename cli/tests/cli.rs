@@ -426,3 +426,48 @@ fn a_broken_manifest_names_file_line_and_field() {
     assert!(err.contains("pth") && err.contains('4'), "{err}");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn ctrl_c_while_starting_leaves_nothing() {
+    let home = temp_home("early");
+    let port = free_port();
+    let mut up = Up::start(&home, port);
+    // Collect every child seen until the first link is put (providers start right after),
+    // then interrupt.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !up.log().contains("✓ link") {
+        seen.extend(children(up.child.id()));
+        if let Ok(Some(status)) = up.child.try_wait() {
+            panic!("trellis up exited ({status}) early:\n{}", up.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no link put in time:\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen.extend(children(up.child.id()));
+    sigint(up.child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        seen.extend(children(up.child.id()));
+        if let Some(status) = up.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "up did not stop:\n{}", up.log());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}:\n{}", up.log());
+    assert!(!seen.is_empty(), "nats-server was never seen");
+    for pid in seen {
+        assert!(
+            !alive(pid),
+            "process {pid} outlived `trellis up`:\n{}",
+            up.log()
+        );
+    }
+    assert!(!home.join("up.json").exists(), "state file left behind");
+    let _ = std::fs::remove_dir_all(&home);
+}
