@@ -147,6 +147,21 @@ fn status_of(link: &StoredLink, pings: &[PingReply]) -> (String, Option<String>)
     }
 }
 
+/// Stored links with their live state.
+fn link_views(links: Vec<StoredLink>, pings: &[PingReply]) -> Vec<LinkView> {
+    links
+        .into_iter()
+        .map(|link| {
+            let (status, error) = status_of(&link, pings);
+            LinkView {
+                link,
+                status,
+                error,
+            }
+        })
+        .collect()
+}
+
 fn show_link(l: &StoredLink) -> String {
     format!(
         "{} → {} ({}:{}/{}) as {}",
@@ -195,17 +210,7 @@ fn links_table(views: &[LinkView]) -> Table {
 pub async fn link_get(cx: &Ctx, source: Option<&str>) -> anyhow::Result<Outcome> {
     let links = cx.admin().await?.links(source).await?;
     let pings = cx.pings(None).await?;
-    let views: Vec<LinkView> = links
-        .into_iter()
-        .map(|link| {
-            let (status, error) = status_of(&link, &pings);
-            LinkView {
-                link,
-                status,
-                error,
-            }
-        })
-        .collect();
+    let views = link_views(links, &pings);
     let unhealthy = views.iter().any(|v| v.status == "failed");
     cx.out.table(&links_table(&views), &views);
     Ok(Outcome {
@@ -397,17 +402,7 @@ pub async fn inventory(cx: &Ctx) -> anyhow::Result<Outcome> {
         cx.pings(None),
         async { Ok::<_, anyhow::Error>(cx.admin().await?.links(None).await?) },
     )?;
-    let links: Vec<LinkView> = links
-        .into_iter()
-        .map(|link| {
-            let (status, error) = status_of(&link, &pings);
-            LinkView {
-                link,
-                status,
-                error,
-            }
-        })
-        .collect();
+    let links = link_views(links, &pings);
     let providers: Vec<ProviderView> = pings
         .iter()
         .map(|r| ProviderView {

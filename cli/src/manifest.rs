@@ -180,27 +180,17 @@ pub type ConfigMap = BTreeMap<String, Text>;
 struct Raw {
     name: Spanned<String>,
     #[serde(default)]
-    components: Vec<RawComponent>,
+    components: Vec<RawUnit>,
     #[serde(default)]
-    providers: Vec<RawProvider>,
+    providers: Vec<RawUnit>,
     #[serde(default)]
     links: Vec<RawLink>,
 }
 
+/// A component or a provider as written: the same fields.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawComponent {
-    id: Spanned<String>,
-    path: Option<Spanned<Text>>,
-    #[serde(rename = "ref")]
-    reference: Option<Spanned<Text>>,
-    #[serde(default)]
-    config: ConfigMap,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProvider {
+struct RawUnit {
     id: Spanned<String>,
     path: Option<Spanned<Text>>,
     #[serde(rename = "ref")]
@@ -386,30 +376,26 @@ impl Manifest {
             }
         };
 
+        // Components and providers share ids (a link names either) and their shape.
+        let mut unit = |kind: &'static str, list: &str, i: usize, u: RawUnit| {
+            let field = format!("{list}[{i}]");
+            token(&u.id, format!("{field}.id"), kind)?;
+            claim(&u.id, format!("{field}.id"))?;
+            let what = kind.trim_end_matches(" id");
+            let source = source(what, &field, u.path, u.reference, &u.id.referenced)?;
+            Ok::<_, ManifestError>((u.id.value, source, plain(u.config)))
+        };
         let mut components = Vec::new();
         for (i, c) in raw.components.into_iter().enumerate() {
-            let field = format!("components[{i}]");
-            token(&c.id, format!("{field}.id"), "component id")?;
-            claim(&c.id, format!("{field}.id"))?;
-            let source = source("component", &field, c.path, c.reference, &c.id.referenced)?;
-            components.push(Component {
-                id: c.id.value,
-                source,
-                config: plain(c.config),
-            });
+            let (id, source, config) = unit("component id", "components", i, c)?;
+            components.push(Component { id, source, config });
         }
         let mut providers = Vec::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
-            let field = format!("providers[{i}]");
-            token(&p.id, format!("{field}.id"), "provider id")?;
-            claim(&p.id, format!("{field}.id"))?;
-            let source = source("provider", &field, p.path, p.reference, &p.id.referenced)?;
-            providers.push(Provider {
-                id: p.id.value,
-                source,
-                config: plain(p.config),
-            });
+            let (id, source, config) = unit("provider id", "providers", i, p)?;
+            providers.push(Provider { id, source, config });
         }
+        drop(unit);
 
         let mut links = Vec::new();
         let mut seen: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
