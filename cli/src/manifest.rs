@@ -395,7 +395,6 @@ impl Manifest {
             let (id, source, config) = unit("provider id", "providers", i, p)?;
             providers.push(Provider { id, source, config });
         }
-        drop(unit);
 
         let mut links = Vec::new();
         let mut seen: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
