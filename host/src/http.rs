@@ -12,19 +12,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt as _};
+use anyhow::Context as _;
+use bytes::{BufMut as _, Bytes, BytesMut};
+use futures::{FutureExt as _, Stream, StreamExt as _, TryStreamExt as _};
 use http_body::Frame;
 use http_body_util::{BodyExt as _, StreamBody};
 use tokio::sync::oneshot;
 use tracing::warn;
-use trellis_sdk::transport::ServeContext;
+use trellis_sdk::transport::{Outgoing, ServeContext, Server};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
 use wasmtime_wasi_http::p2::{HttpResult, WasiHttpHooks, WasiHttpView as _};
+use wrpc_transport::{Deferred, DeferredFn, Encode, ServeExt as _};
 
 use crate::state::HostState;
 
@@ -39,7 +41,6 @@ mod wire {
     });
 }
 
-use wire::exports::wrpc::http::incoming_handler as handler;
 use wire::wasi::http0_2_0::types as wt;
 use wire::wrpc::http::types as w;
 
@@ -84,26 +85,131 @@ pub(crate) type Invocations = Pin<
     >,
 >;
 
-/// The serving streams of the wire incoming handler, as the generated code returns them.
-pub(crate) async fn serve<S>(
-    server: &S,
+/// The wire instance and function the incoming handler is served as.
+const WIRE_INSTANCE: &str = "wrpc:http/incoming-handler@0.1.0";
+const WIRE_FUNC: &str = "handle";
+
+/// How long the host waits, once a component has set its response, for the component to
+/// finish: a response complete by then goes out in one message (see [`Reply`]).
+const INLINE_WAIT: Duration = Duration::from_millis(2);
+/// The largest body sent inline; longer ones stream.
+const INLINE_MAX: usize = 256 << 10;
+
+/// Serves the component's handler as the wire's `handle`, one future per accepted call.
+///
+/// This is what `wit-bindgen-wrpc` would generate, except for the results: they are a
+/// [`Reply`], so a response that is already complete travels whole in the result message.
+pub(crate) async fn serve(
+    server: &Server,
     handler: IncomingHandler,
-) -> anyhow::Result<Vec<(&'static str, &'static str, Invocations)>>
-where
-    S: wrpc_transport::Serve<Context = ServeContext>,
-{
-    wire::serve(server, handler).await
+) -> anyhow::Result<Vec<(&'static str, &'static str, Invocations)>> {
+    // The request's async parts, as the bindings declare them: the body stream (field 0) and
+    // the trailers future (field 1) of parameter 0.
+    let paths: [Box<[Option<usize>]>; 2] =
+        [Box::from([Some(0), Some(0)]), Box::from([Some(0), Some(1)])];
+    let calls = server
+        .serve_values::<(w::Request,), (Reply,)>(WIRE_INSTANCE, WIRE_FUNC, paths)
+        .await
+        .with_context(|| format!("failed to serve `{WIRE_INSTANCE}.{WIRE_FUNC}`"))?;
+    let invocations = calls.map_ok(move |(cx, (request,), body_io, send)| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            // The request body arrives while the component runs.
+            let body_io = body_io.map(tokio::spawn);
+            let sent = match handler.handle(cx, request).await {
+                Ok(reply) => send((reply,)).await.context("failed to send the response"),
+                Err(err) => Err(err.context("failed to serve the request")),
+            };
+            match (sent, body_io) {
+                (Ok(()), Some(io)) => io
+                    .await
+                    .context("the request body task failed")?
+                    .context("failed to receive the request body"),
+                (Ok(()), None) => Ok(()),
+                (Err(err), io) => {
+                    if let Some(io) = io {
+                        io.abort();
+                    }
+                    Err(err)
+                }
+            }
+        }) as Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
+    });
+    Ok(vec![(WIRE_INSTANCE, WIRE_FUNC, Box::pin(invocations))])
 }
 
-impl handler::Handler<ServeContext> for IncomingHandler {
-    async fn handle(
-        &self,
-        cx: ServeContext,
-        request: w::Request,
-    ) -> anyhow::Result<Result<w::Response, wt::ErrorCode>> {
+/// The encoder the generated code uses for `T` on our transport.
+type Enc<T> = <T as Encode<Outgoing>>::Encoder;
+
+/// A handler's result as it goes on the wire.
+///
+/// The wire response's body is a stream and its trailers a future. The generated encoder
+/// always sends them as *pending*: each then costs messages of its own after the result (a
+/// chunk, an end marker, a close). wRPC also encodes them *ready*, inline in the result: a
+/// non-empty byte stream as its bytes, a future as its value. Every wRPC decoder reads both
+/// forms, so a response that is complete when it is sent (most are) goes as one message.
+pub(crate) enum Reply {
+    /// The encoded result, body and trailers inline.
+    Inline(Bytes),
+    /// The result, its body streamed as the caller reads it.
+    Streamed(Result<w::Response, wt::ErrorCode>),
+}
+
+impl Reply {
+    /// `Ok(response)` encoded with its complete, non-empty body and its trailers inline.
+    fn inline(
+        status: u16,
+        headers: w::Fields,
+        body: &[u8],
+        trailers: Option<w::Fields>,
+    ) -> std::io::Result<Self> {
+        use tokio_util::codec::Encoder as _;
+        let mut dst = BytesMut::with_capacity(body.len() + 256);
+        dst.put_u8(0); // result::ok
+        let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+        Enc::<u32>::default().encode(len, &mut dst)?; // a ready stream<u8>: its bytes
+        dst.put_slice(body);
+        dst.put_u8(1); // a ready future<option<fields>>: its value
+        Enc::<Option<w::Fields>>::default().encode(trailers, &mut dst)?;
+        Enc::<u16>::default().encode(status, &mut dst)?;
+        Enc::<w::Fields>::default().encode(headers, &mut dst)?;
+        Ok(Self::Inline(dst.freeze()))
+    }
+}
+
+/// Encodes a [`Reply`]: inline bytes as they are, the rest as the generated code does.
+#[derive(Default)]
+pub(crate) struct ReplyEncoder(Enc<Result<w::Response, wt::ErrorCode>>);
+
+impl tokio_util::codec::Encoder<Reply> for ReplyEncoder {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: Reply, dst: &mut BytesMut) -> std::io::Result<()> {
+        match item {
+            Reply::Inline(bytes) => {
+                dst.extend_from_slice(&bytes);
+                Ok(())
+            }
+            Reply::Streamed(result) => self.0.encode(result, dst),
+        }
+    }
+}
+
+impl Deferred<Outgoing> for ReplyEncoder {
+    fn take_deferred(&mut self) -> Option<DeferredFn<Outgoing>> {
+        self.0.take_deferred()
+    }
+}
+
+impl Encode<Outgoing> for Reply {
+    type Encoder = ReplyEncoder;
+}
+
+impl IncomingHandler {
+    async fn handle(&self, cx: ServeContext, request: w::Request) -> anyhow::Result<Reply> {
         let (scheme, request) = match into_hyper(request) {
             Ok(r) => r,
-            Err(code) => return Ok(Err(code)),
+            Err(code) => return Ok(Reply::Streamed(Err(code))),
         };
         let mut store = (self.make_store)();
         let (tx, rx) = oneshot::channel();
@@ -115,7 +221,7 @@ impl handler::Handler<ServeContext> for IncomingHandler {
         let pre = self.pre.clone();
         // The component runs on its own task: after it hands over the response head it keeps
         // writing the body while the caller reads it.
-        let task = tokio::spawn(async move {
+        let mut task = tokio::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy
                 .wasi_http_incoming_handler()
@@ -124,24 +230,36 @@ impl handler::Handler<ServeContext> for IncomingHandler {
         });
         match rx.await {
             Ok(Ok(response)) => {
-                let component = Arc::clone(&self.component_id);
-                tokio::spawn(async move {
-                    match task.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => warn!(
-                            component = &*component,
-                            error = %format!("{e:#}"),
-                            "component failed after sending its response head"
-                        ),
-                        Err(e) => warn!(component = &*component, error = %e, "handler task failed"),
+                let (parts, mut body) = response.into_parts();
+                // Most components finish right after setting the response: then the whole
+                // body is buffered already and the response can go inline.
+                let finished = match tokio::time::timeout(INLINE_WAIT, &mut task).await {
+                    Ok(outcome) => {
+                        component_done(&self.component_id, outcome);
+                        true
                     }
-                });
-                let mut response = from_hyper(response, &self.component_id);
+                    Err(_) => {
+                        let component = Arc::clone(&self.component_id);
+                        tokio::spawn(async move { component_done(&component, task.await) });
+                        false
+                    }
+                };
+                let mut taken = Taken::default();
+                if finished {
+                    taken = take_ready(&mut body);
+                    if taken.complete && !taken.data.is_empty() {
+                        let headers = from_header_map(&parts.headers);
+                        let trailers = taken.trailers.take();
+                        let status = parts.status.as_u16();
+                        return Ok(Reply::inline(status, headers, &taken.data, trailers)?);
+                    }
+                }
+                let mut response = from_hyper(parts, taken, body, &self.component_id);
                 // Produce the body only as fast as the caller takes it.
                 response.body = Box::pin(cx.pacer.pace(response.body));
-                Ok(Ok(response))
+                Ok(Reply::Streamed(Ok(response)))
             }
-            Ok(Err(code)) => Ok(Err(error_to_wire(code))),
+            Ok(Err(code)) => Ok(Reply::Streamed(Err(error_to_wire(code)))),
             Err(_) => {
                 let why = match task.await {
                     Ok(Ok(())) => "the component returned without setting a response".to_string(),
@@ -149,10 +267,63 @@ impl handler::Handler<ServeContext> for IncomingHandler {
                     Err(e) => format!("the handler task failed: {e}"),
                 };
                 warn!(component = &*self.component_id, "{why}");
-                Ok(Err(wt::ErrorCode::InternalError(Some(why))))
+                let code = wt::ErrorCode::InternalError(Some(why));
+                Ok(Reply::Streamed(Err(code)))
             }
         }
     }
+}
+
+/// Logs how a component's handler ended after it had set its response.
+fn component_done(component: &str, outcome: Result<wasmtime::Result<()>, tokio::task::JoinError>) {
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(
+            component,
+            error = %format!("{e:#}"),
+            "component failed after sending its response head"
+        ),
+        Err(e) => warn!(component, error = %e, "handler task failed"),
+    }
+}
+
+/// What could be read from a response body without waiting.
+#[derive(Default)]
+struct Taken {
+    data: BytesMut,
+    trailers: Option<w::Fields>,
+    /// The body ended: `data` and `trailers` are all of it.
+    complete: bool,
+    /// The body failed after `data`.
+    failed: bool,
+}
+
+/// Reads the frames a finished component left in its body, up to about [`INLINE_MAX`] bytes.
+fn take_ready(body: &mut HyperOutgoingBody) -> Taken {
+    let mut taken = Taken::default();
+    while taken.data.len() <= INLINE_MAX {
+        match body.frame().now_or_never() {
+            Some(None) => {
+                taken.complete = true;
+                break;
+            }
+            Some(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => taken.data.extend_from_slice(&data),
+                Err(frame) => {
+                    if let Ok(map) = frame.into_trailers() {
+                        taken.trailers = Some(from_header_map(&map));
+                    }
+                }
+            },
+            Some(Some(Err(_))) => {
+                taken.failed = true;
+                break;
+            }
+            // Not complete after all: the rest streams.
+            None => break,
+        }
+    }
+    taken
 }
 
 type RequestBody = StreamBody<Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, ErrorCode>> + Send>>>;
@@ -227,12 +398,32 @@ fn into_hyper(request: w::Request) -> Result<(Scheme, hyper::Request<RequestBody
     Ok((scheme, request))
 }
 
-/// The component's response as the wire response, its body pulled as the caller reads it.
-fn from_hyper(response: hyper::Response<HyperOutgoingBody>, component: &Arc<str>) -> w::Response {
-    let (parts, body) = response.into_parts();
+/// The component's response as the wire response, its body pulled as the caller reads it
+/// (after what [`take_ready`] took already).
+fn from_hyper(
+    parts: http::response::Parts,
+    taken: Taken,
+    body: HyperOutgoingBody,
+    component: &Arc<str>,
+) -> w::Response {
     let (trailers_tx, trailers_rx) = oneshot::channel::<w::Fields>();
+    // Trailers taken already are known; a failed body ends after what was taken.
+    let trailers_tx = match taken.trailers {
+        Some(fields) => {
+            let _ = trailers_tx.send(fields);
+            None
+        }
+        None => Some(trailers_tx),
+    };
+    if taken.failed {
+        warn!(
+            component = &**component,
+            "response body failed; ending it early"
+        );
+    }
+    let rest = (!taken.complete && !taken.failed).then_some((body, trailers_tx));
     let component = Arc::clone(component);
-    let data = futures::stream::unfold(Some((body, Some(trailers_tx))), move |state| {
+    let rest = futures::stream::unfold(rest, move |state| {
         let component = Arc::clone(&component);
         async move {
             let (mut body, mut trailers_tx) = state?;
@@ -263,8 +454,9 @@ fn from_hyper(response: hyper::Response<HyperOutgoingBody>, component: &Arc<str>
             }
         }
     });
+    let first = (!taken.data.is_empty()).then(|| taken.data.freeze());
     w::Response {
-        body: Box::pin(data),
+        body: Box::pin(futures::stream::iter(first).chain(rest)),
         trailers: Box::pin(async move { trailers_rx.await.ok() }),
         status: parts.status.as_u16(),
         headers: from_header_map(&parts.headers),
@@ -340,4 +532,48 @@ fn error_to_wire(code: ErrorCode) -> wt::ErrorCode {
             alert_message: p.alert_message,
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::codec::Decoder as _;
+    use trellis_sdk::transport::Incoming;
+    use wrpc_transport::Decode;
+
+    type Dec<T> = <T as Decode<Incoming>>::Decoder;
+
+    fn fields(pairs: &[(&str, &str)]) -> w::Fields {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), vec![Bytes::from(v.to_string())]))
+            .collect()
+    }
+
+    /// An inline reply decodes, with the generated (and 1.x) decoder, into a response whose
+    /// body and trailers are ready and nothing follows on nested streams.
+    #[tokio::test]
+    async fn inline_reply_decodes_ready_with_the_wire_decoder() {
+        let headers = fields(&[("content-type", "text/plain"), ("x-a", "1")]);
+        let trailers = fields(&[("x-checksum", "abc")]);
+        let body = vec![7u8; 70_000];
+        for trailers in [None, Some(trailers)] {
+            let Reply::Inline(bytes) =
+                Reply::inline(201, headers.clone(), &body, trailers.clone()).expect("encodes")
+            else {
+                panic!("not inline");
+            };
+            let mut src = BytesMut::from(&bytes[..]);
+            let mut dec = Dec::<(Result<w::Response, wt::ErrorCode>,)>::default();
+            let (result,) = dec.decode(&mut src).expect("decodes").expect("complete");
+            assert!(src.is_empty(), "{} bytes left over", src.len());
+            assert!(dec.take_deferred().is_none(), "nothing may be pending");
+            let response = result.expect("ok");
+            assert_eq!(response.status, 201);
+            assert_eq!(response.headers, headers);
+            let got: Vec<Bytes> = response.body.collect().await;
+            assert_eq!(got.concat(), body);
+            assert_eq!(response.trailers.await, trailers);
+        }
+    }
 }

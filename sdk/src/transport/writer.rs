@@ -10,6 +10,7 @@ use core::future::Future as _;
 use core::pin::Pin;
 use core::task::{Context, Poll, ready};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::Subject;
@@ -54,6 +55,10 @@ pub struct Outgoing {
     must_close: bool,
     /// Whether this is the root result stream of a served call.
     root_results: bool,
+    /// Whether anything was published on this stream.
+    wrote: bool,
+    /// Whether nested streams were derived from this one (see [`Outgoing::needs_close`]).
+    indexed: AtomicBool,
     closed: bool,
     timeout: Duration,
     /// The call's flow state: when the peer grants credit, writes wait for it.
@@ -81,6 +86,8 @@ impl Outgoing {
             pending: Bytes::new(),
             must_close: true,
             root_results: true,
+            wrote: false,
+            indexed: AtomicBool::new(false),
             closed: false,
             timeout,
             flow,
@@ -113,6 +120,8 @@ impl Outgoing {
             pending,
             must_close,
             root_results: false,
+            wrote: false,
+            indexed: AtomicBool::new(false),
             closed: false,
             timeout,
             flow,
@@ -215,6 +224,7 @@ impl Outgoing {
                 headers: None,
             })
             .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
+        self.wrote = true;
         if let Some(flow) = &self.flow {
             flow.sent(n);
         }
@@ -234,6 +244,7 @@ impl Outgoing {
 impl wrpc_transport::Index<Self> for Outgoing {
     fn index(&self, path: &[usize]) -> anyhow::Result<Self> {
         anyhow::ensure!(!path.is_empty(), "cannot index with an empty path");
+        self.indexed.store(true, Ordering::Relaxed);
         let mut full = self.path.clone();
         full.extend_from_slice(path);
         let target = match &self.target {
@@ -255,6 +266,8 @@ impl wrpc_transport::Index<Self> for Outgoing {
             pending: Bytes::new(),
             must_close: true,
             root_results: false,
+            wrote: false,
+            indexed: AtomicBool::new(false),
             closed: false,
             timeout: self.timeout,
             flow: self.flow.clone(),
@@ -317,15 +330,61 @@ impl AsyncWrite for Outgoing {
     }
 }
 
+impl Outgoing {
+    /// Whether dropping this stream unclosed must close it.
+    ///
+    /// The encoders of `wrpc-transport` never shut nested streams down: they write a value
+    /// and drop the writer, so this is the usual way a nested stream ends. A stream that was
+    /// only a step towards nested ones (a record whose fields are async, say) carries nothing
+    /// itself and nobody reads it, so it is not closed: that saves a message per level.
+    fn needs_close(&self) -> bool {
+        if self.closed || !self.must_close && !self.root_results {
+            return false;
+        }
+        self.wrote || self.root_results || !self.indexed.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the close right away when the subject is known and the NATS client has
+    /// room: no task to spawn. `false` if it has to wait.
+    fn close_now(&mut self) -> bool {
+        let (Target::Ready(subject), true) = (&self.target, self.pending.is_empty()) else {
+            return false;
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if !matches!(self.nats.poll_ready_unpin(&mut cx), Poll::Ready(Ok(()))) {
+            return false;
+        }
+        let headers = self.root_results.then(|| {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(super::REFUSAL_HEADER, ABANDONED);
+            headers
+        });
+        let sent = self.nats.start_send_unpin(OutboundMessage {
+            subject: subject.clone(),
+            reply: None,
+            payload: Bytes::new(),
+            headers,
+        });
+        if let Err(err) = sent {
+            debug!(%err, "failed to close a stream");
+        }
+        true
+    }
+}
+
 impl Drop for Outgoing {
     fn drop(&mut self) {
-        if self.closed || !self.must_close && !self.root_results {
+        if !self.needs_close() {
             return;
         }
-        // The stream was abandoned (an error, a trap, a dropped future): close it so the
-        // peer's reader ends instead of waiting for its timeout. An abandoned result stream
-        // says so (Trellis extension): a Trellis client fails the call with that reason
-        // instead of a decoding error; to a 1.x client it is an ordinary close.
+        // The stream ended without a shutdown: a nested value written in full, or a stream
+        // abandoned (an error, a trap, a dropped future). Close it so the peer's reader ends
+        // instead of waiting for its timeout. An abandoned result stream says so (Trellis
+        // extension): a Trellis client fails the call with that reason instead of a decoding
+        // error; to a 1.x client it is an ordinary close.
+        if self.close_now() {
+            return;
+        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
