@@ -19,7 +19,17 @@ use trellis_sdk::subjects::LatticeSubjects;
 use trellis_sdk::transport::{Connection, TransportOptions};
 use trellis_tests as common;
 
+/// Calls in flight for the throughput column (`BENCH_IN_FLIGHT` overrides it, to see whether
+/// a path is bound by latency — it scales — or by work — it does not).
 const IN_FLIGHT: usize = 64;
+
+fn in_flight() -> usize {
+    std::env::var("BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(IN_FLIGHT)
+}
 const KV: [&str; 3] = ["store", "atomics", "batch"];
 const ECHO_WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -66,7 +76,7 @@ where
     let t = Instant::now();
     stream::iter(0..total)
         .map(|_| call())
-        .buffer_unordered(IN_FLIGHT)
+        .buffer_unordered(in_flight())
         .for_each(|()| async {})
         .await;
     Stats {
@@ -108,6 +118,33 @@ fn row(name: &str, s: Stats, bk: Stats, nats: Stats) {
     );
 }
 
+/// Set when the bench runs itself as the echo responder of another process.
+const RESPONDER_ENV: &str = "TRELLIS_BENCH_ECHO_SUBJECT";
+
+/// Answers every request on `subject` with its payload, until killed.
+async fn echo(subject: &str) -> anyhow::Result<()> {
+    let nats = common::nats().await;
+    let mut sub = nats.subscribe(subject.to_string()).await?;
+    while let Some(m) = sub.next().await {
+        if let Some(reply) = m.reply {
+            nats.publish(reply, m.payload).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until a responder answers on `subject`.
+async fn wait_responding(nats: &async_nats::Client, subject: &str) {
+    for _ in 0..200 {
+        let ask = nats.request(subject.to_string(), Bytes::from_static(b"ping"));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(100), ask).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the echo responder never answered on {subject}");
+}
+
 fn config(pairs: &[(&str, String)]) -> HashMap<String, String> {
     pairs
         .iter()
@@ -122,11 +159,17 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let n = ((4000.0 * scale) as usize).max(200);
+    if let Ok(subject) = std::env::var(RESPONDER_ENV) {
+        return echo(&subject).await;
+    }
     let nats = common::nats().await;
     let value = Bytes::from_static(b"0123456789abcdef");
 
-    // Raw NATS request/reply: the ceiling of anything on the lattice.
-    let mut sub = nats.subscribe("bench.kv.echo").await?;
+    // Raw NATS request/reply: the ceiling of anything on the lattice. Twice: answered in this
+    // process (requests and replies share one connection), and answered by another process,
+    // as a provider answers.
+    let local_subject = format!("bench.kv.echo.{}", &common::unique_lattice("")[1..9]);
+    let mut sub = nats.subscribe(local_subject.clone()).await?;
     let responder = nats.clone();
     tokio::spawn(async move {
         while let Some(m) = sub.next().await {
@@ -135,16 +178,28 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
-    let raw = measure(n, || {
+    let raw_request = |subject: String| {
         let nats = nats.clone();
         let value = value.clone();
-        async move {
-            nats.request("bench.kv.echo", value)
-                .await
-                .expect("raw request");
+        move || {
+            let nats = nats.clone();
+            let value = value.clone();
+            let subject = subject.clone();
+            async move {
+                nats.request(subject, value).await.expect("raw request");
+            }
         }
-    })
-    .await;
+    };
+    let raw = measure(n, raw_request(local_subject)).await;
+    let remote_subject = format!("bench.kv.echo.{}", &common::unique_lattice("")[1..9]);
+    let mut remote = std::process::Command::new(std::env::current_exe()?)
+        .env(RESPONDER_ENV, &remote_subject)
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    wait_responding(&nats, &remote_subject).await;
+    let raw_remote = measure(n, raw_request(remote_subject)).await;
+    let _ = remote.kill();
+    let _ = remote.wait();
 
     // Backends' own clients.
     let redis_client = redis::Client::open(common::redis_url())?;
@@ -201,14 +256,21 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     println!(
-        "\n16-byte values, {n} sequential ops (p50/p99, ops/s @1), then {} with {IN_FLIGHT} in flight",
-        n * 4
+        "\n16-byte values, {n} sequential ops (p50/p99, ops/s @1), then {} with {} in flight",
+        n * 4,
+        in_flight()
     );
     println!(
         "×bk: to the backend's own client; added×N: (p50 − backend p50) / raw NATS p50; ×N: to raw NATS\n"
     );
     header();
     row("raw NATS request/reply", raw, raw, raw);
+    row(
+        "raw NATS, replies from another process",
+        raw_remote,
+        raw,
+        raw,
+    );
     row("redis client SET", redis_set, redis_set, raw);
     row("redis client GET", redis_get, redis_get, raw);
     row("NATS KV client put", natskv_set, natskv_set, raw);
