@@ -12,6 +12,7 @@ mod proxy;
 mod routes;
 mod server;
 mod settings;
+mod wire;
 
 use trellis_sdk::runtime::run_provider;
 

@@ -28,11 +28,11 @@ use trellis_sdk::runtime::{LinkedClient, ProviderHandle};
 use trellis_sdk::transport::Pacer;
 
 use crate::bindings::wasi::http0_2_0::types as wt;
-use crate::bindings::wrpc::http::incoming_handler;
 use crate::bindings::wrpc::http::types as w;
 use crate::cors;
 use crate::routes::{RouteTable, host_name};
 use crate::settings::LinkSettings;
+use crate::wire::WireRequest;
 
 /// Error type of response bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -234,7 +234,7 @@ async fn call(
     // The upload is read from the client only as fast as the call sends it on.
     let pacer = Pacer::new();
     let wire = to_wire(request, authority, cx.https, settings, &upload, &pacer);
-    let invocation = pacer.scope(incoming_handler::handle(&client, (), wire));
+    let invocation = pacer.scope(crate::wire::handle(&client, wire));
     tokio::pin!(invocation);
     // The component has `timeout` to answer from when the request has arrived: the clock
     // restarts with every chunk of a (long) upload.
@@ -463,8 +463,10 @@ fn to_wire(
     settings: &LinkSettings,
     upload: &Arc<UploadWatch>,
     pacer: &Pacer,
-) -> w::Request {
+) -> WireRequest {
     let (parts, body) = request.into_parts();
+    // Known to be empty (no length, or length 0, and not chunked): nothing will follow.
+    let bodyless = http_body::Body::is_end_stream(&body);
     let (trailers_tx, trailers_rx) = oneshot::channel::<w::Fields>();
     let body = Box::pin(pacer.pace(request_body(
         body,
@@ -472,7 +474,7 @@ fn to_wire(
         Arc::clone(upload),
         trailers_tx,
     )));
-    w::Request {
+    let request = w::Request {
         body,
         trailers: Box::pin(async move { trailers_rx.await.ok() }),
         method: method(&parts.method),
@@ -489,6 +491,11 @@ fn to_wire(
         }),
         authority,
         headers: fields(&parts.headers),
+    };
+    if bodyless {
+        WireRequest::Bodyless(request)
+    } else {
+        WireRequest::Streamed(request)
     }
 }
 
