@@ -341,7 +341,10 @@ impl Outgoing {
         if self.closed || !self.must_close && !self.root_results {
             return false;
         }
-        self.wrote || self.root_results || !self.indexed.load(Ordering::Relaxed)
+        self.wrote
+            || self.root_results
+            || !self.pending.is_empty()
+            || !self.indexed.load(Ordering::Relaxed)
     }
 
     /// Publishes the close right away when the subject is known and the NATS client has
