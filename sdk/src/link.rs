@@ -446,6 +446,81 @@ pub enum LinkRefusal {
     Purged,
 }
 
+/// What a provider keeps per link (its parsed config, its connections), by link.
+///
+/// Put it when the SDK hands the provider a link's config, drop it when the link is deleted,
+/// and find it from a served call's [`CallContext::link`](crate::runtime::CallContext::link).
+/// Cheap to clone: clones share one table.
+///
+/// ```
+/// use trellis_sdk::link::{LinkDefinition, LinkStates};
+///
+/// let states: LinkStates<String> = LinkStates::default();
+/// let link: LinkDefinition = serde_json::from_value(serde_json::json!({
+///     "source_id": "web", "target": "kv", "wit_namespace": "wasi",
+///     "wit_package": "keyvalue", "interfaces": ["store"],
+/// }))?;
+/// states.insert(&link, "redis://db-1".to_string());
+/// assert_eq!(states.get(&link).as_deref().map(String::as_str), Some("redis://db-1"));
+/// states.remove(&link);
+/// assert!(states.get(&link).is_none());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+pub struct LinkStates<T> {
+    map: Arc<std::sync::RwLock<HashMap<LinkKey, Arc<T>>>>,
+}
+
+impl<T> Default for LinkStates<T> {
+    fn default() -> Self {
+        Self {
+            map: Arc::default(),
+        }
+    }
+}
+
+impl<T> Clone for LinkStates<T> {
+    fn clone(&self) -> Self {
+        Self {
+            map: Arc::clone(&self.map),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for LinkStates<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkStates")
+            .field("links", &self.read().len())
+            .finish()
+    }
+}
+
+impl<T> LinkStates<T> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<LinkKey, Arc<T>>> {
+        // Each operation is one insert, remove or lookup: a panic elsewhere cannot leave the
+        // table half-changed, so a poisoned lock is still safe to use.
+        self.map.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<LinkKey, Arc<T>>> {
+        self.map.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the state of `link`, replacing what an earlier version of it had.
+    pub fn insert(&self, link: &LinkDefinition, state: T) {
+        self.write().insert(link.key(), Arc::new(state));
+    }
+
+    /// Forgets `link`; returns its state if it had one.
+    pub fn remove(&self, link: &LinkDefinition) -> Option<Arc<T>> {
+        self.write().remove(&link.key())
+    }
+
+    /// The state of `link`, if it has one.
+    pub fn get(&self, link: &LinkDefinition) -> Option<Arc<T>> {
+        self.read().get(&link.key()).cloned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

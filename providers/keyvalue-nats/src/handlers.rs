@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use trellis_sdk::connect::{NatsAuth, NatsOptions};
-use trellis_sdk::link::{LinkDefinition, LinkKey};
+use trellis_sdk::link::{LinkDefinition, LinkStates};
 use trellis_sdk::provider::{LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
@@ -31,7 +31,7 @@ struct LinkState {
 /// The provider: per-link state, shared connections.
 #[derive(Clone, Default)]
 pub struct NatsKv {
-    links: Arc<RwLock<HashMap<LinkKey, Arc<LinkState>>>>,
+    links: LinkStates<LinkState>,
     pool: Arc<Mutex<HashMap<String, Arc<Backend>>>>,
     lattice: Arc<OnceLock<async_nats::Client>>,
 }
@@ -87,12 +87,7 @@ impl NatsKv {
         F: FnOnce(Arc<Bucket>) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let link = self
-            .links
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&cx.link.key())
-            .cloned();
+        let link = self.links.get(&cx.link);
         let Some(link) = link else {
             return Ok(Err(Error::Other(
                 "this link has no keyvalue configuration (yet)".into(),
@@ -153,17 +148,12 @@ impl Provider for NatsKv {
             }
         };
         self.links
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(link.link.key(), Arc::new(LinkState { settings, backend }));
+            .insert(link.link, LinkState { settings, backend });
         Ok(())
     }
 
     async fn delete_link_as_target(&self, link: &LinkDefinition) -> anyhow::Result<()> {
-        self.links
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&link.key());
+        self.links.remove(link);
         Ok(())
     }
 }
@@ -218,9 +208,7 @@ impl store::Handler<CallContext> for NatsKv {
     ) -> anyhow::Result<Result<store::KeyResponse, Error>> {
         let page = self
             .links
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&cx.link.key())
+            .get(&cx.link)
             .map_or(crate::settings::DEFAULT_PAGE, |l| l.settings.page);
         self.with_bucket(&cx, &bucket, |b| async move {
             let (keys, cursor) = b.list(cursor, page).await?;

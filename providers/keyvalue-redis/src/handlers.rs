@@ -3,12 +3,12 @@
 //! errors to the interface's error variants.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use trellis_sdk::link::{LinkDefinition, LinkKey};
+use trellis_sdk::link::{LinkDefinition, LinkStates};
 use trellis_sdk::provider::{LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
@@ -27,7 +27,7 @@ struct LinkState {
 /// The provider: per-link state and the shared pool.
 #[derive(Clone, Default)]
 pub struct RedisKv {
-    links: Arc<RwLock<HashMap<LinkKey, Arc<LinkState>>>>,
+    links: LinkStates<LinkState>,
     pool: Pool,
 }
 
@@ -84,8 +84,7 @@ fn map_error(e: redis::RedisError) -> Error {
 
 impl RedisKv {
     fn bucket(&self, cx: &CallContext, name: &str) -> Result<Bucket, Error> {
-        let links = self.links.read().unwrap_or_else(|e| e.into_inner());
-        let link = links.get(&cx.link.key()).ok_or_else(|| {
+        let link = self.links.get(&cx.link).ok_or_else(|| {
             Error::Other("this link has no Redis configuration (yet)".to_string())
         })?;
         let target = link.settings.resolve(name).ok_or(Error::NoSuchStore)?;
@@ -118,19 +117,12 @@ impl Provider for RedisKv {
                 slot.insert(self.pool.get(&settings, db)?);
             }
         }
-        let state = Arc::new(LinkState { settings, conns });
-        self.links
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(link.link.key(), state);
+        self.links.insert(link.link, LinkState { settings, conns });
         Ok(())
     }
 
     async fn delete_link_as_target(&self, link: &LinkDefinition) -> anyhow::Result<()> {
-        self.links
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&link.key());
+        self.links.remove(link);
         Ok(())
     }
 }
