@@ -19,14 +19,14 @@ use http_body::Frame;
 use http_body_util::{BodyExt as _, StreamBody};
 use tokio::sync::oneshot;
 use tracing::warn;
-use trellis_sdk::transport::{Outgoing, ServeContext, Server};
+use trellis_sdk::transport::{Incoming, Outgoing, ServeContext, Server};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
 use wasmtime_wasi_http::p2::{HttpResult, WasiHttpHooks, WasiHttpView as _};
-use wrpc_transport::{Deferred, DeferredFn, Encode, ServeExt as _};
+use wrpc_transport::{Deferred, DeferredFn, Encode, Serve, ServeExt as _};
 
 use crate::state::HostState;
 
@@ -97,8 +97,9 @@ const INLINE_MAX: usize = 256 << 10;
 
 /// Serves the component's handler as the wire's `handle`, one future per accepted call.
 ///
-/// This is what `wit-bindgen-wrpc` would generate, except for the results: they are a
-/// [`Reply`], so a response that is already complete travels whole in the result message.
+/// This is what `wit-bindgen-wrpc` would generate, except that each call decodes its request
+/// in its own future (see [`OneCall`]) and that the results are a [`Reply`], so a response
+/// that is already complete travels whole in the result message.
 pub(crate) async fn serve(
     server: &Server,
     handler: IncomingHandler,
@@ -107,35 +108,75 @@ pub(crate) async fn serve(
     // the trailers future (field 1) of parameter 0.
     let paths: [Box<[Option<usize>]>; 2] =
         [Box::from([Some(0), Some(0)]), Box::from([Some(0), Some(1)])];
-    let calls = server
-        .serve_values::<(w::Request,), (Reply,)>(WIRE_INSTANCE, WIRE_FUNC, paths)
+    let calls = Serve::serve(server, WIRE_INSTANCE, WIRE_FUNC, paths)
         .await
         .with_context(|| format!("failed to serve `{WIRE_INSTANCE}.{WIRE_FUNC}`"))?;
-    let invocations = calls.map_ok(move |(cx, (request,), body_io, send)| {
-        let handler = handler.clone();
-        Box::pin(async move {
-            // The request body arrives while the component runs.
-            let body_io = body_io.map(tokio::spawn);
-            let sent = match handler.handle(cx, request).await {
-                Ok(reply) => send((reply,)).await.context("failed to send the response"),
-                Err(err) => Err(err.context("failed to serve the request")),
-            };
-            match (sent, body_io) {
-                (Ok(()), Some(io)) => io
-                    .await
-                    .context("the request body task failed")?
-                    .context("failed to receive the request body"),
-                (Ok(()), None) => Ok(()),
-                (Err(err), io) => {
-                    if let Some(io) = io {
-                        io.abort();
-                    }
-                    Err(err)
-                }
-            }
-        }) as Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
+    let invocations = calls.map_ok(move |call| {
+        Box::pin(serve_call(handler.clone(), call))
+            as Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
     });
     Ok(vec![(WIRE_INSTANCE, WIRE_FUNC, Box::pin(invocations))])
+}
+
+/// One accepted call, decoded on its own.
+///
+/// `serve_values` decodes the parameters of the calls it serves one after another, so a
+/// caller whose parameters never complete would hold up every call behind it until its read
+/// times out. Serving each call as a stream of one, inside the call's own future, keeps the
+/// generated decoding and lets calls decode side by side.
+struct OneCall(std::sync::Mutex<Option<(ServeContext, Outgoing, Incoming)>>);
+
+/// Serves one accepted call: decodes its request, runs the component, sends the reply.
+async fn serve_call(
+    handler: IncomingHandler,
+    call: (ServeContext, Outgoing, Incoming),
+) -> anyhow::Result<()> {
+    let one = OneCall(std::sync::Mutex::new(Some(call)));
+    let no_paths: [Box<[Option<usize>]>; 0] = [];
+    let calls = one
+        .serve_values::<(w::Request,), (Reply,)>(WIRE_INSTANCE, WIRE_FUNC, no_paths)
+        .await?;
+    let (cx, (request,), body_io, send) = std::pin::pin!(calls)
+        .try_next()
+        .await?
+        .context("the call went away before its request was read")?;
+    // The request body arrives while the component runs.
+    let body_io = body_io.map(tokio::spawn);
+    let sent = match handler.handle(cx, request).await {
+        Ok(reply) => send((reply,)).await.context("failed to send the response"),
+        Err(err) => Err(err.context("failed to serve the request")),
+    };
+    match (sent, body_io) {
+        (Ok(()), Some(io)) => io
+            .await
+            .context("the request body task failed")?
+            .context("failed to receive the request body"),
+        (Ok(()), None) => Ok(()),
+        (Err(err), io) => {
+            if let Some(io) = io {
+                io.abort();
+            }
+            Err(err)
+        }
+    }
+}
+
+impl Serve for OneCall {
+    type Context = ServeContext;
+    type Outgoing = Outgoing;
+    type Incoming = Incoming;
+
+    async fn serve(
+        &self,
+        _instance: &str,
+        _func: &str,
+        _paths: impl Into<Arc<[Box<[Option<usize>]>]>> + Send,
+    ) -> anyhow::Result<
+        impl Stream<Item = anyhow::Result<(ServeContext, Outgoing, Incoming)>> + Send + 'static,
+    > {
+        let call = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(futures::stream::iter(call.map(Ok)))
+    }
 }
 
 /// The encoder the generated code uses for `T` on our transport.

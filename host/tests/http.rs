@@ -257,5 +257,35 @@ async fn round_trips() {
     assert!(partial_body(res).await.len() <= 1024);
     let res = call(&client, get("/nowhere")).await.unwrap();
     assert_eq!(res.status, 404);
-    assert!(component.served() >= 9, "served {}", component.served());
+
+    // Hostile invocations of the handler: no reply subject, bytes that are no request, a
+    // request cut short, an absurd length, a flood. None of them takes the handler down.
+    let nats = common::nats().await;
+    let subject = format!(
+        "{}.wrpc.0.0.1.wrpc:http/incoming-handler@0.1.0.handle",
+        LatticeSubjects::new(&lattice).unwrap().wrpc_prefix("web")
+    );
+    nats.publish(subject.clone(), Bytes::from_static(b"\x00\x00\x00"))
+        .await
+        .unwrap();
+    let garbage: [&[u8]; 5] = [
+        b"",
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"\x00\x00\x00\x01",
+        b"\x00\x01\x00\x00\x08\x2f",
+        b"\x00\x00\x00\x09\x01\xff\xff\xff\xff\x0f",
+    ];
+    for _ in 0..20 {
+        for bytes in garbage {
+            let reply = nats.new_inbox();
+            nats.publish_with_reply(subject.clone(), reply, Bytes::copy_from_slice(bytes))
+                .await
+                .unwrap();
+        }
+    }
+    nats.flush().await.unwrap();
+    let res = call(&client, get("/")).await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(body(res).await, b"hello from trellis\n");
+    assert!(component.served() >= 10, "served {}", component.served());
 }
