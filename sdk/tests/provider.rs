@@ -721,6 +721,103 @@ async fn garbage_on_every_subject_is_survived() {
     );
 }
 
+/// Callers that stall in the middle of their parameters hold up no other call: the provider
+/// hands a call to the generated decoder (which takes one call after another) only once its
+/// synchronous parameters are all here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_parameters_hold_up_no_other_call() {
+    let mut config = ProviderConfig::standalone(
+        &common::unique_lattice("stall"),
+        PROVIDER,
+        &common::nats_url(),
+    )
+    .unwrap();
+    // Far longer than the caller's own timeout (5 s): a call queued behind a stalled one
+    // would fail.
+    config.rpc_timeout = Duration::from_secs(60);
+    let f = start_with(config).await;
+    f.push_put(&link("comp", "default", &[])).await;
+    let subject = format!(
+        "{}.wrpc.0.0.1.{INSTANCE}.greeting",
+        f.subjects.wrpc_prefix(PROVIDER)
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert("source-id", "comp");
+    headers.insert("link-name", "default");
+    let inbox = f.nats.new_inbox();
+    let mut handshakes = f.nats.subscribe(format!("{inbox}.>")).await.unwrap();
+    // Calls as a 1.x client makes them (no `p-complete`): the name says 100 bytes, 3 come.
+    const STALLED: usize = 20;
+    for i in 0..STALLED {
+        f.nats
+            .publish_with_reply_and_headers(
+                subject.clone(),
+                format!("{inbox}.{i}"),
+                headers.clone(),
+                b"\x64abc".to_vec().into(),
+            )
+            .await
+            .unwrap();
+    }
+    // The provider accepts each (answers its handshake); half of them get a few more bytes
+    // of their parameters on the subject it names, then nothing.
+    for i in 0..STALLED {
+        let handshake = tokio::time::timeout(Duration::from_secs(5), handshakes.next())
+            .await
+            .expect("the provider answers every handshake")
+            .unwrap();
+        let params_rx = handshake
+            .reply
+            .expect("a handshake names the server's inbox");
+        if i % 2 == 0 {
+            f.nats
+                .publish(format!("{params_rx}.params"), b"defg".to_vec().into())
+                .await
+                .unwrap();
+        }
+    }
+    f.nats.flush().await.unwrap();
+    // Well-behaved calls go through at once, every one of them.
+    for name in ["ann", "bob", "cy"] {
+        assert_eq!(
+            f.call("comp", "default", name).await.unwrap(),
+            format!("hello, {name} (via default from comp)")
+        );
+    }
+    // A call that completes its parameters late is served too.
+    let late = f.nats.new_inbox();
+    let mut late_rx = f.nats.subscribe(format!("{late}.>")).await.unwrap();
+    f.nats
+        .publish_with_reply_and_headers(
+            subject.clone(),
+            format!("{late}.x"),
+            headers.clone(),
+            b"\x05ab".to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let handshake = tokio::time::timeout(Duration::from_secs(5), late_rx.next())
+        .await
+        .expect("handshake")
+        .unwrap();
+    let params = format!("{}.params", handshake.reply.expect("server inbox"));
+    f.nats
+        .publish(params.clone(), b"cde".to_vec().into())
+        .await
+        .unwrap();
+    f.nats.publish(params, Vec::new().into()).await.unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(5), late_rx.next())
+        .await
+        .expect("results of the late call")
+        .unwrap();
+    assert_eq!(results.subject.as_str(), format!("{late}.x.results"));
+    assert!(
+        String::from_utf8_lossy(&results.payload).contains("hello, abcde (via default from comp)"),
+        "{:?}",
+        results.payload
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_a_nats_restart_and_keeps_serving() {
     let mut server = common::OwnNats::start();

@@ -5,6 +5,9 @@
 //! table. A call over no link, a failed link or a purged link is refused during the handshake
 //! with the reason, so the caller gets a clear error at once instead of a timeout.
 //!
+//! A call reaches its handler only once its synchronous parameters are all here (see
+//! [`transport::Server`]), so a caller that stalls mid-call holds up no other call.
+//!
 //! [`ProviderHandle::serve`] drives the invocation streams that `wit-bindgen-wrpc` generates:
 //! bounded concurrency (calls past the limit wait in NATS), a deadline per call, a span per
 //! call carrying the caller's trace context, and draining on shutdown.
@@ -82,10 +85,13 @@ impl ProviderServer {
     pub(crate) fn new(handle: ProviderHandle) -> Self {
         let inner = &handle.inner;
         let id = &inner.config.provider_id;
-        let server = inner.wrpc.server(
-            inner.subjects.wrpc_prefix(id),
-            Some(inner.subjects.wrpc_queue_group(id).into()),
-        );
+        let server = inner
+            .wrpc
+            .server(
+                inner.subjects.wrpc_prefix(id),
+                Some(inner.subjects.wrpc_queue_group(id).into()),
+            )
+            .with_max_accepting(inner.config.max_concurrent_calls);
         Self { handle, server }
     }
 }

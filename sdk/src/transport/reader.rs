@@ -3,6 +3,10 @@
 //! A reader drains the channel the demultiplexer fills for its subject. An empty message is
 //! the wRPC end-of-stream marker. Reads are guarded by an idle timeout, so a peer that goes
 //! silent fails the call with a clear error instead of leaving it waiting forever.
+//!
+//! A server reads a call's synchronous parameters ahead ([`Incoming::prefetch_sync`]) before
+//! handing the call to the code that decodes them: generated serving code decodes one call
+//! after another, so a call whose parameters never complete must not reach it.
 
 use core::pin::Pin;
 use core::task::{Context, Poll};
@@ -28,6 +32,8 @@ pub struct Incoming {
     timeout: Option<Duration>,
     sleep: Option<Pin<Box<Sleep>>>,
     eof: bool,
+    /// The peer said every synchronous value came in the first message.
+    sync_complete: bool,
     what: &'static str,
 }
 
@@ -49,6 +55,7 @@ impl Incoming {
             timeout,
             sleep: None,
             eof: false,
+            sync_complete: false,
             what,
         }
     }
@@ -63,6 +70,70 @@ impl Incoming {
 
     pub(crate) fn set_eof(&mut self) {
         self.eof = true;
+    }
+
+    /// The peer said every synchronous value came in the first message.
+    pub(crate) fn set_sync_complete(&mut self) {
+        self.sync_complete = true;
+    }
+
+    /// Reads the root stream ahead until it surely holds every synchronous value of the call:
+    /// until it ends, or until a message arrives on a nested stream (every wRPC peer sends
+    /// the synchronous values first; some close the root only after the nested ones). At
+    /// most `limit` bytes are held; past that the call fails with `BufferOverflow`. The
+    /// caller bounds the time.
+    pub(crate) async fn prefetch_sync(&mut self, limit: usize) -> Result<(), TransportError> {
+        if self.eof || self.sync_complete {
+            return Ok(());
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return Ok(());
+        };
+        let mut held = self.buffer.len();
+        let mut chunks = vec![std::mem::take(&mut self.buffer)];
+        let result = loop {
+            if self.call.budget().nested_started() {
+                break Ok(());
+            }
+            tokio::select! {
+                biased;
+                delivery = rx.recv() => match delivery {
+                    Some(Delivery::Data(payload)) => {
+                        self.call.consumed(payload.len());
+                        if payload.is_empty() {
+                            self.eof = true;
+                            break Ok(());
+                        }
+                        held += payload.len();
+                        if held > limit {
+                            self.eof = true;
+                            break Err(TransportError::BufferOverflow { limit });
+                        }
+                        chunks.push(payload);
+                    }
+                    Some(Delivery::Fail(err)) => {
+                        self.eof = true;
+                        break Err(err);
+                    }
+                    None => {
+                        self.eof = true;
+                        break Ok(());
+                    }
+                },
+                () = self.call.budget().nested_notified() => {}
+            }
+        };
+        self.buffer = match chunks.len() {
+            1 => chunks.pop().unwrap_or_default(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(held);
+                for c in &chunks {
+                    all.extend_from_slice(c);
+                }
+                all.freeze()
+            }
+        };
+        result
     }
 
     fn subject(&self) -> String {
@@ -123,6 +194,7 @@ impl wrpc_transport::Index<Self> for Incoming {
             timeout: self.timeout,
             sleep: None,
             eof: false,
+            sync_complete: false,
             what: self.what,
         })
     }
@@ -194,5 +266,107 @@ impl Drop for Incoming {
             }
             self.call.forget(&self.subject());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt as _;
+
+    use super::*;
+    use crate::transport::routes::Routes;
+
+    const ROOT: &str = "in.x.params";
+
+    fn msg(subject: &str, payload: &'static [u8]) -> async_nats::Message {
+        async_nats::Message {
+            subject: subject.into(),
+            reply: None,
+            payload: Bytes::from_static(payload),
+            headers: None,
+            status: None,
+            description: None,
+            length: payload.len(),
+        }
+    }
+
+    /// A call's root parameter stream, with one nested stream (`….params.0`).
+    fn call() -> (Arc<Routes>, Incoming) {
+        let routes = Routes::new();
+        let call = CallRoutes::new(&routes, 1 << 20);
+        let rx = call.channel(ROOT, true);
+        call.path(&format!("{ROOT}.0"), false);
+        let incoming = Incoming::new(
+            call,
+            Arc::from(ROOT),
+            rx,
+            Bytes::from_static(b"ab"),
+            Some(Duration::from_secs(30)),
+            "parameters",
+        );
+        (routes, incoming)
+    }
+
+    async fn prefetch(incoming: &mut Incoming, limit: usize) -> Result<(), TransportError> {
+        tokio::time::timeout(Duration::from_secs(5), incoming.prefetch_sync(limit))
+            .await
+            .expect("prefetch returns without waiting for the call's timeout")
+    }
+
+    async fn read_root(incoming: &mut Incoming) -> Vec<u8> {
+        let mut out = Vec::new();
+        incoming.read_to_end(&mut out).await.expect("read the root");
+        out
+    }
+
+    #[tokio::test]
+    async fn prefetch_reads_the_root_until_it_ends() {
+        let (routes, mut incoming) = call();
+        routes.deliver(msg(ROOT, b"cd"));
+        routes.deliver(msg(ROOT, b"ef"));
+        routes.deliver(msg(ROOT, b""));
+        prefetch(&mut incoming, 1 << 20).await.expect("prefetched");
+        assert_eq!(read_root(&mut incoming).await, b"abcdef");
+    }
+
+    /// The wasmtime runtime's calls close the root only after their nested streams: the
+    /// first nested message says the root's synchronous bytes are all in.
+    #[tokio::test]
+    async fn prefetch_stops_when_a_nested_stream_speaks() {
+        let (routes, mut incoming) = call();
+        routes.deliver(msg(ROOT, b"cd"));
+        routes.deliver(msg(&format!("{ROOT}.0"), b"nested"));
+        prefetch(&mut incoming, 1 << 20).await.expect("prefetched");
+        // The root is still open; what it holds so far is readable at once.
+        let mut buf = [0u8; 4];
+        incoming.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"abcd");
+        routes.deliver(msg(ROOT, b""));
+        assert_eq!(read_root(&mut incoming).await, b"");
+    }
+
+    #[tokio::test]
+    async fn prefetch_is_bounded() {
+        let (routes, mut incoming) = call();
+        routes.deliver(msg(ROOT, b"cdef"));
+        let err = prefetch(&mut incoming, 4)
+            .await
+            .expect_err("over the limit");
+        assert!(
+            matches!(err, TransportError::BufferOverflow { limit: 4 }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn prefetch_skips_complete_parameters() {
+        let (_routes, mut incoming) = call();
+        incoming.set_sync_complete();
+        prefetch(&mut incoming, 1 << 20)
+            .await
+            .expect("nothing to wait for");
+        let mut buf = [0u8; 2];
+        incoming.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"ab");
     }
 }

@@ -14,13 +14,13 @@
 //! instead of growing without limit or stalling every other call on the connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use async_nats::{StatusCode, Subject};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, trace};
 
 use super::flow::{FLOW_HEADER, Flow, parse_credit};
@@ -37,14 +37,19 @@ pub(crate) enum Delivery {
 
 pub(crate) type DeliveryRx = mpsc::UnboundedReceiver<Delivery>;
 
-/// Bytes delivered to a call but not yet read by it, and when the call last heard from its
-/// peer.
+/// Bytes delivered to a call but not yet read by it, when the call last heard from its
+/// peer, and whether its peer has begun sending nested (asynchronous) values.
 #[derive(Debug)]
 pub(crate) struct Budget {
     used: AtomicUsize,
     limit: usize,
     /// Milliseconds since [`clock_origin`] of the last message for the call.
     last_heard_ms: AtomicU64,
+    /// A message arrived on a nested stream of the call. Every wRPC peer sends a call's
+    /// synchronous values on the root stream before any nested one, so from then on the
+    /// root holds all of them (see [`super::reader::Incoming::prefetch_sync`]).
+    nested: AtomicBool,
+    nested_signal: Notify,
 }
 
 /// A fixed origin for the activity clock (atomics hold no `Instant`).
@@ -63,7 +68,28 @@ impl Budget {
             used: AtomicUsize::new(0),
             limit,
             last_heard_ms: AtomicU64::new(now_ms()),
+            nested: AtomicBool::new(false),
+            nested_signal: Notify::new(),
         })
+    }
+
+    /// A message arrived on a nested stream of the call.
+    fn mark_nested(&self) {
+        if !self.nested.swap(true, Ordering::AcqRel) {
+            self.nested_signal.notify_one();
+        }
+    }
+
+    /// Whether a message arrived on a nested stream of the call.
+    pub(crate) fn nested_started(&self) -> bool {
+        self.nested.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a message arrived on a nested stream of the call.
+    pub(crate) async fn nested_notified(&self) {
+        if !self.nested_started() {
+            self.nested_signal.notified().await;
+        }
     }
 
     /// The peer sent something for the call.
@@ -150,11 +176,13 @@ impl Handshake {
 }
 
 enum Entry {
-    /// A channel; `rx` is held here until a reader claims it.
+    /// A channel; `rx` is held here until a reader claims it. `nested` is every stream but
+    /// a call's root.
     Channel {
         tx: mpsc::UnboundedSender<Delivery>,
         rx: Option<DeliveryRx>,
         budget: Arc<Budget>,
+        nested: bool,
     },
     /// A client call's handshake subject; `results` is the call's root result subject, which
     /// is failed too when the handshake fails, so a reader never waits for a call that was
@@ -223,7 +251,7 @@ impl Routes {
         }
     }
 
-    fn deliver(&self, msg: async_nats::Message) {
+    pub(crate) fn deliver(&self, msg: async_nats::Message) {
         let mut map = lock(&self.map);
         let key = msg.subject.as_str();
         if !map.contains_key(key) && !self.materialize(&mut map, key) {
@@ -231,7 +259,9 @@ impl Routes {
             return;
         }
         match map.get_mut(key) {
-            Some(Entry::Channel { tx, budget, .. }) => {
+            Some(Entry::Channel {
+                tx, budget, nested, ..
+            }) => {
                 if let Some(reason) = msg
                     .headers
                     .as_ref()
@@ -256,6 +286,9 @@ impl Routes {
                     }));
                     map.remove(key);
                     return;
+                }
+                if *nested {
+                    budget.mark_nested();
                 }
                 if tx.send(Delivery::Data(msg.payload)).is_err() {
                     budget.release(len);
@@ -318,6 +351,7 @@ impl Routes {
                 tx,
                 rx: Some(rx),
                 budget,
+                nested: true,
             },
         );
         call.remember(key.into());
@@ -419,6 +453,11 @@ impl CallRoutes {
         self.budget.last_heard()
     }
 
+    /// The call's budget and activity record.
+    pub(crate) fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
     /// `n` received bytes were consumed (read, or dropped unread): their buffer space is
     /// free again, and the sender may be granted credit.
     pub(crate) fn consumed(&self, n: usize) {
@@ -432,9 +471,13 @@ impl CallRoutes {
         lock(&self.keys).push(key);
     }
 
-    /// Registers a channel for `subject`; `claim` returns its receiver now, otherwise a reader
-    /// claims it later with [`CallRoutes::claim`].
+    /// Registers a channel for the root stream `subject`; `claim` returns its receiver now,
+    /// otherwise a reader claims it later with [`CallRoutes::claim`].
     pub(crate) fn channel(&self, subject: &str, claim: bool) -> Option<DeliveryRx> {
+        self.register(subject, claim, false)
+    }
+
+    fn register(&self, subject: &str, claim: bool, nested: bool) -> Option<DeliveryRx> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (kept, given) = if claim {
             (None, Some(rx))
@@ -447,6 +490,7 @@ impl CallRoutes {
                 tx,
                 rx: kept,
                 budget: Arc::clone(&self.budget),
+                nested,
             },
         );
         self.remember(subject.into());
@@ -465,7 +509,7 @@ impl CallRoutes {
             );
             self.remember(subject.into());
         } else {
-            self.channel(subject, false);
+            self.register(subject, false, true);
         }
     }
 
@@ -508,6 +552,7 @@ impl CallRoutes {
                 tx,
                 rx: None,
                 budget,
+                nested: true,
             },
         );
         drop(map);

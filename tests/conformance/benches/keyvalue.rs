@@ -2,20 +2,27 @@
 //! client, and from a component in the host — against the backend's own client and against
 //! raw NATS request/reply (the transport ceiling), all in one run on the same servers.
 //!
+//! One more row, "via bare NATS", calls the provider's `get` without the SDK client: one
+//! publish carrying the whole call and one reply, routed by a plain subscription. It splits
+//! the cost of a provider call between the provider and the SDK client.
+//!
 //! Run with `scripts/bench.sh` (release build; needs nats-server and redis-server).
 //! `BENCH_SCALE=0.2` shortens it.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt as _, stream};
+use tokio::sync::oneshot;
 use trellis_conformance::keyvalue::{self, store};
 use trellis_conformance::lattice::ProviderProcess;
 use trellis_host::{Host, HostOptions, read_component};
 use trellis_sdk::store::StoredLink;
-use trellis_sdk::subjects::LatticeSubjects;
+use trellis_sdk::subjects::{self, LatticeSubjects};
 use trellis_sdk::transport::{Connection, TransportOptions};
 use trellis_tests as common;
 
@@ -143,6 +150,90 @@ async fn wait_responding(nats: &async_nats::Client, subject: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the echo responder never answered on {subject}");
+}
+
+/// Calls `get(bucket, key)` on a provider the way the shortest wRPC call goes on the wire,
+/// without the SDK client: one invocation carrying every parameter (its reply subject ends
+/// in `p-complete`, so the server skips the handshake) and one message on `{reply}.results`.
+#[derive(Clone)]
+struct BareGet {
+    nats: async_nats::Client,
+    subject: String,
+    inbox: String,
+    headers: async_nats::HeaderMap,
+    params: Bytes,
+    next: Arc<AtomicU64>,
+    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Bytes>>>>,
+}
+
+impl BareGet {
+    async fn new(lattice: &str, provider: &str, source: &str, bucket: &str, key: &str) -> Self {
+        let nats = common::nats().await;
+        let inbox = format!("{}.", nats.new_inbox());
+        let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Bytes>>>> = Arc::default();
+        let mut replies = nats
+            .subscribe(format!("{inbox}>"))
+            .await
+            .expect("subscribe the inbox");
+        let routes = Arc::clone(&waiting);
+        tokio::spawn(async move {
+            while let Some(m) = replies.next().await {
+                let waiter = routes.lock().expect("lock").remove(m.subject.as_str());
+                if let Some(tx) = waiter {
+                    let _ = tx.send(m.payload);
+                }
+            }
+        });
+        let prefix = LatticeSubjects::new(lattice)
+            .expect("lattice name")
+            .wrpc_prefix(provider);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("source-id", source);
+        headers.insert("link-name", "default");
+        // Two strings: each a LEB128 length and its bytes.
+        let mut params = Vec::new();
+        for s in [bucket, key] {
+            params.push(u8::try_from(s.len()).expect("short string"));
+            params.extend_from_slice(s.as_bytes());
+        }
+        Self {
+            nats,
+            subject: subjects::invocation(&prefix, "wrpc:keyvalue/store@0.2.0-draft", "get"),
+            inbox,
+            headers,
+            params: params.into(),
+            next: Arc::default(),
+            waiting,
+        }
+    }
+
+    async fn call(&self) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let reply = format!("{}{id}.{}", self.inbox, subjects::PARAMS_COMPLETE_TOKEN);
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .expect("lock")
+            .insert(subjects::results(&reply), tx);
+        self.nats
+            .publish_with_reply_and_headers(
+                self.subject.clone(),
+                reply,
+                self.headers.clone(),
+                self.params.clone(),
+            )
+            .await
+            .expect("publish");
+        let results = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("the provider answers")
+            .expect("results");
+        // `result::ok` (0), `option::some` (1), then the value.
+        assert!(
+            results.starts_with(&[0, 1]),
+            "unexpected results {results:?}"
+        );
+    }
 }
 
 fn config(pairs: &[(&str, String)]) -> HashMap<String, String> {
@@ -319,8 +410,15 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .await;
+        let bare = BareGet::new(&p.lattice, &p.id, "bench-caller", "bench", "k").await;
+        let bare_get = measure(n, || {
+            let bare = bare.clone();
+            async move { bare.call().await }
+        })
+        .await;
         row(&format!("{bin} via SDK client: set"), set, bk_set, raw);
         row(&format!("{bin} via SDK client: get"), get, bk_get, raw);
+        row(&format!("{bin} via bare NATS: get"), bare_get, bk_get, raw);
 
         // A component in the host calling wasi:keyvalue get through the provider.
         p.store.put_config("bench-kv", &cfg).await?;
