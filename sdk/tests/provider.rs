@@ -744,34 +744,37 @@ async fn stalled_parameters_hold_up_no_other_call() {
     let mut headers = HeaderMap::new();
     headers.insert("source-id", "comp");
     headers.insert("link-name", "default");
-    let inbox = f.nats.new_inbox();
-    let mut handshakes = f.nats.subscribe(format!("{inbox}.>")).await.unwrap();
-    // Calls as a 1.x client makes them (no `p-complete`): the name says 100 bytes, 3 come.
-    const STALLED: usize = 20;
-    for i in 0..STALLED {
+    // Starts a call as a 1.x client does (no `p-complete`) with the first bytes of its
+    // parameters; returns the server's parameter subject from the handshake and the
+    // subscription on which the results will come.
+    let begin = async |first: &'static [u8]| {
+        let inbox = f.nats.new_inbox();
+        let mut replies = f.nats.subscribe(format!("{inbox}.>")).await.unwrap();
         f.nats
             .publish_with_reply_and_headers(
                 subject.clone(),
-                format!("{inbox}.{i}"),
+                format!("{inbox}.x"),
                 headers.clone(),
-                b"\x64abc".to_vec().into(),
+                first.to_vec().into(),
             )
             .await
             .unwrap();
-    }
-    // The provider accepts each (answers its handshake); half of them get a few more bytes
-    // of their parameters on the subject it names, then nothing.
-    for i in 0..STALLED {
-        let handshake = tokio::time::timeout(Duration::from_secs(5), handshakes.next())
+        let handshake = tokio::time::timeout(Duration::from_secs(5), replies.next())
             .await
             .expect("the provider answers every handshake")
             .unwrap();
-        let params_rx = handshake
+        let server_rx = handshake
             .reply
             .expect("a handshake names the server's inbox");
+        (format!("{server_rx}.params"), inbox, replies)
+    };
+    // Stalled calls: the name says 100 bytes, 3 come; half of them get a few more bytes,
+    // then nothing.
+    for i in 0..20 {
+        let (params_rx, _, _) = begin(b"\x64abc").await;
         if i % 2 == 0 {
             f.nats
-                .publish(format!("{params_rx}.params"), b"defg".to_vec().into())
+                .publish(params_rx, b"defg".to_vec().into())
                 .await
                 .unwrap();
         }
@@ -785,22 +788,7 @@ async fn stalled_parameters_hold_up_no_other_call() {
         );
     }
     // A call that completes its parameters late is served too.
-    let late = f.nats.new_inbox();
-    let mut late_rx = f.nats.subscribe(format!("{late}.>")).await.unwrap();
-    f.nats
-        .publish_with_reply_and_headers(
-            subject.clone(),
-            format!("{late}.x"),
-            headers.clone(),
-            b"\x05ab".to_vec().into(),
-        )
-        .await
-        .unwrap();
-    let handshake = tokio::time::timeout(Duration::from_secs(5), late_rx.next())
-        .await
-        .expect("handshake")
-        .unwrap();
-    let params = format!("{}.params", handshake.reply.expect("server inbox"));
+    let (params, late, mut late_rx) = begin(b"\x05ab").await;
     f.nats
         .publish(params.clone(), b"cde".to_vec().into())
         .await
