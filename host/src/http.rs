@@ -19,14 +19,14 @@ use http_body::Frame;
 use http_body_util::{BodyExt as _, StreamBody};
 use tokio::sync::oneshot;
 use tracing::warn;
-use trellis_sdk::transport::{Incoming, Outgoing, ServeContext, Server};
+use trellis_sdk::transport::{Outgoing, ServeContext, Server};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
 use wasmtime_wasi_http::p2::{HttpResult, WasiHttpHooks, WasiHttpView as _};
-use wrpc_transport::{Deferred, DeferredFn, Encode, Serve, ServeExt as _};
+use wrpc_transport::{Deferred, DeferredFn, Encode, ServeExt as _};
 
 use crate::state::HostState;
 
@@ -97,9 +97,10 @@ const INLINE_MAX: usize = 256 << 10;
 
 /// Serves the component's handler as the wire's `handle`, one future per accepted call.
 ///
-/// This is what `wit-bindgen-wrpc` would generate, except that each call decodes its request
-/// in its own future (see [`OneCall`]) and that the results are a [`Reply`], so a response
-/// that is already complete travels whole in the result message.
+/// This is what `wit-bindgen-wrpc` would generate, except that the results are a [`Reply`],
+/// so a response that is already complete travels whole in the result message. The server
+/// hands a call on only once its request head is all here (see [`Server`]), so decoding the
+/// calls one after another holds none of them up.
 pub(crate) async fn serve(
     server: &Server,
     handler: IncomingHandler,
@@ -108,38 +109,31 @@ pub(crate) async fn serve(
     // the trailers future (field 1) of parameter 0.
     let paths: [Box<[Option<usize>]>; 2] =
         [Box::from([Some(0), Some(0)]), Box::from([Some(0), Some(1)])];
-    let calls = Serve::serve(server, WIRE_INSTANCE, WIRE_FUNC, paths)
+    let calls = server
+        .serve_values::<(w::Request,), (Reply,)>(WIRE_INSTANCE, WIRE_FUNC, paths)
         .await
         .with_context(|| format!("failed to serve `{WIRE_INSTANCE}.{WIRE_FUNC}`"))?;
-    let invocations = calls.map_ok(move |call| {
-        Box::pin(serve_call(handler.clone(), call))
+    let invocations = calls.map_ok(move |(cx, (request,), body_io, send)| {
+        Box::pin(serve_call(handler.clone(), cx, request, body_io, send))
             as Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
     });
     Ok(vec![(WIRE_INSTANCE, WIRE_FUNC, Box::pin(invocations))])
 }
 
-/// One accepted call, decoded on its own.
-///
-/// `serve_values` decodes the parameters of the calls it serves one after another, so a
-/// caller whose parameters never complete would hold up every call behind it until its read
-/// times out. Serving each call as a stream of one, inside the call's own future, keeps the
-/// generated decoding and lets calls decode side by side.
-struct OneCall(std::sync::Mutex<Option<(ServeContext, Outgoing, Incoming)>>);
-
-/// Serves one accepted call: decodes its request, runs the component, sends the reply.
-async fn serve_call(
+/// Serves one accepted call: runs the component on its request, sends the reply, and
+/// finishes receiving the request body.
+async fn serve_call<Io, SendReply, Sent>(
     handler: IncomingHandler,
-    call: (ServeContext, Outgoing, Incoming),
-) -> anyhow::Result<()> {
-    let one = OneCall(std::sync::Mutex::new(Some(call)));
-    let no_paths: [Box<[Option<usize>]>; 0] = [];
-    let calls = one
-        .serve_values::<(w::Request,), (Reply,)>(WIRE_INSTANCE, WIRE_FUNC, no_paths)
-        .await?;
-    let (cx, (request,), body_io, send) = std::pin::pin!(calls)
-        .try_next()
-        .await?
-        .context("the call went away before its request was read")?;
+    cx: ServeContext,
+    request: w::Request,
+    body_io: Option<Io>,
+    send: SendReply,
+) -> anyhow::Result<()>
+where
+    Io: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    SendReply: FnOnce((Reply,)) -> Sent,
+    Sent: std::future::Future<Output = anyhow::Result<()>>,
+{
     // The request body arrives while the component runs.
     let body_io = body_io.map(tokio::spawn);
     let sent = match handler.handle(cx, request).await {
@@ -158,24 +152,6 @@ async fn serve_call(
             }
             Err(err)
         }
-    }
-}
-
-impl Serve for OneCall {
-    type Context = ServeContext;
-    type Outgoing = Outgoing;
-    type Incoming = Incoming;
-
-    async fn serve(
-        &self,
-        _instance: &str,
-        _func: &str,
-        _paths: impl Into<Arc<[Box<[Option<usize>]>]>> + Send,
-    ) -> anyhow::Result<
-        impl Stream<Item = anyhow::Result<(ServeContext, Outgoing, Incoming)>> + Send + 'static,
-    > {
-        let call = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        Ok(futures::stream::iter(call.map(Ok)))
     }
 }
 

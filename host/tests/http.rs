@@ -277,10 +277,17 @@ async fn round_trips() {
     ];
     for _ in 0..20 {
         for bytes in garbage {
-            let reply = nats.new_inbox();
-            nats.publish_with_reply(subject.clone(), reply, Bytes::copy_from_slice(bytes))
-                .await
-                .unwrap();
+            // As a 1.x client sends it, and claiming (falsely, for most) that the invocation
+            // holds the whole request head: a head cut short must fail, not wait.
+            for complete in [false, true] {
+                let mut reply = nats.new_inbox();
+                if complete {
+                    reply = format!("{reply}.{}", trellis_sdk::subjects::PARAMS_COMPLETE_TOKEN);
+                }
+                nats.publish_with_reply(subject.clone(), reply, Bytes::copy_from_slice(bytes))
+                    .await
+                    .unwrap();
+            }
         }
     }
     nats.flush().await.unwrap();

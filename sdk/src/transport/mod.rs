@@ -613,12 +613,11 @@ async fn accept<C>(
         Some(timeout),
         "parameters",
     );
-    if cx_complete {
-        incoming.set_sync_complete();
-    }
-    if incoming.is_empty_start() {
-        // A function without parameters: the invocation carried nothing and nothing follows
-        // but the close, so the root stream is complete already.
+    if cx_complete || incoming.is_empty_start() {
+        // The client said every synchronous parameter is in the invocation (`p-complete`),
+        // or the function has none (the invocation carried nothing and nothing follows but
+        // the close): the root stream is complete already. A reader that finds it short
+        // fails at once instead of waiting for bytes that will not come.
         incoming.set_eof();
     }
     Ok(Some((
