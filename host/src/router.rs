@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use trellis_sdk::subjects::LatticeSubjects;
+use trellis_sdk::subjects::{LINK_NAME_HEADER, LatticeSubjects, SOURCE_ID_HEADER};
 use trellis_sdk::transport::{Connection, Incoming, Outgoing};
 use wrpc_transport::Invoke;
 
@@ -86,8 +86,8 @@ impl Invoke for LinkRouter {
             .into());
         };
         let mut headers = HeaderMap::new();
-        headers.insert("source-id", &*self.component_id);
-        headers.insert("link-name", &*self.link_name);
+        headers.insert(SOURCE_ID_HEADER, &*self.component_id);
+        headers.insert(LINK_NAME_HEADER, &*self.link_name);
         self.conn
             .client(self.subjects.wrpc_prefix(&target))
             .with_timeout(self.timeout)

@@ -71,17 +71,36 @@ pub struct LinkDefinition {
 impl LinkDefinition {
     /// The identity of this link.
     pub fn key(&self) -> LinkKey {
-        let mut interfaces = self.interfaces.clone();
-        interfaces.sort();
-        interfaces.dedup();
         LinkKey {
             source_id: self.source_id.clone(),
             target: self.target.clone(),
             name: self.name.clone(),
             wit_namespace: self.wit_namespace.clone(),
             wit_package: self.wit_package.clone(),
-            interfaces,
+            interfaces: self.interface_set().into_owned(),
         }
+    }
+
+    /// The interfaces sorted and without duplicates, as in [`LinkKey`]; borrowed when they
+    /// already are (as links usually come).
+    fn interface_set(&self) -> std::borrow::Cow<'_, [String]> {
+        if self.interfaces.windows(2).all(|w| w[0] < w[1]) {
+            return std::borrow::Cow::Borrowed(&self.interfaces);
+        }
+        let mut interfaces = self.interfaces.clone();
+        interfaces.sort();
+        interfaces.dedup();
+        std::borrow::Cow::Owned(interfaces)
+    }
+
+    /// Whether `key` identifies this link (what `self.key() == *key` says, without copying).
+    fn is_identified_by(&self, key: &LinkKey) -> bool {
+        self.source_id == key.source_id
+            && self.target == key.target
+            && self.name == key.name
+            && self.wit_namespace == key.wit_namespace
+            && self.wit_package == key.wit_package
+            && *self.interface_set() == *key.interfaces
     }
 
     /// Whether the link covers wire instance `instance` (`ns:pkg/iface@version`, or the
@@ -467,13 +486,55 @@ pub enum LinkRefusal {
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 pub struct LinkStates<T> {
-    map: Arc<std::sync::RwLock<HashMap<LinkKey, Arc<T>>>>,
+    map: Arc<std::sync::RwLock<StateMap<T>>>,
+}
+
+/// States by a hash of their link's identity. Looked up on every served call, so a lookup
+/// hashes the call's link definition in place instead of building its [`LinkKey`] (five
+/// string copies); links whose identities collide share a bucket.
+struct StateMap<T> {
+    hasher: std::hash::RandomState,
+    buckets: HashMap<u64, Vec<(LinkKey, Arc<T>)>>,
+}
+
+impl<T> StateMap<T> {
+    /// The identity hash of `link`; equal to [`StateMap::key_hash`] of its key.
+    fn link_hash(&self, link: &LinkDefinition) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one((
+            link.source_id.as_str(),
+            link.target.as_str(),
+            link.name.as_str(),
+            link.wit_namespace.as_str(),
+            link.wit_package.as_str(),
+            &*link.interface_set(),
+        ))
+    }
+
+    fn key_hash(&self, key: &LinkKey) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one((
+            key.source_id.as_str(),
+            key.target.as_str(),
+            key.name.as_str(),
+            key.wit_namespace.as_str(),
+            key.wit_package.as_str(),
+            key.interfaces.as_slice(),
+        ))
+    }
+
+    fn len(&self) -> usize {
+        self.buckets.values().map(Vec::len).sum()
+    }
 }
 
 impl<T> Default for LinkStates<T> {
     fn default() -> Self {
         Self {
-            map: Arc::default(),
+            map: Arc::new(std::sync::RwLock::new(StateMap {
+                hasher: std::hash::RandomState::new(),
+                buckets: HashMap::new(),
+            })),
         }
     }
 }
@@ -495,29 +556,47 @@ impl<T> std::fmt::Debug for LinkStates<T> {
 }
 
 impl<T> LinkStates<T> {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<LinkKey, Arc<T>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, StateMap<T>> {
         // Each operation is one insert, remove or lookup: a panic elsewhere cannot leave the
         // table half-changed, so a poisoned lock is still safe to use.
         self.map.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<LinkKey, Arc<T>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, StateMap<T>> {
         self.map.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sets the state of `link`, replacing what an earlier version of it had.
     pub fn insert(&self, link: &LinkDefinition, state: T) {
-        self.write().insert(link.key(), Arc::new(state));
+        let key = link.key();
+        let mut map = self.write();
+        let hash = map.key_hash(&key);
+        let bucket = map.buckets.entry(hash).or_default();
+        bucket.retain(|(k, _)| *k != key);
+        bucket.push((key, Arc::new(state)));
     }
 
     /// Forgets `link`; returns its state if it had one.
     pub fn remove(&self, link: &LinkDefinition) -> Option<Arc<T>> {
-        self.write().remove(&link.key())
+        let mut map = self.write();
+        let hash = map.link_hash(link);
+        let bucket = map.buckets.get_mut(&hash)?;
+        let at = bucket.iter().position(|(k, _)| link.is_identified_by(k))?;
+        let (_, state) = bucket.swap_remove(at);
+        if bucket.is_empty() {
+            map.buckets.remove(&hash);
+        }
+        Some(state)
     }
 
     /// The state of `link`, if it has one.
     pub fn get(&self, link: &LinkDefinition) -> Option<Arc<T>> {
-        self.read().get(&link.key()).cloned()
+        let map = self.read();
+        map.buckets
+            .get(&map.link_hash(link))?
+            .iter()
+            .find(|(k, _)| link.is_identified_by(k))
+            .map(|(_, state)| Arc::clone(state))
     }
 }
 
@@ -541,6 +620,32 @@ mod tests {
             source_secrets: None,
             target_secrets: None,
         }
+    }
+
+    #[test]
+    fn link_states_follow_link_identity() {
+        let states: LinkStates<&str> = LinkStates::default();
+        let a = link("web", "default", &[("url", "one")]);
+        states.insert(&a, "a");
+        // Interfaces in another order, repeated, and other config: the same link.
+        let mut same = link("web", "default", &[("url", "two")]);
+        same.interfaces = vec!["store".into(), "atomics".into(), "store".into()];
+        assert_eq!(states.get(&same).as_deref(), Some(&"a"));
+        // Any other part of the identity: another link.
+        let other_name = link("web", "cache", &[]);
+        let mut other_iface = link("web", "default", &[]);
+        other_iface.interfaces = vec!["store".into()];
+        assert!(states.get(&other_name).is_none());
+        assert!(states.get(&other_iface).is_none());
+        states.insert(&other_name, "b");
+        // Re-putting a link replaces its state.
+        states.insert(&same, "a2");
+        assert_eq!(states.get(&a).as_deref(), Some(&"a2"));
+        assert_eq!(states.read().len(), 2);
+        assert_eq!(states.remove(&same).as_deref(), Some(&"a2"));
+        assert!(states.get(&a).is_none());
+        assert_eq!(states.get(&other_name).as_deref(), Some(&"b"));
+        assert!(states.remove(&a).is_none());
     }
 
     #[test]

@@ -13,6 +13,13 @@ use crate::error::InvalidName;
 /// The wRPC protocol token that appears in every invocation subject (*1.x*).
 pub const WRPC_PROTOCOL: &str = "wrpc.0.0.1";
 
+/// *1.x*: the invocation header naming the caller (a component or provider id).
+pub const SOURCE_ID_HEADER: &str = "source-id";
+/// *1.x*: the invocation header naming the link a call goes over (`default` when absent).
+pub const LINK_NAME_HEADER: &str = "link-name";
+/// *1.x*: the invocation header naming the callee.
+pub const TARGET_ID_HEADER: &str = "target-id";
+
 /// Checks that `value` can be used as a single subject token (a lattice name, a component or
 /// provider id, a link name).
 ///
@@ -199,19 +206,27 @@ pub fn params_complete(reply: &str) -> bool {
 /// *1.x*: the subject on which a wRPC server receives the parameters of one call, after the
 /// handshake (`{rx}.params`).
 pub fn params(rx: &str) -> String {
-    format!("{rx}.params")
+    suffixed(rx, ".params")
 }
 
 /// *1.x*: the subject on which a wRPC client receives the results of one call
 /// (`{rx}.results`).
 pub fn results(rx: &str) -> String {
-    format!("{rx}.results")
+    suffixed(rx, ".results")
 }
 
 /// Trellis: where the peer of a call grants credit for what the holder of `rx` sends
 /// (`{rx}.credit`; see the transport's flow control).
 pub fn credit(rx: &str) -> String {
-    format!("{rx}.credit")
+    suffixed(rx, ".credit")
+}
+
+/// `rx` followed by `suffix`, in one allocation (these are made for every call).
+fn suffixed(rx: &str, suffix: &str) -> String {
+    let mut s = String::with_capacity(rx.len() + suffix.len());
+    s.push_str(rx);
+    s.push_str(suffix);
+    s
 }
 
 /// *1.x*: the subject of a nested (async) value at `path` below `base`

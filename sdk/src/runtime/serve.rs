@@ -16,14 +16,26 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt as _};
 use tracing::{Instrument as _, debug, warn};
 
 use super::{ProviderHandle, RuntimeError};
 use crate::link::{LinkDefinition, LinkRefusal};
+use crate::subjects::{LINK_NAME_HEADER, SOURCE_ID_HEADER, TARGET_ID_HEADER};
 use crate::transport::{self, Incoming, Outgoing, ServeContext};
+
+// Header names read on every call, made once: looking one up by `&str` builds (and
+// allocates) a `HeaderName` each time.
+const SOURCE_ID: HeaderName = HeaderName::from_static(SOURCE_ID_HEADER);
+const LINK_NAME: HeaderName = HeaderName::from_static(LINK_NAME_HEADER);
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The first value of header `name` in `headers`.
+fn header(headers: &Option<HeaderMap>, name: HeaderName) -> Option<&str> {
+    headers.as_ref()?.get(name).map(|v| v.as_str())
+}
 
 /// What a served call knows about where it came from.
 #[derive(Clone, Debug)]
@@ -119,19 +131,18 @@ impl wrpc_transport::Serve for ProviderServer {
                 if !inner.accepting() {
                     return Err(format!("provider {id} is shutting down"));
                 }
-                let Some(source_id) = cx.header("source-id").map(str::to_string) else {
+                let Some(source_id) = header(&cx.headers, SOURCE_ID).map(str::to_string) else {
                     return Err(format!(
                         "call to provider {id} has no source-id header, so no link can be found"
                     ));
                 };
-                let link_name = cx
-                    .header("link-name")
+                let link_name = header(&cx.headers, LINK_NAME)
                     .unwrap_or(crate::link::DEFAULT_LINK_NAME)
                     .to_string();
                 let admitted = inner.table().admit(&source_id, &link_name, &instance_name);
                 match admitted {
                     Ok(link) => {
-                        let traceparent = cx.header("traceparent").unwrap_or_default();
+                        let traceparent = header(&cx.headers, TRACEPARENT).unwrap_or_default();
                         let span = tracing::debug_span!(
                             "provider.call",
                             instance = %instance_name,
@@ -261,9 +272,9 @@ impl LinkedClient {
     /// (what a host does for a component; tests use it to act as one).
     pub fn new(client: transport::Client, source_id: &str, link_name: &str, target: &str) -> Self {
         let mut headers = HeaderMap::new();
-        headers.insert("source-id", source_id);
-        headers.insert("link-name", link_name);
-        headers.insert("target-id", target);
+        headers.insert(SOURCE_ID_HEADER, source_id);
+        headers.insert(LINK_NAME_HEADER, link_name);
+        headers.insert(TARGET_ID_HEADER, target);
         Self { client, headers }
     }
 

@@ -36,7 +36,7 @@ pub(crate) const FLOW_HEADER: &str = "trellis-flow";
 /// side (bytes consumed, credit granted). Each call sends in one direction and receives in
 /// the other, so one value serves both.
 pub(crate) struct Flow {
-    nats: async_nats::Client,
+    nats: Arc<async_nats::Client>,
     window: u64,
     send_enabled: AtomicBool,
     sent: AtomicU64,
@@ -66,7 +66,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Flow {
-    pub(crate) fn new(nats: async_nats::Client, window: usize) -> Arc<Self> {
+    pub(crate) fn new(nats: Arc<async_nats::Client>, window: usize) -> Arc<Self> {
         Arc::new(Self {
             nats,
             window: (window as u64).max(1),
@@ -166,7 +166,7 @@ impl Flow {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let nats = self.nats.clone();
+        let nats = Arc::clone(&self.nats);
         trace!(subject = target.as_str(), total, "granting credit");
         // Credit is cumulative, so a late or reordered grant is harmless.
         rt.spawn(async move {

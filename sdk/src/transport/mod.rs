@@ -84,7 +84,8 @@ impl Default for TransportOptions {
 }
 
 struct Shared {
-    nats: async_nats::Client,
+    /// Shared by every call's streams and flow state (a client clone allocates).
+    nats: Arc<async_nats::Client>,
     inbox: String,
     routes: Arc<Routes>,
     opts: TransportOptions,
@@ -160,7 +161,7 @@ impl Connection {
         let demux = tokio::spawn(Arc::clone(&routes).run(sub));
         Ok(Self {
             shared: Arc::new(Shared {
-                nats,
+                nats: Arc::new(nats),
                 inbox,
                 routes,
                 opts,
@@ -293,7 +294,7 @@ impl wrpc_transport::Invoke for Client {
 
         // Register every subject of the call before anything is published.
         let call = CallRoutes::new(&shared.routes, shared.opts.max_buffered_bytes);
-        let flow = flow::Flow::new(shared.nats.clone(), shared.opts.flow_window);
+        let flow = flow::Flow::new(Arc::clone(&shared.nats), shared.opts.flow_window);
         call.set_flow(&flow, &subjects::credit(&rx));
         Pacer::attach_current(&flow);
         let handshake = call.handshake(&rx, &results, &subject);
@@ -335,7 +336,7 @@ impl wrpc_transport::Invoke for Client {
 
         Ok((
             Outgoing::client_root(
-                shared.nats.clone(),
+                Arc::clone(&shared.nats),
                 handshake,
                 params,
                 first_was_empty,
@@ -531,10 +532,10 @@ async fn accept<C>(
     let offered = subjects::flow_offer(reply.as_str());
     // Every call counts what it sends, so producers can be paced; flow control proper is on
     // only when the client offered it.
-    let flow = flow::Flow::new(shared.nats.clone(), shared.opts.flow_window);
+    let flow = flow::Flow::new(Arc::clone(&shared.nats), shared.opts.flow_window);
     let cx = ServeContext {
         headers,
-        subject: subject.to_string(),
+        subject: subject.as_str().to_owned(),
         pacer: Pacer::for_flow(&flow),
     };
     let cx = match admit(cx) {
@@ -565,7 +566,7 @@ async fn accept<C>(
             "parameters",
         );
         let writer = Outgoing::server_root(
-            shared.nats.clone(),
+            Arc::clone(&shared.nats),
             results,
             timeout,
             Some((flow, Arc::clone(incoming.call()))),
@@ -623,7 +624,7 @@ async fn accept<C>(
     Ok(Some((
         cx,
         Outgoing::server_root(
-            shared.nats.clone(),
+            Arc::clone(&shared.nats),
             results,
             timeout,
             // The flow state and the call's routes go together into the result writer.

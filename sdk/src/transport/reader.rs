@@ -250,12 +250,16 @@ impl Drop for Incoming {
         if let Some(mut rx) = self.rx.take() {
             // Give back what was delivered but never read, then stop further deliveries.
             rx.close();
-            while let Ok(d) = rx.try_recv() {
+            while let Some(d) = rx.try_recv() {
                 if let Delivery::Data(p) = d {
                     self.call.consumed(p.len());
                 }
             }
-            self.call.forget(&self.subject());
+            if self.path.is_empty() {
+                self.call.forget(&self.base);
+            } else {
+                self.call.forget(&self.subject());
+            }
         }
     }
 }

@@ -16,11 +16,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::task::{Context, Poll};
 
 use async_nats::{StatusCode, Subject};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use tokio::sync::{Notify, mpsc, oneshot};
+use futures::channel::mpsc;
+use tokio::sync::{Notify, oneshot};
 use tracing::{debug, trace};
 
 use super::flow::{FLOW_HEADER, Flow, parse_credit};
@@ -35,7 +37,42 @@ pub(crate) enum Delivery {
     Fail(TransportError),
 }
 
-pub(crate) type DeliveryRx = mpsc::UnboundedReceiver<Delivery>;
+/// The sending half of a stream's delivery queue, held by the route table.
+type DeliveryTx = mpsc::UnboundedSender<Delivery>;
+
+/// The receiving half of a stream's delivery queue, held by its reader.
+///
+/// A queue per stream of every call: most carry one or two messages, so it is the
+/// `futures` channel, whose creation is two small allocations (tokio's unbounded channel
+/// allocates a block of 32 slots up front, a measurable share of a small call).
+#[derive(Debug)]
+pub(crate) struct DeliveryRx(mpsc::UnboundedReceiver<Delivery>);
+
+impl DeliveryRx {
+    /// The next delivery; `None` once the route is gone and the queue drained.
+    pub(crate) async fn recv(&mut self) -> Option<Delivery> {
+        self.0.next().await
+    }
+
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        self.0.poll_next_unpin(cx)
+    }
+
+    /// A delivery already queued, if any.
+    pub(crate) fn try_recv(&mut self) -> Option<Delivery> {
+        self.0.try_recv().ok()
+    }
+
+    /// Refuses further deliveries; those queued can still be drained.
+    pub(crate) fn close(&mut self) {
+        self.0.close();
+    }
+}
+
+fn delivery_queue() -> (DeliveryTx, DeliveryRx) {
+    let (tx, rx) = mpsc::unbounded();
+    (tx, DeliveryRx(rx))
+}
 
 /// Bytes delivered to a call but not yet read by it, when the call last heard from its
 /// peer, and whether its peer has begun sending nested (asynchronous) values.
@@ -179,7 +216,7 @@ enum Entry {
     /// A channel; `rx` is held here until a reader claims it. `nested` is every stream but
     /// a call's root.
     Channel {
-        tx: mpsc::UnboundedSender<Delivery>,
+        tx: DeliveryTx,
         rx: Option<DeliveryRx>,
         budget: Arc<Budget>,
         nested: bool,
@@ -207,8 +244,12 @@ enum Entry {
 
 /// The route table of one connection.
 pub(crate) struct Routes {
-    map: Mutex<HashMap<Box<str>, Entry>>,
+    map: Mutex<RouteMap>,
 }
+
+/// Subjects to routes. Keyed with a randomly seeded fast hash: every call inserts and removes
+/// a few keys and every message looks one up, and SipHash showed in profiles.
+type RouteMap = HashMap<Box<str>, Entry, foldhash::fast::RandomState>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the table inconsistent (each operation
@@ -222,7 +263,7 @@ const MAX_WILDCARD_DEPTH: usize = 6;
 impl Routes {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(RouteMap::default()),
         })
     }
 
@@ -237,7 +278,7 @@ impl Routes {
         for (_, entry) in map.drain() {
             match entry {
                 Entry::Channel { tx, .. } => {
-                    let _ = tx.send(Delivery::Fail(TransportError::Disconnected(
+                    let _ = tx.unbounded_send(Delivery::Fail(TransportError::Disconnected(
                         "inbox subscription ended".into(),
                     )));
                 }
@@ -267,7 +308,7 @@ impl Routes {
                     .as_ref()
                     .and_then(|h| h.get(super::REFUSAL_HEADER))
                 {
-                    let _ = tx.send(Delivery::Fail(TransportError::Failed(
+                    let _ = tx.unbounded_send(Delivery::Fail(TransportError::Failed(
                         reason.as_str().to_string(),
                     )));
                     map.remove(key);
@@ -281,7 +322,7 @@ impl Routes {
                         limit = budget.limit,
                         "per-call buffer exceeded; failing the call"
                     );
-                    let _ = tx.send(Delivery::Fail(TransportError::BufferOverflow {
+                    let _ = tx.unbounded_send(Delivery::Fail(TransportError::BufferOverflow {
                         limit: budget.limit,
                     }));
                     map.remove(key);
@@ -290,7 +331,7 @@ impl Routes {
                 if *nested {
                     budget.mark_nested();
                 }
-                if tx.send(Delivery::Data(msg.payload)).is_err() {
+                if tx.unbounded_send(Delivery::Data(msg.payload)).is_err() {
                     budget.release(len);
                     map.remove(key);
                 }
@@ -327,7 +368,7 @@ impl Routes {
                 if let Some((results, err)) = notify
                     && let Some(Entry::Channel { tx, .. }) = map.get(&results)
                 {
-                    let _ = tx.send(Delivery::Fail(err));
+                    let _ = tx.unbounded_send(Delivery::Fail(err));
                 }
             }
             Some(Entry::Pattern { .. }) | None => {
@@ -337,14 +378,14 @@ impl Routes {
     }
 
     /// Creates a channel for `key` if it matches a wildcard pattern of a live call.
-    fn materialize(&self, map: &mut HashMap<Box<str>, Entry>, key: &str) -> bool {
+    fn materialize(&self, map: &mut RouteMap, key: &str) -> bool {
         let Some((budget, call)) = find_pattern(map, key) else {
             return false;
         };
         let Some(call) = call.upgrade() else {
             return false;
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = delivery_queue();
         map.insert(
             key.into(),
             Entry::Channel {
@@ -359,10 +400,7 @@ impl Routes {
     }
 }
 
-fn find_pattern(
-    map: &HashMap<Box<str>, Entry>,
-    key: &str,
-) -> Option<(Arc<Budget>, Weak<CallRoutes>)> {
+fn find_pattern(map: &RouteMap, key: &str) -> Option<(Arc<Budget>, Weak<CallRoutes>)> {
     let tokens: Vec<&str> = key.split('.').collect();
     let numeric = tokens
         .iter()
@@ -478,7 +516,7 @@ impl CallRoutes {
     }
 
     fn register(&self, subject: &str, claim: bool, nested: bool) -> Option<DeliveryRx> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = delivery_queue();
         let (kept, given) = if claim {
             (None, Some(rx))
         } else {
@@ -545,7 +583,7 @@ impl CallRoutes {
         if !Weak::ptr_eq(&call, &Arc::downgrade(self)) {
             return None;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = delivery_queue();
         map.insert(
             subject.into(),
             Entry::Channel {

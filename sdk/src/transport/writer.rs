@@ -42,7 +42,11 @@ enum Target {
 
 /// Outgoing multiplexed byte stream of a wRPC call over NATS.
 pub struct Outgoing {
-    nats: async_nats::Client,
+    /// The connection's client, shared until this stream first publishes: publishing
+    /// through the client's `Sink` needs a client of our own, and cloning one allocates, so
+    /// it is made (`Arc::make_mut`) only when needed. Most client root streams never publish
+    /// (their parameters went in the invocation).
+    nats: Arc<async_nats::Client>,
     target: Target,
     path: Vec<usize>,
     /// Parameters that did not fit in the first message; sent first once the handshake is done.
@@ -73,7 +77,7 @@ pub struct Outgoing {
 impl Outgoing {
     /// The root result writer of a served call.
     pub(crate) fn server_root(
-        nats: async_nats::Client,
+        nats: Arc<async_nats::Client>,
         subject: Subject,
         timeout: Duration,
         flow: Option<(Arc<Flow>, Arc<CallRoutes>)>,
@@ -100,7 +104,7 @@ impl Outgoing {
     /// message carried no bytes (a function without parameters): a 1.x server then reads on
     /// until the stream is closed, so it must be.
     pub(crate) fn client_root(
-        nats: async_nats::Client,
+        nats: Arc<async_nats::Client>,
         handshake: Arc<Handshake>,
         pending: Bytes,
         first_was_empty: bool,
@@ -211,19 +215,19 @@ impl Outgoing {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         ready!(self.poll_room(cx))?;
-        ready!(self.nats.poll_ready_unpin(cx))
+        let nats = Arc::make_mut(&mut self.nats);
+        ready!(nats.poll_ready_unpin(cx))
             .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
-        let max = self.nats.max_payload().max(1);
+        let max = nats.max_payload().max(1);
         let n = buf.len().min(max);
         trace!(subject = subject.as_str(), n, "publishing chunk");
-        self.nats
-            .start_send_unpin(OutboundMessage {
-                subject,
-                reply: None,
-                payload: Bytes::copy_from_slice(&buf[..n]),
-                headers: None,
-            })
-            .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
+        nats.start_send_unpin(OutboundMessage {
+            subject,
+            reply: None,
+            payload: Bytes::copy_from_slice(&buf[..n]),
+            headers: None,
+        })
+        .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
         self.wrote = true;
         if let Some(flow) = &self.flow {
             flow.sent(n);
@@ -260,7 +264,7 @@ impl wrpc_transport::Index<Self> for Outgoing {
             Target::Failed(err) => Target::Failed(err.clone()),
         };
         Ok(Self {
-            nats: self.nats.clone(),
+            nats: Arc::clone(&self.nats),
             target,
             path: full,
             pending: Bytes::new(),
@@ -296,9 +300,13 @@ impl AsyncWrite for Outgoing {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.nats
-            .poll_flush_unpin(cx)
-            .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())
+        // A client still shared was never published through: nothing to flush.
+        match Arc::get_mut(&mut self.nats) {
+            Some(nats) => nats
+                .poll_flush_unpin(cx)
+                .map_err(|err| TransportError::Disconnected(err.to_string()).into_io()),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -313,19 +321,18 @@ impl AsyncWrite for Outgoing {
         }
         let subject = ready!(this.poll_target(cx))?;
         ready!(this.poll_drain(cx, &subject))?;
-        ready!(this.nats.poll_ready_unpin(cx))
+        let nats = Arc::make_mut(&mut this.nats);
+        ready!(nats.poll_ready_unpin(cx))
             .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
-        this.nats
-            .start_send_unpin(OutboundMessage {
-                subject,
-                reply: None,
-                payload: Bytes::new(),
-                headers: None,
-            })
-            .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
+        nats.start_send_unpin(OutboundMessage {
+            subject,
+            reply: None,
+            payload: Bytes::new(),
+            headers: None,
+        })
+        .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
         this.closed = true;
-        this.nats
-            .poll_flush_unpin(cx)
+        nats.poll_flush_unpin(cx)
             .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())
     }
 }
@@ -354,7 +361,8 @@ impl Outgoing {
             return false;
         };
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        if !matches!(self.nats.poll_ready_unpin(&mut cx), Poll::Ready(Ok(()))) {
+        let nats = Arc::make_mut(&mut self.nats);
+        if !matches!(nats.poll_ready_unpin(&mut cx), Poll::Ready(Ok(()))) {
             return false;
         }
         let headers = self.root_results.then(|| {
@@ -362,7 +370,7 @@ impl Outgoing {
             headers.insert(super::REFUSAL_HEADER, ABANDONED);
             headers
         });
-        let sent = self.nats.start_send_unpin(OutboundMessage {
+        let sent = nats.start_send_unpin(OutboundMessage {
             subject: subject.clone(),
             reply: None,
             payload: Bytes::new(),
@@ -391,7 +399,7 @@ impl Drop for Outgoing {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let nats = self.nats.clone();
+        let nats = Arc::clone(&self.nats);
         let path: Vec<Option<usize>> = self.path.iter().copied().map(Some).collect();
         let timeout = self.timeout;
         let pending = std::mem::take(&mut self.pending);
