@@ -295,7 +295,7 @@ impl wrpc_transport::Invoke for Client {
         // Register every subject of the call before anything is published.
         let call = CallRoutes::new(&shared.routes, shared.opts.max_buffered_bytes);
         let flow = flow::Flow::new(Arc::clone(&shared.nats), shared.opts.flow_window);
-        call.set_flow(&flow, &subjects::credit(&rx));
+        call.set_flow_deferred(&flow, &subjects::credit(&rx));
         Pacer::attach_current(&flow);
         let handshake = call.handshake(&rx, &results, &subject);
         let results_rx = call.channel(&results, true);

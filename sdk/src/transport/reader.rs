@@ -133,6 +133,9 @@ impl Incoming {
         subjects::indexed(&self.base, &path)
     }
 
+    /// Fails the read once the call has been silent for the timeout. The timer is armed the
+    /// first time the stream waits and never moved on arrivals (that costs a timer-wheel
+    /// update per message): when it fires, the call's last message says whether to wait on.
     fn poll_timeout(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
         let Some(timeout) = self.timeout else {
             return Poll::Pending;
@@ -160,12 +163,6 @@ impl Incoming {
             }
             .into_io(),
         )
-    }
-
-    fn data_arrived(&mut self) {
-        if let (Some(sleep), Some(timeout)) = (self.sleep.as_mut(), self.timeout) {
-            sleep.as_mut().reset(Instant::now() + timeout);
-        }
     }
 }
 
@@ -219,7 +216,6 @@ impl AsyncRead for Incoming {
         match rx.poll_recv(cx) {
             Poll::Ready(Some(Delivery::Data(mut payload))) => {
                 this.call.consumed(payload.len());
-                this.data_arrived();
                 if payload.is_empty() {
                     this.eof = true;
                     return Poll::Ready(Ok(()));

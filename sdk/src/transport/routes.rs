@@ -460,15 +460,19 @@ pub(crate) struct CallRoutes {
     keys: Mutex<Vec<Box<str>>>,
     budget: Arc<Budget>,
     flow: OnceLock<Arc<Flow>>,
+    /// A client call's credit subject, routed only once the call sends more than its
+    /// invocation (see [`CallRoutes::route_credit`]).
+    deferred_credit: Mutex<Option<Box<str>>>,
 }
 
 impl CallRoutes {
     pub(crate) fn new(routes: &Arc<Routes>, buffer_limit: usize) -> Arc<Self> {
         Arc::new(Self {
             routes: Arc::clone(routes),
-            keys: Mutex::new(Vec::with_capacity(4)),
+            keys: Mutex::new(Vec::new()),
             budget: Budget::new(buffer_limit),
             flow: OnceLock::new(),
+            deferred_credit: Mutex::new(None),
         })
     }
 
@@ -484,6 +488,27 @@ impl CallRoutes {
             },
         );
         self.remember(credit.into());
+    }
+
+    /// Attaches a client call's flow state; `credit`, where the server grants credit for
+    /// what the call sends, is routed by [`CallRoutes::route_credit`] before the call first
+    /// publishes beyond its invocation. Most calls never do, and so save a route.
+    ///
+    /// A grant that comes before that is dropped, which is harmless: grants are cumulative,
+    /// and the call has sent nothing that needs credit yet.
+    pub(crate) fn set_flow_deferred(&self, flow: &Arc<Flow>, credit: &str) {
+        let _ = self.flow.set(Arc::clone(flow));
+        *lock(&self.deferred_credit) = Some(credit.into());
+    }
+
+    /// Routes the credit subject set aside by [`CallRoutes::set_flow_deferred`], if not yet.
+    pub(crate) fn route_credit(&self) {
+        let Some(credit) = lock(&self.deferred_credit).take() else {
+            return;
+        };
+        if let Some(flow) = self.flow.get() {
+            self.set_flow(flow, &credit);
+        }
     }
 
     /// When the peer last sent anything for this call.

@@ -215,6 +215,10 @@ impl Outgoing {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         ready!(self.poll_room(cx))?;
+        if let Some(call) = &self._call {
+            // Credit for what we send now must find the call.
+            call.route_credit();
+        }
         let nats = Arc::make_mut(&mut self.nats);
         ready!(nats.poll_ready_unpin(cx))
             .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
