@@ -500,27 +500,34 @@ struct StateMap<T> {
 impl<T> StateMap<T> {
     /// The identity hash of `link`; equal to [`StateMap::key_hash`] of its key.
     fn link_hash(&self, link: &LinkDefinition) -> u64 {
-        use std::hash::BuildHasher as _;
-        self.hasher.hash_one((
-            link.source_id.as_str(),
-            link.target.as_str(),
-            link.name.as_str(),
-            link.wit_namespace.as_str(),
-            link.wit_package.as_str(),
-            &*link.interface_set(),
-        ))
+        self.identity_hash(
+            [
+                &link.source_id,
+                &link.target,
+                &link.name,
+                &link.wit_namespace,
+                &link.wit_package,
+            ],
+            &link.interface_set(),
+        )
     }
 
     fn key_hash(&self, key: &LinkKey) -> u64 {
+        self.identity_hash(
+            [
+                &key.source_id,
+                &key.target,
+                &key.name,
+                &key.wit_namespace,
+                &key.wit_package,
+            ],
+            &key.interfaces,
+        )
+    }
+
+    fn identity_hash(&self, names: [&String; 5], interfaces: &[String]) -> u64 {
         use std::hash::BuildHasher as _;
-        self.hasher.hash_one((
-            key.source_id.as_str(),
-            key.target.as_str(),
-            key.name.as_str(),
-            key.wit_namespace.as_str(),
-            key.wit_package.as_str(),
-            key.interfaces.as_slice(),
-        ))
+        self.hasher.hash_one((names, interfaces))
     }
 
     fn len(&self) -> usize {
