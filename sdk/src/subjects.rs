@@ -8,17 +8,24 @@
 //! Every function takes already-validated tokens: use [`validate_token`] on anything that came
 //! from configuration or the network before building a subject from it.
 
+use async_nats::HeaderName;
+
 use crate::error::InvalidName;
 
 /// The wRPC protocol token that appears in every invocation subject (*1.x*).
 pub const WRPC_PROTOCOL: &str = "wrpc.0.0.1";
 
+// Header names are `HeaderName`s made at compile time: reading or setting a header by `&str`
+// builds (and allocates) a `HeaderName` each time, and these are used on every call.
+
 /// *1.x*: the invocation header naming the caller (a component or provider id).
-pub const SOURCE_ID_HEADER: &str = "source-id";
+pub const SOURCE_ID_HEADER: HeaderName = HeaderName::from_static("source-id");
 /// *1.x*: the invocation header naming the link a call goes over (`default` when absent).
-pub const LINK_NAME_HEADER: &str = "link-name";
+pub const LINK_NAME_HEADER: HeaderName = HeaderName::from_static("link-name");
 /// *1.x*: the invocation header naming the callee.
-pub const TARGET_ID_HEADER: &str = "target-id";
+pub const TARGET_ID_HEADER: HeaderName = HeaderName::from_static("target-id");
+/// The W3C trace-context header a caller's trace travels in (*1.x* hosts propagate it too).
+pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
 
 /// Checks that `value` can be used as a single subject token (a lattice name, a component or
 /// provider id, a link name).

@@ -16,26 +16,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use async_nats::{HeaderMap, HeaderName};
+use async_nats::HeaderMap;
+use async_nats::header::IntoHeaderName;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt as _};
 use tracing::{Instrument as _, debug, warn};
 
 use super::{ProviderHandle, RuntimeError};
 use crate::link::{LinkDefinition, LinkRefusal};
-use crate::subjects::{LINK_NAME_HEADER, SOURCE_ID_HEADER, TARGET_ID_HEADER};
-use crate::transport::{self, Incoming, Outgoing, ServeContext};
-
-// Header names read on every call, made once: looking one up by `&str` builds (and
-// allocates) a `HeaderName` each time.
-const SOURCE_ID: HeaderName = HeaderName::from_static(SOURCE_ID_HEADER);
-const LINK_NAME: HeaderName = HeaderName::from_static(LINK_NAME_HEADER);
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-/// The first value of header `name` in `headers`.
-fn header(headers: &Option<HeaderMap>, name: HeaderName) -> Option<&str> {
-    headers.as_ref()?.get(name).map(|v| v.as_str())
-}
+use crate::subjects::{LINK_NAME_HEADER, SOURCE_ID_HEADER, TARGET_ID_HEADER, TRACEPARENT_HEADER};
+use crate::transport::{self, Incoming, Outgoing, ServeContext, first_header};
 
 /// What a served call knows about where it came from.
 #[derive(Clone, Debug)]
@@ -59,17 +49,16 @@ impl CallContext {
         &self.link.target_config
     }
 
-    /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str())
+    /// The first value of header `name`. Pass a constant such as
+    /// [`SOURCE_ID_HEADER`](crate::subjects::SOURCE_ID_HEADER) where you can: a `&str` name
+    /// is parsed each time.
+    pub fn header(&self, name: impl IntoHeaderName) -> Option<&str> {
+        first_header(&self.headers, name)
     }
 
     /// The W3C `traceparent` of the caller, if it sent one.
     pub fn traceparent(&self) -> Option<&str> {
-        self.header("traceparent")
+        self.header(TRACEPARENT_HEADER)
     }
 
     /// The trace-context headers (`traceparent`, `tracestate`) to pass on to calls made on
@@ -131,18 +120,19 @@ impl wrpc_transport::Serve for ProviderServer {
                 if !inner.accepting() {
                     return Err(format!("provider {id} is shutting down"));
                 }
-                let Some(source_id) = header(&cx.headers, SOURCE_ID).map(str::to_string) else {
+                let Some(source_id) = cx.header(SOURCE_ID_HEADER).map(str::to_string) else {
                     return Err(format!(
                         "call to provider {id} has no source-id header, so no link can be found"
                     ));
                 };
-                let link_name = header(&cx.headers, LINK_NAME)
+                let link_name = cx
+                    .header(LINK_NAME_HEADER)
                     .unwrap_or(crate::link::DEFAULT_LINK_NAME)
                     .to_string();
                 let admitted = inner.table().admit(&source_id, &link_name, &instance_name);
                 match admitted {
                     Ok(link) => {
-                        let traceparent = header(&cx.headers, TRACEPARENT).unwrap_or_default();
+                        let traceparent = cx.header(TRACEPARENT_HEADER).unwrap_or_default();
                         let span = tracing::debug_span!(
                             "provider.call",
                             instance = %instance_name,

@@ -44,6 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_nats::header::IntoHeaderName;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
@@ -367,13 +368,16 @@ pub struct ServeContext {
 }
 
 impl ServeContext {
-    /// The first value of header `name`, if present.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str())
+    /// The first value of header `name`, if present. Pass a constant such as
+    /// [`subjects::SOURCE_ID_HEADER`] where you can: a `&str` name is parsed each time.
+    pub fn header(&self, name: impl IntoHeaderName) -> Option<&str> {
+        first_header(&self.headers, name)
     }
+}
+
+/// The first value of header `name` in `headers`, if present.
+pub(crate) fn first_header(headers: &Option<HeaderMap>, name: impl IntoHeaderName) -> Option<&str> {
+    headers.as_ref()?.get(name).map(|v| v.as_str())
 }
 
 /// How many calls of one function a [`Server`] accepts at once while their synchronous

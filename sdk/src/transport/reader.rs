@@ -128,9 +128,12 @@ impl Incoming {
         result
     }
 
-    fn subject(&self) -> String {
+    fn subject(&self) -> std::borrow::Cow<'_, str> {
+        if self.path.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.base);
+        }
         let path: Vec<Option<usize>> = self.path.iter().copied().map(Some).collect();
-        subjects::indexed(&self.base, &path)
+        std::borrow::Cow::Owned(subjects::indexed(&self.base, &path))
     }
 
     /// Fails the read once the call has been silent for the timeout. The timer is armed the
@@ -251,11 +254,7 @@ impl Drop for Incoming {
                     self.call.consumed(p.len());
                 }
             }
-            if self.path.is_empty() {
-                self.call.forget(&self.base);
-            } else {
-                self.call.forget(&self.subject());
-            }
+            self.call.forget(&self.subject());
         }
     }
 }

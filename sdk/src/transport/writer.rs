@@ -304,7 +304,8 @@ impl AsyncWrite for Outgoing {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        // A client still shared was never published through: nothing to flush.
+        // `start_send` hands each message to the client's connection task at once, so only
+        // a client of our own can have anything to flush; a shared one has none of ours.
         match Arc::get_mut(&mut self.nats) {
             Some(nats) => nats
                 .poll_flush_unpin(cx)
