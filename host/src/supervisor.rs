@@ -1,7 +1,7 @@
 //! Starting and supervising provider processes, the 1.x way.
 //!
-//! A provider binary is started with a cleared environment (only `RUST_LOG` and `OTEL_*`
-//! pass) and one line of host data on stdin: the lattice, NATS, its id, a fresh instance id,
+//! A provider binary is started with a cleared environment (only `RUST_LOG`, `OTEL_*` and
+//! `TRELLIS_PROVIDER_THREADS` pass) and one line of host data on stdin: the lattice, NATS, its id, a fresh instance id,
 //! its config and every link it is source or target of, resolved from the lattice store. Its
 //! output goes to the host log. The supervisor polls its health, restarts it when it exits
 //! unasked with capped exponential backoff, gives up after a bound of consecutive failures
@@ -23,6 +23,7 @@ use trellis_sdk::events;
 use trellis_sdk::host_data::HostData;
 use trellis_sdk::link::LinkDefinition;
 use trellis_sdk::provider::HealthStatus;
+use trellis_sdk::runtime::THREADS_ENV;
 use trellis_sdk::store::LatticeStore;
 use trellis_sdk::subjects::LatticeSubjects;
 
@@ -249,7 +250,7 @@ async fn spawn(env: &SupervisorEnv, spec: &ProviderSpec) -> std::io::Result<Chil
     for (k, v) in std::env::vars_os() {
         let pass = k
             .to_str()
-            .is_some_and(|k| k == "RUST_LOG" || k.starts_with("OTEL_"));
+            .is_some_and(|k| k == "RUST_LOG" || k == THREADS_ENV || k.starts_with("OTEL_"));
         if pass {
             cmd.env(k, v);
         }

@@ -52,12 +52,14 @@ impl exports::trellis_example::counter::counter::Handler<CallContext> for Counte
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let counters = Counters::default();
-    run_provider(counters.clone(), |handle| async move {
-        handle.serve(serve(&handle.server(), counters).await?)?;
-        Ok(())
+fn main() -> anyhow::Result<()> {
+    // One thread unless TRELLIS_PROVIDER_THREADS asks for more: cheapest for I/O-bound work.
+    trellis_sdk::runtime::provider_runtime()?.block_on(async {
+        let counters = Counters::default();
+        run_provider(counters.clone(), |handle| async move {
+            handle.serve(serve(&handle.server(), counters).await?)?;
+            Ok(())
+        })
+        .await
     })
-    .await
 }

@@ -29,6 +29,9 @@ mod bindings {
     });
 }
 
+/// A worker pool, one thread per CPU, not `provider_runtime`'s single thread: parsing HTTP
+/// and moving bodies is CPU work that grows with the number of clients, and the HTTP
+/// benchmark was measured on the pool. `TRELLIS_PROVIDER_THREADS` does not apply here.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let server = HttpServer::default();

@@ -30,8 +30,14 @@ mod bindings {
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// One thread unless `TRELLIS_PROVIDER_THREADS` says otherwise: a call hops between the
+/// NATS, serving and backend tasks, which is cheapest on one thread (see
+/// `trellis_sdk::runtime::provider_runtime`).
+fn main() -> anyhow::Result<()> {
+    trellis_sdk::runtime::provider_runtime()?.block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let kv = NatsKv::default();
     run_provider(kv.clone(), |handle| async move {
         kv.set_lattice_nats(handle.nats().clone());

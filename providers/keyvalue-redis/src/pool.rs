@@ -54,11 +54,13 @@ impl Pool {
         let info = info.set_redis_settings(redis);
         let client =
             redis::Client::open(info).map_err(|e| PoolError::BadUrl(format!("{:?}", e.kind())))?;
-        // Reconnect quickly (the backend must be usable within moments of coming back);
-        // every request is also bounded by the link's timeout.
+        // Reconnect quickly (the backend must be usable within moments of coming back).
+        // Every request is bounded by the link's timeout where it is made (`Bucket::run`),
+        // reconnect waits included; a response timeout here would only arm a second timer
+        // per request (a timed-out response does not make the manager reconnect anyway).
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(settings.timeout))
+            .set_response_timeout(None)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500))
             .set_number_of_retries(3);

@@ -7,9 +7,11 @@
 //!   link ping and link purge;
 //! - serving with per-link context and calling linked components ([`serve`]).
 //!
-//! [`run_provider`] is the whole life of a provider binary in one call.
+//! [`run_provider`] is the whole life of a provider binary in one call, on the runtime
+//! [`provider_runtime`] builds.
 
 mod control;
+mod executor;
 mod links;
 mod serve;
 mod store_sync;
@@ -24,6 +26,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub use executor::{THREADS_ENV, provider_runtime};
 pub use serve::{CallContext, LinkedClient, ProviderServer};
 
 use crate::config::{ConfigError, ProviderConfig};
@@ -60,6 +63,12 @@ pub enum RuntimeError {
     /// Serving an export failed.
     #[error("cannot serve exports: {0}")]
     Serve(String),
+    /// [`THREADS_ENV`] is not a usable number of threads.
+    #[error("{THREADS_ENV} must be a number of threads from 0 (one per CPU) to 1024, not {0:?}")]
+    Threads(String),
+    /// The tokio runtime could not start.
+    #[error("cannot start the tokio runtime: {0}")]
+    Tokio(#[source] std::io::Error),
 }
 
 pub(crate) struct Inner {

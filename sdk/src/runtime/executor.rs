@@ -1,0 +1,105 @@
+//! The tokio runtime a provider binary runs on: one thread unless told otherwise.
+//!
+//! Serving one call takes a handful of short steps on different tasks: the NATS connection
+//! task reads the invocation, the serving task runs the handler, the backend client's task
+//! talks to the backend, and the NATS connection task writes the result. On one thread each
+//! hand-off is a queue push, and every connection's writes leave in larger batches. On a
+//! thread pool most hand-offs become cross-thread wake-ups — a futex call and a context
+//! switch each. keyvalue-redis spends about a seventh less CPU per call on one thread (see
+//! the README's benchmark section), and its throughput does not drop.
+//!
+//! A provider whose handlers do real CPU work on a large machine can ask for more threads
+//! with [`THREADS_ENV`].
+
+use super::RuntimeError;
+
+/// Environment variable setting how many threads a provider started with
+/// [`provider_runtime`] runs on: `1` (the default) for a single-threaded runtime, `N` for a
+/// pool of `N` workers, `0` for one worker per CPU.
+pub const THREADS_ENV: &str = "TRELLIS_PROVIDER_THREADS";
+
+/// Most worker threads [`THREADS_ENV`] may ask for.
+const MAX_THREADS: usize = 1024;
+
+/// Builds the tokio runtime for a provider binary, with as many threads as [`THREADS_ENV`]
+/// says (one if unset).
+///
+/// ```no_run
+/// fn main() -> anyhow::Result<()> {
+///     trellis_sdk::runtime::provider_runtime()?.block_on(async {
+///         // run_provider(my_provider, |handle| async move { … }).await
+///         Ok(())
+///     })
+/// }
+/// ```
+pub fn provider_runtime() -> Result<tokio::runtime::Runtime, RuntimeError> {
+    build(threads(std::env::var(THREADS_ENV).ok().as_deref())?)
+}
+
+fn build(threads: Threads) -> Result<tokio::runtime::Runtime, RuntimeError> {
+    let mut builder = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::Pool(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = n {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    builder.enable_all().build().map_err(RuntimeError::Tokio)
+}
+
+/// What [`THREADS_ENV`] asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Threads {
+    One,
+    /// A worker pool: this many workers, or one per CPU.
+    Pool(Option<usize>),
+}
+
+fn threads(value: Option<&str>) -> Result<Threads, RuntimeError> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(Threads::One);
+    };
+    match value.parse::<usize>() {
+        Ok(0) => Ok(Threads::Pool(None)),
+        Ok(1) => Ok(Threads::One),
+        Ok(n) if n <= MAX_THREADS => Ok(Threads::Pool(Some(n))),
+        _ => Err(RuntimeError::Threads(value.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_counts_parse() {
+        assert_eq!(threads(None).ok(), Some(Threads::One));
+        assert_eq!(threads(Some(" ")).ok(), Some(Threads::One));
+        assert_eq!(threads(Some("1")).ok(), Some(Threads::One));
+        assert_eq!(threads(Some("0")).ok(), Some(Threads::Pool(None)));
+        assert_eq!(threads(Some(" 4 ")).ok(), Some(Threads::Pool(Some(4))));
+        for bad in ["-1", "two", "1.5", "100000"] {
+            let err = threads(Some(bad)).expect_err(bad).to_string();
+            assert!(err.contains(THREADS_ENV) && err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn runtimes_have_the_asked_flavor() {
+        let one = build(threads(None).expect("default")).expect("runtime");
+        assert_eq!(
+            one.handle().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::CurrentThread
+        );
+        assert_eq!(one.block_on(async { 7 }), 7);
+        let pool = build(Threads::Pool(Some(2))).expect("runtime");
+        assert_eq!(
+            pool.handle().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::MultiThread
+        );
+        assert_eq!(pool.metrics().num_workers(), 2);
+    }
+}
