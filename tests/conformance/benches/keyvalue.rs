@@ -6,6 +6,11 @@
 //! publish carrying the whole call and one reply, routed by a plain subscription. It splits
 //! the cost of a provider call between the provider and the SDK client.
 //!
+//! Last, CPU time per call by process (nats-server, the backend, the provider, this bench
+//! as the caller), for raw NATS and each provider's get at 64 in flight: on a shared machine
+//! throughput swings with the neighbours' load, CPU per call much less, and it shows which
+//! process a call's cost is in (Linux only: read from `/proc`).
+//!
 //! Run with `scripts/bench.sh` (release build; needs nats-server and redis-server).
 //! `BENCH_SCALE=0.2` shortens it.
 
@@ -123,6 +128,65 @@ fn row(name: &str, s: Stats, bk: Stats, nats: Stats) {
         s.many / bk.many,
         s.many / nats.many
     );
+}
+
+/// A process whose CPU time is sampled: a label and its pid.
+type Probe = (&'static str, u32);
+
+/// CPU time every thread of `pid` has used so far (`/proc/{pid}/task/*/schedstat`, whose
+/// first field is nanoseconds on a CPU); `None` where there is no `/proc`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
+}
+
+/// The pid of the first process named `name` (its `comm`), if any.
+fn find_process(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim_end() == name).then_some(pid)
+    })
+}
+
+/// Makes `total` calls with the usual number in flight; a line with the CPU time each
+/// probed process spent per call, in microseconds.
+async fn cpu_per_call<F, Fut>(label: &str, total: usize, probes: &[Probe], call: F) -> String
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let sample = || {
+        probes
+            .iter()
+            .map(|(_, pid)| cpu_time(*pid))
+            .collect::<Vec<_>>()
+    };
+    let before = sample();
+    stream::iter(0..total)
+        .map(|_| call())
+        .buffer_unordered(in_flight())
+        .for_each(|()| async {})
+        .await;
+    let after = sample();
+    let mut line = format!("{label:<44}");
+    let mut sum = 0.0;
+    for ((name, _), (b, a)) in probes.iter().zip(before.iter().zip(&after)) {
+        match (b, a) {
+            (Some(b), Some(a)) => {
+                let us = a.saturating_sub(*b).as_secs_f64() * 1e6 / total as f64;
+                sum += us;
+                line.push_str(&format!(" {name} {us:>5.1}"));
+            }
+            _ => line.push_str(&format!(" {name}     ?")),
+        }
+    }
+    line.push_str(&format!("  | total {sum:>5.1}"));
+    line
 }
 
 /// Set when the bench runs itself as the echo responder of another process.
@@ -281,14 +345,43 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    let raw = measure(n, raw_request(local_subject)).await;
+    let raw = measure(n, raw_request(local_subject.clone())).await;
+    // CPU per call: the servers, and this process (the caller; for raw NATS also the
+    // responder).
+    let me: Probe = ("bench", std::process::id());
+    let nats_server = find_process("nats-server").map(|pid| ("nats-server", pid));
+    let redis_server = find_process("redis-server").map(|pid| ("redis", pid));
+    let mut cpu_lines = vec![
+        cpu_per_call(
+            "raw NATS request/reply",
+            n * 4,
+            &[nats_server, Some(me)]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+            raw_request(local_subject),
+        )
+        .await,
+    ];
     let remote_subject = format!("bench.kv.echo.{}", &common::unique_lattice("")[1..9]);
     let mut remote = std::process::Command::new(std::env::current_exe()?)
         .env(RESPONDER_ENV, &remote_subject)
         .stdin(std::process::Stdio::null())
         .spawn()?;
     wait_responding(&nats, &remote_subject).await;
-    let raw_remote = measure(n, raw_request(remote_subject)).await;
+    let raw_remote = measure(n, raw_request(remote_subject.clone())).await;
+    cpu_lines.push(
+        cpu_per_call(
+            "raw NATS, replies from another process",
+            n * 4,
+            &[nats_server, Some(("responder", remote.id())), Some(me)]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+            raw_request(remote_subject),
+        )
+        .await,
+    );
     let _ = remote.kill();
     let _ = remote.wait();
 
@@ -367,7 +460,8 @@ async fn main() -> anyhow::Result<()> {
     row("NATS KV client put", natskv_set, natskv_set, raw);
     row("NATS KV client get", natskv_get, natskv_get, raw);
 
-    for (bin, cfg, bk_set, bk_get) in [
+    // The backend's own process, where it is not nats-server itself.
+    for (bin, cfg, bk_set, bk_get, backend) in [
         (
             "keyvalue-redis",
             config(&[
@@ -376,12 +470,14 @@ async fn main() -> anyhow::Result<()> {
             ]),
             redis_set,
             redis_get,
+            redis_server,
         ),
         (
             "keyvalue-nats",
             config(&[("bucket.bench", kv_name.clone())]),
             natskv_set,
             natskv_get,
+            None,
         ),
     ] {
         let p = ProviderProcess::start(bin, &format!("bench-{bin}")).await;
@@ -410,12 +506,40 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .await;
+        let probes: Vec<Probe> = [nats_server, backend, Some(("provider", p.pid())), Some(me)]
+            .into_iter()
+            .flatten()
+            .collect();
+        cpu_lines.push(
+            cpu_per_call(
+                &format!("{bin} via SDK client: get"),
+                n * 4,
+                &probes,
+                || {
+                    let c = c.clone();
+                    async move {
+                        store::get(&c, (), "bench", "k")
+                            .await
+                            .expect("wRPC")
+                            .expect("get");
+                    }
+                },
+            )
+            .await,
+        );
         let bare = BareGet::new(&p.lattice, &p.id, "bench-caller", "bench", "k").await;
         let bare_get = measure(n, || {
             let bare = bare.clone();
             async move { bare.call().await }
         })
         .await;
+        cpu_lines.push(
+            cpu_per_call(&format!("{bin} via bare NATS: get"), n * 4, &probes, || {
+                let bare = bare.clone();
+                async move { bare.call().await }
+            })
+            .await,
+        );
         row(&format!("{bin} via SDK client: set"), set, bk_set, raw);
         row(&format!("{bin} via SDK client: get"), get, bk_get, raw);
         row(&format!("{bin} via bare NATS: get"), bare_get, bk_get, raw);
@@ -467,6 +591,13 @@ async fn main() -> anyhow::Result<()> {
             bk_get,
             raw,
         );
+    }
+    println!(
+        "\nCPU time per call at {} in flight, µs by process (the bench is the caller)\n",
+        in_flight()
+    );
+    for line in cpu_lines {
+        println!("{line}");
     }
     Ok(())
 }
