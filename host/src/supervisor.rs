@@ -1,12 +1,12 @@
 //! Starting and supervising provider processes, the 1.x way.
 //!
 //! A provider binary is started with a cleared environment (only `RUST_LOG`, `OTEL_*` and
-//! `TRELLIS_PROVIDER_THREADS` pass) and one line of host data on stdin: the lattice, NATS, its id, a fresh instance id,
-//! its config and every link it is source or target of, resolved from the lattice store. Its
-//! output goes to the host log. The supervisor polls its health, restarts it when it exits
-//! unasked with capped exponential backoff, gives up after a bound of consecutive failures
-//! (and says so, in its status and as a lattice event), and stops it gracefully: a shutdown
-//! request first, a kill after the grace period.
+//! `TRELLIS_PROVIDER_THREADS` pass) and one line of host data on stdin: the lattice, NATS, its id,
+//! a fresh instance id, its config and every link it is source or target of, resolved from the
+//! lattice store. Its output goes to the host log. The supervisor polls its health, restarts it
+//! when it exits unasked with capped exponential backoff, gives up after a bound of consecutive
+//! failures (and says so, in its status and as a lattice event), and stops it gracefully: a
+//! shutdown request first, a kill after the grace period.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

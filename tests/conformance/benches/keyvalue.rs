@@ -144,6 +144,11 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(ns))
 }
 
+/// The probes that were found.
+fn probes(candidates: &[Option<Probe>]) -> Vec<Probe> {
+    candidates.iter().flatten().copied().collect()
+}
+
 /// The pid of the first process named `name` (its `comm`), if any.
 fn find_process(name: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -355,10 +360,7 @@ async fn main() -> anyhow::Result<()> {
         cpu_per_call(
             "raw NATS request/reply",
             n * 4,
-            &[nats_server, Some(me)]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
+            &probes(&[nats_server, Some(me)]),
             raw_request(local_subject),
         )
         .await,
@@ -374,10 +376,7 @@ async fn main() -> anyhow::Result<()> {
         cpu_per_call(
             "raw NATS, replies from another process",
             n * 4,
-            &[nats_server, Some(("responder", remote.id())), Some(me)]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
+            &probes(&[nats_server, Some(("responder", remote.id())), Some(me)]),
             raw_request(remote_subject),
         )
         .await,
@@ -496,7 +495,7 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .await;
-        let get = measure(n, || {
+        let sdk_get = || {
             let c = c.clone();
             async move {
                 store::get(&c, (), "bench", "k")
@@ -504,42 +503,19 @@ async fn main() -> anyhow::Result<()> {
                     .expect("wRPC")
                     .expect("get");
             }
-        })
-        .await;
-        let probes: Vec<Probe> = [nats_server, backend, Some(("provider", p.pid())), Some(me)]
-            .into_iter()
-            .flatten()
-            .collect();
-        cpu_lines.push(
-            cpu_per_call(
-                &format!("{bin} via SDK client: get"),
-                n * 4,
-                &probes,
-                || {
-                    let c = c.clone();
-                    async move {
-                        store::get(&c, (), "bench", "k")
-                            .await
-                            .expect("wRPC")
-                            .expect("get");
-                    }
-                },
-            )
-            .await,
-        );
+        };
+        let get = measure(n, sdk_get).await;
+        let probes = probes(&[nats_server, backend, Some(("provider", p.pid())), Some(me)]);
+        let label = format!("{bin} via SDK client: get");
+        cpu_lines.push(cpu_per_call(&label, n * 4, &probes, sdk_get).await);
         let bare = BareGet::new(&p.lattice, &p.id, "bench-caller", "bench", "k").await;
-        let bare_get = measure(n, || {
+        let bare_call = || {
             let bare = bare.clone();
             async move { bare.call().await }
-        })
-        .await;
-        cpu_lines.push(
-            cpu_per_call(&format!("{bin} via bare NATS: get"), n * 4, &probes, || {
-                let bare = bare.clone();
-                async move { bare.call().await }
-            })
-            .await,
-        );
+        };
+        let bare_get = measure(n, bare_call).await;
+        let label = format!("{bin} via bare NATS: get");
+        cpu_lines.push(cpu_per_call(&label, n * 4, &probes, bare_call).await);
         row(&format!("{bin} via SDK client: set"), set, bk_set, raw);
         row(&format!("{bin} via SDK client: get"), get, bk_get, raw);
         row(&format!("{bin} via bare NATS: get"), bare_get, bk_get, raw);
