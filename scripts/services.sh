@@ -106,6 +106,7 @@ EOF
   spawn nats "$(nats_server_bin)" -c "$TRELLIS_RUN/nats.conf"
   wait_for nats 20 http_ok "http://127.0.0.1:$mport/healthz?js-enabled-only=true"
   record TRELLIS_NATS_URL "nats://127.0.0.1:$port"
+  record TRELLIS_NATS_PID "$(cat "$TRELLIS_RUN/nats.pid")"
   record TRELLIS_NATS_CONF "$TRELLIS_RUN/nats.conf"
   record TRELLIS_NATS_SERVER "$(nats_server_bin)"
   log "nats-server $NATS_VERSION on 127.0.0.1:$port (JetStream in $dir)"
@@ -117,6 +118,7 @@ start_redis() {
   spawn redis redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no
   wait_for redis 20 redis-cli -p "$port" ping
   record TRELLIS_REDIS_URL "redis://127.0.0.1:$port"
+  record TRELLIS_REDIS_PID "$(cat "$TRELLIS_RUN/redis.pid")"
   record TRELLIS_REDIS_SERVER "$(command -v redis-server)"
   log "redis on 127.0.0.1:$port"
 }

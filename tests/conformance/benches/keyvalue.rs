@@ -149,13 +149,9 @@ fn probes(candidates: &[Option<Probe>]) -> Vec<Probe> {
     candidates.iter().flatten().copied().collect()
 }
 
-/// The pid of the first process named `name` (its `comm`), if any.
-fn find_process(name: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
-        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        (comm.trim_end() == name).then_some(pid)
-    })
+/// The pid `scripts/services.sh` recorded in `var` for a server it started, if any.
+fn service_pid(var: &str) -> Option<u32> {
+    std::env::var(var).ok()?.parse().ok()
 }
 
 /// Makes `total` calls with the usual number in flight; a line with the CPU time each
@@ -354,8 +350,9 @@ async fn main() -> anyhow::Result<()> {
     // CPU per call: the servers, and this process (the caller; for raw NATS also the
     // responder).
     let me: Probe = ("bench", std::process::id());
-    let nats_server = find_process("nats-server").map(|pid| ("nats-server", pid));
-    let redis_server = find_process("redis-server").map(|pid| ("redis", pid));
+    // Servers this bench did not start through scripts/services.sh are left out.
+    let nats_server = service_pid("TRELLIS_NATS_PID").map(|pid| ("nats-server", pid));
+    let redis_server = service_pid("TRELLIS_REDIS_PID").map(|pid| ("redis", pid));
     let mut cpu_lines = vec![
         cpu_per_call(
             "raw NATS request/reply",
