@@ -100,7 +100,16 @@ impl LinkDefinition {
             && self.name == key.name
             && self.wit_namespace == key.wit_namespace
             && self.wit_package == key.wit_package
-            && *self.interface_set() == *key.interfaces
+            && self.has_interface_set(&key.interfaces)
+    }
+
+    /// Whether this link's interfaces, as a set, are `sorted` (sorted and deduplicated, as
+    /// in a [`LinkKey`]). Checked on every served call, so without sorting a copy.
+    fn has_interface_set(&self, sorted: &[String]) -> bool {
+        self.interfaces
+            .iter()
+            .all(|i| sorted.binary_search(i).is_ok())
+            && sorted.iter().all(|k| self.interfaces.contains(k))
     }
 
     /// Whether the link covers wire instance `instance` (`ns:pkg/iface@version`, or the
@@ -493,7 +502,8 @@ pub struct LinkStates<T> {
 /// hashes the call's link definition in place instead of building its [`LinkKey`] (five
 /// string copies); links whose identities collide share a bucket.
 struct StateMap<T> {
-    hasher: std::hash::RandomState,
+    /// Seeded per table; a fast hash, as it runs on every served call.
+    hasher: foldhash::fast::RandomState,
     buckets: HashMap<u64, Vec<(LinkKey, Arc<T>)>>,
 }
 
@@ -508,7 +518,7 @@ impl<T> StateMap<T> {
                 &link.wit_namespace,
                 &link.wit_package,
             ],
-            &link.interface_set(),
+            &link.interfaces,
         )
     }
 
@@ -525,9 +535,22 @@ impl<T> StateMap<T> {
         )
     }
 
+    /// Hashes the names and the *set* of `interfaces`, whatever their order and repeats (a
+    /// link definition's list is as its sender wrote it; a key's is sorted): the sum of the
+    /// distinct interfaces' hashes. No copy is sorted, as this runs on every served call.
     fn identity_hash(&self, names: [&String; 5], interfaces: &[String]) -> u64 {
-        use std::hash::BuildHasher as _;
-        self.hasher.hash_one((names, interfaces))
+        use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+        let set = interfaces
+            .iter()
+            .enumerate()
+            .filter(|(i, name)| !interfaces[..*i].contains(name))
+            .fold(0u64, |sum, (_, name)| {
+                sum.wrapping_add(self.hasher.hash_one(name))
+            });
+        let mut h = self.hasher.build_hasher();
+        names.hash(&mut h);
+        set.hash(&mut h);
+        h.finish()
     }
 
     fn len(&self) -> usize {
@@ -539,7 +562,7 @@ impl<T> Default for LinkStates<T> {
     fn default() -> Self {
         Self {
             map: Arc::new(std::sync::RwLock::new(StateMap {
-                hasher: std::hash::RandomState::new(),
+                hasher: foldhash::fast::RandomState::default(),
                 buckets: HashMap::new(),
             })),
         }
