@@ -312,7 +312,8 @@ fn config(pairs: &[(&str, String)]) -> HashMap<String, String> {
 async fn main() -> anyhow::Result<()> {
     // Every call is made from a task on the runtime's workers, as a service making calls does
     // (not from `block_on`, whose thread is outside the scheduler: each reply would then wake
-    // it across threads, a cost no real caller pays). The same for every row, the baseline too.
+    // it across threads, a hop a service's own tasks do not make). The same for every row,
+    // the baseline too.
     tokio::spawn(bench()).await?
 }
 
