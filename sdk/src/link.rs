@@ -71,26 +71,17 @@ pub struct LinkDefinition {
 impl LinkDefinition {
     /// The identity of this link.
     pub fn key(&self) -> LinkKey {
+        let mut interfaces = self.interfaces.clone();
+        interfaces.sort();
+        interfaces.dedup();
         LinkKey {
             source_id: self.source_id.clone(),
             target: self.target.clone(),
             name: self.name.clone(),
             wit_namespace: self.wit_namespace.clone(),
             wit_package: self.wit_package.clone(),
-            interfaces: self.interface_set().into_owned(),
+            interfaces,
         }
-    }
-
-    /// The interfaces sorted and without duplicates, as in [`LinkKey`]; borrowed when they
-    /// already are (as links usually come).
-    fn interface_set(&self) -> std::borrow::Cow<'_, [String]> {
-        if self.interfaces.windows(2).all(|w| w[0] < w[1]) {
-            return std::borrow::Cow::Borrowed(&self.interfaces);
-        }
-        let mut interfaces = self.interfaces.clone();
-        interfaces.sort();
-        interfaces.dedup();
-        std::borrow::Cow::Owned(interfaces)
     }
 
     /// Whether `key` identifies this link (what `self.key() == *key` says, without copying).
