@@ -8,6 +8,8 @@
 //! Every function takes already-validated tokens: use [`validate_token`] on anything that came
 //! from configuration or the network before building a subject from it.
 
+use std::sync::Arc;
+
 use async_nats::HeaderName;
 
 use crate::error::InvalidName;
@@ -228,6 +230,33 @@ pub fn credit(rx: &str) -> String {
     suffixed(rx, ".credit")
 }
 
+/// [`params`] as a shared string, in one allocation (the transport keys its routes with it).
+pub(crate) fn params_shared(rx: &str) -> Arc<str> {
+    suffixed_shared(rx, ".params")
+}
+
+/// [`results`] as a shared string, in one allocation (the transport keys its routes with it).
+pub(crate) fn results_shared(rx: &str) -> Arc<str> {
+    suffixed_shared(rx, ".results")
+}
+
+/// `rx` followed by `suffix` as a shared string, in one allocation (through a `String` it
+/// would be two).
+fn suffixed_shared(rx: &str, suffix: &str) -> Arc<str> {
+    let n = rx.len() + suffix.len();
+    let mut buf = [0u8; 256];
+    if let Some(dst) = buf.get_mut(..n) {
+        let (head, tail) = dst.split_at_mut(rx.len());
+        head.copy_from_slice(rx.as_bytes());
+        tail.copy_from_slice(suffix.as_bytes());
+        // Two strings end to end are UTF-8; the check only avoids `unsafe`.
+        if let Ok(s) = std::str::from_utf8(dst) {
+            return Arc::from(s);
+        }
+    }
+    Arc::from(suffixed(rx, suffix))
+}
+
 /// `rx` followed by `suffix`, in one allocation (these are made for every call).
 fn suffixed(rx: &str, suffix: &str) -> String {
     let mut s = String::with_capacity(rx.len() + suffix.len());
@@ -257,6 +286,15 @@ pub fn indexed(base: &str, path: &[Option<usize>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_subjects_match_the_owned_ones() {
+        // Short subjects are built on the stack, long ones through a `String`.
+        for rx in ["_INBOX.abc.x1", &format!("_INBOX.{}", "é".repeat(200))] {
+            assert_eq!(&*results_shared(rx), results(rx));
+            assert_eq!(&*params_shared(rx), params(rx));
+        }
+    }
 
     #[test]
     fn flow_offers_are_read_from_reply_subjects() {

@@ -250,11 +250,12 @@ async fn serve_function<S, F>(
 
 /// A client for calling one linked target, adding the 1.x headers (`source-id`,
 /// `link-name`, `target-id`) to every call. Implements [`wrpc_transport::Invoke`] with `()`
-/// as context.
+/// as context. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct LinkedClient {
     client: transport::Client,
-    headers: HeaderMap,
+    /// Shared by clones: copying a header map is an allocation per header.
+    headers: Arc<HeaderMap>,
 }
 
 impl LinkedClient {
@@ -265,7 +266,10 @@ impl LinkedClient {
         headers.insert(SOURCE_ID_HEADER, source_id);
         headers.insert(LINK_NAME_HEADER, link_name);
         headers.insert(TARGET_ID_HEADER, target);
-        Self { client, headers }
+        Self {
+            client,
+            headers: Arc::new(headers),
+        }
     }
 
     /// The same client with another call timeout.
@@ -280,8 +284,9 @@ impl LinkedClient {
         mut self,
         headers: impl IntoIterator<Item = (&'static str, V)>,
     ) -> Self {
+        let map = Arc::make_mut(&mut self.headers);
         for (name, value) in headers {
-            self.headers.insert(name, value);
+            map.insert(name, value);
         }
         self
     }
@@ -289,9 +294,10 @@ impl LinkedClient {
     /// The same client passing on the trace context of `cx` (the call being served), so the
     /// component's work joins the caller's trace.
     pub fn with_trace(mut self, cx: &CallContext) -> Self {
+        let map = Arc::make_mut(&mut self.headers);
         for (name, values) in cx.trace_headers().iter() {
             for v in values {
-                self.headers.insert(name.clone(), v.clone());
+                map.insert(name.clone(), v.clone());
             }
         }
         self
@@ -315,7 +321,14 @@ impl wrpc_transport::Invoke for LinkedClient {
         P: AsRef<[Option<usize>]> + Send + Sync,
     {
         self.client
-            .invoke(Some(self.headers.clone()), instance, func, params, paths)
+            // The transport hands NATS an owned map.
+            .invoke(
+                Some(HeaderMap::clone(&self.headers)),
+                instance,
+                func,
+                params,
+                paths,
+            )
             .await
     }
 }

@@ -107,7 +107,7 @@ impl Shared {
         let subject = format!("{}sync{}", self.inbox, nuid::next());
         let call = CallRoutes::new(&self.routes, 1024);
         let mut rx = call
-            .channel(&subject, true)
+            .channel(Arc::from(subject.as_str()), true)
             .context("cannot register the sync subject")?;
         self.nats
             .publish(subject, Bytes::new())
@@ -123,11 +123,24 @@ impl Shared {
         Ok(())
     }
 
-    fn new_rx(&self) -> String {
+    /// A new reply subject: the inbox, a unique token, then each non-empty token of
+    /// `tokens`. Its capacity is its length, so it becomes a `Subject` without copying.
+    fn new_rx(&self, tokens: &[&str]) -> String {
         let id = nuid::next();
-        let mut s = String::with_capacity(self.inbox.len() + id.len());
+        let len = self.inbox.len()
+            + id.len()
+            + tokens
+                .iter()
+                .filter(|t| !t.is_empty())
+                .map(|t| t.len() + 1)
+                .sum::<usize>();
+        let mut s = String::with_capacity(len);
         s.push_str(&self.inbox);
         s.push_str(&id);
+        for t in tokens.iter().filter(|t| !t.is_empty()) {
+            s.push('.');
+            s.push_str(t);
+        }
         s
     }
 }
@@ -276,30 +289,32 @@ impl wrpc_transport::Invoke for Client {
         };
         let first = params.split_to(room.min(params.len()));
         let first_was_empty = first.is_empty();
-        // All synchronous parameters in this message: say so in the reply subject, so a
-        // Trellis server can skip the handshake (see `subjects::PARAMS_COMPLETE_TOKEN`).
-        let mut rx = shared.new_rx();
         // Offer flow control; when results stream, ask for the handshake, so we learn where
         // to grant credit for them.
-        rx.push('.');
-        rx.push_str(if paths.as_ref().is_empty() {
+        let flow_token = if paths.as_ref().is_empty() {
             subjects::FLOW_TOKEN
         } else {
             subjects::FLOW_RESULTS_TOKEN
-        });
-        if !first_was_empty && params.is_empty() {
-            rx.push('.');
-            rx.push_str(subjects::PARAMS_COMPLETE_TOKEN);
-        }
-        let results: Arc<str> = subjects::results(&rx).into();
+        };
+        // All synchronous parameters in this message: say so in the reply subject, so a
+        // Trellis server can skip the handshake (see `subjects::PARAMS_COMPLETE_TOKEN`).
+        let complete_token = if !first_was_empty && params.is_empty() {
+            subjects::PARAMS_COMPLETE_TOKEN
+        } else {
+            ""
+        };
+        let rx = shared.new_rx(&[flow_token, complete_token]);
+        // The route table's keys, shared with the call's readers: one allocation each.
+        let rx_key: Arc<str> = Arc::from(rx.as_str());
+        let results = subjects::results_shared(&rx);
 
         // Register every subject of the call before anything is published.
         let call = CallRoutes::new(&shared.routes, shared.opts.max_buffered_bytes);
         let flow = flow::Flow::new(Arc::clone(&shared.nats), shared.opts.flow_window);
-        call.set_flow_deferred(&flow, &subjects::credit(&rx));
+        call.set_flow_deferred(&flow, &rx_key);
         Pacer::attach_current(&flow);
-        let handshake = call.handshake(&rx, &results, &subject);
-        let results_rx = call.channel(&results, true);
+        let handshake = call.handshake(&rx_key, &results, &subject);
+        let results_rx = call.channel(Arc::clone(&results), true);
         for path in paths.as_ref() {
             let path = path.as_ref();
             call.path(
@@ -578,10 +593,10 @@ async fn accept<C>(
         incoming.set_eof();
         return Ok(Some((cx, writer, incoming)));
     }
-    let rx = shared.new_rx();
-    let params: Arc<str> = subjects::params(&rx).into();
+    let rx = shared.new_rx(&[]);
+    let params = subjects::params_shared(&rx);
     let call = CallRoutes::new(&shared.routes, shared.opts.max_buffered_bytes);
-    let params_rx = call.channel(&params, true);
+    let params_rx = call.channel(Arc::clone(&params), true);
     for path in paths {
         call.path(
             &subjects::indexed(&params, path),

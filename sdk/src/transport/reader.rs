@@ -254,7 +254,11 @@ impl Drop for Incoming {
                     self.call.consumed(p.len());
                 }
             }
-            self.call.forget(&self.subject());
+            // The last holder of the call's routes unregisters them all when dropped just
+            // after this; only a reader outlived by its call has to unregister itself.
+            if Arc::strong_count(&self.call) > 1 {
+                self.call.forget(&self.subject());
+            }
         }
     }
 }
@@ -284,7 +288,7 @@ mod tests {
     fn call() -> (Arc<Routes>, Incoming) {
         let routes = Routes::new();
         let call = CallRoutes::new(&routes, 1 << 20);
-        let rx = call.channel(ROOT, true);
+        let rx = call.channel(Arc::from(ROOT), true);
         call.path(&format!("{ROOT}.0"), false);
         let incoming = Incoming::new(
             call,
@@ -307,6 +311,23 @@ mod tests {
         let mut out = Vec::new();
         incoming.read_to_end(&mut out).await.expect("read the root");
         out
+    }
+
+    #[test]
+    fn dropped_readers_unregister_their_streams() {
+        let nested = format!("{ROOT}.0");
+        // Outlived by its call: the reader unregisters its own stream, the call keeps the rest.
+        let (routes, incoming) = call();
+        let held = Arc::clone(incoming.call());
+        drop(incoming);
+        assert!(!routes.routed(ROOT));
+        assert!(routes.routed(&nested));
+        drop(held);
+        assert!(!routes.routed(&nested));
+        // The last holder of its call: dropping it unregisters everything.
+        let (routes, incoming) = call();
+        drop(incoming);
+        assert!(!routes.routed(ROOT) && !routes.routed(&nested));
     }
 
     #[tokio::test]

@@ -226,7 +226,7 @@ enum Entry {
     /// refused.
     Handshake {
         handshake: Arc<Handshake>,
-        results: Box<str>,
+        results: Arc<str>,
         flow: Option<Arc<Flow>>,
     },
     /// Where the peer grants credit for what this call sends (see [`super::flow`]).
@@ -248,8 +248,19 @@ pub(crate) struct Routes {
 }
 
 /// Subjects to routes. Keyed with a randomly seeded fast hash: every call inserts and removes
-/// a few keys and every message looks one up, and SipHash showed in profiles.
-type RouteMap = HashMap<Box<str>, Entry, foldhash::fast::RandomState>;
+/// a few keys and every message looks one up, and SipHash showed in profiles. Keys are shared
+/// with the call that registered them ([`CallRoutes`] keeps a list to unregister), so a key
+/// is allocated once.
+type RouteMap = HashMap<Arc<str>, Entry, foldhash::fast::RandomState>;
+
+/// What [`Routes::deliver`] does to the table once done with an entry.
+enum After {
+    Nothing,
+    /// The route is finished with (failed, or its reader is gone).
+    Remove,
+    /// A refused call: fail its root result reader too.
+    FailResults(Arc<str>, TransportError),
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the table inconsistent (each operation
@@ -292,17 +303,45 @@ impl Routes {
         }
     }
 
-    pub(crate) fn deliver(&self, msg: async_nats::Message) {
+    pub(crate) fn deliver(&self, mut msg: async_nats::Message) {
         let mut map = lock(&self.map);
-        let key = msg.subject.as_str();
-        if !map.contains_key(key) && !self.materialize(&mut map, key) {
-            trace!(subject = key, "dropping message for no live call");
-            return;
+        // The subject is taken out (no copy); the handlers only need the rest of the message.
+        let subject = std::mem::replace(&mut msg.subject, Subject::from_static(""));
+        let key = subject.as_str();
+        // One lookup for the usual case, a registered subject; a second only for a subject
+        // first seen below a wildcard pattern.
+        let after = match map.get_mut(key) {
+            Some(entry) => Self::deliver_to(entry, key, &mut msg),
+            None => {
+                if !self.materialize(&mut map, key) {
+                    trace!(subject = key, "dropping message for no live call");
+                    return;
+                }
+                match map.get_mut(key) {
+                    Some(entry) => Self::deliver_to(entry, key, &mut msg),
+                    None => After::Nothing,
+                }
+            }
+        };
+        match after {
+            After::Nothing => {}
+            After::Remove => {
+                map.remove(key);
+            }
+            After::FailResults(results, err) => {
+                if let Some(Entry::Channel { tx, .. }) = map.get(&results) {
+                    let _ = tx.unbounded_send(Delivery::Fail(err));
+                }
+            }
         }
-        match map.get_mut(key) {
-            Some(Entry::Channel {
+    }
+
+    /// Hands `msg` to the route `entry`; says what to do with the table afterwards.
+    fn deliver_to(entry: &mut Entry, key: &str, msg: &mut async_nats::Message) -> After {
+        match entry {
+            Entry::Channel {
                 tx, budget, nested, ..
-            }) => {
+            } => {
                 if let Some(reason) = msg
                     .headers
                     .as_ref()
@@ -311,8 +350,7 @@ impl Routes {
                     let _ = tx.unbounded_send(Delivery::Fail(TransportError::Failed(
                         reason.as_str().to_string(),
                     )));
-                    map.remove(key);
-                    return;
+                    return After::Remove;
                 }
                 let len = msg.payload.len();
                 budget.touch();
@@ -325,29 +363,33 @@ impl Routes {
                     let _ = tx.unbounded_send(Delivery::Fail(TransportError::BufferOverflow {
                         limit: budget.limit,
                     }));
-                    map.remove(key);
-                    return;
+                    return After::Remove;
                 }
                 if *nested {
                     budget.mark_nested();
                 }
-                if tx.unbounded_send(Delivery::Data(msg.payload)).is_err() {
+                if tx
+                    .unbounded_send(Delivery::Data(std::mem::take(&mut msg.payload)))
+                    .is_err()
+                {
                     budget.release(len);
-                    map.remove(key);
+                    return After::Remove;
                 }
+                After::Nothing
             }
-            Some(Entry::Credit { flow, budget }) => {
+            Entry::Credit { flow, budget } => {
                 budget.touch();
                 if let (Some(flow), Some(total)) = (flow.upgrade(), parse_credit(&msg.payload)) {
                     flow.ack(total);
                 }
+                After::Nothing
             }
-            Some(Entry::Handshake {
+            Entry::Handshake {
                 handshake,
                 results,
                 flow,
-            }) => {
-                let res = handshake_outcome(&msg, &handshake.subject);
+            } => {
+                let res = handshake_outcome(msg, &handshake.subject);
                 // A Trellis server says it grants credit and takes ours.
                 if let (Ok(server_rx), Some(flow)) = (&res, flow)
                     && msg
@@ -361,20 +403,22 @@ impl Routes {
                 let failed = res.as_ref().err().cloned();
                 // A refused call also fails its result reader, which may already wait.
                 let first = handshake.complete(res);
-                let notify = match failed {
-                    Some(err) if first => Some((results.clone(), err)),
-                    _ => None,
-                };
-                if let Some((results, err)) = notify
-                    && let Some(Entry::Channel { tx, .. }) = map.get(&results)
-                {
-                    let _ = tx.unbounded_send(Delivery::Fail(err));
+                match failed {
+                    Some(err) if first => After::FailResults(Arc::clone(results), err),
+                    _ => After::Nothing,
                 }
             }
-            Some(Entry::Pattern { .. }) | None => {
+            Entry::Pattern { .. } => {
                 trace!(subject = key, "dropping message on a pattern subject");
+                After::Nothing
             }
         }
+    }
+
+    /// Whether `subject` has a route.
+    #[cfg(test)]
+    pub(crate) fn routed(&self, subject: &str) -> bool {
+        lock(&self.map).contains_key(subject)
     }
 
     /// Creates a channel for `key` if it matches a wildcard pattern of a live call.
@@ -386,8 +430,9 @@ impl Routes {
             return false;
         };
         let (tx, rx) = delivery_queue();
+        let key: Arc<str> = key.into();
         map.insert(
-            key.into(),
+            Arc::clone(&key),
             Entry::Channel {
                 tx,
                 rx: Some(rx),
@@ -395,7 +440,7 @@ impl Routes {
                 nested: true,
             },
         );
-        call.remember(key.into());
+        call.remember(key);
         true
     }
 }
@@ -457,12 +502,14 @@ fn handshake_outcome(msg: &async_nats::Message, subject: &str) -> HandshakeResul
 /// The subjects one call registered; dropping the last handle unregisters them all.
 pub(crate) struct CallRoutes {
     routes: Arc<Routes>,
-    keys: Mutex<Vec<Box<str>>>,
+    keys: Mutex<Vec<Arc<str>>>,
     budget: Arc<Budget>,
     flow: OnceLock<Arc<Flow>>,
-    /// A client call's credit subject, routed only once the call sends more than its
-    /// invocation (see [`CallRoutes::route_credit`]).
-    deferred_credit: Mutex<Option<Box<str>>>,
+    /// A client call's reply subject, whose credit subject is routed only once the call
+    /// sends more than its invocation (see [`CallRoutes::route_credit`]).
+    deferred_credit: OnceLock<Arc<str>>,
+    /// Whether the deferred credit subject was routed.
+    credit_routed: AtomicBool,
 }
 
 impl CallRoutes {
@@ -472,7 +519,8 @@ impl CallRoutes {
             keys: Mutex::new(Vec::new()),
             budget: Budget::new(buffer_limit),
             flow: OnceLock::new(),
-            deferred_credit: Mutex::new(None),
+            deferred_credit: OnceLock::new(),
+            credit_routed: AtomicBool::new(false),
         })
     }
 
@@ -480,34 +528,39 @@ impl CallRoutes {
     /// credit for what this call sends.
     pub(crate) fn set_flow(&self, flow: &Arc<Flow>, credit: &str) {
         let _ = self.flow.set(Arc::clone(flow));
+        let credit: Arc<str> = credit.into();
         lock(&self.routes.map).insert(
-            credit.into(),
+            Arc::clone(&credit),
             Entry::Credit {
                 flow: Arc::downgrade(flow),
                 budget: Arc::clone(&self.budget),
             },
         );
-        self.remember(credit.into());
+        self.remember(credit);
     }
 
-    /// Attaches a client call's flow state; `credit`, where the server grants credit for
-    /// what the call sends, is routed by [`CallRoutes::route_credit`] before the call first
-    /// publishes beyond its invocation. Most calls never do, and so save a route.
+    /// Attaches a client call's flow state. The credit subject of reply subject `rx`, where
+    /// the server grants credit for what the call sends, is made and routed by
+    /// [`CallRoutes::route_credit`] before the call first publishes beyond its invocation.
+    /// Most calls never do, and so save a route and a subject.
     ///
     /// A grant that comes before that is dropped, which is harmless: grants are cumulative,
     /// and the call has sent nothing that needs credit yet.
-    pub(crate) fn set_flow_deferred(&self, flow: &Arc<Flow>, credit: &str) {
+    pub(crate) fn set_flow_deferred(&self, flow: &Arc<Flow>, rx: &Arc<str>) {
         let _ = self.flow.set(Arc::clone(flow));
-        *lock(&self.deferred_credit) = Some(credit.into());
+        let _ = self.deferred_credit.set(Arc::clone(rx));
     }
 
     /// Routes the credit subject set aside by [`CallRoutes::set_flow_deferred`], if not yet.
     pub(crate) fn route_credit(&self) {
-        let Some(credit) = lock(&self.deferred_credit).take() else {
+        let Some(rx) = self.deferred_credit.get() else {
             return;
         };
+        if self.credit_routed.swap(true, Ordering::AcqRel) {
+            return;
+        }
         if let Some(flow) = self.flow.get() {
-            self.set_flow(flow, &credit);
+            self.set_flow(flow, &crate::subjects::credit(rx));
         }
     }
 
@@ -530,17 +583,17 @@ impl CallRoutes {
         }
     }
 
-    fn remember(&self, key: Box<str>) {
+    fn remember(&self, key: Arc<str>) {
         lock(&self.keys).push(key);
     }
 
     /// Registers a channel for the root stream `subject`; `claim` returns its receiver now,
     /// otherwise a reader claims it later with [`CallRoutes::claim`].
-    pub(crate) fn channel(&self, subject: &str, claim: bool) -> Option<DeliveryRx> {
+    pub(crate) fn channel(&self, subject: Arc<str>, claim: bool) -> Option<DeliveryRx> {
         self.register(subject, claim, false)
     }
 
-    fn register(&self, subject: &str, claim: bool, nested: bool) -> Option<DeliveryRx> {
+    fn register(&self, subject: Arc<str>, claim: bool, nested: bool) -> Option<DeliveryRx> {
         let (tx, rx) = delivery_queue();
         let (kept, given) = if claim {
             (None, Some(rx))
@@ -548,7 +601,7 @@ impl CallRoutes {
             (Some(rx), None)
         };
         lock(&self.routes.map).insert(
-            subject.into(),
+            Arc::clone(&subject),
             Entry::Channel {
                 tx,
                 rx: kept,
@@ -556,42 +609,49 @@ impl CallRoutes {
                 nested,
             },
         );
-        self.remember(subject.into());
+        self.remember(subject);
         given
     }
 
     /// Registers a subscription path; paths with wildcards become patterns.
     pub(crate) fn path(self: &Arc<Self>, subject: &str, has_wildcard: bool) {
+        let subject: Arc<str> = subject.into();
         if has_wildcard {
             lock(&self.routes.map).insert(
-                subject.into(),
+                Arc::clone(&subject),
                 Entry::Pattern {
                     budget: Arc::clone(&self.budget),
                     call: Arc::downgrade(self),
                 },
             );
-            self.remember(subject.into());
+            self.remember(subject);
         } else {
             self.register(subject, false, true);
         }
     }
 
-    /// Registers the handshake subject of a client call.
-    pub(crate) fn handshake(&self, rx: &str, results: &str, invocation: &str) -> Arc<Handshake> {
+    /// Registers the handshake subject `rx` of a client call whose root result subject is
+    /// `results`.
+    pub(crate) fn handshake(
+        &self,
+        rx: &Arc<str>,
+        results: &Arc<str>,
+        invocation: &str,
+    ) -> Arc<Handshake> {
         let flow = self.flow.get().cloned();
         let handshake = Arc::new(Handshake {
             state: Mutex::new(HandshakeState::Pending(Vec::new())),
             subject: invocation.to_string(),
         });
         lock(&self.routes.map).insert(
-            rx.into(),
+            Arc::clone(rx),
             Entry::Handshake {
                 handshake: Arc::clone(&handshake),
-                results: results.into(),
+                results: Arc::clone(results),
                 flow,
             },
         );
-        self.remember(rx.into());
+        self.remember(Arc::clone(rx));
         handshake
     }
 
@@ -609,8 +669,9 @@ impl CallRoutes {
             return None;
         }
         let (tx, rx) = delivery_queue();
+        let subject: Arc<str> = subject.into();
         map.insert(
-            subject.into(),
+            Arc::clone(&subject),
             Entry::Channel {
                 tx,
                 rx: None,
@@ -619,7 +680,7 @@ impl CallRoutes {
             },
         );
         drop(map);
-        self.remember(subject.into());
+        self.remember(subject);
         Some(rx)
     }
 
@@ -635,7 +696,7 @@ impl Drop for CallRoutes {
         let keys = std::mem::take(&mut *lock(&self.keys));
         let mut map = lock(&self.routes.map);
         for key in keys {
-            map.remove(&key);
+            map.remove(&*key);
         }
     }
 }
