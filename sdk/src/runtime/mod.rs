@@ -270,8 +270,8 @@ impl ProviderHandle {
             self.client(&link.target),
             &self.inner.config.provider_id,
             &link.name,
-            &link.target,
         )
+        .with_target(&link.target)
     }
 
     /// Calls being served right now.

@@ -108,7 +108,6 @@ impl ProviderProcess {
             self.conn.client(subjects.wrpc_prefix(&self.id)),
             source,
             "default",
-            &self.id,
         )
     }
 
