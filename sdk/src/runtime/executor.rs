@@ -43,8 +43,8 @@ pub fn provider_runtime() -> Result<tokio::runtime::Runtime, RuntimeError> {
     Ok(rt)
 }
 
-/// How often the timer of [`keep_timer_armed`] fires: well below any call's timeout, so
-/// the timers calls arm always expire after it.
+/// How often the timer of [`keep_timer_armed`] fires: well below the timeouts calls arm
+/// (seconds), so theirs expire after it. A shorter timeout only costs the wake-up again.
 const TIMER_ANCHOR_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Keeps a timer pending for the runtime's whole life.
