@@ -74,13 +74,63 @@ impl<C: Send + Sync> Handler<C> for Echo {
     }
 }
 
+/// `Echo`, but reading streamed parameters slowly: a consumer slower than the network.
+#[derive(Clone)]
+struct SlowReader;
+
+impl<C: Send + Sync> Handler<C> for SlowReader {
+    async fn echo(&self, cx: C, x: String) -> anyhow::Result<String> {
+        Echo.echo(cx, x).await
+    }
+
+    async fn echo_bytes(&self, cx: C, x: Bytes) -> anyhow::Result<Bytes> {
+        Echo.echo_bytes(cx, x).await
+    }
+
+    async fn sum_stream(
+        &self,
+        _cx: C,
+        mut data: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+    ) -> anyhow::Result<u64> {
+        let mut sum = 0u64;
+        while let Some(chunk) = data.next().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            sum += chunk.iter().map(|b| u64::from(*b)).sum::<u64>();
+        }
+        Ok(sum)
+    }
+
+    async fn make_stream(
+        &self,
+        cx: C,
+        n: u32,
+        chunk: u32,
+    ) -> anyhow::Result<Pin<Box<dyn Stream<Item = Bytes> + Send>>> {
+        Echo.make_stream(cx, n, chunk).await
+    }
+
+    async fn fail(&self, cx: C) -> anyhow::Result<Result<u32, String>> {
+        Echo.fail(cx).await
+    }
+}
+
 /// Spawns the generated server on `wrpc`, driving every invocation to completion.
 async fn spawn_server<T>(wrpc: T)
 where
     T: wrpc_transport::Serve + Send + Sync + 'static,
     T::Context: Send + Sync,
 {
-    let invocations = bindings::serve(&wrpc, Echo).await.expect("serve");
+    spawn_handler(wrpc, Echo).await;
+}
+
+/// Spawns the generated server on `wrpc` with `handler`.
+async fn spawn_handler<T, H>(wrpc: T, handler: H)
+where
+    T: wrpc_transport::Serve + Send + Sync + 'static,
+    T::Context: Send + Sync,
+    H: Handler<T::Context> + Clone + Send + Sync + 'static,
+{
+    let invocations = bindings::serve(&wrpc, handler).await.expect("serve");
     for (_, _, mut st) in invocations {
         tokio::spawn(async move {
             while let Some(fut) = st.next().await {
@@ -275,4 +325,63 @@ async fn a_silent_server_times_out_instead_of_hanging() {
         ),
         "{err:#}"
     );
+}
+
+/// Sends an 8 MiB stream to a slow reader, from a client with
+/// `client` options to a server with `server` options; the sum the server computed.
+async fn paced_sum(client: TransportOptions, server: TransportOptions) -> anyhow::Result<()> {
+    let prefix = format!("{}.slow", common::unique_lattice("flow"));
+    let server = Connection::new(common::nats().await, server).await?;
+    spawn_handler(server.server(prefix.clone(), None), SlowReader).await;
+    let conn = Connection::new(common::nats().await, client).await?;
+    let client = conn.client(prefix);
+
+    let chunks: Vec<Bytes> = (0..128u32)
+        .map(|i| Bytes::from(vec![(i % 5) as u8 + 1; 64 << 10]))
+        .collect();
+    let expected: u64 = chunks
+        .iter()
+        .map(|c| c.iter().map(|b| u64::from(*b)).sum::<u64>())
+        .sum();
+    let call = async {
+        let (sum, io) = client::sum_stream(&client, None, Box::pin(stream::iter(chunks))).await?;
+        if let Some(io) = io {
+            io.await?;
+        }
+        anyhow::Ok(sum)
+    };
+    let sum = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .map_err(|_| anyhow::anyhow!("the paced call did not finish in 30 s"))??;
+    anyhow::ensure!(sum == expected, "sum {sum}, expected {expected}");
+    Ok(())
+}
+
+/// Between Trellis peers a streamed parameter is flow-controlled: a server reading it slower
+/// than the client sends holds at most the client's flow window, so a stream many times the
+/// server's per-call buffer arrives whole instead of failing the call with `BufferOverflow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_paces_streamed_parameters() {
+    let opts = TransportOptions {
+        max_buffered_bytes: 512 << 10,
+        flow_window: 256 << 10,
+        ..TransportOptions::default()
+    };
+    if let Err(err) = paced_sum(opts.clone(), opts).await {
+        panic!("{err:#}");
+    }
+}
+
+/// A sender whose window is far smaller than the reader's (the reader grants credit every
+/// quarter of its own window) still makes progress: a reader that has read everything it
+/// was sent grants credit at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_with_a_smaller_window_than_its_reader_is_not_stalled() {
+    let client = TransportOptions {
+        flow_window: 256 << 10,
+        ..TransportOptions::default()
+    };
+    if let Err(err) = paced_sum(client, TransportOptions::default()).await {
+        panic!("{err:#}");
+    }
 }

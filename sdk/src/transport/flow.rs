@@ -32,6 +32,14 @@ use tracing::trace;
 /// The header that negotiates flow control.
 pub(crate) const FLOW_HEADER: &str = "trellis-flow";
 
+/// The smallest window a sender keeps: see [`DRAINED_GRANT`].
+pub(crate) const MIN_WINDOW: usize = 256 << 10;
+
+/// A reader that has read everything it received grants credit once it owes this much,
+/// whatever its own window. A sender stopped at its window (at least [`MIN_WINDOW`]) is owed
+/// at least that once its bytes are read, so the two can never wait on each other.
+const DRAINED_GRANT: u64 = 64 << 10;
+
 /// Flow state of one call: the sending side (bytes sent, credit received) and the receiving
 /// side (bytes consumed, credit granted). Each call sends in one direction and receives in
 /// the other, so one value serves both.
@@ -69,7 +77,7 @@ impl Flow {
     pub(crate) fn new(nats: Arc<async_nats::Client>, window: usize) -> Arc<Self> {
         Arc::new(Self {
             nats,
-            window: (window as u64).max(1),
+            window: window.max(MIN_WINDOW) as u64,
             send_enabled: AtomicBool::new(false),
             sent: AtomicU64::new(0),
             acked: AtomicU64::new(0),
@@ -107,12 +115,20 @@ impl Flow {
     }
 
     fn has_room(&self) -> bool {
-        !self.send_enabled.load(Ordering::Acquire)
-            || self
-                .sent
-                .load(Ordering::Acquire)
-                .saturating_sub(self.acked.load(Ordering::Acquire))
-                < self.window
+        self.room() > 0
+    }
+
+    /// Bytes that may be sent now before waiting for credit (unbounded unless the peer
+    /// grants credit).
+    pub(crate) fn room(&self) -> usize {
+        if !self.send_enabled.load(Ordering::Acquire) {
+            return usize::MAX;
+        }
+        let in_flight = self
+            .sent
+            .load(Ordering::Acquire)
+            .saturating_sub(self.acked.load(Ordering::Acquire));
+        usize::try_from(self.window.saturating_sub(in_flight)).unwrap_or(usize::MAX)
     }
 
     /// `n` bytes went out.
@@ -146,14 +162,25 @@ impl Flow {
         }
     }
 
-    /// The application consumed `n` received bytes; grants credit every quarter window.
-    pub(crate) fn consumed(&self, n: usize) {
+    /// The application consumed `n` received bytes; `drained` says nothing received is
+    /// left unread. Grants credit every quarter window, and once the reader has drained all
+    /// it received (and owes [`DRAINED_GRANT`]): the sender's window may be smaller than
+    /// ours, and a sender stopped at its window sends nothing more, so waiting for our
+    /// quarter would stall both.
+    pub(crate) fn consumed(&self, n: usize, drained: bool) {
         let Some(target) = lock(&self.credit_to).clone() else {
             return;
         };
         let total = self.consumed.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
         let last = self.credited.load(Ordering::Acquire);
-        if total.saturating_sub(last) < self.window / 4 {
+        let owed = total.saturating_sub(last);
+        // A window is at least `MIN_WINDOW`, so a quarter of it is never below `DRAINED_GRANT`.
+        let due = if drained {
+            DRAINED_GRANT
+        } else {
+            self.window / 4
+        };
+        if owed == 0 || owed < due {
             return;
         }
         if self

@@ -69,8 +69,9 @@ pub struct TransportOptions {
     /// `BufferOverflow` instead of growing memory without bound.
     pub max_buffered_bytes: usize,
     /// Bytes of a call a sender may have in flight beyond what its receiver has consumed,
-    /// when both ends are Trellis (a negotiated extension; 1.x peers are unaffected). Keep
-    /// it well below the peer's `max_buffered_bytes`.
+    /// when both ends are Trellis (a negotiated extension; 1.x peers are unaffected); no
+    /// message is larger. At least 256 KiB (smaller values are raised). Keep it well below
+    /// the peer's `max_buffered_bytes`.
     pub flow_window: usize,
 }
 

@@ -159,10 +159,10 @@ impl Budget {
         }
     }
 
-    /// Returns `n` bytes once the reader consumed them.
-    pub(crate) fn release(&self, n: usize) {
+    /// Returns `n` bytes once the reader consumed them; `true` if nothing is left unread.
+    pub(crate) fn release(&self, n: usize) -> bool {
         // Never underflows: every release matches an earlier successful `take`.
-        self.used.fetch_sub(n, Ordering::AcqRel);
+        self.used.fetch_sub(n, Ordering::AcqRel) == n
     }
 }
 
@@ -577,9 +577,9 @@ impl CallRoutes {
     /// `n` received bytes were consumed (read, or dropped unread): their buffer space is
     /// free again, and the sender may be granted credit.
     pub(crate) fn consumed(&self, n: usize) {
-        self.budget.release(n);
+        let drained = self.budget.release(n);
         if let Some(flow) = self.flow.get() {
-            flow.consumed(n);
+            flow.consumed(n, drained);
         }
     }
 

@@ -222,7 +222,11 @@ impl Outgoing {
         let nats = Arc::make_mut(&mut self.nats);
         ready!(nats.poll_ready_unpin(cx))
             .map_err(|err| TransportError::Disconnected(err.to_string()).into_io())?;
-        let max = nats.max_payload().max(1);
+        let mut max = nats.max_payload().max(1);
+        if let Some(flow) = &self.flow {
+            // A message never overruns the window: the receiver may hold only that much.
+            max = max.min(flow.room());
+        }
         let n = buf.len().min(max);
         trace!(subject = subject.as_str(), n, "publishing chunk");
         nats.start_send_unpin(OutboundMessage {
