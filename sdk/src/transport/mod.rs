@@ -36,6 +36,7 @@
 
 mod flow;
 mod pace;
+mod queue;
 mod reader;
 mod routes;
 mod writer;

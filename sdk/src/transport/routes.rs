@@ -21,11 +21,11 @@ use std::task::{Context, Poll};
 use async_nats::{StatusCode, Subject};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use futures::channel::mpsc;
 use tokio::sync::{Notify, oneshot};
 use tracing::{debug, trace};
 
 use super::flow::{FLOW_HEADER, Flow, parse_credit};
+use super::queue;
 use crate::error::TransportError;
 
 /// What the demultiplexer hands to a reader.
@@ -38,29 +38,25 @@ pub(crate) enum Delivery {
 }
 
 /// The sending half of a stream's delivery queue, held by the route table.
-type DeliveryTx = mpsc::UnboundedSender<Delivery>;
+type DeliveryTx = queue::Sender<Delivery>;
 
-/// The receiving half of a stream's delivery queue, held by its reader.
-///
-/// A queue per stream of every call: most carry one or two messages, so it is the
-/// `futures` channel, whose creation is two small allocations (tokio's unbounded channel
-/// allocates a block of 32 slots up front, a measurable share of a small call).
+/// The receiving half of a stream's delivery queue, held by its reader (see [`queue`]).
 #[derive(Debug)]
-pub(crate) struct DeliveryRx(mpsc::UnboundedReceiver<Delivery>);
+pub(crate) struct DeliveryRx(queue::Receiver<Delivery>);
 
 impl DeliveryRx {
     /// The next delivery; `None` once the route is gone and the queue drained.
     pub(crate) async fn recv(&mut self) -> Option<Delivery> {
-        self.0.next().await
+        self.0.recv().await
     }
 
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
-        self.0.poll_next_unpin(cx)
+        self.0.poll_recv(cx)
     }
 
     /// A delivery already queued, if any.
     pub(crate) fn try_recv(&mut self) -> Option<Delivery> {
-        self.0.try_recv().ok()
+        self.0.try_recv()
     }
 
     /// Refuses further deliveries; those queued can still be drained.
@@ -70,7 +66,7 @@ impl DeliveryRx {
 }
 
 fn delivery_queue() -> (DeliveryTx, DeliveryRx) {
-    let (tx, rx) = mpsc::unbounded();
+    let (tx, rx) = queue::queue();
     (tx, DeliveryRx(rx))
 }
 
@@ -289,7 +285,7 @@ impl Routes {
         for (_, entry) in map.drain() {
             match entry {
                 Entry::Channel { tx, .. } => {
-                    let _ = tx.unbounded_send(Delivery::Fail(TransportError::Disconnected(
+                    let _ = tx.send(Delivery::Fail(TransportError::Disconnected(
                         "inbox subscription ended".into(),
                     )));
                 }
@@ -330,7 +326,7 @@ impl Routes {
             }
             After::FailResults(results, err) => {
                 if let Some(Entry::Channel { tx, .. }) = map.get(&results) {
-                    let _ = tx.unbounded_send(Delivery::Fail(err));
+                    let _ = tx.send(Delivery::Fail(err));
                 }
             }
         }
@@ -347,7 +343,7 @@ impl Routes {
                     .as_ref()
                     .and_then(|h| h.get(super::REFUSAL_HEADER))
                 {
-                    let _ = tx.unbounded_send(Delivery::Fail(TransportError::Failed(
+                    let _ = tx.send(Delivery::Fail(TransportError::Failed(
                         reason.as_str().to_string(),
                     )));
                     return After::Remove;
@@ -360,7 +356,7 @@ impl Routes {
                         limit = budget.limit,
                         "per-call buffer exceeded; failing the call"
                     );
-                    let _ = tx.unbounded_send(Delivery::Fail(TransportError::BufferOverflow {
+                    let _ = tx.send(Delivery::Fail(TransportError::BufferOverflow {
                         limit: budget.limit,
                     }));
                     return After::Remove;
@@ -369,7 +365,7 @@ impl Routes {
                     budget.mark_nested();
                 }
                 if tx
-                    .unbounded_send(Delivery::Data(std::mem::take(&mut msg.payload)))
+                    .send(Delivery::Data(std::mem::take(&mut msg.payload)))
                     .is_err()
                 {
                     budget.release(len);
