@@ -206,46 +206,69 @@ async fn serve_function<S, F>(
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let mut stop = inner.shutdown.subscribe();
+    // One future for the whole loop: a fresh one per turn would subscribe to the watch anew
+    // for every call.
+    let stopped = stop.wait_for(|s| *s);
+    tokio::pin!(stopped);
     let mut calls = FuturesUnordered::new();
-    let deadline = inner.config.call_deadline;
     // An accepted call waiting for a slot. Slots are shared by every function, so an idle
     // function must not hold one: take the call first, then wait for a slot while the calls
     // in flight keep running. Past the limit, further calls wait in NATS, not in memory.
     let mut waiting: Option<F> = None;
     loop {
+        // Biased: stopping first, then finishing calls (which frees slots), then new calls.
         tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            Some(()) = calls.next(), if !calls.is_empty() => {}
+            permit = Arc::clone(&inner.slots).acquire_owned(), if waiting.is_some() => {
+                let (Ok(permit), Some(fut)) = (permit, waiting.take()) else { break };
+                calls.push(run_call(&inner, instance, func, permit, fut));
+            }
             next = stream.next(), if waiting.is_none() => match next {
-                Some(Ok(fut)) => waiting = Some(fut),
+                // A free slot, the usual case, is taken at once: no turn of the loop to wait.
+                Some(Ok(fut)) => match Arc::clone(&inner.slots).try_acquire_owned() {
+                    Ok(permit) => calls.push(run_call(&inner, instance, func, permit, fut)),
+                    Err(tokio::sync::TryAcquireError::NoPermits) => waiting = Some(fut),
+                    Err(tokio::sync::TryAcquireError::Closed) => break,
+                },
                 Some(Err(err)) => {
                     warn!(instance, func, error = %format!("{err:#}"), "failed to accept a call");
                 }
                 None => break,
             },
-            permit = Arc::clone(&inner.slots).acquire_owned(), if waiting.is_some() => {
-                let (Ok(permit), Some(fut)) = (permit, waiting.take()) else { break };
-                inner.inflight.fetch_add(1, Ordering::AcqRel);
-                let task_inner = Arc::clone(&inner);
-                let span = tracing::debug_span!("wrpc.call", instance, func);
-                calls.push(
-                    async move {
-                        match tokio::time::timeout(deadline, fut).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(err)) => warn!(error = %format!("{err:#}"), "call failed"),
-                            Err(_) => warn!(?deadline, "call cancelled at its deadline"),
-                        }
-                        task_inner.inflight.fetch_sub(1, Ordering::AcqRel);
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            }
-            Some(()) = calls.next(), if !calls.is_empty() => {}
-            _ = stop.wait_for(|s| *s) => break,
         }
     }
     // Stop taking calls, finish those in flight (the runtime's stop bounds how long).
     while calls.next().await.is_some() {}
     debug!(instance, func, "stopped serving");
+}
+
+/// Runs one call holding its slot: within the call deadline, in a span, counted in flight.
+fn run_call<F>(
+    inner: &Arc<super::Inner>,
+    instance: &'static str,
+    func: &'static str,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    fut: F,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    inner.inflight.fetch_add(1, Ordering::AcqRel);
+    let inner = Arc::clone(inner);
+    let deadline = inner.config.call_deadline;
+    let span = tracing::debug_span!("wrpc.call", instance, func);
+    async move {
+        match tokio::time::timeout(deadline, fut).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(error = %format!("{err:#}"), "call failed"),
+            Err(_) => warn!(?deadline, "call cancelled at its deadline"),
+        }
+        inner.inflight.fetch_sub(1, Ordering::AcqRel);
+        drop(permit);
+    }
+    .instrument(span)
 }
 
 /// A client for calling one linked target, adding the 1.x headers to every call:
