@@ -1,6 +1,8 @@
 //! Keyvalue benchmark: get and set of a 16-byte value through each provider — with the SDK
 //! client, and from a component in the host — against the backend's own client and against
-//! raw NATS request/reply (the transport ceiling), all in one run on the same servers.
+//! raw NATS request/reply (the transport ceiling), all in one run on the same servers. Raw
+//! request/reply is measured twice, answered in this process and by another process; the
+//! ceiling every ratio uses is the better of the two.
 //!
 //! One more row, "via bare NATS", calls the provider's `get` without the SDK client: one
 //! publish carrying the whole call and one reply, routed by a plain subscription. It splits
@@ -448,21 +450,30 @@ async fn bench() -> anyhow::Result<()> {
         n * 4,
         in_flight()
     );
+    // The ceiling is the better of the two raw rows: which one is faster depends on how the
+    // scheduler shares the two cores, so taking either one alone would flatter every ratio in
+    // the runs where it is the slower.
+    let ceiling = Stats {
+        p50: raw.p50.min(raw_remote.p50),
+        p99: raw.p99.min(raw_remote.p99),
+        one: raw.one.max(raw_remote.one),
+        many: raw.many.max(raw_remote.many),
+    };
     println!(
-        "×bk: to the backend's own client; added×N: (p50 − backend p50) / raw NATS p50; ×N: to raw NATS\n"
+        "×bk: to the backend's own client; N: the raw NATS ceiling, the better of the two raw rows in each column; added×N: (p50 − backend p50) / N's p50; ×N: to N\n"
     );
     header();
-    row("raw NATS request/reply", raw, raw, raw);
+    row("raw NATS request/reply", raw, raw, ceiling);
     row(
         "raw NATS, replies from another process",
         raw_remote,
         raw,
-        raw,
+        ceiling,
     );
-    row("redis client SET", redis_set, redis_set, raw);
-    row("redis client GET", redis_get, redis_get, raw);
-    row("NATS KV client put", natskv_set, natskv_set, raw);
-    row("NATS KV client get", natskv_get, natskv_get, raw);
+    row("redis client SET", redis_set, redis_set, ceiling);
+    row("redis client GET", redis_get, redis_get, ceiling);
+    row("NATS KV client put", natskv_set, natskv_set, ceiling);
+    row("NATS KV client get", natskv_get, natskv_get, ceiling);
 
     // The backend's own process, where it is not nats-server itself.
     for (bin, cfg, bk_set, bk_get, backend) in [
@@ -521,9 +532,14 @@ async fn bench() -> anyhow::Result<()> {
         let bare_get = measure(n, bare_call).await;
         let label = format!("{bin} via bare NATS: get");
         cpu_lines.push(cpu_per_call(&label, n * 4, &probes, bare_call).await);
-        row(&format!("{bin} via SDK client: set"), set, bk_set, raw);
-        row(&format!("{bin} via SDK client: get"), get, bk_get, raw);
-        row(&format!("{bin} via bare NATS: get"), bare_get, bk_get, raw);
+        row(&format!("{bin} via SDK client: set"), set, bk_set, ceiling);
+        row(&format!("{bin} via SDK client: get"), get, bk_get, ceiling);
+        row(
+            &format!("{bin} via bare NATS: get"),
+            bare_get,
+            bk_get,
+            ceiling,
+        );
 
         // A component in the host calling wasi:keyvalue get through the provider.
         p.store.put_config("bench-kv", &cfg).await?;
@@ -570,7 +586,7 @@ async fn bench() -> anyhow::Result<()> {
             &format!("{bin} from a component in the host: get"),
             comp,
             bk_get,
-            raw,
+            ceiling,
         );
     }
     println!(
