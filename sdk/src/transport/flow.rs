@@ -180,7 +180,7 @@ impl Flow {
         } else {
             self.window / 4
         };
-        if owed == 0 || owed < due {
+        if owed < due {
             return;
         }
         if self

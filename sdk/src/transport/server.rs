@@ -358,16 +358,6 @@ async fn handshake<C>(
     timeout: Duration,
     accepted: Accepted<C>,
 ) -> anyhow::Result<Option<Call<C>>> {
-    let Accepted {
-        cx,
-        subject,
-        reply,
-        payload,
-        results,
-        flow,
-        cx_complete,
-        offered,
-    } = accepted;
     let rx = shared.new_rx(&[]);
     let params = subjects::params_shared(&rx);
     let call = CallRoutes::new(&shared.routes, shared.opts.max_buffered_bytes);
@@ -378,24 +368,31 @@ async fn handshake<C>(
             path.iter().any(Option::is_none),
         );
     }
-    if offered.is_some() {
-        call.set_flow(&flow, &subjects::credit(&rx));
-        flow.enable_sending();
-        flow.grant_to(Subject::from(subjects::credit(&reply)));
+    if accepted.offered.is_some() {
+        call.set_flow(&accepted.flow, &subjects::credit(&rx));
+        accepted.flow.enable_sending();
+        accepted
+            .flow
+            .grant_to(Subject::from(subjects::credit(&accepted.reply)));
     }
-    let answer = match offered {
+    let answer = match accepted.offered {
         Some(_) => {
             let mut h = HeaderMap::new();
             h.insert(flow::FLOW_HEADER, "1");
             shared
                 .nats
-                .publish_with_reply_and_headers(reply.clone(), Subject::from(rx), h, Bytes::new())
+                .publish_with_reply_and_headers(
+                    accepted.reply.clone(),
+                    Subject::from(rx),
+                    h,
+                    Bytes::new(),
+                )
                 .await
         }
         None => {
             shared
                 .nats
-                .publish_with_reply(reply.clone(), Subject::from(rx), Bytes::new())
+                .publish_with_reply(accepted.reply.clone(), Subject::from(rx), Bytes::new())
                 .await
         }
     };
@@ -404,11 +401,11 @@ async fn handshake<C>(
         call,
         params,
         params_rx,
-        payload,
+        accepted.payload,
         Some(timeout),
         "parameters",
     );
-    if cx_complete || incoming.is_empty_start() {
+    if accepted.cx_complete || incoming.is_empty_start() {
         // The client said every synchronous parameter is in the invocation (`p-complete`),
         // or the function has none (the invocation carried nothing and nothing follows but
         // the close): the root stream is complete already. A reader that finds it short
@@ -417,21 +414,22 @@ async fn handshake<C>(
     }
     let writer = Outgoing::server_root(
         Arc::clone(&shared.nats),
-        results,
+        accepted.results,
         timeout,
         // The flow state and the call's routes go together into the result writer.
-        Some((flow, Arc::clone(incoming.call()))),
+        Some((accepted.flow, Arc::clone(incoming.call()))),
     );
     let limit = shared.opts.max_buffered_bytes;
     match tokio::time::timeout(timeout, incoming.prefetch_sync(limit)).await {
-        Ok(Ok(())) => Ok(Some((cx, writer, incoming))),
+        Ok(Ok(())) => Ok(Some((accepted.cx, writer, incoming))),
         Ok(Err(err)) => Err(anyhow::Error::from(err).context(format!(
-            "failed to receive the parameters of a call on {subject}"
+            "failed to receive the parameters of a call on {}",
+            accepted.subject
         ))),
         Err(_) => Err(anyhow::Error::from(TransportError::TimedOut {
             what: "a call's synchronous parameters",
             timeout,
         })
-        .context(format!("dropped a call on {subject}"))),
+        .context(format!("dropped a call on {}", accepted.subject))),
     }
 }
