@@ -8,13 +8,22 @@
 //! publish carrying the whole call and one reply, routed by a plain subscription. It splits
 //! the cost of a provider call between the provider and the SDK client.
 //!
+//! Then, per provider, throughput at 64 in flight in **interleaved rounds**: each round
+//! measures the raw ceiling again, then a reference responder (another process answering
+//! each raw NATS request with one read through the backend's own client), plain and with
+//! the headers every wRPC invocation carries — the least any 1.x-compatible provider of that
+//! backend must do — then the SDK client's get, the component's get and the bare get, and
+//! takes each ratio to its own round's ceiling and to its own round's reference with
+//! headers. On a shared two-core machine throughput swings by half within a minute, so the
+//! ratio of two rows measured a minute apart says more about the neighbours than about the
+//! code; the median of same-round ratios less so.
+//!
 //! Last, CPU time per call by process (nats-server, the backend, the provider, this bench
-//! as the caller), for raw NATS and each provider's get at 64 in flight: on a shared machine
-//! throughput swings with the neighbours' load, CPU per call much less, and it shows which
+//! as the caller), for raw NATS and each provider's get at 64 in flight: it shows which
 //! process a call's cost is in (Linux only: read from `/proc`).
 //!
 //! Run with `scripts/bench.sh` (release build; needs nats-server and redis-server).
-//! `BENCH_SCALE=0.2` shortens it.
+//! `BENCH_SCALE=0.2` shortens it; `BENCH_ROUNDS` sets the number of interleaved rounds (7).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use futures::{StreamExt as _, stream};
 use tokio::sync::oneshot;
@@ -192,19 +202,198 @@ where
     line
 }
 
-/// Set when the bench runs itself as the echo responder of another process.
-const RESPONDER_ENV: &str = "TRELLIS_BENCH_ECHO_SUBJECT";
+/// One call of a row, boxed so rows of different kinds share a list.
+type Call = Box<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
-/// Answers every request on `subject` with its payload, until killed.
-async fn echo(subject: &str) -> anyhow::Result<()> {
-    let nats = common::nats().await;
-    let mut sub = nats.subscribe(subject.to_string()).await?;
-    while let Some(m) = sub.next().await {
-        if let Some(reply) = m.reply {
-            nats.publish(reply, m.payload).await?;
+fn boxed<F, Fut>(call: F) -> Call
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Box::new(move || Box::pin(call()))
+}
+
+/// Calls per second with the usual number in flight, over `total` calls.
+async fn throughput(total: usize, call: &Call) -> f64 {
+    let t = Instant::now();
+    stream::iter(0..total)
+        .map(|_| call())
+        .buffer_unordered(in_flight())
+        .for_each(|()| async {})
+        .await;
+    total as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The median and range of `xs`.
+fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    let mid = xs.len() / 2;
+    let median = if xs.len() % 2 == 1 {
+        xs[mid]
+    } else {
+        (xs[mid - 1] + xs[mid]) / 2.0
+    };
+    (median, xs[0], xs[xs.len() - 1])
+}
+
+/// The median latency of `count` sequential calls, in microseconds.
+async fn p50(count: usize, call: &Call) -> f64 {
+    let mut lat = Vec::with_capacity(count);
+    for _ in 0..count {
+        let t = Instant::now();
+        call().await;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    spread(lat).0
+}
+
+/// Measures `rows` in `rounds` rounds. Each round first measures both raw ceiling rows and
+/// the backend's own client again, then every row: the p50 of `total / 16` sequential calls
+/// and the throughput of `total` calls with the usual number in flight. One line per row:
+/// its median calls per second, and the medians (ranges after the table) of its throughput
+/// ratio to its own round's ceiling (the better raw row) and to its own round's
+/// `rows[reference]`, and of its added p50 over the backend in its own round's NATS round
+/// trips.
+async fn interleaved(
+    rounds: usize,
+    total: usize,
+    ceiling: &[Call; 2],
+    rows: &[(String, Call)],
+    reference: usize,
+    backend: &Call,
+) -> Vec<String> {
+    let sequential = (total / 16).max(50);
+    let mut rates = vec![Vec::with_capacity(rounds); rows.len()];
+    let mut added = vec![Vec::with_capacity(rounds); rows.len()];
+    let mut ceilings = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let trip = p50(sequential, &ceiling[0])
+            .await
+            .min(p50(sequential, &ceiling[1]).await);
+        let top = throughput(total, &ceiling[0])
+            .await
+            .max(throughput(total, &ceiling[1]).await);
+        let base = p50(sequential, backend).await;
+        ceilings.push(top);
+        for (i, (_, call)) in rows.iter().enumerate() {
+            added[i].push((p50(sequential, call).await - base) / trip);
+            rates[i].push(throughput(total, call).await);
         }
     }
-    Ok(())
+    let per_round = |row: &[f64], base: &[f64]| -> Vec<f64> {
+        row.iter().zip(base).map(|(r, b)| r / b).collect()
+    };
+    let (c, lo, hi) = spread(ceilings.clone());
+    let mut lines = vec![format!(
+        "{:<44} {c:>9.0} {:>8} {:>8} {:>9}   ceiling {lo:.0}–{hi:.0} ops/s",
+        "raw NATS ceiling (better raw row)", "1.00", "", ""
+    )];
+    for ((label, _), (row, added)) in rows.iter().zip(rates.iter().zip(added)) {
+        let (rate, _, _) = spread(row.clone());
+        let (m, lo, hi) = spread(per_round(row, &ceilings));
+        let (r, rlo, rhi) = spread(per_round(row, &rates[reference]));
+        let (a, alo, ahi) = spread(added);
+        lines.push(format!(
+            "{label:<44} {rate:>9.0} {m:>8.2} {r:>8.2} {a:>9.2}   ×N {lo:.2}–{hi:.2}, ×ref {rlo:.2}–{rhi:.2}, added {alo:.2}–{ahi:.2}"
+        ));
+    }
+    lines
+}
+
+/// Set when the bench runs itself as a responder for another process: `{role}:{subject}` or
+/// `{role}:{subject}:{argument}` (see [`Responder`]).
+const RESPONDER_ENV: &str = "TRELLIS_BENCH_RESPONDER";
+
+/// What a responder process answers each request on its subject with.
+enum Responder {
+    /// The request's payload (the raw NATS ceiling).
+    Echo,
+    /// The value of this Redis key, read with redis-rs as keyvalue-redis does.
+    RedisGet(String),
+    /// The value of key `k` in this JetStream KV bucket, read with async-nats.
+    NatsKvGet(String),
+}
+
+impl Responder {
+    fn env(&self, subject: &str) -> String {
+        match self {
+            Self::Echo => format!("echo:{subject}"),
+            Self::RedisGet(key) => format!("redis-get:{subject}:{key}"),
+            Self::NatsKvGet(bucket) => format!("nats-kv-get:{subject}:{bucket}"),
+        }
+    }
+
+    fn parse(v: &str) -> anyhow::Result<(Self, String)> {
+        let mut parts = v.splitn(3, ':');
+        let (role, subject, arg) = (parts.next(), parts.next(), parts.next());
+        let subject = subject.context("responder subject")?.to_string();
+        let arg = || arg.map(str::to_string).context("responder argument");
+        let role = match role {
+            Some("echo") => Self::Echo,
+            Some("redis-get") => Self::RedisGet(arg()?),
+            Some("nats-kv-get") => Self::NatsKvGet(arg()?),
+            other => anyhow::bail!("unknown responder role {other:?}"),
+        };
+        Ok((role, subject))
+    }
+
+    /// Starts this bench binary as a responder on `subject` and waits until it answers.
+    async fn spawn(
+        &self,
+        nats: &async_nats::Client,
+        subject: &str,
+    ) -> anyhow::Result<std::process::Child> {
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .env(RESPONDER_ENV, self.env(subject))
+            .stdin(std::process::Stdio::null())
+            .spawn()?;
+        wait_responding(nats, subject).await;
+        Ok(child)
+    }
+
+    /// Answers requests on `subject` until killed, every request concurrently, on one
+    /// thread as a provider does.
+    async fn run(self, subject: String) -> anyhow::Result<()> {
+        let nats = common::nats().await;
+        let sub = nats.subscribe(subject).await?;
+        let redis = match &self {
+            Self::RedisGet(_) => Some(
+                redis::aio::ConnectionManager::new(redis::Client::open(common::redis_url())?)
+                    .await?,
+            ),
+            _ => None,
+        };
+        let kv = match &self {
+            Self::NatsKvGet(bucket) => Some(
+                async_nats::jetstream::new(nats.clone())
+                    .get_key_value(bucket)
+                    .await?,
+            ),
+            _ => None,
+        };
+        let this = &self;
+        sub.for_each_concurrent(None, |m| {
+            let (nats, mut redis, kv) = (nats.clone(), redis.clone(), kv.clone());
+            async move {
+                let Some(reply) = m.reply else { return };
+                let answer = match (this, redis.as_mut(), kv) {
+                    (Self::RedisGet(key), Some(redis), _) => redis::cmd("GET")
+                        .arg(key)
+                        .query_async::<Option<Vec<u8>>>(redis)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(Bytes::from),
+                    (Self::NatsKvGet(_), _, Some(kv)) => kv.get("k").await.ok().flatten(),
+                    _ => Some(m.payload),
+                };
+                // A failed read answers empty; the caller checks the answer.
+                let _ = nats.publish(reply, answer.unwrap_or_default()).await;
+            }
+        })
+        .await;
+        Ok(())
+    }
 }
 
 /// Waits until a responder answers on `subject`.
@@ -310,13 +499,22 @@ fn config(pairs: &[(&str, String)]) -> HashMap<String, String> {
         .collect()
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    if let Ok(v) = std::env::var(RESPONDER_ENV) {
+        let (responder, subject) = Responder::parse(&v)?;
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(responder.run(subject));
+    }
     // Every call is made from a task on the runtime's workers, as a service making calls does
     // (not from `block_on`, whose thread is outside the scheduler: each reply would then wake
     // it across threads, a hop a service's own tasks do not make). The same for every row,
     // the baseline too.
-    tokio::spawn(bench()).await?
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async { tokio::spawn(bench()).await? })
 }
 
 async fn bench() -> anyhow::Result<()> {
@@ -325,9 +523,11 @@ async fn bench() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let n = ((4000.0 * scale) as usize).max(200);
-    if let Ok(subject) = std::env::var(RESPONDER_ENV) {
-        return echo(&subject).await;
-    }
+    let rounds = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|r: &usize| *r > 0)
+        .unwrap_or(7);
     let nats = common::nats().await;
     let value = Bytes::from_static(b"0123456789abcdef");
 
@@ -368,28 +568,27 @@ async fn bench() -> anyhow::Result<()> {
             "raw NATS request/reply",
             n * 4,
             &probes(&[nats_server, Some(me)]),
-            raw_request(local_subject),
+            raw_request(local_subject.clone()),
         )
         .await,
     ];
     let remote_subject = format!("bench.kv.echo.{}", &common::unique_lattice("")[1..9]);
-    let mut remote = std::process::Command::new(std::env::current_exe()?)
-        .env(RESPONDER_ENV, &remote_subject)
-        .stdin(std::process::Stdio::null())
-        .spawn()?;
-    wait_responding(&nats, &remote_subject).await;
+    let mut remote = Responder::Echo.spawn(&nats, &remote_subject).await?;
     let raw_remote = measure(n, raw_request(remote_subject.clone())).await;
     cpu_lines.push(
         cpu_per_call(
             "raw NATS, replies from another process",
             n * 4,
             &probes(&[nats_server, Some(("responder", remote.id())), Some(me)]),
-            raw_request(remote_subject),
+            raw_request(remote_subject.clone()),
         )
         .await,
     );
-    let _ = remote.kill();
-    let _ = remote.wait();
+    // The interleaved rounds measure both raw rows again.
+    let ceiling_calls: [Call; 2] = [
+        boxed(raw_request(local_subject.clone())),
+        boxed(raw_request(remote_subject.clone())),
+    ];
 
     // Backends' own clients.
     let redis_client = redis::Client::open(common::redis_url())?;
@@ -408,18 +607,22 @@ async fn bench() -> anyhow::Result<()> {
         }
     })
     .await;
-    let redis_get = measure(n, || {
-        let mut c = redis_conn.clone();
-        let k = rkey.clone();
-        async move {
-            let _: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(k)
-                .query_async(&mut c)
-                .await
-                .expect("redis get");
+    // The backends' gets are measured again in the interleaved rounds: they own what they use.
+    let redis_get_call = {
+        let (redis_conn, rkey) = (redis_conn.clone(), rkey.clone());
+        move || {
+            let mut c = redis_conn.clone();
+            let k = rkey.clone();
+            async move {
+                let _: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(k)
+                    .query_async(&mut c)
+                    .await
+                    .expect("redis get");
+            }
         }
-    })
-    .await;
+    };
+    let redis_get = measure(n, &redis_get_call).await;
     let js = async_nats::jetstream::new(nats.clone());
     let kv_name = format!("BENCH_{}", &common::unique_lattice("")[1..9]);
     let kv = js
@@ -437,13 +640,16 @@ async fn bench() -> anyhow::Result<()> {
         }
     })
     .await;
-    let natskv_get = measure(n, || {
+    let natskv_get_call = {
         let kv = kv.clone();
-        async move {
-            kv.get("k").await.expect("kv get");
+        move || {
+            let kv = kv.clone();
+            async move {
+                kv.get("k").await.expect("kv get");
+            }
         }
-    })
-    .await;
+    };
+    let natskv_get = measure(n, &natskv_get_call).await;
 
     println!(
         "\n16-byte values, {n} sequential ops (p50/p99, ops/s @1), then {} with {} in flight",
@@ -475,8 +681,10 @@ async fn bench() -> anyhow::Result<()> {
     row("NATS KV client put", natskv_set, natskv_set, ceiling);
     row("NATS KV client get", natskv_get, natskv_get, ceiling);
 
-    // The backend's own process, where it is not nats-server itself.
-    for (bin, cfg, bk_set, bk_get, backend) in [
+    let mut round_lines = Vec::new();
+    // The backend's own process, where it is not nats-server itself, and the reference
+    // responder: raw request/reply plus one read with the backend's own client.
+    for (bin, cfg, bk_set, bk_get, bk_get_call, backend, reference) in [
         (
             "keyvalue-redis",
             config(&[
@@ -485,14 +693,18 @@ async fn bench() -> anyhow::Result<()> {
             ]),
             redis_set,
             redis_get,
+            boxed(redis_get_call),
             redis_server,
+            Responder::RedisGet(rkey.clone()),
         ),
         (
             "keyvalue-nats",
             config(&[("bucket.bench", kv_name.clone())]),
             natskv_set,
             natskv_get,
+            boxed(natskv_get_call),
             None,
+            Responder::NatsKvGet(kv_name.clone()),
         ),
     ] {
         let p = ProviderProcess::start(bin, &format!("bench-{bin}")).await;
@@ -511,27 +723,35 @@ async fn bench() -> anyhow::Result<()> {
             }
         })
         .await;
-        let sdk_get = || {
+        // The calls measured again in the interleaved rounds own what they use.
+        let sdk_get = {
             let c = c.clone();
-            async move {
-                store::get(&c, (), "bench", "k")
-                    .await
-                    .expect("wRPC")
-                    .expect("get");
+            move || {
+                let c = c.clone();
+                async move {
+                    store::get(&c, (), "bench", "k")
+                        .await
+                        .expect("wRPC")
+                        .expect("get");
+                }
             }
         };
-        let get = measure(n, sdk_get).await;
+        let get = measure(n, &sdk_get).await;
         let probes = probes(&[nats_server, backend, Some(("provider", p.pid())), Some(me)]);
         let label = format!("{bin} via SDK client: get");
-        cpu_lines.push(cpu_per_call(&label, n * 4, &probes, sdk_get).await);
+        cpu_lines.push(cpu_per_call(&label, n * 4, &probes, &sdk_get).await);
         let bare = BareGet::new(&p.lattice, &p.id, "bench-caller", "bench", "k").await;
-        let bare_call = || {
+        let bare_call = {
             let bare = bare.clone();
-            async move { bare.call().await }
+            move || {
+                let bare = bare.clone();
+                async move { bare.call().await }
+            }
         };
-        let bare_get = measure(n, bare_call).await;
+        let bare_get = measure(n, &bare_call).await;
         let label = format!("{bin} via bare NATS: get");
-        cpu_lines.push(cpu_per_call(&label, n * 4, &probes, bare_call).await);
+        cpu_lines.push(cpu_per_call(&label, n * 4, &probes, &bare_call).await);
+
         row(&format!("{bin} via SDK client: set"), set, bk_set, ceiling);
         row(&format!("{bin} via SDK client: get"), get, bk_get, ceiling);
         row(
@@ -572,7 +792,7 @@ async fn bench() -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let comp = measure(n, || {
+        let comp_get = move || {
             let client = client.clone();
             async move {
                 caller::trellis_test::components::echo::kv_get(&client, None, "bench", "k")
@@ -580,14 +800,81 @@ async fn bench() -> anyhow::Result<()> {
                     .expect("wRPC")
                     .expect("component get");
             }
-        })
-        .await;
+        };
+        let comp = measure(n, &comp_get).await;
         row(
             &format!("{bin} from a component in the host: get"),
             comp,
             bk_get,
             ceiling,
         );
+
+        let reference_subject = format!("bench.kv.ref.{}", &common::unique_lattice("")[1..9]);
+        let mut responder = reference.spawn(&nats, &reference_subject).await?;
+        // Plain, and with the headers every wRPC invocation carries (which the responder's
+        // client parses, as a provider's does).
+        let reference_call = |headers: Option<async_nats::HeaderMap>| {
+            let (nats, subject) = (nats.clone(), reference_subject.clone());
+            move || {
+                let (nats, subject, headers) = (nats.clone(), subject.clone(), headers.clone());
+                async move {
+                    let answer = match headers {
+                        Some(h) => nats.request_with_headers(subject, h, Bytes::new()).await,
+                        None => nats.request(subject, Bytes::new()).await,
+                    }
+                    .expect("reference request");
+                    assert_eq!(answer.payload.len(), 16, "the reference read failed");
+                }
+            }
+        };
+        round_lines.push(String::new());
+        round_lines.extend(
+            interleaved(
+                rounds,
+                n * 4,
+                &ceiling_calls,
+                &[
+                    (
+                        format!("raw NATS + one {bin} backend read"),
+                        boxed(reference_call(None)),
+                    ),
+                    (
+                        "  the same, with a wRPC call's headers (ref)".to_string(),
+                        boxed(reference_call(Some(bare.headers.clone()))),
+                    ),
+                    (format!("{bin} via SDK client: get"), boxed(sdk_get)),
+                    (
+                        format!("{bin} from a component in the host: get"),
+                        boxed(comp_get),
+                    ),
+                    (format!("{bin} via bare NATS: get"), boxed(bare_call)),
+                ],
+                1,
+                &bk_get_call,
+            )
+            .await,
+        );
+        let _ = responder.kill();
+        let _ = responder.wait();
+    }
+    let _ = remote.kill();
+    let _ = remote.wait();
+    println!(
+        "\nInterleaved: {rounds} rounds of {} sequential calls (p50) and {} calls with {} in flight \
+         per row, the raw rows and the backend's client measured again each round; medians \
+         (and ranges) over rounds of: throughput to the same round's raw ceiling (×N) and to \
+         its reference responder with headers (×ref), and the p50 added over the backend's \
+         client in the same round's NATS round trips (added×N)",
+        (n * 4 / 16).max(50),
+        n * 4,
+        in_flight()
+    );
+    println!(
+        "{:<44} {:>9} {:>8} {:>8} {:>9}",
+        "path", "ops/s @64", "×N", "×ref", "added×N"
+    );
+    for line in round_lines {
+        println!("{line}");
     }
     println!(
         "\nCPU time per call at {} in flight, µs by process (the bench is the caller)\n",
