@@ -737,9 +737,10 @@ async fn bench() -> anyhow::Result<()> {
             }
         };
         let get = measure(n, &sdk_get).await;
-        let probes = probes(&[nats_server, backend, Some(("provider", p.pid())), Some(me)]);
+        let provider_probes =
+            probes(&[nats_server, backend, Some(("provider", p.pid())), Some(me)]);
         let label = format!("{bin} via SDK client: get");
-        cpu_lines.push(cpu_per_call(&label, n * 4, &probes, &sdk_get).await);
+        cpu_lines.push(cpu_per_call(&label, n * 4, &provider_probes, &sdk_get).await);
         let bare = BareGet::new(&p.lattice, &p.id, "bench-caller", "bench", "k").await;
         let bare_call = {
             let bare = bare.clone();
@@ -750,7 +751,7 @@ async fn bench() -> anyhow::Result<()> {
         };
         let bare_get = measure(n, &bare_call).await;
         let label = format!("{bin} via bare NATS: get");
-        cpu_lines.push(cpu_per_call(&label, n * 4, &probes, &bare_call).await);
+        cpu_lines.push(cpu_per_call(&label, n * 4, &provider_probes, &bare_call).await);
 
         row(&format!("{bin} via SDK client: set"), set, bk_set, ceiling);
         row(&format!("{bin} via SDK client: get"), get, bk_get, ceiling);
@@ -827,6 +828,22 @@ async fn bench() -> anyhow::Result<()> {
                 }
             }
         };
+        let label = format!("{bin} reference responder, headers");
+        let reference_probes = [
+            nats_server,
+            backend,
+            Some(("responder", responder.id())),
+            Some(me),
+        ];
+        cpu_lines.push(
+            cpu_per_call(
+                &label,
+                n * 4,
+                &probes(&reference_probes),
+                reference_call(Some(bare.headers.clone())),
+            )
+            .await,
+        );
         round_lines.push(String::new());
         round_lines.extend(
             interleaved(
