@@ -96,19 +96,27 @@ where
     let one = n as f64 / t.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    let total = n * 4;
+    Stats {
+        p50: pct(0.5),
+        p99: pct(0.99),
+        one,
+        many: rate(n * 4, call).await,
+    }
+}
+
+/// Makes `total` calls with the usual number in flight; returns calls per second.
+async fn rate<F, Fut>(total: usize, call: F) -> f64
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
     let t = Instant::now();
     stream::iter(0..total)
         .map(|_| call())
         .buffer_unordered(in_flight())
         .for_each(|()| async {})
         .await;
-    Stats {
-        p50: pct(0.5),
-        p99: pct(0.99),
-        one,
-        many: total as f64 / t.elapsed().as_secs_f64(),
-    }
+    total as f64 / t.elapsed().as_secs_f64()
 }
 
 fn header() {
@@ -180,11 +188,7 @@ where
             .collect::<Vec<_>>()
     };
     let before = sample();
-    stream::iter(0..total)
-        .map(|_| call())
-        .buffer_unordered(in_flight())
-        .for_each(|()| async {})
-        .await;
+    rate(total, call).await;
     let after = sample();
     let mut line = format!("{label:<44}");
     let mut sum = 0.0;
@@ -213,17 +217,6 @@ where
     Box::new(move || Box::pin(call()))
 }
 
-/// Calls per second with the usual number in flight, over `total` calls.
-async fn throughput(total: usize, call: &Call) -> f64 {
-    let t = Instant::now();
-    stream::iter(0..total)
-        .map(|_| call())
-        .buffer_unordered(in_flight())
-        .for_each(|()| async {})
-        .await;
-    total as f64 / t.elapsed().as_secs_f64()
-}
-
 /// The median and range of `xs`.
 fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
     xs.sort_by(f64::total_cmp);
@@ -250,10 +243,10 @@ async fn p50(count: usize, call: &Call) -> f64 {
 /// Measures `rows` in `rounds` rounds. Each round first measures both raw ceiling rows and
 /// the backend's own client again, then every row: the p50 of `total / 16` sequential calls
 /// and the throughput of `total` calls with the usual number in flight. One line per row:
-/// its median calls per second, and the medians (ranges after the table) of its throughput
-/// ratio to its own round's ceiling (the better raw row) and to its own round's
-/// `rows[reference]`, and of its added p50 over the backend in its own round's NATS round
-/// trips.
+/// its median calls per second, then the medians over rounds (their ranges end the line) of
+/// its throughput ratio to its own round's ceiling (the better raw row) and to its own
+/// round's `rows[reference]`, and of its p50 added over the backend in its own round's NATS
+/// round trips.
 async fn interleaved(
     rounds: usize,
     total: usize,
@@ -270,14 +263,14 @@ async fn interleaved(
         let trip = p50(sequential, &ceiling[0])
             .await
             .min(p50(sequential, &ceiling[1]).await);
-        let top = throughput(total, &ceiling[0])
+        let top = rate(total, &ceiling[0])
             .await
-            .max(throughput(total, &ceiling[1]).await);
+            .max(rate(total, &ceiling[1]).await);
         let base = p50(sequential, backend).await;
         ceilings.push(top);
         for (i, (_, call)) in rows.iter().enumerate() {
             added[i].push((p50(sequential, call).await - base) / trip);
-            rates[i].push(throughput(total, call).await);
+            rates[i].push(rate(total, call).await);
         }
     }
     let per_round = |row: &[f64], base: &[f64]| -> Vec<f64> {
@@ -289,12 +282,12 @@ async fn interleaved(
         "raw NATS ceiling (better raw row)", "1.00", "", ""
     )];
     for ((label, _), (row, added)) in rows.iter().zip(rates.iter().zip(added)) {
-        let (rate, _, _) = spread(row.clone());
+        let (ops, _, _) = spread(row.clone());
         let (m, lo, hi) = spread(per_round(row, &ceilings));
         let (r, rlo, rhi) = spread(per_round(row, &rates[reference]));
         let (a, alo, ahi) = spread(added);
         lines.push(format!(
-            "{label:<44} {rate:>9.0} {m:>8.2} {r:>8.2} {a:>9.2}   ×N {lo:.2}–{hi:.2}, ×ref {rlo:.2}–{rhi:.2}, added {alo:.2}–{ahi:.2}"
+            "{label:<44} {ops:>9.0} {m:>8.2} {r:>8.2} {a:>9.2}   ×N {lo:.2}–{hi:.2}, ×ref {rlo:.2}–{rhi:.2}, added {alo:.2}–{ahi:.2}"
         ));
     }
     lines
