@@ -291,7 +291,9 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         Command::Inventory => commands::inventory(&cx).await?,
         Command::Up { .. } | Command::Down => unreachable_command(),
     };
-    cx.nats.flush().await.ok();
+    trellis_sdk::connect::final_flush(&cx.nats, trellis_sdk::connect::FINAL_FLUSH_TIMEOUT)
+        .await
+        .ok();
     Ok(outcome.code)
 }
 

@@ -529,7 +529,9 @@ async fn stop(running: Running, joined: bool, nats: &async_nats::Client) {
         );
     }
     drop(host);
-    let _ = nats.flush().await;
+    // Bounded: the lattice's NATS may be gone (an external server, say).
+    let _ =
+        trellis_sdk::connect::final_flush(nats, trellis_sdk::connect::FINAL_FLUSH_TIMEOUT).await;
 }
 
 /// SIGINT and SIGTERM, watched from the moment `up` owns anything (registering replaces the

@@ -182,6 +182,40 @@ pub enum ConnectError {
     },
 }
 
+/// How long a process that is leaving the lattice waits for its last messages to reach
+/// NATS (see [`final_flush`]).
+pub const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a final flush did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    /// The client could not flush (the connection is closed, say).
+    #[error("NATS flush failed: {0}")]
+    Failed(#[from] async_nats::client::FlushError),
+    /// NATS did not take the messages in time; the server is probably gone.
+    #[error("NATS did not take the last messages within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Flushes what `nats` has buffered, waiting at most `within`: a process that is stopping
+/// must not wait for a NATS server that is gone (async-nats's own flush waits for it to come
+/// back, without a bound).
+///
+/// ```no_run
+/// # async fn demo(nats: async_nats::Client) {
+/// use trellis_sdk::connect::{FINAL_FLUSH_TIMEOUT, final_flush};
+/// if let Err(err) = final_flush(&nats, FINAL_FLUSH_TIMEOUT).await {
+///     tracing::warn!(%err, "some messages may not have left");
+/// }
+/// # }
+/// ```
+pub async fn final_flush(nats: &async_nats::Client, within: Duration) -> Result<(), FlushError> {
+    match tokio::time::timeout(within, nats.flush()).await {
+        Ok(res) => Ok(res?),
+        Err(_) => Err(FlushError::TimedOut(within)),
+    }
+}
+
 /// Backoff between reconnect attempts: 100 ms doubling up to `max`, with no delay for the
 /// first attempt so a blip costs nothing.
 pub fn reconnect_delay(attempts: usize, max: Duration) -> Duration {

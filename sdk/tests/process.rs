@@ -1,6 +1,7 @@
 //! The example provider as a real process: started like a host starts it (host data on stdin,
-//! cleared environment), started standalone from flags, stopped by the host or by SIGTERM,
-//! and refusing to start without either.
+//! cleared environment), started standalone from flags, stopped by the host or by SIGTERM
+//! (also once its NATS server is gone: the last flush is bounded), and refusing to start
+//! without either.
 
 use trellis_tests as common;
 
@@ -177,6 +178,63 @@ async fn standalone_from_flags_then_sigterm() {
     );
     let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status}");
+}
+
+/// A provider whose NATS server is gone still stops on SIGTERM, promptly: nothing in a
+/// graceful stop may wait on the lattice without a bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_provider_whose_nats_is_gone() {
+    let mut own = common::OwnNats::start();
+    let lattice = common::unique_lattice("gone");
+    let subjects = LatticeSubjects::new(&lattice).unwrap();
+    let mut child = Command::new(example())
+        .args([
+            "--provider-id",
+            "counter",
+            "--lattice",
+            &lattice,
+            "--nats-url",
+            &own.url(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let nats = async_nats::connect(own.url()).await.unwrap();
+    wait_for_provider(&nats, &subjects).await;
+    drop(nats);
+    own.kill();
+    // Let the provider notice the lost connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(8));
+    assert!(status.success(), "{status}");
+}
+
+/// The bounded flush every stopping process uses: done at once while NATS is there, a
+/// `TimedOut` error within its bound once the server is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_flush_is_bounded_when_nats_is_gone() {
+    use trellis_sdk::connect::{FlushError, final_flush};
+    let mut own = common::OwnNats::start();
+    let nats = async_nats::connect(own.url()).await.unwrap();
+    nats.publish("x", "1".into()).await.unwrap();
+    final_flush(&nats, Duration::from_secs(5)).await.unwrap();
+    own.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.publish("x", "2".into()).await.unwrap();
+    let err = final_flush(&nats, Duration::from_millis(500))
+        .await
+        .expect_err("no server to flush to");
+    assert!(matches!(err, FlushError::TimedOut(_)), "{err}");
 }
 
 #[test]

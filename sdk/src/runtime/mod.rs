@@ -317,7 +317,12 @@ impl ProviderHandle {
         for t in lock(&self.inner.tasks).drain(..) {
             t.abort();
         }
-        if let Err(err) = self.inner.nats.flush().await {
+        // Bounded: with the NATS server gone, an unbounded flush would keep the process from
+        // ever exiting.
+        let flushed =
+            crate::connect::final_flush(&self.inner.nats, crate::connect::FINAL_FLUSH_TIMEOUT)
+                .await;
+        if let Err(err) = flushed {
             warn!(%err, "final NATS flush failed");
         }
         info!("provider stopped");
