@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use trellis_sdk::admin;
+use trellis_sdk::connect::{FlushError, final_flush};
 use trellis_sdk::host_data::HostData;
 use trellis_sdk::link::LinkDefinition;
 use trellis_sdk::subjects::LatticeSubjects;
@@ -215,7 +216,7 @@ async fn sigterm_stops_a_provider_whose_nats_is_gone() {
             .unwrap()
             .success()
     );
-    let status = wait_exit(&mut child, Duration::from_secs(8));
+    let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status}");
 }
 
@@ -223,7 +224,6 @@ async fn sigterm_stops_a_provider_whose_nats_is_gone() {
 /// `TimedOut` error within its bound once the server is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn final_flush_is_bounded_when_nats_is_gone() {
-    use trellis_sdk::connect::{FlushError, final_flush};
     let mut own = common::OwnNats::start();
     let nats = async_nats::connect(own.url()).await.unwrap();
     nats.publish("x", "1".into()).await.unwrap();
