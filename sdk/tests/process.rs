@@ -56,6 +56,38 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Starts the example standalone, from flags, as provider `counter` of `lattice`.
+fn standalone(lattice: &str, nats_url: &str) -> Child {
+    Command::new(example())
+        .args([
+            "--provider-id",
+            "counter",
+            "--lattice",
+            lattice,
+            "--nats-url",
+            nats_url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGTERM and expects a clean exit.
+fn sigterm_and_wait(child: &mut Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_exit(child, Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+}
+
 async fn wait_for_provider(nats: &async_nats::Client, subjects: &LatticeSubjects) {
     for _ in 0..100 {
         let replies =
@@ -138,20 +170,7 @@ async fn host_data_on_stdin_then_host_shutdown() {
 async fn standalone_from_flags_then_sigterm() {
     let lattice = common::unique_lattice("flags");
     let subjects = LatticeSubjects::new(&lattice).unwrap();
-    let mut child = Command::new(example())
-        .args([
-            "--provider-id",
-            "counter",
-            "--lattice",
-            &lattice,
-            "--nats-url",
-            &common::nats_url(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = standalone(&lattice, &common::nats_url());
     let nats = common::nats().await;
     wait_for_provider(&nats, &subjects).await;
     // A link with bad config is reported as failed through the request reply.
@@ -169,16 +188,7 @@ async fn standalone_from_flags_then_sigterm() {
         "{reply}"
     );
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_exit(&mut child, Duration::from_secs(15));
-    assert!(status.success(), "{status}");
+    sigterm_and_wait(&mut child);
 }
 
 /// A provider whose NATS server is gone still stops on SIGTERM, promptly: nothing in a
@@ -188,36 +198,14 @@ async fn sigterm_stops_a_provider_whose_nats_is_gone() {
     let mut own = common::OwnNats::start();
     let lattice = common::unique_lattice("gone");
     let subjects = LatticeSubjects::new(&lattice).unwrap();
-    let mut child = Command::new(example())
-        .args([
-            "--provider-id",
-            "counter",
-            "--lattice",
-            &lattice,
-            "--nats-url",
-            &own.url(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut child = standalone(&lattice, &own.url());
     let nats = async_nats::connect(own.url()).await.unwrap();
     wait_for_provider(&nats, &subjects).await;
     drop(nats);
     own.kill();
     // Let the provider notice the lost connection.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_exit(&mut child, Duration::from_secs(15));
-    assert!(status.success(), "{status}");
+    sigterm_and_wait(&mut child);
 }
 
 /// The bounded flush every stopping process uses: done at once while NATS is there, a
