@@ -35,6 +35,18 @@ mod bindings {
 use bindings::exports::trellis_test::interop::echo::Handler;
 use bindings::trellis_test::interop::echo as client;
 
+/// The sum of every byte of `data`, pausing `pause` before each chunk.
+async fn sum_bytes(mut data: Pin<Box<dyn Stream<Item = Bytes> + Send>>, pause: Duration) -> u64 {
+    let mut sum = 0u64;
+    while let Some(chunk) = data.next().await {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        sum += chunk.iter().map(|b| u64::from(*b)).sum::<u64>();
+    }
+    sum
+}
+
 #[derive(Clone)]
 struct Echo;
 
@@ -50,13 +62,9 @@ impl<C: Send + Sync> Handler<C> for Echo {
     async fn sum_stream(
         &self,
         _cx: C,
-        mut data: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+        data: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
     ) -> anyhow::Result<u64> {
-        let mut sum = 0u64;
-        while let Some(chunk) = data.next().await {
-            sum += chunk.iter().map(|b| u64::from(*b)).sum::<u64>();
-        }
-        Ok(sum)
+        Ok(sum_bytes(data, Duration::ZERO).await)
     }
 
     async fn make_stream(
@@ -90,14 +98,9 @@ impl<C: Send + Sync> Handler<C> for SlowReader {
     async fn sum_stream(
         &self,
         _cx: C,
-        mut data: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
+        data: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
     ) -> anyhow::Result<u64> {
-        let mut sum = 0u64;
-        while let Some(chunk) = data.next().await {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            sum += chunk.iter().map(|b| u64::from(*b)).sum::<u64>();
-        }
-        Ok(sum)
+        Ok(sum_bytes(data, Duration::from_millis(5)).await)
     }
 
     async fn make_stream(
