@@ -22,6 +22,7 @@ use trellis_sdk::transport::{Client, Connection, TransportOptions};
 
 mod greeter {
     wit_bindgen_wrpc::generate!({
+        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
         inline: "
             package trellis-test:greeter@0.1.0;
             interface greet {
@@ -34,6 +35,7 @@ mod greeter {
 }
 mod echo {
     wit_bindgen_wrpc::generate!({
+        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
         inline: "
             package trellis-test:components@0.1.0;
             interface echo {

@@ -37,6 +37,7 @@ mod guest {
 
 mod wire {
     wit_bindgen_wrpc::generate!({
+        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
         path: ["../wit/deps/io", "../wit/deps/blobstore", "../wit/deps/wrpc-blobstore"],
         world: "wrpc:blobstore/imports@0.2.0",
         generate_all,

@@ -34,6 +34,7 @@ mod wire {
     // wit-bindgen-wrpc 0.11 parses with wit-parser 0.220, which resolves the WASI 0.2.6 tree
     // only with these @unstable features on (nothing here uses them).
     wit_bindgen_wrpc::generate!({
+        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
         path: "../wit",
         world: "trellis:lattice/http-component@0.1.0",
         generate_all,

@@ -23,6 +23,7 @@ mod guest {
 
 mod wire {
     wit_bindgen_wrpc::generate!({
+        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
         path: "../wit/deps/wrpc-keyvalue",
         world: "wrpc:keyvalue/imports@0.2.0-draft",
     });

@@ -16,6 +16,7 @@ use trellis_sdk::transport::{Connection, TransportOptions};
 
 mod bindings {
     wit_bindgen_wrpc::generate!({
+        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
         inline: "
             package trellis-bench:echo@0.1.0;
             interface echo { echo: func(x: list<u8>) -> list<u8>; }

@@ -13,6 +13,8 @@ use trellis_sdk::subjects::LatticeSubjects;
 use trellis_sdk::transport::{Connection, TransportOptions};
 
 wit_bindgen_wrpc::generate!({
+    // Calls go through the SDK's leaner `InvokeExt` (see `trellis_sdk::wrpc_transport`).
+    wrpc_transport_path: "::trellis_sdk::wrpc_transport",
     inline: "
         package trellis-example:counter@0.1.0;
         interface counter { increment: func(by: u64) -> u64; }

@@ -14,3 +14,4 @@ pub mod secret;
 pub mod store;
 pub mod subjects;
 pub mod transport;
+pub mod wrpc_transport;

@@ -23,6 +23,7 @@ use trellis_sdk::transport::{Connection, TransportOptions};
 
 mod bindings {
     wit_bindgen_wrpc::generate!({
+        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
         inline: "
             package trellis-test:greeter@0.1.0;
             interface greet {

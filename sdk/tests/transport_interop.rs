@@ -12,28 +12,28 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _, stream};
 use trellis_sdk::transport::{Connection, TransportOptions};
 
+/// Served and called through the SDK's `wrpc_transport` (its leaner client calls).
 mod bindings {
     wit_bindgen_wrpc::generate!({
-        inline: "
-            package trellis-test:interop@0.1.0;
-            interface echo {
-                echo: func(x: string) -> string;
-                echo-bytes: func(x: list<u8>) -> list<u8>;
-                sum-stream: func(data: stream<u8>) -> u64;
-                make-stream: func(n: u32, chunk: u32) -> stream<u8>;
-                fail: func() -> result<u32, string>;
-            }
-            world interop {
-                import echo;
-                export echo;
-            }
-        ",
+        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
+        path: "tests/interop",
+        world: "interop",
+        generate_all,
+    });
+}
+
+/// Called through `wrpc_transport` itself, as bindings generated with default options call.
+mod upstream {
+    wit_bindgen_wrpc::generate!({
+        path: "tests/interop",
+        world: "caller",
         generate_all,
     });
 }
 
 use bindings::exports::trellis_test::interop::echo::Handler;
 use bindings::trellis_test::interop::echo as client;
+use upstream::trellis_test::interop::echo as upstream_client;
 
 /// The sum of every byte of `data`, pausing `pause` before each chunk.
 async fn sum_bytes(mut data: Pin<Box<dyn Stream<Item = Bytes> + Send>>, pause: Duration) -> u64 {
@@ -153,71 +153,82 @@ where
     });
 }
 
-/// Runs the whole call matrix through `wrpc` (a client).
-async fn exercise<C, T>(wrpc: &T, cx: impl Fn() -> C, max_payload: usize)
-where
-    C: Send + Sync,
-    T: wrpc_transport::Invoke<Context = C>,
-{
-    let calls = async {
-        // Small synchronous values.
-        assert_eq!(client::echo(wrpc, cx(), "hello").await.unwrap(), "hello");
-        assert_eq!(client::echo(wrpc, cx(), "").await.unwrap(), "");
-        // A value three times the server's max payload, with a recognisable pattern.
-        let big: Bytes = (0..max_payload * 3 + 17).map(|i| (i % 253) as u8).collect();
-        let back = client::echo_bytes(wrpc, cx(), &big).await.unwrap();
-        assert_eq!(back.len(), big.len());
-        assert!(back == big, "large value corrupted in transit");
-        // A result variant.
-        let failed = client::fail(wrpc, cx()).await.map_err(|e| format!("{e:#}"));
-        assert_eq!(failed, Ok(Err("as asked".to_string())));
-        // A stream of parameters: 40 chunks of 64 KiB.
-        let chunks: Vec<Bytes> = (0..40u32)
-            .map(|i| Bytes::from(vec![(i % 7) as u8 + 1; 65536]))
-            .collect();
-        let expected: u64 = chunks
-            .iter()
-            .map(|c| c.iter().map(|b| u64::from(*b)).sum::<u64>())
-            .sum();
-        let (sum, io) = client::sum_stream(wrpc, cx(), Box::pin(stream::iter(chunks)))
-            .await
-            .unwrap();
-        if let Some(io) = io {
-            io.await.unwrap();
+/// Defines `$name`, running the whole call matrix through a client with the functions of
+/// bindings module `$client`.
+macro_rules! call_matrix {
+    ($name:ident, $client:ident) => {
+        /// Runs the whole call matrix through `wrpc` (a client).
+        async fn $name<C, T>(wrpc: &T, cx: impl Fn() -> C, max_payload: usize)
+        where
+            C: Send + Sync,
+            T: wrpc_transport::Invoke<Context = C>,
+        {
+            let calls = async {
+                // Small synchronous values.
+                assert_eq!($client::echo(wrpc, cx(), "hello").await.unwrap(), "hello");
+                assert_eq!($client::echo(wrpc, cx(), "").await.unwrap(), "");
+                // A value three times the server's max payload, with a recognisable pattern.
+                let big: Bytes = (0..max_payload * 3 + 17).map(|i| (i % 253) as u8).collect();
+                let back = $client::echo_bytes(wrpc, cx(), &big).await.unwrap();
+                assert_eq!(back.len(), big.len());
+                assert!(back == big, "large value corrupted in transit");
+                // A result variant.
+                let failed = $client::fail(wrpc, cx())
+                    .await
+                    .map_err(|e| format!("{e:#}"));
+                assert_eq!(failed, Ok(Err("as asked".to_string())));
+                // A stream of parameters: 40 chunks of 64 KiB.
+                let chunks: Vec<Bytes> = (0..40u32)
+                    .map(|i| Bytes::from(vec![(i % 7) as u8 + 1; 65536]))
+                    .collect();
+                let expected: u64 = chunks
+                    .iter()
+                    .map(|c| c.iter().map(|b| u64::from(*b)).sum::<u64>())
+                    .sum();
+                let (sum, io) = $client::sum_stream(wrpc, cx(), Box::pin(stream::iter(chunks)))
+                    .await
+                    .unwrap();
+                if let Some(io) = io {
+                    io.await.unwrap();
+                }
+                assert_eq!(sum, expected);
+                // A stream of results larger than the max payload in total.
+                let (st, io) = $client::make_stream(wrpc, cx(), 50, 100_000).await.unwrap();
+                let io = io.map(tokio::spawn);
+                let got: Vec<Bytes> = st.collect().await;
+                if let Some(io) = io {
+                    io.await.unwrap().unwrap();
+                }
+                let total: usize = got.iter().map(Bytes::len).sum();
+                assert_eq!(total, 50 * 100_000);
+                let bytes: Vec<u8> = got.iter().flat_map(|b| b.iter().copied()).collect();
+                for (i, chunk) in bytes.chunks(100_000).enumerate() {
+                    assert!(
+                        chunk.iter().all(|b| *b == (i % 251) as u8),
+                        "chunk {i} corrupted"
+                    );
+                }
+                // Many concurrent small calls.
+                let results: Vec<String> = stream::iter(0..200)
+                    .map(|i| {
+                        let cx = cx();
+                        async move { $client::echo(wrpc, cx, &format!("v{i}")).await }
+                    })
+                    .buffer_unordered(32)
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert_eq!(results.len(), 200);
+            };
+            tokio::time::timeout(Duration::from_secs(60), calls)
+                .await
+                .expect("interop calls did not finish in 60 s");
         }
-        assert_eq!(sum, expected);
-        // A stream of results larger than the max payload in total.
-        let (st, io) = client::make_stream(wrpc, cx(), 50, 100_000).await.unwrap();
-        let io = io.map(tokio::spawn);
-        let got: Vec<Bytes> = st.collect().await;
-        if let Some(io) = io {
-            io.await.unwrap().unwrap();
-        }
-        let total: usize = got.iter().map(Bytes::len).sum();
-        assert_eq!(total, 50 * 100_000);
-        let bytes: Vec<u8> = got.iter().flat_map(|b| b.iter().copied()).collect();
-        for (i, chunk) in bytes.chunks(100_000).enumerate() {
-            assert!(
-                chunk.iter().all(|b| *b == (i % 251) as u8),
-                "chunk {i} corrupted"
-            );
-        }
-        // Many concurrent small calls.
-        let results: Vec<String> = stream::iter(0..200)
-            .map(|i| {
-                let cx = cx();
-                async move { client::echo(wrpc, cx, &format!("v{i}")).await }
-            })
-            .buffer_unordered(32)
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(results.len(), 200);
     };
-    tokio::time::timeout(Duration::from_secs(60), calls)
-        .await
-        .expect("interop calls did not finish in 60 s");
 }
+
+call_matrix!(exercise, client);
+call_matrix!(exercise_upstream, upstream_client);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_their_server() {
@@ -271,6 +282,25 @@ async fn our_client_our_server() {
         .await
         .unwrap();
     exercise(&conn.client(prefix), || None, max).await;
+}
+
+/// Bindings generated with default options call through `wrpc_transport`'s own `InvokeExt`,
+/// not the SDK's: our transport serves those callers too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_bindings_our_client_our_server() {
+    let lattice = common::unique_lattice("uco");
+    let prefix = format!("{lattice}.echo");
+    let server = Connection::new(common::nats().await, TransportOptions::default())
+        .await
+        .unwrap();
+    spawn_server(server.server(prefix.clone(), Some(Arc::from(prefix.as_str())))).await;
+
+    let nats = common::nats().await;
+    let max = nats.max_payload();
+    let conn = Connection::new(nats, TransportOptions::default())
+        .await
+        .unwrap();
+    exercise_upstream(&conn.client(prefix), || None, max).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

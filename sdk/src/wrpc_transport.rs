@@ -1,0 +1,198 @@
+//! `wrpc_transport` as code generated for Trellis should see it: everything of that crate,
+//! with a leaner [`InvokeExt`] for the calls generated clients make.
+//!
+//! `wit-bindgen-wrpc` generates every client function as a call to
+//! `wrpc_transport::InvokeExt::invoke_values{,_blocking}`, which sets up a `FramedRead` per
+//! call to decode the results. Its 8 KiB read buffer is the one large allocation of a small
+//! call, and under glibc's allocator a large request first consolidates the free small
+//! chunks: in a multi-threaded caller (the host, a service) that made malloc and free the
+//! biggest single cost of the SDK client, more than the transport itself. This [`InvokeExt`]
+//! makes the same call with a buffer that starts small and grows with the results.
+//!
+//! Generate bindings against it with `wrpc_transport_path`:
+//!
+//! ```
+//! mod bindings {
+//!     wit_bindgen_wrpc::generate!({
+//!         inline: "
+//!             package example:hello;
+//!             interface greeter { greet: func(name: string) -> string; }
+//!             world client { import greeter; }
+//!         ",
+//!         wrpc_transport_path: "::trellis_sdk::wrpc_transport",
+//!     });
+//! }
+//! ```
+//!
+//! Functions with async results (streams, futures) keep `wrpc_transport`'s own path: their
+//! results are read on after the call returns, through its buffered reader.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+
+use anyhow::Context as _;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_util::codec::{Decoder, Encoder as _};
+
+pub use wrpc_transport::*;
+
+/// The I/O a call still has to do after its results arrived: sending async parameters, or
+/// receiving async results.
+pub type PendingIo = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'static>>;
+
+/// What a result buffer starts at: enough for most small results, and small enough for every
+/// allocator's per-thread cache.
+const RESULTS_BUFFER: usize = 256;
+
+/// Typed invocation over any [`Invoke`], as `wrpc_transport::InvokeExt` offers it, for
+/// generated clients (see the [module](self) docs).
+pub trait InvokeExt: Invoke + Sized {
+    /// Invokes `func` of `instance` with typed `params`; returns the typed results and,
+    /// when the call has I/O left (async parameters still being sent, async results to
+    /// receive), a future doing it.
+    fn invoke_values<P, Params, Results>(
+        &self,
+        cx: Self::Context,
+        instance: &str,
+        func: &str,
+        params: Params,
+        paths: impl AsRef<[P]> + Send,
+    ) -> impl Future<Output = anyhow::Result<(Results, Option<PendingIo>)>> + Send
+    where
+        P: AsRef<[Option<usize>]> + Send + Sync,
+        Params: TupleEncode<Self::Outgoing> + Send,
+        Results: TupleDecode<Self::Incoming> + Send,
+        <Params::Encoder as tokio_util::codec::Encoder<Params>>::Error:
+            std::error::Error + Send + Sync + 'static,
+        <Results::Decoder as Decoder>::Error: std::error::Error + Send + Sync + 'static,
+    {
+        async move {
+            if !paths.as_ref().is_empty() {
+                // Async results are read after this returns, from the buffered reader only
+                // `wrpc_transport` can build. Boxed: its state would otherwise make every
+                // call's future larger, and futures are moved whole.
+                let (results, io) = Box::pin(wrpc_transport::InvokeExt::invoke_values(
+                    self, cx, instance, func, params, paths,
+                ))
+                .await?;
+                return Ok((results, io.map(|io| Box::pin(io) as PendingIo)));
+            }
+            let mut buf = BytesMut::new();
+            let mut enc = Params::Encoder::default();
+            enc.encode(params, &mut buf)
+                .context("failed to encode parameters")?;
+            let (mut outgoing, mut incoming) = self
+                .invoke(cx, instance, func, buf.freeze(), paths)
+                .await
+                .context("failed to invoke function")?;
+            outgoing
+                .shutdown()
+                .await
+                .context("failed to shutdown synchronous parameter channel")?;
+            // Async parameters are written beside the wait for the results.
+            let mut tx = enc.take_deferred().map(|send| {
+                tokio::spawn(async move {
+                    send(outgoing, Vec::new())
+                        .await
+                        .context("failed to write async parameters")
+                })
+            });
+            let mut dec = Results::Decoder::default();
+            let results = match tx.take() {
+                None => read_results(&mut incoming, &mut dec).await?,
+                Some(mut sending) => {
+                    let mut results = pin!(read_results(&mut incoming, &mut dec));
+                    tokio::select! {
+                        res = &mut results => {
+                            // Results first: the parameters finish as pending I/O.
+                            tx = Some(sending);
+                            res?
+                        }
+                        sent = &mut sending => {
+                            sent.context("transmitting async parameters failed")??;
+                            results.await?
+                        }
+                    }
+                }
+            };
+            if dec.take_deferred().is_some() {
+                anyhow::bail!(
+                    "the results of `{instance}.{func}` have async parts but the call named none"
+                );
+            }
+            let io = tx.map(|sending| {
+                Box::pin(async move {
+                    sending
+                        .await
+                        .context("transmitting async parameters failed")?
+                }) as PendingIo
+            });
+            Ok((results, io))
+        }
+    }
+
+    /// Like [`invoke_values`](Self::invoke_values), returning once all of the call's I/O is
+    /// done.
+    fn invoke_values_blocking<P, Params, Results>(
+        &self,
+        cx: Self::Context,
+        instance: &str,
+        func: &str,
+        params: Params,
+        paths: impl AsRef<[P]> + Send,
+    ) -> impl Future<Output = anyhow::Result<Results>> + Send
+    where
+        P: AsRef<[Option<usize>]> + Send + Sync,
+        Params: TupleEncode<Self::Outgoing> + Send,
+        Results: TupleDecode<Self::Incoming> + Send,
+        <Params::Encoder as tokio_util::codec::Encoder<Params>>::Error:
+            std::error::Error + Send + Sync + 'static,
+        <Results::Decoder as Decoder>::Error: std::error::Error + Send + Sync + 'static,
+    {
+        async move {
+            let (results, io) = self
+                .invoke_values(cx, instance, func, params, paths)
+                .await?;
+            if let Some(io) = io {
+                io.await?;
+            }
+            Ok(results)
+        }
+    }
+}
+
+impl<T: Invoke> InvokeExt for T {}
+
+/// Reads from `rx` until `dec` has decoded one value, with a buffer that grows only as far as
+/// the value needs. Reads before decoding, and decodes at the end of the stream once more,
+/// as `FramedRead` does.
+async fn read_results<R, D>(rx: &mut R, dec: &mut D) -> anyhow::Result<D::Item>
+where
+    R: AsyncRead + Unpin,
+    D: Decoder,
+    D::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut buf = BytesMut::with_capacity(RESULTS_BUFFER);
+    loop {
+        if buf.capacity() == buf.len() {
+            buf.reserve(buf.len().max(RESULTS_BUFFER));
+        }
+        let n = rx
+            .read_buf(&mut buf)
+            .await
+            .context("failed to receive sync results")?;
+        if n == 0 {
+            return dec
+                .decode_eof(&mut buf)
+                .context("failed to receive sync results")?
+                .context("incomplete results");
+        }
+        if let Some(value) = dec
+            .decode(&mut buf)
+            .context("failed to receive sync results")?
+        {
+            return Ok(value);
+        }
+    }
+}
