@@ -20,7 +20,11 @@
 //!
 //! Last, CPU time per call by process (nats-server, the backend, the provider, this bench
 //! as the caller), for raw NATS and each provider's get at 64 in flight: it shows which
-//! process a call's cost is in (Linux only: read from `/proc`).
+//! process a call's cost is in (Linux only: read from `/proc`). Where every process shares
+//! the machine's cores, as here, a path whose calls cost twice the ceiling's CPU cannot pass
+//! half the ceiling's throughput once the cores are busy; each line ends with that bound
+//! (`bound ×N`: the cheaper raw row's CPU per call over the line's). Raising
+//! `BENCH_IN_FLIGHT` until throughput stops growing shows the measured ratios meeting it.
 //!
 //! Run with `scripts/bench.sh` (release build; needs nats-server and redis-server).
 //! `BENCH_SCALE=0.2` shortens it; `BENCH_ROUNDS` sets the number of interleaved rounds (7).
@@ -62,6 +66,7 @@ const ECHO_WASM: &str = concat!(
 
 mod caller {
     wit_bindgen_wrpc::generate!({
+        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
         inline: "
             package trellis-test:components@0.1.0;
             interface echo { kv-get: func(bucket: string, key: string) -> result<option<list<u8>>, string>; }
@@ -174,9 +179,48 @@ fn service_pid(var: &str) -> Option<u32> {
     std::env::var(var).ok()?.parse().ok()
 }
 
-/// Makes `total` calls with the usual number in flight; a line with the CPU time each
-/// probed process spent per call, in microseconds.
-async fn cpu_per_call<F, Fut>(label: &str, total: usize, probes: &[Probe], call: F) -> String
+/// The CPU time each probed process spent per call of one path, in microseconds.
+struct CpuLine {
+    label: String,
+    /// `(process, µs per call)`; `None` where it could not be read.
+    by_process: Vec<(&'static str, Option<f64>)>,
+    /// Calls per second while measuring.
+    rate: f64,
+}
+
+impl CpuLine {
+    /// All processes together; `None` if any could not be read.
+    fn total(&self) -> Option<f64> {
+        self.by_process.iter().map(|(_, us)| *us).sum()
+    }
+
+    /// The line, ending with the throughput ratio to the raw ceiling that this CPU per call
+    /// allows where the machine's cores are the bottleneck: `ceiling` (the cheaper raw row's
+    /// total) over this path's total.
+    fn render(&self, ceiling: Option<f64>) -> String {
+        let mut line = format!("{:<44}", self.label);
+        for (name, us) in &self.by_process {
+            match us {
+                Some(us) => line.push_str(&format!(" {name} {us:>5.1}")),
+                None => line.push_str(&format!(" {name}     ?")),
+            }
+        }
+        if let Some(total) = self.total() {
+            // Cores the probed processes kept busy: near the machine's count, the path is
+            // bound by CPU; well below it, by the latency of its hops.
+            let busy = total * self.rate / 1e6;
+            line.push_str(&format!("  | total {total:>5.1}  cores {busy:.2}"));
+            if let Some(c) = ceiling {
+                line.push_str(&format!("  bound ×N {:.2}", c / total));
+            }
+        }
+        line
+    }
+}
+
+/// Makes `total` calls with the usual number in flight, measuring the CPU time each probed
+/// process spends per call.
+async fn cpu_per_call<F, Fut>(label: &str, total: usize, probes: &[Probe], call: F) -> CpuLine
 where
     F: Fn() -> Fut,
     Fut: Future<Output = ()>,
@@ -188,22 +232,23 @@ where
             .collect::<Vec<_>>()
     };
     let before = sample();
-    rate(total, call).await;
+    let rate = rate(total, call).await;
     let after = sample();
-    let mut line = format!("{label:<44}");
-    let mut sum = 0.0;
-    for ((name, _), (b, a)) in probes.iter().zip(before.iter().zip(&after)) {
-        match (b, a) {
-            (Some(b), Some(a)) => {
-                let us = a.saturating_sub(*b).as_secs_f64() * 1e6 / total as f64;
-                sum += us;
-                line.push_str(&format!(" {name} {us:>5.1}"));
-            }
-            _ => line.push_str(&format!(" {name}     ?")),
-        }
+    let by_process = probes
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|((name, _), (b, a))| {
+            let us = b
+                .zip(*a)
+                .map(|(b, a)| a.saturating_sub(b).as_secs_f64() * 1e6 / total as f64);
+            (*name, us)
+        })
+        .collect();
+    CpuLine {
+        label: label.to_string(),
+        by_process,
+        rate,
     }
-    line.push_str(&format!("  | total {sum:>5.1}"));
-    line
 }
 
 /// One call of a row, boxed so rows of different kinds share a list.
@@ -887,11 +932,18 @@ async fn bench() -> anyhow::Result<()> {
         println!("{line}");
     }
     println!(
-        "\nCPU time per call at {} in flight, µs by process (the bench is the caller)\n",
+        "\nCPU time per call at {} in flight, µs by process (the bench is the caller); cores: \
+         how many cores they kept busy; bound ×N: the cheaper raw row's total over the line's, the most of the ceiling's throughput \
+         that CPU per call allows on cores shared by every process\n",
         in_flight()
     );
-    for line in cpu_lines {
-        println!("{line}");
+    // The first two lines are the raw rows: the cheaper one is the ceiling's CPU per call.
+    let ceiling_cpu = cpu_lines[..2]
+        .iter()
+        .filter_map(CpuLine::total)
+        .min_by(f64::total_cmp);
+    for line in &cpu_lines {
+        println!("{}", line.render(ceiling_cpu));
     }
     Ok(())
 }
