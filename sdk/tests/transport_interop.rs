@@ -267,10 +267,10 @@ async fn their_client_our_server() {
     exercise(&theirs, || None, max).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn our_client_our_server() {
-    let lattice = common::unique_lattice("oco");
-    let prefix = format!("{lattice}.echo");
+/// Our transport at both ends: serves the echo functions under a fresh prefix (`tag` names
+/// it) and returns a client of ours for them, with the server's max payload.
+async fn ours_at_both_ends(tag: &str) -> (trellis_sdk::transport::Client, usize) {
+    let prefix = format!("{}.echo", common::unique_lattice(tag));
     let server = Connection::new(common::nats().await, TransportOptions::default())
         .await
         .unwrap();
@@ -281,26 +281,21 @@ async fn our_client_our_server() {
     let conn = Connection::new(nats, TransportOptions::default())
         .await
         .unwrap();
-    exercise(&conn.client(prefix), || None, max).await;
+    (conn.client(prefix), max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_our_server() {
+    let (client, max) = ours_at_both_ends("oco").await;
+    exercise(&client, || None, max).await;
 }
 
 /// Bindings generated with default options call through `wrpc_transport`'s own `InvokeExt`,
 /// not the SDK's: our transport serves those callers too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_bindings_our_client_our_server() {
-    let lattice = common::unique_lattice("uco");
-    let prefix = format!("{lattice}.echo");
-    let server = Connection::new(common::nats().await, TransportOptions::default())
-        .await
-        .unwrap();
-    spawn_server(server.server(prefix.clone(), Some(Arc::from(prefix.as_str())))).await;
-
-    let nats = common::nats().await;
-    let max = nats.max_payload();
-    let conn = Connection::new(nats, TransportOptions::default())
-        .await
-        .unwrap();
-    exercise_upstream(&conn.client(prefix), || None, max).await;
+    let (client, max) = ours_at_both_ends("uco").await;
+    exercise_upstream(&client, || None, max).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
