@@ -22,9 +22,10 @@
 //! as the caller), for raw NATS and each provider's get at 64 in flight: it shows which
 //! process a call's cost is in (Linux only: read from `/proc`). Where every process shares
 //! the machine's cores, as here, a path whose calls cost twice the ceiling's CPU cannot pass
-//! half the ceiling's throughput once the cores are busy; each line ends with that bound
-//! (`bound ×N`: the cheaper raw row's CPU per call over the line's). Raising
-//! `BENCH_IN_FLIGHT` until throughput stops growing shows the measured ratios meeting it.
+//! half the ceiling's throughput once both keep the cores busy; each line ends with that
+//! bound (`bound ×N`: the cheaper raw row's CPU per call over the line's) and with how many
+//! cores the path kept busy. Raising `BENCH_IN_FLIGHT` until the ceiling keeps the cores
+//! busy brings the measured ratios to the bound.
 //!
 //! Run with `scripts/bench.sh` (release build; needs nats-server and redis-server).
 //! `BENCH_SCALE=0.2` shortens it; `BENCH_ROUNDS` sets the number of interleaved rounds (7).
@@ -933,8 +934,9 @@ async fn bench() -> anyhow::Result<()> {
     }
     println!(
         "\nCPU time per call at {} in flight, µs by process (the bench is the caller); cores: \
-         how many cores they kept busy; bound ×N: the cheaper raw row's total over the line's, the most of the ceiling's throughput \
-         that CPU per call allows on cores shared by every process\n",
+         how many cores they kept busy; bound ×N: the cheaper raw row's total over the line's, \
+         the most of the ceiling's throughput that CPU per call allows once both keep the \
+         cores busy\n",
         in_flight()
     );
     // The first two lines are the raw rows: the cheaper one is the ceiling's CPU per call.
