@@ -196,3 +196,75 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures::stream;
+    use tokio_util::codec::LengthDelimitedCodec;
+    use tokio_util::io::StreamReader;
+
+    /// A reader handing out `data` in chunks of `chunk` bytes, as messages arrive.
+    fn chunked(data: Vec<u8>, chunk: usize) -> impl AsyncRead + Unpin {
+        let chunks: Vec<std::io::Result<Bytes>> = data
+            .chunks(chunk)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        StreamReader::new(stream::iter(chunks))
+    }
+
+    /// `value` framed with a 4-byte length, as `LengthDelimitedCodec` reads it.
+    fn framed(value: &[u8]) -> Vec<u8> {
+        let mut out = u32::try_from(value.len()).unwrap().to_be_bytes().to_vec();
+        out.extend_from_slice(value);
+        out
+    }
+
+    #[tokio::test]
+    async fn a_value_arriving_a_byte_at_a_time_is_decoded_whole() {
+        let mut rx = chunked(framed(b"hello"), 1);
+        let got = read_results(&mut rx, &mut LengthDelimitedCodec::new()).await;
+        assert_eq!(got.unwrap(), &b"hello"[..]);
+    }
+
+    #[tokio::test]
+    async fn a_value_far_larger_than_the_first_buffer_is_decoded_intact() {
+        let value: Vec<u8> = (0..RESULTS_BUFFER * 400).map(|i| (i % 251) as u8).collect();
+        let mut rx = chunked(framed(&value), 7_000);
+        let got = read_results(&mut rx, &mut LengthDelimitedCodec::new()).await;
+        assert!(got.unwrap() == value, "value corrupted");
+    }
+
+    #[tokio::test]
+    async fn bytes_after_the_value_do_not_change_it() {
+        let mut data = framed(b"one");
+        data.extend(framed(b"two"));
+        let mut rx = chunked(data, 64);
+        let got = read_results(&mut rx, &mut LengthDelimitedCodec::new()).await;
+        assert_eq!(got.unwrap(), &b"one"[..]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_ending_mid_value_is_an_error() {
+        let mut data = framed(b"truncated");
+        data.truncate(7);
+        let mut rx = chunked(data, 3);
+        let err = read_results(&mut rx, &mut LengthDelimitedCodec::new())
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("failed to receive sync results"),
+            "{err:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_stream_is_incomplete_results() {
+        let mut rx = chunked(Vec::new(), 1);
+        let err = read_results(&mut rx, &mut LengthDelimitedCodec::new())
+            .await
+            .unwrap_err();
+        assert_eq!(format!("{err:#}"), "incomplete results");
+    }
+}
