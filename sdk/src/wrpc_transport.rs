@@ -26,6 +26,9 @@
 //!
 //! Functions with async results (streams, futures) keep `wrpc_transport`'s own path: their
 //! results are read on after the call returns, through its buffered reader.
+//!
+//! Both traits apply to every [`Invoke`]r, so a scope that calls `invoke_values` as a method
+//! imports one of them, not both.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
