@@ -1,11 +1,11 @@
 //! The provider runtime: joins the lattice, keeps links, serves exports, shuts down cleanly.
 //!
 //! [`ProviderHandle::start`] wires everything for one provider instance:
-//! - the NATS connection and one wRPC [`Connection`](crate::transport::Connection);
-//! - the link loop ([`links`]) fed by host data, 1.x pushes and the lattice store;
-//! - the control subjects ([`control`]): link put/delete, health, shutdown, config update,
+//! - the NATS connection and one wRPC [`crate::transport::Connection`];
+//! - the link loop (module `links`) fed by host data, 1.x pushes and the lattice store;
+//! - the control subjects (module `control`): link put/delete, health, shutdown, config update,
 //!   link ping and link purge;
-//! - serving with per-link context and calling linked components ([`serve`]).
+//! - serving with per-link context and calling linked components (module `serve`).
 //!
 //! [`run_provider`] is the whole life of a provider binary in one call, on the runtime
 //! [`provider_runtime`] builds.

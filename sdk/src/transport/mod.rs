@@ -12,7 +12,7 @@
 //! - Calls whose parameters fit in the first message do not wait for the handshake to finish
 //!   sending them.
 //! - Every wait has a deadline: a call never hangs, and "no responders" fails at once with
-//!   [`TransportError::NoResponders`](crate::error::TransportError::NoResponders).
+//!   [`crate::error::TransportError::NoResponders`].
 //! - Memory per call is bounded (see [`TransportOptions::max_buffered_bytes`]), and between
 //!   Trellis peers streamed values are flow-controlled (see [`TransportOptions::flow_window`]):
 //!   a slow reader slows its sender down instead of failing the call.
