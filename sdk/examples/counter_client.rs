@@ -1,6 +1,6 @@
 //! Drives the `counter_provider` example from the outside, the way a host would: links a
 //! (pretend) component to it through the lattice store, calls it over wRPC, and shows what
-//! link ping reports. Used by `scripts/demo.sh`.
+//! link ping reports.
 //!
 //! `cargo run -p trellis-sdk --example counter_client -- <nats-url> <lattice> [calls]`
 

@@ -28,12 +28,17 @@ mod bindings {
     });
 }
 
-/// The example binary (built by `scripts/test.sh`, or `cargo build -p trellis-sdk --examples`),
-/// found next to this test's executable.
+/// The provider example binary (see [`example_bin`]).
 fn example() -> PathBuf {
+    example_bin("counter_provider")
+}
+
+/// Example binary `name` (built by `scripts/test.sh`, or `cargo build -p trellis-sdk
+/// --examples`), found next to this test's executable.
+fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("examples").join("counter_provider");
+    let bin = dir.join("examples").join(name);
     assert!(
         bin.exists(),
         "{} is missing: run through `cargo test` (which builds examples)",
@@ -187,6 +192,35 @@ async fn standalone_from_flags_then_sigterm() {
         reply["message"].as_str().unwrap().contains("bad `start`"),
         "{reply}"
     );
+
+    sigterm_and_wait(&mut child);
+}
+
+/// The client example links itself to the provider example through the lattice store,
+/// counts through generated bindings, and sees the link reported active by link ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_client_drives_the_example_provider() {
+    let lattice = common::unique_lattice("exc");
+    let subjects = LatticeSubjects::new(&lattice).unwrap();
+    let mut child = standalone(&lattice, &common::nats_url());
+    wait_for_provider(&common::nats().await, &subjects).await;
+
+    let out = tokio::process::Command::new(example_bin("counter_client"))
+        .args([common::nats_url().as_str(), lattice.as_str(), "3"])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("the client example did not finish in 30 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("counter = 3"), "{stdout}");
+    assert!(stdout.contains("\"active\""), "{stdout}");
 
     sigterm_and_wait(&mut child);
 }
