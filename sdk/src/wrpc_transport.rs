@@ -154,9 +154,9 @@ pub trait InvokeExt: Invoke + Sized {
         <Results::Decoder as Decoder>::Error: std::error::Error + Send + Sync + 'static,
     {
         async move {
-            let (results, io) = self
-                .invoke_values(cx, instance, func, params, paths)
-                .await?;
+            // This module's `InvokeExt`, named: `wrpc_transport`'s applies to `Self` too.
+            let (results, io) =
+                InvokeExt::invoke_values(self, cx, instance, func, params, paths).await?;
             if let Some(io) = io {
                 io.await?;
             }
