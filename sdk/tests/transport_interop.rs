@@ -323,6 +323,60 @@ async fn missing_responder_fails_fast_with_a_clear_error() {
     );
 }
 
+/// A server answering with results that do not decode fails the call with an error, at
+/// once, whatever it claims: bytes that are not UTF-8, a value cut short, a length of 4 GiB
+/// with nothing behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_results_fail_the_call_with_an_error() {
+    let prefix = format!("{}.hostile", common::unique_lattice("hr"));
+    let answers: [&[u8]; 3] = [
+        &[3, 0xff, 0xfe, 0xfd],
+        &[16, b'a', b'b'],
+        &[0xff, 0xff, 0xff, 0xff, 0x0f],
+    ];
+    // A raw responder: each call's parameter (a one-digit string) picks its answer, sent
+    // on the call's results subject and then closed with an empty message.
+    let nats = common::nats().await;
+    let mut calls = nats.subscribe(format!("{prefix}.>")).await.unwrap();
+    let responder = nats.clone();
+    tokio::spawn(async move {
+        while let Some(m) = calls.next().await {
+            let (Some(reply), Some(pick)) = (m.reply, m.payload.last()) else {
+                continue;
+            };
+            let answer = answers[usize::from(pick - b'0')];
+            let results = format!("{reply}.results");
+            let _ = responder
+                .publish(results.clone(), Bytes::from_static(answer))
+                .await;
+            let _ = responder.publish(results, Bytes::new()).await;
+        }
+    });
+    nats.flush().await.unwrap();
+
+    let conn = Connection::new(common::nats().await, TransportOptions::default())
+        .await
+        .unwrap();
+    let ours = conn.client(prefix);
+    // The decoder holds a length it has read, so the last one ends as incomplete results.
+    let expected = [
+        "failed to receive sync results",
+        "failed to receive sync results",
+        "incomplete results",
+    ];
+    for (pick, expected) in ["0", "1", "2"].into_iter().zip(expected) {
+        let call = client::echo(&ours, None, pick);
+        let res = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .unwrap_or_else(|_| panic!("answer {pick}: the call hung"));
+        let err = res.expect_err("a hostile answer decoded");
+        assert!(
+            format!("{err:#}").contains(expected),
+            "answer {pick}: {err:#}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_server_times_out_instead_of_hanging() {
     let nats = common::nats().await;
