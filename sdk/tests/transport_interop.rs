@@ -341,10 +341,10 @@ async fn hostile_results_fail_the_call_with_an_error() {
     let responder = nats.clone();
     tokio::spawn(async move {
         while let Some(m) = calls.next().await {
-            let (Some(reply), Some(pick)) = (m.reply, m.payload.last()) else {
+            let pick = m.payload.last().map(|b| usize::from(b.wrapping_sub(b'0')));
+            let (Some(reply), Some(answer)) = (m.reply, pick.and_then(|i| answers.get(i))) else {
                 continue;
             };
-            let answer = answers[usize::from(pick - b'0')];
             let results = format!("{reply}.results");
             let _ = responder
                 .publish(results.clone(), Bytes::from_static(answer))
