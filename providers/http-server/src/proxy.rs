@@ -32,7 +32,7 @@ use crate::bindings::wrpc::http::types as w;
 use crate::cors;
 use crate::routes::{RouteTable, host_name};
 use crate::settings::LinkSettings;
-use crate::wire::WireRequest;
+use crate::wire::{WireRequest, WireResponse};
 
 /// Error type of response bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -550,11 +550,11 @@ fn request_body(
 /// The component's response as hyper's, its body pulled from the lattice as the client
 /// reads it.
 fn from_wire(
-    response: w::Response,
+    response: WireResponse,
     io: Option<AbortOnDrop>,
     upload: Arc<UploadWatch>,
 ) -> Result<Response<Body>, String> {
-    let w::Response {
+    let WireResponse {
         body,
         trailers,
         status,

@@ -1,4 +1,5 @@
-//! The request as it goes on the wire, and the call that sends it.
+//! The request as it goes on the wire, the call that sends it, and the response as it comes
+//! back.
 //!
 //! The wire request's body is a stream and its trailers a future. The generated encoder
 //! sends both as *pending*, and each pending value costs messages of its own after the
@@ -6,13 +7,22 @@
 //! trailers either, which wRPC can say inline: a *ready* future carries its value in the
 //! invocation. Only the empty body stays pending (wRPC has no inline form for an empty
 //! stream), ended by one byte. Every wRPC decoder reads both forms.
+//!
+//! The response is decoded as the generated code would, except for its body: that is read
+//! with the SDK's [`ByteStreamDecoder`], so a client that downloads slowly makes the provider
+//! hold a few pieces of the body beyond the flow window, not up to 128 of the sender's chunks.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use bytes::{BufMut as _, BytesMut};
+use futures::TryFutureExt as _;
 use tokio::io::AsyncWriteExt as _;
-use tokio_util::codec::Encoder;
+use tokio_util::codec::{Decoder, Encoder};
 use trellis_sdk::runtime::LinkedClient;
-use trellis_sdk::transport::Outgoing;
-use wrpc_transport::{Deferred, DeferredFn, Encode, Index as _, InvokeExt as _};
+use trellis_sdk::transport::{Incoming, Outgoing};
+use trellis_sdk::wrpc_transport::{ByteStream, ByteStreamDecoder};
+use wrpc_transport::{Decode, Deferred, DeferredFn, Encode, Index as _, InvokeExt as _};
 
 use crate::bindings::wasi::http0_2_0::types as wt;
 use crate::bindings::wrpc::http::types as w;
@@ -24,10 +34,14 @@ const FUNC: &str = "handle";
 /// The encoder the generated code uses for `T` on our transport.
 type Enc<T> = <T as Encode<Outgoing>>::Encoder;
 
-/// What the handler answers, and the transfer of the request body still under way.
+/// The decoder the generated code uses for `T` on our transport.
+type Dec<T> = <T as Decode<Incoming>>::Decoder;
+
+/// What the handler answers, and the call's I/O still under way (the request body going
+/// out, the response body coming in).
 pub type Answer = (
-    Result<w::Response, wt::ErrorCode>,
-    Option<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>>,
+    Result<WireResponse, wt::ErrorCode>,
+    Option<Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>>,
 );
 
 /// Calls the linked component's `handle` with `request`.
@@ -36,7 +50,7 @@ pub async fn handle(client: &LinkedClient, request: WireRequest) -> anyhow::Resu
     // and the trailers future (field 1) of result 0.
     let paths: [&[Option<usize>]; 2] = [&[Some(0), Some(0)], &[Some(0), Some(1)]];
     let ((result,), io) = client
-        .invoke_values::<_, (WireRequest,), (Result<w::Response, wt::ErrorCode>,)>(
+        .invoke_values::<_, (WireRequest,), (Result<WireResponse, wt::ErrorCode>,)>(
             (),
             INSTANCE,
             FUNC,
@@ -103,6 +117,103 @@ impl Encode<Outgoing> for WireRequest {
     type Encoder = WireRequestEncoder;
 }
 
+/// The response's trailers, as the bindings type them.
+pub type Trailers = Pin<Box<dyn Future<Output = Option<w::Fields>> + Send>>;
+
+/// The handler's response: `wrpc:http/types.response` with its body read in bounded pieces.
+pub struct WireResponse {
+    pub body: ByteStream,
+    pub trailers: Trailers,
+    pub status: u16,
+    pub headers: w::Fields,
+}
+
+impl Decode<Incoming> for WireResponse {
+    type Decoder = WireResponseDecoder;
+    type ListDecoder = wrpc_transport::ListDecoder<WireResponseDecoder, Incoming>;
+}
+
+/// Decodes a [`WireResponse`]: the record's fields in order, each kept once complete, since
+/// the bytes may come in several reads.
+#[derive(Default)]
+pub struct WireResponseDecoder {
+    body_dec: ByteStreamDecoder<Incoming>,
+    trailers_dec: Dec<Trailers>,
+    status_dec: Dec<u16>,
+    headers_dec: Dec<w::Fields>,
+    body: Option<ByteStream>,
+    trailers: Option<Trailers>,
+    status: Option<u16>,
+    /// The async parts' readers, by field index (body 0, trailers 1).
+    deferred: [Option<DeferredFn<wrpc_transport::Incoming<Incoming>>>; 2],
+}
+
+impl Decoder for WireResponseDecoder {
+    type Item = WireResponse;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<WireResponse>> {
+        if self.body.is_none() {
+            let Some(body) = self.body_dec.decode(src)? else {
+                return Ok(None);
+            };
+            self.deferred[0] = self.body_dec.take_deferred();
+            self.body = Some(body);
+        }
+        if self.trailers.is_none() {
+            let Some(trailers) = self.trailers_dec.decode(src)? else {
+                return Ok(None);
+            };
+            self.deferred[1] = self.trailers_dec.take_deferred();
+            self.trailers = Some(trailers);
+        }
+        if self.status.is_none() {
+            let Some(status) = self.status_dec.decode(src)? else {
+                return Ok(None);
+            };
+            self.status = Some(status);
+        }
+        let Some(headers) = self.headers_dec.decode(src)? else {
+            return Ok(None);
+        };
+        match (self.body.take(), self.trailers.take(), self.status.take()) {
+            (Some(body), Some(trailers), Some(status)) => Ok(Some(WireResponse {
+                body,
+                trailers,
+                status,
+                headers,
+            })),
+            _ => Err(std::io::Error::other(
+                "response fields decoded out of order",
+            )),
+        }
+    }
+}
+
+impl Deferred<wrpc_transport::Incoming<Incoming>> for WireResponseDecoder {
+    fn take_deferred(&mut self) -> Option<DeferredFn<wrpc_transport::Incoming<Incoming>>> {
+        let [body, trailers] = std::mem::take(&mut self.deferred);
+        if body.is_none() && trailers.is_none() {
+            return None;
+        }
+        Some(Box::new(move |r, path| {
+            Box::pin(async move {
+                // Each part reads the nested stream of its field.
+                let mut parts = Vec::new();
+                for (field, part) in [(0, body), (1, trailers)] {
+                    if let Some(part) = part {
+                        let mut at = path.clone();
+                        at.push(field);
+                        let rx = r.index(&at).map_err(std::io::Error::other)?;
+                        parts.push(part(rx, Vec::new()));
+                    }
+                }
+                futures::future::try_join_all(parts).map_ok(|_| ()).await
+            })
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,9 +223,6 @@ mod tests {
     /// Reads what the encoder wrote back with the generated decoder (for tests).
     fn decode(bytes: &[u8]) -> anyhow::Result<(w::Request, bool)> {
         use anyhow::Context as _;
-        use tokio_util::codec::Decoder as _;
-        use trellis_sdk::transport::Incoming;
-        use wrpc_transport::Decode;
         let mut src = BytesMut::from(bytes);
         let mut dec = <(w::Request,) as Decode<Incoming>>::Decoder::default();
         let (request,) = dec.decode(&mut src)?.context("incomplete")?;
@@ -156,5 +264,67 @@ mod tests {
             Some(None),
             "trailers are ready and none"
         );
+    }
+
+    /// A response as the host sends a complete one: `ok`, the body's bytes inline, trailers
+    /// ready and `none`, status 200, one header.
+    const READY_RESPONSE: &[u8] = b"\x00\x03abc\x01\x00\xc8\x01\x01\x01x\x01\x011";
+
+    /// The response decodes the same whether its bytes come at once or a byte at a time
+    /// (each read resumes where the last stopped).
+    #[tokio::test]
+    async fn a_ready_response_decodes_from_any_split() {
+        use futures::StreamExt as _;
+        for step in [READY_RESPONSE.len(), 1] {
+            let mut dec =
+                <(Result<WireResponse, wt::ErrorCode>,) as Decode<Incoming>>::Decoder::default();
+            let mut src = BytesMut::new();
+            let mut got = None;
+            for part in READY_RESPONSE.chunks(step) {
+                assert!(got.is_none(), "decoded before the last byte");
+                src.extend_from_slice(part);
+                got = dec.decode(&mut src).expect("decodes");
+            }
+            let (Ok(response),) = got.expect("complete") else {
+                panic!("not ok");
+            };
+            assert!(src.is_empty(), "bytes left over");
+            assert!(dec.take_deferred().is_none(), "nothing is pending");
+            assert_eq!(response.status, 200);
+            assert_eq!(
+                response.headers,
+                vec![("x".to_string(), vec![Bytes::from("1")])]
+            );
+            assert_eq!(response.trailers.now_or_never(), Some(None));
+            let body: Vec<Bytes> = response.body.collect().await;
+            assert_eq!(body.concat(), b"abc");
+        }
+    }
+
+    /// A streamed body and pending trailers leave both to be read on their nested streams.
+    #[test]
+    fn a_streamed_response_leaves_body_and_trailers_pending() {
+        let mut dec =
+            <(Result<WireResponse, wt::ErrorCode>,) as Decode<Incoming>>::Decoder::default();
+        let mut src = BytesMut::from(&b"\x00\x00\x00\xc8\x01\x00"[..]);
+        let (Ok(response),) = dec.decode(&mut src).expect("decodes").expect("complete") else {
+            panic!("not ok");
+        };
+        assert_eq!(response.status, 200);
+        assert!(response.headers.is_empty());
+        assert!(dec.take_deferred().is_some(), "body and trailers follow");
+    }
+
+    /// An error answer decodes as the generated code's `error-code`.
+    #[test]
+    fn an_error_answer_decodes_as_its_code() {
+        let mut dec =
+            <(Result<WireResponse, wt::ErrorCode>,) as Decode<Incoming>>::Decoder::default();
+        let mut src = BytesMut::new();
+        Enc::<(Result<(), wt::ErrorCode>,)>::default()
+            .encode((Err::<(), _>(wt::ErrorCode::HttpRequestDenied),), &mut src)
+            .expect("encodes");
+        let (got,) = dec.decode(&mut src).expect("decodes").expect("complete");
+        assert!(matches!(got, Err(wt::ErrorCode::HttpRequestDenied)));
     }
 }

@@ -29,6 +29,10 @@
 //!
 //! Both traits apply to every [`Invoke`]r, so a scope that calls `invoke_values` as a method
 //! imports one of them, not both.
+//!
+//! Hand-written decoders of values holding a `stream<u8>` can use [`ByteStreamDecoder`] for
+//! it: a slow reader then holds a few pieces of the stream, not up to 128 of the sender's
+//! chunks (see [`byte_stream`]).
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -39,6 +43,9 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::codec::{Decoder, Encoder as _};
 
 pub use wrpc_transport::*;
+
+pub mod byte_stream;
+pub use byte_stream::{ByteStream, ByteStreamDecoder};
 
 /// The I/O a call still has to do after its results arrived: sending async parameters, or
 /// receiving async results.
