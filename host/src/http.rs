@@ -20,6 +20,7 @@ use http_body_util::{BodyExt as _, StreamBody};
 use tokio::sync::oneshot;
 use tracing::warn;
 use trellis_sdk::transport::{Outgoing, ServeContext, Server};
+use trellis_sdk::wire_shape::{ParamChecks, Shape, WireShape as _};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -110,7 +111,13 @@ pub(crate) async fn serve(
     // the trailers future (field 1) of parameter 0.
     let paths: [Box<[Option<usize>]>; 2] =
         [Box::from([Some(0), Some(0)]), Box::from([Some(0), Some(1)])];
+    // The request's headers are a list of tuples, for which wrpc-transport's decoder reserves
+    // room as the length prefix says before reading any: a forged prefix would abort the
+    // host. The parameters are checked against their shape first.
+    let checks = ParamChecks::new().shape(WIRE_INSTANCE, WIRE_FUNC, params_shape());
     let calls = server
+        .clone()
+        .with_param_checks(checks)
         .serve_values::<(w::Request,), (Reply,)>(WIRE_INSTANCE, WIRE_FUNC, paths)
         .await
         .with_context(|| format!("failed to serve `{WIRE_INSTANCE}.{WIRE_FUNC}`"))?;
@@ -119,6 +126,26 @@ pub(crate) async fn serve(
             as Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
     });
     Ok(vec![(WIRE_INSTANCE, WIRE_FUNC, Box::pin(invocations))])
+}
+
+/// The wire shape of `handle`'s parameters: one `wrpc:http/types.request`.
+fn params_shape() -> Shape {
+    let fields = Vec::<(String, Vec<Bytes>)>::shape();
+    let text = String::shape();
+    // `method`: nine cases without payload, then `other(string)`; `scheme`: two, then
+    // `other(string)`.
+    let mut method = vec![None; 9];
+    method.push(Some(text.clone()));
+    let scheme = Shape::Variant(vec![None, None, Some(text)]);
+    Shape::Seq(vec![Shape::Seq(vec![
+        Shape::Bytes,                                                     // body: stream<u8>
+        Shape::Future(Box::new(Shape::Option(Box::new(fields.clone())))), // trailers
+        Shape::Variant(method),
+        Option::<String>::shape(), // path-with-query
+        Shape::Option(Box::new(scheme)),
+        Option::<String>::shape(), // authority
+        fields,                    // headers
+    ])])
 }
 
 /// Serves one accepted call: runs the component on its request, sends the reply, and
@@ -593,5 +620,59 @@ mod tests {
             assert_eq!(got.concat(), body);
             assert_eq!(response.trailers.await, trailers);
         }
+    }
+
+    /// Every request the generated encoder writes fits the checked shape exactly, whatever
+    /// its method and scheme; a forged header count does not.
+    #[test]
+    fn encoded_requests_fit_the_checked_shape() {
+        use tokio_util::codec::Encoder as _;
+        use trellis_sdk::wire_shape::{ShapeError, check};
+        let methods = [
+            wt::Method::Get,
+            wt::Method::Patch,
+            wt::Method::Other("PROPFIND".into()),
+        ];
+        let schemes = [
+            None,
+            Some(wt::Scheme::Https),
+            Some(wt::Scheme::Other("x".into())),
+        ];
+        for (method, scheme) in methods.into_iter().zip(schemes) {
+            let request = w::Request {
+                body: Box::pin(futures::stream::iter([Bytes::from("body")])),
+                trailers: Box::pin(async { None }),
+                method,
+                path_with_query: Some("/a?b".into()),
+                scheme,
+                authority: None,
+                headers: fields(&[("x-a", "1"), ("x-b", "2")]),
+            };
+            let mut dst = BytesMut::new();
+            Enc::<(w::Request,)>::default()
+                .encode((request,), &mut dst)
+                .expect("encodes");
+            assert_eq!(check(&params_shape(), &dst), Ok(dst.len()));
+            // The same request claiming 2^32 - 1 headers.
+            let at = dst.len() - encoded_len(&fields(&[("x-a", "1"), ("x-b", "2")]));
+            dst.truncate(at);
+            dst.extend_from_slice(b"\xff\xff\xff\xff\x0f");
+            assert!(matches!(
+                check(&params_shape(), &dst),
+                Err(ShapeError::TooLong {
+                    declared: 4_294_967_295,
+                    ..
+                })
+            ));
+        }
+    }
+
+    fn encoded_len(fields: &w::Fields) -> usize {
+        use tokio_util::codec::Encoder as _;
+        let mut dst = BytesMut::new();
+        Enc::<w::Fields>::default()
+            .encode(fields.clone(), &mut dst)
+            .expect("encodes");
+        dst.len()
     }
 }

@@ -70,6 +70,10 @@ pub enum TransportError {
     /// A value does not fit into one NATS message and cannot be split (headers too large).
     #[error("{0}")]
     Protocol(String),
+    /// A call's parameters do not have the shape of the function's parameter types (see
+    /// [`crate::wire_shape`]); the call was dropped before anything decoded them.
+    #[error("malformed parameters: {0}")]
+    MalformedParams(crate::wire_shape::ShapeError),
 }
 
 impl TransportError {
@@ -83,9 +87,9 @@ impl TransportError {
             TransportError::Status { .. } | TransportError::Refused(_) => {
                 std::io::ErrorKind::ConnectionRefused
             }
-            TransportError::NoReplySubject | TransportError::Protocol(_) => {
-                std::io::ErrorKind::InvalidData
-            }
+            TransportError::NoReplySubject
+            | TransportError::Protocol(_)
+            | TransportError::MalformedParams(_) => std::io::ErrorKind::InvalidData,
             TransportError::Disconnected(_) => std::io::ErrorKind::BrokenPipe,
         };
         std::io::Error::new(kind, self)

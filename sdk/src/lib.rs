@@ -14,4 +14,5 @@ pub mod secret;
 pub mod store;
 pub mod subjects;
 pub mod transport;
+pub mod wire_shape;
 pub mod wrpc_transport;

@@ -541,3 +541,58 @@ async fn drain() {
     assert!(exit.success(), "{exit:?}");
     assert!(Conn::open(addr).await.is_err());
 }
+
+/// A call to the host's handler whose request claims 2³² − 1 headers. wrpc-transport's
+/// decoder would reserve about 200 GB for them before reading any, and the host (this test's
+/// process, under glibc's allocator) would abort; checked first, the call fails with a clear
+/// error and the host serves on.
+#[test]
+fn a_forged_header_count_fails_the_call_not_the_host() {
+    runtime().block_on(async { tokio::spawn(forged_headers()).await.unwrap() });
+}
+
+async fn forged_headers() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use trellis_sdk::transport::{Connection, TransportOptions};
+    use wrpc_transport::Invoke as _;
+
+    let l = lattice(&[], Duration::from_secs(10)).await;
+    l.web("web").await;
+    let addr = free_addr();
+    l.link("web", "web", &[addr_cfg(addr)]).await;
+    wait_served(addr, "/", None, "web").await;
+
+    let subjects = trellis_sdk::subjects::LatticeSubjects::new(&l.provider.lattice).unwrap();
+    let conn = Connection::new(trellis_tests::nats().await, TransportOptions::default())
+        .await
+        .unwrap();
+    let client = conn.client(subjects.wrpc_prefix("web"));
+    // A pending body, trailers ready and none, GET, no path, scheme or authority; then the
+    // header count, with nothing behind it.
+    let params = Bytes::from_static(b"\x00\x01\x00\x00\x00\x00\x00\xff\xff\xff\xff\x0f");
+    let call = async {
+        let (mut tx, mut rx) = client
+            .invoke(
+                None,
+                "wrpc:http/incoming-handler@0.1.0",
+                "handle",
+                params,
+                &[] as &[&[Option<usize>]],
+            )
+            .await?;
+        tx.shutdown().await?;
+        let mut results = Vec::new();
+        rx.read_to_end(&mut results).await?;
+        anyhow::Ok(results)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Ok(results)) => panic!("the forged call was answered: {results:?}"),
+        Ok(Err(err)) => {
+            let err = format!("{err:#}");
+            assert!(err.contains("malformed parameters"), "{err}");
+        }
+        Err(_) => panic!("the forged call was never answered"),
+    }
+    let res = get(addr, "/", &[]).await;
+    assert_eq!(res.status(), 200, "the host no longer serves");
+}

@@ -11,6 +11,7 @@ mod keys;
 mod settings;
 
 use trellis_sdk::runtime::run_provider;
+use trellis_sdk::wire_shape::ParamChecks;
 
 use crate::handlers::NatsKv;
 
@@ -41,8 +42,19 @@ async fn serve() -> anyhow::Result<()> {
     let kv = NatsKv::default();
     run_provider(kv.clone(), |handle| async move {
         kv.set_lattice_nats(handle.nats().clone());
-        handle.serve(bindings::serve(&handle.server(), kv).await?)?;
+        let server = handle.server().with_param_checks(param_checks());
+        handle.serve(bindings::serve(&server, kv).await?)?;
         Ok(())
     })
     .await
+}
+
+/// `set-many` takes a list of tuples, for which wrpc-transport's decoder reserves room as
+/// the length prefix says before reading any: its parameters are checked against their
+/// shape first, so a forged prefix cannot abort the provider (see `trellis_sdk::wire_shape`).
+fn param_checks() -> ParamChecks {
+    ParamChecks::new().function::<(String, Vec<(String, bytes::Bytes)>)>(
+        "wrpc:keyvalue/batch@0.2.0-draft",
+        "set-many",
+    )
 }

@@ -95,6 +95,13 @@ impl ProviderServer {
             .with_max_accepting(inner.config.max_concurrent_calls);
         Self { handle, server }
     }
+
+    /// The same server checking the parameters of the functions in `checks` before their
+    /// calls are decoded: see [`transport::Server::with_param_checks`].
+    pub fn with_param_checks(mut self, checks: crate::wire_shape::ParamChecks) -> Self {
+        self.server = self.server.with_param_checks(checks);
+        self
+    }
 }
 
 impl wrpc_transport::Serve for ProviderServer {

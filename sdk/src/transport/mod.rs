@@ -222,6 +222,7 @@ impl Connection {
             queue_group,
             timeout: self.shared.opts.timeout,
             max_accepting: DEFAULT_MAX_ACCEPTING,
+            checks: None,
         }
     }
 }

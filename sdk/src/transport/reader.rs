@@ -65,6 +65,12 @@ impl Incoming {
         self.buffer.is_empty() && self.path.is_empty()
     }
 
+    /// What is buffered and not yet read: after [`Self::prefetch_sync`], every synchronous
+    /// value of the call.
+    pub(crate) fn buffered(&self) -> &[u8] {
+        &self.buffer
+    }
+
     pub(crate) fn set_eof(&mut self) {
         self.eof = true;
     }

@@ -22,12 +22,13 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt as _};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::routes::CallRoutes;
 use super::{Connection, Incoming, Outgoing, Pacer, Shared, flow};
 use crate::error::TransportError;
 use crate::subjects;
+use crate::wire_shape::{ParamChecks, Shape};
 
 /// What a server learns about one incoming call.
 #[derive(Clone, Debug, Default)]
@@ -70,6 +71,7 @@ pub struct Server {
     pub(super) queue_group: Option<Arc<str>>,
     pub(super) timeout: Duration,
     pub(super) max_accepting: usize,
+    pub(super) checks: Option<Arc<ParamChecks>>,
 }
 
 impl Server {
@@ -84,6 +86,16 @@ impl Server {
     /// synchronous parameters are still arriving; further calls wait in NATS.
     pub fn with_max_accepting(mut self, n: usize) -> Self {
         self.max_accepting = n.max(1);
+        self
+    }
+
+    /// The same server checking the parameters of the functions in `checks` against their
+    /// shapes once they are all here, before the call is handed on: a call whose parameters
+    /// do not fit is dropped with [`TransportError::MalformedParams`] and never reaches its
+    /// decoder (see [`crate::wire_shape`] for why that matters). Applies to functions served
+    /// after this.
+    pub fn with_param_checks(mut self, checks: ParamChecks) -> Self {
+        self.checks = Some(Arc::new(checks));
         self
     }
 }
@@ -132,6 +144,7 @@ impl Server {
             shared,
             paths: paths.into(),
             timeout: self.timeout,
+            shape: self.checks.as_ref().and_then(|c| c.get(instance, func)),
             admit: Arc::new(admit),
         })
     }
@@ -172,6 +185,8 @@ struct Accepting<C, F> {
     shared: Arc<Shared>,
     paths: Arc<[Box<[Option<usize>]>]>,
     timeout: Duration,
+    /// The parameters' shape, when they are checked.
+    shape: Option<Arc<Shape>>,
     admit: Arc<F>,
 }
 
@@ -207,7 +222,12 @@ where
             }
             match this.sub.poll_next_unpin(cx) {
                 Poll::Ready(Some(msg)) => {
-                    match accept(&this.shared, &this.paths, this.timeout, msg, &*this.admit) {
+                    let how = How {
+                        paths: &this.paths,
+                        timeout: this.timeout,
+                        shape: this.shape.as_ref(),
+                    };
+                    match accept(&this.shared, how, msg, &*this.admit) {
                         Accept::Now(Ok(call)) => return Poll::Ready(Some(Ok(call))),
                         Accept::Now(Err(err)) => return Poll::Ready(Some(Err(err))),
                         // Polled on the next turn of the loop.
@@ -245,11 +265,15 @@ enum Accept<C> {
 /// on at once; any other call continues in [`handshake`], a refused one in [`refuse`].
 fn accept<C: Send + 'static>(
     shared: &Arc<Shared>,
-    paths: &Arc<[Box<[Option<usize>]>]>,
-    timeout: Duration,
+    how: How<'_>,
     msg: async_nats::Message,
     admit: &(dyn Fn(ServeContext) -> Result<C, String> + Send + Sync),
 ) -> Accept<C> {
+    let How {
+        paths,
+        timeout,
+        shape,
+    } = how;
     let async_nats::Message {
         subject,
         reply,
@@ -298,7 +322,20 @@ fn accept<C: Send + 'static>(
             Arc::clone(shared),
             Arc::clone(paths),
             timeout,
+            shape.cloned(),
             accepted,
+        )));
+    }
+    if let Some(shape) = shape
+        && let Err(err) = check_params(shape, &payload)
+    {
+        // Never from a well-behaved peer; the call ends here, so this is its only report.
+        warn!(subject = subject.as_str(), error = %err, "refused a call");
+        // The client waits for results only: refusing tells it at once, if it listens.
+        return Accept::Later(Box::pin(refuse(
+            Arc::clone(&shared.nats),
+            reply,
+            err.to_string(),
         )));
     }
     // Everything is here and nothing async can follow: no handshake, no routes, and the
@@ -320,6 +357,20 @@ fn accept<C: Send + 'static>(
     );
     incoming.set_eof();
     Accept::Now(Ok((cx, writer, incoming)))
+}
+
+/// How the calls of one function are accepted.
+struct How<'a> {
+    paths: &'a Arc<[Box<[Option<usize>]>]>,
+    timeout: Duration,
+    shape: Option<&'a Arc<Shape>>,
+}
+
+/// Checks a call's buffered synchronous parameters against their shape.
+fn check_params(shape: &Shape, params: &[u8]) -> Result<(), TransportError> {
+    crate::wire_shape::check(shape, params)
+        .map(drop)
+        .map_err(TransportError::MalformedParams)
 }
 
 /// Answers a refused call's handshake with the reason and no reply subject.
@@ -356,6 +407,7 @@ async fn handshake<C>(
     shared: Arc<Shared>,
     paths: Arc<[Box<[Option<usize>]>]>,
     timeout: Duration,
+    shape: Option<Arc<Shape>>,
     accepted: Accepted<C>,
 ) -> anyhow::Result<Option<Call<C>>> {
     let rx = shared.new_rx(&[]);
@@ -412,6 +464,7 @@ async fn handshake<C>(
         // fails at once instead of waiting for bytes that will not come.
         incoming.set_eof();
     }
+    let results = accepted.results.clone();
     let writer = Outgoing::server_root(
         Arc::clone(&shared.nats),
         accepted.results,
@@ -421,7 +474,24 @@ async fn handshake<C>(
     );
     let limit = shared.opts.max_buffered_bytes;
     match tokio::time::timeout(timeout, incoming.prefetch_sync(limit)).await {
-        Ok(Ok(())) => Ok(Some((accepted.cx, writer, incoming))),
+        Ok(Ok(())) => {
+            if let Some(shape) = shape
+                && let Err(err) = check_params(&shape, incoming.buffered())
+            {
+                // The client waits for results: they say why it gets none. (Dropping the
+                // writer then closes them once more; the client has stopped listening.)
+                let mut headers = HeaderMap::new();
+                headers.insert(REFUSAL_HEADER, header_value(&err.to_string()).as_str());
+                shared
+                    .nats
+                    .publish_with_headers(results, headers, Bytes::new())
+                    .await
+                    .context("failed to refuse a call")?;
+                return Err(anyhow::Error::from(err)
+                    .context(format!("dropped a call on {}", accepted.subject)));
+            }
+            Ok(Some((accepted.cx, writer, incoming)))
+        }
         Ok(Err(err)) => Err(anyhow::Error::from(err).context(format!(
             "failed to receive the parameters of a call on {}",
             accepted.subject

@@ -59,6 +59,51 @@ async fn redis_conforms() {
     keyvalue::run_all(&a, &b).await;
 }
 
+/// A `set-many` whose list declares 2³² − 1 tuples with nothing behind them. wrpc-transport's
+/// decoder would reserve about 240 GB for them before reading any: under glibc's allocator
+/// that aborts the process (mimalloc, which this provider uses, maps the reservation lazily;
+/// the call then fails later as incomplete). Checked first, the call fails with a clear
+/// error naming the length, whatever the allocator, and the provider serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_forged_list_length_fails_the_call_not_the_provider() {
+    let mut p = ProviderProcess::start("keyvalue-redis", "kv-redis-forged").await;
+    let (a, _) = redis_links(&p, &common::redis_url()).await;
+    keyvalue::wait_linked(&a).await;
+    let err = forged_set_many(&a).await;
+    assert!(err.contains("malformed parameters"), "{err}");
+    assert!(p.is_running(), "the provider exited");
+    keyvalue::batch_ops(&a).await;
+}
+
+/// Sends the forged `set-many`; returns how the call failed.
+async fn forged_set_many(c: &LinkedClient) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use wrpc_transport::Invoke as _;
+    let mut params = vec![BUCKET.len() as u8];
+    params.extend_from_slice(BUCKET.as_bytes());
+    params.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let call = async {
+        let (mut tx, mut rx) = c
+            .invoke(
+                (),
+                "wrpc:keyvalue/batch@0.2.0-draft",
+                "set-many",
+                bytes::Bytes::from(params),
+                &[] as &[&[Option<usize>]],
+            )
+            .await?;
+        tx.shutdown().await?;
+        let mut results = Vec::new();
+        rx.read_to_end(&mut results).await?;
+        anyhow::Ok(results)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Ok(results)) => panic!("the forged call was answered: {results:?}"),
+        Ok(Err(err)) => format!("{err:#}"),
+        Err(_) => panic!("the forged call was never answered"),
+    }
+}
+
 /// Operations run continuously while the backend is killed and restarted: during the outage
 /// each fails with an error within its deadline; within 2 s of the backend's return they
 /// succeed again; the provider never exits.
