@@ -16,6 +16,11 @@
 //! before the call reaches its decoder: see
 //! [`Server::with_param_checks`](crate::transport::Server::with_param_checks).
 //!
+//! On the calling side, results arrive in pieces and their end is known only by decoding
+//! them: [`Checked`] wraps a decoder so that it sees a value only once the buffer holds all
+//! of it. A forged length then just waits for bytes that never come, and the call fails as
+//! incomplete when the stream ends.
+//!
 //! ```
 //! use bytes::Bytes;
 //! use trellis_sdk::wire_shape::{ParamChecks, check, WireShape};
@@ -237,6 +242,48 @@ impl Walker<'_> {
                 Ok(())
             }
         }
+    }
+}
+
+/// A decoder handing `D` only whole values of one shape: while the buffer holds less than a
+/// whole value, or less than a length prefix declares, it asks for more bytes, so `D` never
+/// reserves room for elements that have not arrived. Walks the buffer again on each call: for
+/// small values (header fields, a result head), not for bulk data.
+pub struct Checked<D> {
+    shape: &'static Shape,
+    inner: D,
+}
+
+impl<D> Checked<D> {
+    /// `inner`, given only whole values of `shape`.
+    pub fn new(shape: &'static Shape, inner: D) -> Self {
+        Self { shape, inner }
+    }
+}
+
+impl<D> tokio_util::codec::Decoder for Checked<D>
+where
+    D: tokio_util::codec::Decoder,
+    D::Error: From<std::io::Error>,
+{
+    type Item = D::Item;
+    type Error = D::Error;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<D::Item>, D::Error> {
+        match check(self.shape, src) {
+            Ok(_) => self.inner.decode(src),
+            // More bytes may still come; if they do not, the stream's end fails the call.
+            Err(ShapeError::Short { .. } | ShapeError::TooLong { .. }) => Ok(None),
+            Err(err @ ShapeError::Invalid { .. }) => {
+                Err(std::io::Error::new(std::io::ErrorKind::InvalidData, err).into())
+            }
+        }
+    }
+}
+
+impl<D: wrpc_transport::Deferred<T>, T> wrpc_transport::Deferred<T> for Checked<D> {
+    fn take_deferred(&mut self) -> Option<wrpc_transport::DeferredFn<T>> {
+        self.inner.take_deferred()
     }
 }
 
@@ -499,6 +546,45 @@ mod tests {
         assert_eq!(check(&shape, b"\x00\x00"), Ok(2));
         // Both ready: the stream's bytes inline, the future's value after its tag.
         assert_eq!(check(&shape, b"\x02ab\x01\x01\x01c"), Ok(7));
+    }
+
+    /// A checked decoder waits through a forged length instead of passing it on, and
+    /// decodes a real value once its last byte is here.
+    #[test]
+    fn checked_decoders_see_only_whole_values() {
+        use tokio_util::codec::Decoder as _;
+        use wrpc_transport::Decode;
+        static SHAPE: std::sync::LazyLock<Shape> =
+            std::sync::LazyLock::new(Vec::<(String, Bytes)>::shape);
+        type Pairs = Vec<(String, Bytes)>;
+        let mut dec = Checked::new(
+            &SHAPE,
+            <Pairs as Decode<crate::transport::Incoming>>::Decoder::default(),
+        );
+        let mut forged = BytesMut::from(&b"\xff\xff\xff\xff\x0f\x01k"[..]);
+        assert!(dec.decode(&mut forged).expect("no error yet").is_none());
+        assert!(dec.decode_eof(&mut forged).is_err(), "the end fails it");
+
+        let mut dec = Checked::new(
+            &SHAPE,
+            <Pairs as Decode<crate::transport::Incoming>>::Decoder::default(),
+        );
+        let whole = encoded(vec![("k".to_string(), Bytes::from_static(b"v"))]);
+        let mut src = BytesMut::new();
+        for (i, b) in whole.iter().enumerate() {
+            src.extend_from_slice(&[*b]);
+            let got = dec.decode(&mut src).expect("decodes");
+            assert_eq!(got.is_some(), i + 1 == whole.len(), "at byte {i}");
+        }
+        let mut foreign = BytesMut::from(&b"\x01\x01k\x01v"[..]);
+        let mut dec = Checked::new(
+            &OPTION_TAG,
+            <(Option<u8>,) as Decode<crate::transport::Incoming>>::Decoder::default(),
+        );
+        static OPTION_TAG: std::sync::LazyLock<Shape> =
+            std::sync::LazyLock::new(<(Option<u8>,)>::shape);
+        foreign[0] = 7;
+        assert!(dec.decode(&mut foreign).is_err(), "an option tag of 7");
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //! invocation. Only the empty body stays pending (wRPC has no inline form for an empty
 //! stream), ended by one byte. Every wRPC decoder reads both forms.
 //!
-//! The response is decoded as the generated code would, except for its body: that is read
-//! with the SDK's [`ByteStreamDecoder`], so a client that downloads slowly makes the provider
-//! hold a few pieces of the body beyond the flow window, not up to 128 of the sender's chunks.
+//! The response is decoded as the generated code would, except for two things. Its body is
+//! read with the SDK's [`ByteStreamDecoder`], so a client that downloads slowly makes the
+//! provider hold a few pieces of the body beyond the flow window, not up to 128 of the
+//! sender's chunks. Its header and trailer fields (lists of tuples, for which the generated
+//! decoder reserves room as the length prefix says) are decoded only once all their bytes are
+//! here ([`Checked`]), so a forged count cannot abort the provider.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +24,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio_util::codec::{Decoder, Encoder};
 use trellis_sdk::runtime::LinkedClient;
 use trellis_sdk::transport::{Incoming, Outgoing};
+use trellis_sdk::wire_shape::{Checked, Shape, WireShape as _};
 use trellis_sdk::wrpc_transport::{ByteStream, ByteStreamDecoder};
 use wrpc_transport::{Decode, Deferred, DeferredFn, Encode, Index as _, InvokeExt as _};
 
@@ -117,8 +121,44 @@ impl Encode<Outgoing> for WireRequest {
     type Encoder = WireRequestEncoder;
 }
 
-/// The response's trailers, as the bindings type them.
-pub type Trailers = Pin<Box<dyn Future<Output = Option<w::Fields>> + Send>>;
+/// The response's trailers.
+pub type Trailers = Pin<Box<dyn Future<Output = Option<CheckedFields>> + Send>>;
+
+/// Header or trailer fields, decoded only once all their bytes are here.
+#[derive(Debug, PartialEq)]
+pub struct CheckedFields(pub w::Fields);
+
+/// The wire shape of `fields`.
+static FIELDS: std::sync::LazyLock<Shape> = std::sync::LazyLock::new(w::Fields::shape);
+
+/// Decodes [`CheckedFields`].
+pub struct FieldsDecoder(Checked<Dec<w::Fields>>);
+
+impl Default for FieldsDecoder {
+    fn default() -> Self {
+        Self(Checked::new(&FIELDS, Dec::<w::Fields>::default()))
+    }
+}
+
+impl Decoder for FieldsDecoder {
+    type Item = CheckedFields;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<CheckedFields>> {
+        Ok(self.0.decode(src)?.map(CheckedFields))
+    }
+}
+
+impl<T> Deferred<T> for FieldsDecoder {
+    fn take_deferred(&mut self) -> Option<DeferredFn<T>> {
+        None // fields are synchronous
+    }
+}
+
+impl Decode<Incoming> for CheckedFields {
+    type Decoder = FieldsDecoder;
+    type ListDecoder = wrpc_transport::ListDecoder<FieldsDecoder, Incoming>;
+}
 
 /// The handler's response: `wrpc:http/types.response` with its body read in bounded pieces.
 pub struct WireResponse {
@@ -140,7 +180,7 @@ pub struct WireResponseDecoder {
     body_dec: ByteStreamDecoder<Incoming>,
     trailers_dec: Dec<Trailers>,
     status_dec: Dec<u16>,
-    headers_dec: Dec<w::Fields>,
+    headers_dec: FieldsDecoder,
     body: Option<ByteStream>,
     trailers: Option<Trailers>,
     status: Option<u16>,
@@ -181,7 +221,7 @@ impl Decoder for WireResponseDecoder {
                 body,
                 trailers,
                 status,
-                headers,
+                headers: headers.0,
             })),
             _ => Err(std::io::Error::other(
                 "response fields decoded out of order",
@@ -326,5 +366,21 @@ mod tests {
             .expect("encodes");
         let (got,) = dec.decode(&mut src).expect("decodes").expect("complete");
         assert!(matches!(got, Err(wt::ErrorCode::HttpRequestDenied)));
+    }
+
+    /// A response claiming 2³² − 1 headers, or trailers claiming as many fields: the
+    /// generated decoder would reserve some 200 GB for them and abort the provider. Here
+    /// the decoder waits for bytes that never come, and the end of the results fails it.
+    #[test]
+    fn forged_field_counts_wait_for_bytes_and_fail_at_the_end() {
+        let forged_headers = b"\x00\x03abc\x01\x00\xc8\x01\xff\xff\xff\xff\x0f\x01x";
+        let forged_trailers = b"\x00\x03abc\x01\x01\xff\xff\xff\xff\x0f\x01x";
+        for forged in [&forged_headers[..], &forged_trailers[..]] {
+            let mut dec =
+                <(Result<WireResponse, wt::ErrorCode>,) as Decode<Incoming>>::Decoder::default();
+            let mut src = BytesMut::from(forged);
+            assert!(dec.decode(&mut src).expect("no error yet").is_none());
+            assert!(dec.decode_eof(&mut src).is_err(), "incomplete at the end");
+        }
     }
 }
