@@ -7,7 +7,19 @@
 //! name) with the bucket name as its first argument. Transport failures (no link, timeout,
 //! provider gone) come back to the component as the interface's `other` error with the
 //! reason, never as a trap.
+//!
+//! `get-many` answers a list of options of tuples, for which the generated decoder reserves
+//! room as the length prefix says before reading any: its items are decoded only once all
+//! their bytes are here ([`Items`]), so a provider answering with a forged count cannot abort
+//! the host.
 
+use std::sync::LazyLock;
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+use trellis_sdk::transport::Incoming;
+use trellis_sdk::wire_shape::{Checked, Shape, WireShape as _};
+use trellis_sdk::wrpc_transport::{Decode, Deferred, DeferredFn, InvokeExt as _};
 use wasmtime::component::Resource;
 
 use crate::state::HostState;
@@ -51,6 +63,42 @@ fn fold<T>(res: anyhow::Result<Result<T, wire_store::Error>>) -> Result<T, store
         Ok(Err(err)) => Err(from_wire(err)),
         Err(err) => Err(store::Error::Other(format!("{err:#}"))),
     }
+}
+
+/// The items `get-many` answers, decoded only once whole.
+struct Items(Vec<Option<(String, Bytes)>>);
+
+type ItemList = Vec<Option<(String, Bytes)>>;
+
+static ITEMS: LazyLock<Shape> = LazyLock::new(ItemList::shape);
+
+/// Decodes [`Items`].
+struct ItemsDecoder(Checked<<ItemList as Decode<Incoming>>::Decoder>);
+
+impl Default for ItemsDecoder {
+    fn default() -> Self {
+        Self(Checked::new(&ITEMS, Default::default()))
+    }
+}
+
+impl Decoder for ItemsDecoder {
+    type Item = Items;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<Items>> {
+        Ok(self.0.decode(src)?.map(Items))
+    }
+}
+
+impl<T> Deferred<T> for ItemsDecoder {
+    fn take_deferred(&mut self) -> Option<DeferredFn<T>> {
+        None // the items are synchronous
+    }
+}
+
+impl Decode<Incoming> for Items {
+    type Decoder = ItemsDecoder;
+    type ListDecoder = trellis_sdk::wrpc_transport::ListDecoder<ItemsDecoder, Incoming>;
 }
 
 impl HostState {
@@ -155,8 +203,19 @@ impl batch::Host for HostState {
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
         let name = self.bucket_name(&bucket)?;
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let res = wire_batch::get_many(self.router(), (), &name, &keys).await;
-        Ok(fold(res).map(|items| {
+        // `wire_batch::get_many`, with the items decoded by `Items`.
+        let res = self
+            .router()
+            .invoke_values_blocking::<_, _, (Result<Items, wire_store::Error>,)>(
+                (),
+                "wrpc:keyvalue/batch@0.2.0-draft",
+                "get-many",
+                (name.as_str(), keys.as_slice()),
+                [[None::<usize>; 0]; 0],
+            )
+            .await
+            .map(|(items,)| items);
+        Ok(fold(res).map(|Items(items)| {
             items
                 .into_iter()
                 .map(|i| i.map(|(k, v)| (k, v.to_vec())))
@@ -200,4 +259,37 @@ pub(crate) fn add_to_linker(
         linker,
         |s| s,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::codec::Encoder as _;
+    use trellis_sdk::transport::Outgoing;
+    use trellis_sdk::wrpc_transport::Encode;
+
+    type Answer = (Result<Items, wire_store::Error>,);
+
+    /// Items decode as the generated decoder's; a forged count waits for bytes that never
+    /// come (the generated decoder would reserve some 200 GB and abort the host), and the end
+    /// of the results fails it.
+    #[test]
+    fn get_many_items_decode_only_when_whole() {
+        let items: ItemList = vec![Some(("k".into(), Bytes::from_static(b"v"))), None];
+        let mut src = BytesMut::new();
+        <(Result<ItemList, String>,) as Encode<Outgoing>>::Encoder::default()
+            .encode((Ok::<_, String>(items.clone()),), &mut src)
+            .expect("encodes");
+        let mut dec = <Answer as Decode<Incoming>>::Decoder::default();
+        let (got,) = dec.decode(&mut src).expect("decodes").expect("whole");
+        assert!(matches!(got, Ok(Items(ref got)) if *got == items));
+
+        let mut forged = BytesMut::from(&b"\x00\xff\xff\xff\xff\x0f\x01\x01k\x01v"[..]);
+        let mut dec = <Answer as Decode<Incoming>>::Decoder::default();
+        assert!(dec.decode(&mut forged).expect("no error yet").is_none());
+        assert!(
+            dec.decode_eof(&mut forged).is_err(),
+            "incomplete at the end"
+        );
+    }
 }
