@@ -450,6 +450,13 @@ impl Host {
                 )));
             }
         }
+        // Every export's parameters are checked before the runtime's reader sees them.
+        let checks = crate::shapes::param_checks(
+            functions
+                .iter()
+                .map(|(instance, func, ty)| (instance.as_str(), func.as_str(), ty)),
+        );
+        let server = server.with_param_checks(checks);
         for (instance_name, func_name, func_ty) in functions {
             let make_store = {
                 let make_store = Arc::clone(&make_store);

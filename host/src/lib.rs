@@ -39,6 +39,7 @@ pub mod lattice;
 pub mod links;
 mod local;
 pub mod router;
+mod shapes;
 mod state;
 pub mod supervisor;
 
