@@ -17,6 +17,10 @@ use wasmtime::component::Resource;
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
+use tokio_util::codec::Decoder;
+use trellis_sdk::transport::Incoming;
+use trellis_sdk::wrpc_transport::{Decode, Deferred, DeferredFn, Index as _, InvokeExt as _};
+
 use crate::router::LinkRouter;
 use crate::state::HostState;
 
@@ -253,8 +257,19 @@ impl container::HostContainer for HostState {
         c: Resource<Container>,
     ) -> wasmtime::Result<Result<Resource<ObjectNames>, String>> {
         let name = self.container_name(&c)?;
-        let (res, io) = match w::list_container_objects(self.router(), (), &name, None, None).await
-        {
+        // `w::list_container_objects`, with the names decoded by `Names`.
+        let paths: [&[Option<usize>]; 2] = [&[Some(0), Some(0)], &[Some(0), Some(1)]];
+        let call = self
+            .router()
+            .invoke_values::<_, _, (Result<(Names, ListDone), String>,)>(
+                (),
+                "wrpc:blobstore/blobstore@0.2.0",
+                "list-container-objects",
+                (name.as_str(), None::<u64>, None::<u64>),
+                paths,
+            )
+            .await;
+        let ((res,), io) = match call {
             Ok(v) => v,
             Err(err) => return Ok(Err(format!("{err:#}"))),
         };
@@ -264,7 +279,7 @@ impl container::HostContainer for HostState {
             });
         }
         match res {
-            Ok((names, _done)) => Ok(Ok(self.table().push(ObjectNames {
+            Ok((Names(names), _done)) => Ok(Ok(self.table().push(ObjectNames {
                 names,
                 pending: Default::default(),
                 done: false,
@@ -481,4 +496,107 @@ pub(crate) fn add_to_linker(
     types::add_to_linker::<HostState, Me>(linker, |s| s)?;
     container::add_to_linker::<HostState, Me>(linker, |s| s)?;
     blobstore::add_to_linker::<HostState, Me>(linker, |s| s)
+}
+
+/// The end of a listing: its error, if it failed part-way.
+type ListDone = Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// The names `list-container-objects` streams, decoded without reserving room for a chunk's
+/// names before they arrive: the generated decoder reserves as many as a pending chunk's
+/// count says, so a provider answering with a forged count would abort the host.
+struct Names(Pin<Box<dyn Stream<Item = Vec<String>> + Send>>);
+
+/// The chunk decoder: a `list<string>` read name by name as the bytes come.
+type NamesChunk = wasm_tokio::CoreVecDecoder<wasm_tokio::CoreNameDecoder>;
+
+/// How many chunks of names wait for the component before the listing stops reading.
+const NAMES_QUEUE: usize = 4;
+
+/// Decodes [`Names`].
+#[derive(Default)]
+struct NamesDecoder {
+    head: NamesChunk,
+    deferred: Option<DeferredFn<wrpc_transport::Incoming<Incoming>>>,
+}
+
+impl Decoder for NamesDecoder {
+    type Item = Names;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> std::io::Result<Option<Names>> {
+        // A ready stream carries its names inline; a pending one is an empty list, its chunks
+        // following on the value's nested stream.
+        let Some(ready) = self.head.decode(src)? else {
+            return Ok(None);
+        };
+        if !ready.is_empty() {
+            return Ok(Some(Names(Box::pin(futures::stream::iter([ready])))));
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(NAMES_QUEUE);
+        self.deferred = Some(Box::new(|r: wrpc_transport::Incoming<Incoming>, path| {
+            Box::pin(async move {
+                let r = if path.is_empty() {
+                    r
+                } else {
+                    r.index(&path).map_err(std::io::Error::other)?
+                };
+                pump_names(r, tx).await
+            })
+        }));
+        Ok(Some(Names(Box::pin(futures::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))))
+    }
+}
+
+impl Deferred<wrpc_transport::Incoming<Incoming>> for NamesDecoder {
+    fn take_deferred(&mut self) -> Option<DeferredFn<wrpc_transport::Incoming<Incoming>>> {
+        self.deferred.take()
+    }
+}
+
+impl Decode<Incoming> for Names {
+    type Decoder = NamesDecoder;
+    type ListDecoder = wrpc_transport::ListDecoder<NamesDecoder, Incoming>;
+}
+
+/// Reads the chunks of a pending `stream<string>` from `r` (the empty one ends it) and sends
+/// them to `tx`; a dropped receiver ends it without error.
+async fn pump_names<R>(r: R, tx: tokio::sync::mpsc::Sender<Vec<String>>) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut chunks = tokio_util::codec::FramedRead::new(r, NamesChunk::default());
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        if chunk.is_empty() || tx.send(chunk).await.is_err() {
+            return Ok(());
+        }
+    }
+    Err(std::io::ErrorKind::UnexpectedEof.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks of names come through in order; a chunk claiming 2^32 - 1 names with few
+    /// behind them fails the listing at the end of the stream (the generated decoder would
+    /// reserve some 100 GB for them and abort the host).
+    #[tokio::test]
+    async fn name_chunks_arrive_and_forged_counts_fail_the_listing() {
+        let wire: &[u8] = b"\x02\x01a\x01b\x01\x01c\x00";
+        let (tx, mut rx) = tokio::sync::mpsc::channel(NAMES_QUEUE);
+        pump_names(wire, tx).await.expect("ends cleanly");
+        assert_eq!(
+            rx.recv().await,
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(rx.recv().await, Some(vec!["c".to_string()]));
+        assert_eq!(rx.recv().await, None);
+
+        let forged: &[u8] = b"\xff\xff\xff\xff\x0f\x01a";
+        let (tx, _rx) = tokio::sync::mpsc::channel(NAMES_QUEUE);
+        assert!(pump_names(forged, tx).await.is_err());
+    }
 }
