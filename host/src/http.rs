@@ -18,9 +18,11 @@ use futures::{FutureExt as _, Stream, StreamExt as _, TryStreamExt as _};
 use http_body::Frame;
 use http_body_util::{BodyExt as _, StreamBody};
 use tokio::sync::oneshot;
+use tokio_util::codec::Decoder;
 use tracing::warn;
-use trellis_sdk::transport::{Outgoing, ServeContext, Server};
-use trellis_sdk::wire_shape::{ParamChecks, Shape, WireShape as _};
+use trellis_sdk::transport::{Incoming, Outgoing, ServeContext, Server};
+use trellis_sdk::wire_shape::{ParamChecks, Shape, Whole, WireShape as _};
+use trellis_sdk::wrpc_transport::{ByteStreamDecoder, Decode, fields_deferred};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -118,14 +120,116 @@ pub(crate) async fn serve(
     let calls = server
         .clone()
         .with_param_checks(checks)
-        .serve_values::<(w::Request,), (Reply,)>(WIRE_INSTANCE, WIRE_FUNC, paths)
+        .serve_values::<(WireRequest,), (Reply,)>(WIRE_INSTANCE, WIRE_FUNC, paths)
         .await
         .with_context(|| format!("failed to serve `{WIRE_INSTANCE}.{WIRE_FUNC}`"))?;
-    let invocations = calls.map_ok(move |(cx, (request,), body_io, send)| {
+    let invocations = calls.map_ok(move |(cx, (WireRequest(request),), body_io, send)| {
         Box::pin(serve_call(handler.clone(), cx, request, body_io, send))
             as Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
     });
     Ok(vec![(WIRE_INSTANCE, WIRE_FUNC, Box::pin(invocations))])
+}
+
+/// The decoder the generated code uses for `T` on our transport.
+type Dec<T> = <T as Decode<Incoming>>::Decoder;
+
+/// The request as the bindings type it, decoded as they would except for its async parts:
+/// the body is read in bounded pieces ([`ByteStreamDecoder`]), and the fields of pending
+/// trailers only once whole ([`Whole`]: they come on a nested stream the parameter check
+/// does not see, and the generated decoder reserves room for as many as their count says).
+struct WireRequest(w::Request);
+
+impl Decode<Incoming> for WireRequest {
+    type Decoder = WireRequestDecoder;
+    type ListDecoder = wrpc_transport::ListDecoder<WireRequestDecoder, Incoming>;
+}
+
+type CheckedTrailers = Pin<Box<dyn std::future::Future<Output = Option<Whole<w::Fields>>> + Send>>;
+
+/// Decodes a [`WireRequest`]: the record's fields in order, each kept once complete, since
+/// the bytes may come in several reads.
+#[derive(Default)]
+struct WireRequestDecoder {
+    body_dec: ByteStreamDecoder<Incoming>,
+    trailers_dec: Dec<CheckedTrailers>,
+    method_dec: Dec<wt::Method>,
+    path_dec: Dec<Option<String>>,
+    scheme_dec: Dec<Option<wt::Scheme>>,
+    authority_dec: Dec<Option<String>>,
+    headers_dec: Dec<w::Fields>,
+    body: Option<trellis_sdk::wrpc_transport::ByteStream>,
+    trailers: Option<CheckedTrailers>,
+    method: Option<wt::Method>,
+    path: Option<Option<String>>,
+    scheme: Option<Option<wt::Scheme>>,
+    authority: Option<Option<String>>,
+    /// The async parts' readers, by field index (body 0, trailers 1).
+    deferred: [Option<DeferredFn<wrpc_transport::Incoming<Incoming>>>; 2],
+}
+
+/// Decodes the next field into its slot unless it is there already; returns from the
+/// enclosing `decode` while the field is incomplete.
+macro_rules! field {
+    ($self:ident . $slot:ident, $dec:ident, $src:ident) => {
+        if $self.$slot.is_none() {
+            let Some(v) = $self.$dec.decode($src)? else {
+                return Ok(None);
+            };
+            $self.$slot = Some(v);
+        }
+    };
+}
+
+impl Decoder for WireRequestDecoder {
+    type Item = WireRequest;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<WireRequest>> {
+        if self.body.is_none() {
+            field!(self.body, body_dec, src);
+            self.deferred[0] = self.body_dec.take_deferred();
+        }
+        if self.trailers.is_none() {
+            field!(self.trailers, trailers_dec, src);
+            self.deferred[1] = self.trailers_dec.take_deferred();
+        }
+        field!(self.method, method_dec, src);
+        field!(self.path, path_dec, src);
+        field!(self.scheme, scheme_dec, src);
+        field!(self.authority, authority_dec, src);
+        let Some(headers) = self.headers_dec.decode(src)? else {
+            return Ok(None);
+        };
+        let taken = (
+            self.body.take(),
+            self.trailers.take(),
+            self.method.take(),
+            self.path.take(),
+            self.scheme.take(),
+            self.authority.take(),
+        );
+        let (Some(body), Some(trailers), Some(method), Some(path), Some(scheme), Some(authority)) =
+            taken
+        else {
+            return Err(std::io::Error::other("request fields decoded out of order"));
+        };
+        Ok(Some(WireRequest(w::Request {
+            body,
+            trailers: Box::pin(trailers.map(|t| t.map(|Whole(fields)| fields))),
+            method,
+            path_with_query: path,
+            scheme,
+            authority,
+            headers,
+        })))
+    }
+}
+
+impl Deferred<wrpc_transport::Incoming<Incoming>> for WireRequestDecoder {
+    fn take_deferred(&mut self) -> Option<DeferredFn<wrpc_transport::Incoming<Incoming>>> {
+        let [body, trailers] = std::mem::take(&mut self.deferred);
+        fields_deferred([(0, body), (1, trailers)])
+    }
 }
 
 /// The wire shape of `handle`'s parameters: one `wrpc:http/types.request`.
@@ -582,11 +686,6 @@ fn error_to_wire(code: ErrorCode) -> wt::ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_util::codec::Decoder as _;
-    use trellis_sdk::transport::Incoming;
-    use wrpc_transport::Decode;
-
-    type Dec<T> = <T as Decode<Incoming>>::Decoder;
 
     fn fields(pairs: &[(&str, &str)]) -> w::Fields {
         pairs
@@ -665,6 +764,40 @@ mod tests {
                 })
             ));
         }
+    }
+
+    /// What the generated encoder writes, the request decoder reads back, from any split.
+    #[test]
+    fn requests_decode_as_encoded_from_any_split() {
+        use tokio_util::codec::Encoder as _;
+        let request = w::Request {
+            body: Box::pin(futures::stream::iter([Bytes::from("body")])),
+            trailers: Box::pin(async { None }),
+            method: wt::Method::Other("PROPFIND".into()),
+            path_with_query: Some("/a?b".into()),
+            scheme: Some(wt::Scheme::Https),
+            authority: Some("example.com".into()),
+            headers: fields(&[("x-a", "1")]),
+        };
+        let mut wire = BytesMut::new();
+        Enc::<(w::Request,)>::default()
+            .encode((request,), &mut wire)
+            .expect("encodes");
+        let mut dec = Dec::<(WireRequest,)>::default();
+        let mut src = BytesMut::new();
+        let mut got = None;
+        for b in wire.iter() {
+            assert!(got.is_none(), "decoded before the last byte");
+            src.extend_from_slice(&[*b]);
+            got = dec.decode(&mut src).expect("decodes");
+        }
+        let (WireRequest(got),) = got.expect("complete");
+        assert!(matches!(got.method, wt::Method::Other(ref m) if m == "PROPFIND"));
+        assert_eq!(got.path_with_query.as_deref(), Some("/a?b"));
+        assert!(matches!(got.scheme, Some(wt::Scheme::Https)));
+        assert_eq!(got.authority.as_deref(), Some("example.com"));
+        assert_eq!(got.headers, fields(&[("x-a", "1")]));
+        assert!(dec.take_deferred().is_some(), "body and trailers follow");
     }
 
     fn encoded_len(fields: &w::Fields) -> usize {

@@ -10,16 +10,12 @@
 //!
 //! `get-many` answers a list of options of tuples, for which the generated decoder reserves
 //! room as the length prefix says before reading any: its items are decoded only once all
-//! their bytes are here ([`Items`]), so a provider answering with a forged count cannot abort
+//! their bytes are here (`Whole`), so a provider answering with a forged count cannot abort
 //! the host.
 
-use std::sync::LazyLock;
-
-use bytes::{Bytes, BytesMut};
-use tokio_util::codec::Decoder;
-use trellis_sdk::transport::Incoming;
-use trellis_sdk::wire_shape::{Checked, Shape, WireShape as _};
-use trellis_sdk::wrpc_transport::{Decode, Deferred, DeferredFn, InvokeExt as _};
+use bytes::Bytes;
+use trellis_sdk::wire_shape::Whole;
+use trellis_sdk::wrpc_transport::InvokeExt as _;
 use wasmtime::component::Resource;
 
 use crate::state::HostState;
@@ -65,41 +61,8 @@ fn fold<T>(res: anyhow::Result<Result<T, wire_store::Error>>) -> Result<T, store
     }
 }
 
-/// The items `get-many` answers, decoded only once whole.
-struct Items(Vec<Option<(String, Bytes)>>);
-
+/// The items `get-many` answers.
 type ItemList = Vec<Option<(String, Bytes)>>;
-
-static ITEMS: LazyLock<Shape> = LazyLock::new(ItemList::shape);
-
-/// Decodes [`Items`].
-struct ItemsDecoder(Checked<<ItemList as Decode<Incoming>>::Decoder>);
-
-impl Default for ItemsDecoder {
-    fn default() -> Self {
-        Self(Checked::new(&ITEMS, Default::default()))
-    }
-}
-
-impl Decoder for ItemsDecoder {
-    type Item = Items;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<Items>> {
-        Ok(self.0.decode(src)?.map(Items))
-    }
-}
-
-impl<T> Deferred<T> for ItemsDecoder {
-    fn take_deferred(&mut self) -> Option<DeferredFn<T>> {
-        None // the items are synchronous
-    }
-}
-
-impl Decode<Incoming> for Items {
-    type Decoder = ItemsDecoder;
-    type ListDecoder = trellis_sdk::wrpc_transport::ListDecoder<ItemsDecoder, Incoming>;
-}
 
 impl HostState {
     fn bucket_name(&mut self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
@@ -203,10 +166,10 @@ impl batch::Host for HostState {
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
         let name = self.bucket_name(&bucket)?;
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        // `wire_batch::get_many`, with the items decoded by `Items`.
+        // `wire_batch::get_many`, with the items decoded only once whole.
         let res = self
             .router()
-            .invoke_values_blocking::<_, _, (Result<Items, wire_store::Error>,)>(
+            .invoke_values_blocking::<_, _, (Result<Whole<ItemList>, wire_store::Error>,)>(
                 (),
                 "wrpc:keyvalue/batch@0.2.0-draft",
                 "get-many",
@@ -215,7 +178,7 @@ impl batch::Host for HostState {
             )
             .await
             .map(|(items,)| items);
-        Ok(fold(res).map(|Items(items)| {
+        Ok(fold(res).map(|Whole(items)| {
             items
                 .into_iter()
                 .map(|i| i.map(|(k, v)| (k, v.to_vec())))
@@ -264,11 +227,12 @@ pub(crate) fn add_to_linker(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_util::codec::Encoder as _;
-    use trellis_sdk::transport::Outgoing;
-    use trellis_sdk::wrpc_transport::Encode;
+    use bytes::BytesMut;
+    use tokio_util::codec::{Decoder as _, Encoder as _};
+    use trellis_sdk::transport::{Incoming, Outgoing};
+    use trellis_sdk::wrpc_transport::{Decode, Encode};
 
-    type Answer = (Result<Items, wire_store::Error>,);
+    type Answer = (Result<Whole<ItemList>, wire_store::Error>,);
 
     /// Items decode as the generated decoder's; a forged count waits for bytes that never
     /// come (the generated decoder would reserve some 200 GB and abort the host), and the end
@@ -282,7 +246,7 @@ mod tests {
             .expect("encodes");
         let mut dec = <Answer as Decode<Incoming>>::Decoder::default();
         let (got,) = dec.decode(&mut src).expect("decodes").expect("whole");
-        assert!(matches!(got, Ok(Items(ref got)) if *got == items));
+        assert_eq!(got.ok(), Some(Whole(items)));
 
         let mut forged = BytesMut::from(&b"\x00\xff\xff\xff\xff\x0f\x01\x01k\x01v"[..]);
         let mut dec = <Answer as Decode<Incoming>>::Decoder::default();

@@ -9,19 +9,30 @@
 use trellis_sdk::wire_shape::{ParamChecks, Shape};
 use wasmtime::component::types::{ComponentFunc, Type};
 
-/// Checks for the parameters of `functions` (instance, function name, type). A function
-/// with a parameter the wire cannot carry (futures, streams, maps, error contexts: the
-/// runtime refuses their calls by itself) is left unchecked.
+/// Checks for the parameters of `functions` (instance, export name, type), under the names
+/// they are served as. Left unchecked: a function taking a resource (the runtime carries
+/// `wasi:io` streams as nested byte streams, other resources as handles: their wire form
+/// depends on instantiation), or a parameter the wire cannot carry (futures, streams, maps,
+/// error contexts: the runtime refuses those calls by itself).
 pub(crate) fn param_checks<'a>(
     functions: impl IntoIterator<Item = (&'a str, &'a str, &'a ComponentFunc)>,
 ) -> ParamChecks {
     functions.into_iter().fold(
         ParamChecks::new(),
         |checks, (instance, func, ty)| match params(ty) {
-            Some(shape) => checks.shape(instance, func, shape),
+            Some(shape) => checks.shape(instance, served_name(func), shape),
             None => checks,
         },
     )
+}
+
+/// The name `wrpc-runtime-wasmtime` serves an export function as: without the
+/// `[constructor]`, `[static]` or `[method]` of resource functions.
+fn served_name(func: &str) -> &str {
+    ["[constructor]", "[static]", "[method]"]
+        .iter()
+        .find_map(|prefix| func.strip_prefix(prefix))
+        .unwrap_or(func)
 }
 
 /// The shape of a function's parameters: a tuple of them.
@@ -40,8 +51,7 @@ fn shape(ty: &Type) -> Option<Shape> {
         Type::Float32 => Shape::F32,
         Type::Float64 => Shape::F64,
         Type::Char => Shape::Char,
-        // A resource handle travels as its bytes.
-        Type::String | Type::Own(_) | Type::Borrow(_) => Shape::Bytes,
+        Type::String => Shape::Bytes,
         Type::List(list) => Shape::List(Box::new(shape(&list.ty())?)),
         Type::Record(record) => Shape::Seq(
             record
@@ -66,6 +76,24 @@ fn shape(ty: &Type) -> Option<Shape> {
             Shape::Result(payload(r.ok())?, payload(r.err())?)
         }
         Type::Flags(f) => Shape::Flags(f.names().len().max(1)),
-        Type::Map(_) | Type::Future(_) | Type::Stream(_) | Type::ErrorContext => return None,
+        Type::Own(_)
+        | Type::Borrow(_)
+        | Type::Map(_)
+        | Type::Future(_)
+        | Type::Stream(_)
+        | Type::ErrorContext => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_functions_are_keyed_as_served() {
+        assert_eq!(served_name("[static]counter.make"), "counter.make");
+        assert_eq!(served_name("[constructor]counter"), "counter");
+        assert_eq!(served_name("[method]counter.get"), "counter.get");
+        assert_eq!(served_name("echo"), "echo");
+    }
 }

@@ -42,6 +42,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::Stream;
+use wrpc_transport::Decode;
 
 /// How a value is laid out in wRPC's encoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,17 +248,25 @@ impl Walker<'_> {
 
 /// A decoder handing `D` only whole values of one shape: while the buffer holds less than a
 /// whole value, or less than a length prefix declares, it asks for more bytes, so `D` never
-/// reserves room for elements that have not arrived. Walks the buffer again on each call: for
-/// small values (header fields, a result head), not for bulk data.
+/// reserves room for elements that have not arrived. Walks the buffer again on each read
+/// that could complete the value (a forged count is walked once): meant for values of a few
+/// messages (header fields, a result), not for bulk streams.
 pub struct Checked<D> {
-    shape: &'static Shape,
+    shape: Shape,
     inner: D,
+    /// The buffer cannot hold a whole value before it has this many bytes: a forged count
+    /// costs one walk, not one per read.
+    need: usize,
 }
 
 impl<D> Checked<D> {
     /// `inner`, given only whole values of `shape`.
-    pub fn new(shape: &'static Shape, inner: D) -> Self {
-        Self { shape, inner }
+    pub fn new(shape: Shape, inner: D) -> Self {
+        Self {
+            shape,
+            inner,
+            need: 0,
+        }
     }
 }
 
@@ -270,10 +279,25 @@ where
     type Error = D::Error;
 
     fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<D::Item>, D::Error> {
-        match check(self.shape, src) {
-            Ok(_) => self.inner.decode(src),
+        if src.len() < self.need {
+            return Ok(None);
+        }
+        match check(&self.shape, src) {
+            Ok(_) => {
+                self.need = 0;
+                self.inner.decode(src)
+            }
             // More bytes may still come; if they do not, the stream's end fails the call.
-            Err(ShapeError::Short { .. } | ShapeError::TooLong { .. }) => Ok(None),
+            Err(ShapeError::Short { .. }) => {
+                self.need = src.len() + 1;
+                Ok(None)
+            }
+            Err(ShapeError::TooLong { at, declared, .. }) => {
+                // The elements alone take at least `declared` bytes after the length.
+                let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+                self.need = at.saturating_add(declared);
+                Ok(None)
+            }
             Err(err @ ShapeError::Invalid { .. }) => {
                 Err(std::io::Error::new(std::io::ErrorKind::InvalidData, err).into())
             }
@@ -285,6 +309,53 @@ impl<D: wrpc_transport::Deferred<T>, T> wrpc_transport::Deferred<T> for Checked<
     fn take_deferred(&mut self) -> Option<wrpc_transport::DeferredFn<T>> {
         self.inner.take_deferred()
     }
+}
+
+/// A value decoded only once all its bytes are here (with [`Checked`]). For a value from a
+/// peer whose generated decoder reserves room up front (a list of tuples, records, options,
+/// …): `Whole<Vec<(String, Bytes)>>` decodes what `Vec<(String, Bytes)>` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Whole<T>(pub T);
+
+/// Decodes a [`Whole`].
+pub struct WholeDecoder<T: Decode<R>, R> {
+    inner: Checked<T::Decoder>,
+}
+
+impl<T: Decode<R> + WireShape, R> Default for WholeDecoder<T, R> {
+    fn default() -> Self {
+        Self {
+            inner: Checked::new(T::shape(), T::Decoder::default()),
+        }
+    }
+}
+
+impl<T: Decode<R>, R> tokio_util::codec::Decoder for WholeDecoder<T, R>
+where
+    <T::Decoder as tokio_util::codec::Decoder>::Error: From<std::io::Error>,
+{
+    type Item = Whole<T>;
+    type Error = <T::Decoder as tokio_util::codec::Decoder>::Error;
+
+    fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Whole<T>>, Self::Error> {
+        Ok(self.inner.decode(src)?.map(Whole))
+    }
+}
+
+impl<T: Decode<R>, R> wrpc_transport::Deferred<wrpc_transport::Incoming<R>> for WholeDecoder<T, R> {
+    fn take_deferred(&mut self) -> Option<wrpc_transport::DeferredFn<wrpc_transport::Incoming<R>>> {
+        self.inner.take_deferred()
+    }
+}
+
+impl<T, R> Decode<R> for Whole<T>
+where
+    T: Decode<R> + WireShape + Send + 'static,
+    <T::Decoder as tokio_util::codec::Decoder>::Error: From<std::io::Error>,
+    R: wrpc_transport::Index<R> + Send + Sync + 'static,
+{
+    type Decoder = WholeDecoder<T, R>;
+    type ListDecoder = wrpc_transport::ListDecoder<WholeDecoder<T, R>, R>;
 }
 
 /// A Rust type's [`Shape`] on the wire, as `wrpc_transport` and `wit-bindgen-wrpc` encode
@@ -430,7 +501,7 @@ impl ParamChecks {
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use tokio_util::codec::Encoder as _;
+    use tokio_util::codec::{Decoder as _, Encoder as _};
     use wrpc_transport::Encode;
 
     use crate::transport::Outgoing;
@@ -548,43 +619,32 @@ mod tests {
         assert_eq!(check(&shape, b"\x02ab\x01\x01\x01c"), Ok(7));
     }
 
-    /// A checked decoder waits through a forged length instead of passing it on, and
+    /// A whole value's decoder waits through a forged length instead of passing it on, and
     /// decodes a real value once its last byte is here.
     #[test]
-    fn checked_decoders_see_only_whole_values() {
-        use tokio_util::codec::Decoder as _;
-        use wrpc_transport::Decode;
-        static SHAPE: std::sync::LazyLock<Shape> =
-            std::sync::LazyLock::new(Vec::<(String, Bytes)>::shape);
-        type Pairs = Vec<(String, Bytes)>;
-        let mut dec = Checked::new(
-            &SHAPE,
-            <Pairs as Decode<crate::transport::Incoming>>::Decoder::default(),
-        );
+    fn whole_values_are_decoded_only_once_all_here() {
+        type Pairs = Whole<Vec<(String, Bytes)>>;
+        let mut dec = <Pairs as Decode<crate::transport::Incoming>>::Decoder::default();
         let mut forged = BytesMut::from(&b"\xff\xff\xff\xff\x0f\x01k"[..]);
         assert!(dec.decode(&mut forged).expect("no error yet").is_none());
         assert!(dec.decode_eof(&mut forged).is_err(), "the end fails it");
 
-        let mut dec = Checked::new(
-            &SHAPE,
-            <Pairs as Decode<crate::transport::Incoming>>::Decoder::default(),
-        );
-        let whole = encoded(vec![("k".to_string(), Bytes::from_static(b"v"))]);
+        let mut dec = <Pairs as Decode<crate::transport::Incoming>>::Decoder::default();
+        let value = vec![("k".to_string(), Bytes::from_static(b"v"))];
+        let whole = encoded(value.clone());
         let mut src = BytesMut::new();
         for (i, b) in whole.iter().enumerate() {
             src.extend_from_slice(&[*b]);
             let got = dec.decode(&mut src).expect("decodes");
             assert_eq!(got.is_some(), i + 1 == whole.len(), "at byte {i}");
+            if let Some(got) = got {
+                assert_eq!(got, Whole(value.clone()));
+            }
         }
-        let mut foreign = BytesMut::from(&b"\x01\x01k\x01v"[..]);
-        let mut dec = Checked::new(
-            &OPTION_TAG,
-            <(Option<u8>,) as Decode<crate::transport::Incoming>>::Decoder::default(),
-        );
-        static OPTION_TAG: std::sync::LazyLock<Shape> =
-            std::sync::LazyLock::new(<(Option<u8>,)>::shape);
-        foreign[0] = 7;
-        assert!(dec.decode(&mut foreign).is_err(), "an option tag of 7");
+        // A byte no value of the shape can have is an error at once.
+        let mut dec =
+            <Whole<(Option<u8>,)> as Decode<crate::transport::Incoming>>::Decoder::default();
+        assert!(dec.decode(&mut BytesMut::from(&b"\x07\x01"[..])).is_err());
     }
 
     #[test]

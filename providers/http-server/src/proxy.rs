@@ -32,7 +32,8 @@ use crate::bindings::wrpc::http::types as w;
 use crate::cors;
 use crate::routes::{RouteTable, host_name};
 use crate::settings::LinkSettings;
-use crate::wire::{CheckedFields, WireRequest, WireResponse};
+use crate::wire::{WireRequest, WireResponse};
+use trellis_sdk::wire_shape::Whole;
 
 /// Error type of response bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -592,7 +593,7 @@ fn from_wire(
             ));
         }
         match tokio::time::timeout(std::time::Duration::from_secs(5), trailers).await {
-            Ok(Some(CheckedFields(fields))) if !fields.is_empty() => {
+            Ok(Some(Whole(fields))) if !fields.is_empty() => {
                 let mut t = HeaderMap::new();
                 for (name, values) in fields {
                     let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {

@@ -13,19 +13,18 @@
 //! provider hold a few pieces of the body beyond the flow window, not up to 128 of the
 //! sender's chunks. Its header and trailer fields (lists of tuples, for which the generated
 //! decoder reserves room as the length prefix says) are decoded only once all their bytes are
-//! here ([`Checked`]), so a forged count cannot abort the provider.
+//! here ([`Whole`]), so a forged count cannot abort the provider.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use bytes::{BufMut as _, BytesMut};
-use futures::TryFutureExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::codec::{Decoder, Encoder};
 use trellis_sdk::runtime::LinkedClient;
 use trellis_sdk::transport::{Incoming, Outgoing};
-use trellis_sdk::wire_shape::{Checked, Shape, WireShape as _};
-use trellis_sdk::wrpc_transport::{ByteStream, ByteStreamDecoder};
+use trellis_sdk::wire_shape::Whole;
+use trellis_sdk::wrpc_transport::{ByteStream, ByteStreamDecoder, fields_deferred};
 use wrpc_transport::{Decode, Deferred, DeferredFn, Encode, Index as _, InvokeExt as _};
 
 use crate::bindings::wasi::http0_2_0::types as wt;
@@ -122,43 +121,7 @@ impl Encode<Outgoing> for WireRequest {
 }
 
 /// The response's trailers.
-pub type Trailers = Pin<Box<dyn Future<Output = Option<CheckedFields>> + Send>>;
-
-/// Header or trailer fields, decoded only once all their bytes are here.
-#[derive(Debug, PartialEq)]
-pub struct CheckedFields(pub w::Fields);
-
-/// The wire shape of `fields`.
-static FIELDS: std::sync::LazyLock<Shape> = std::sync::LazyLock::new(w::Fields::shape);
-
-/// Decodes [`CheckedFields`].
-pub struct FieldsDecoder(Checked<Dec<w::Fields>>);
-
-impl Default for FieldsDecoder {
-    fn default() -> Self {
-        Self(Checked::new(&FIELDS, Dec::<w::Fields>::default()))
-    }
-}
-
-impl Decoder for FieldsDecoder {
-    type Item = CheckedFields;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<CheckedFields>> {
-        Ok(self.0.decode(src)?.map(CheckedFields))
-    }
-}
-
-impl<T> Deferred<T> for FieldsDecoder {
-    fn take_deferred(&mut self) -> Option<DeferredFn<T>> {
-        None // fields are synchronous
-    }
-}
-
-impl Decode<Incoming> for CheckedFields {
-    type Decoder = FieldsDecoder;
-    type ListDecoder = wrpc_transport::ListDecoder<FieldsDecoder, Incoming>;
-}
+pub type Trailers = Pin<Box<dyn Future<Output = Option<Whole<w::Fields>>> + Send>>;
 
 /// The handler's response: `wrpc:http/types.response` with its body read in bounded pieces.
 pub struct WireResponse {
@@ -180,7 +143,7 @@ pub struct WireResponseDecoder {
     body_dec: ByteStreamDecoder<Incoming>,
     trailers_dec: Dec<Trailers>,
     status_dec: Dec<u16>,
-    headers_dec: FieldsDecoder,
+    headers_dec: Dec<Whole<w::Fields>>,
     body: Option<ByteStream>,
     trailers: Option<Trailers>,
     status: Option<u16>,
@@ -233,24 +196,7 @@ impl Decoder for WireResponseDecoder {
 impl Deferred<wrpc_transport::Incoming<Incoming>> for WireResponseDecoder {
     fn take_deferred(&mut self) -> Option<DeferredFn<wrpc_transport::Incoming<Incoming>>> {
         let [body, trailers] = std::mem::take(&mut self.deferred);
-        if body.is_none() && trailers.is_none() {
-            return None;
-        }
-        Some(Box::new(move |r, path| {
-            Box::pin(async move {
-                // Each part reads the nested stream of its field.
-                let mut parts = Vec::new();
-                for (field, part) in [(0, body), (1, trailers)] {
-                    if let Some(part) = part {
-                        let mut at = path.clone();
-                        at.push(field);
-                        let rx = r.index(&at).map_err(std::io::Error::other)?;
-                        parts.push(part(rx, Vec::new()));
-                    }
-                }
-                futures::future::try_join_all(parts).map_ok(|_| ()).await
-            })
-        }))
+        fields_deferred([(0, body), (1, trailers)])
     }
 }
 

@@ -595,4 +595,38 @@ async fn forged_headers() {
     }
     let res = get(addr, "/", &[]).await;
     assert_eq!(res.status(), 200, "the host no longer serves");
+
+    // A well-formed request whose trailers are pending, then forged trailer fields on their
+    // nested stream (which no parameter check sees): a count of 2^32 - 1 with nothing behind.
+    let params = Bytes::from_static(b"\x00\x00\x00\x01\x01/\x00\x01\x01x\x00");
+    let call = async {
+        let (tx, rx) = client
+            .invoke(
+                None,
+                "wrpc:http/incoming-handler@0.1.0",
+                "handle",
+                params,
+                &[] as &[&[Option<usize>]],
+            )
+            .await?;
+        let mut trailers = wrpc_transport::Index::index(&tx, &[0, 1])?;
+        trailers.write_all(b"\x01\xff\xff\xff\xff\x0f").await?;
+        trailers.shutdown().await?;
+        let mut body = wrpc_transport::Index::index(&tx, &[0, 0])?;
+        body.write_all(b"\x00").await?;
+        drop((body, trailers, tx));
+        let _ = tokio::time::timeout(Duration::from_secs(2), async move {
+            let mut rx = rx;
+            let mut results = Vec::new();
+            rx.read_to_end(&mut results).await
+        })
+        .await;
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the forged call hung")
+        .expect("the forged call could not be sent");
+    let res = get(addr, "/", &[]).await;
+    assert_eq!(res.status(), 200, "the host no longer serves");
 }

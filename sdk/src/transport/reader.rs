@@ -89,38 +89,54 @@ impl Incoming {
         };
         let mut held = self.buffer.len();
         let mut chunks = vec![std::mem::take(&mut self.buffer)];
+        // What one delivery does to the prefetch: `Some` ends it.
+        let mut take = |delivery: Option<Delivery>, eof: &mut bool| match delivery {
+            Some(Delivery::Data(payload)) => {
+                self.call.consumed(payload.len());
+                if payload.is_empty() {
+                    *eof = true;
+                    return Some(Ok(()));
+                }
+                held += payload.len();
+                if held > limit {
+                    *eof = true;
+                    return Some(Err(TransportError::BufferOverflow { limit }));
+                }
+                chunks.push(payload);
+                None
+            }
+            Some(Delivery::Fail(err)) => {
+                *eof = true;
+                Some(Err(err))
+            }
+            None => {
+                *eof = true;
+                Some(Ok(()))
+            }
+        };
+        let mut eof = false;
         let result = loop {
             if self.call.budget().nested_started() {
-                break Ok(());
+                // Root messages queued before the nested one still belong to the synchronous
+                // values: take them too, or a check of the values would find them cut short.
+                let mut ended = None;
+                while ended.is_none() {
+                    match rx.try_recv() {
+                        Some(delivery) => ended = take(Some(delivery), &mut eof),
+                        None => break,
+                    }
+                }
+                break ended.unwrap_or(Ok(()));
             }
             tokio::select! {
                 biased;
-                delivery = rx.recv() => match delivery {
-                    Some(Delivery::Data(payload)) => {
-                        self.call.consumed(payload.len());
-                        if payload.is_empty() {
-                            self.eof = true;
-                            break Ok(());
-                        }
-                        held += payload.len();
-                        if held > limit {
-                            self.eof = true;
-                            break Err(TransportError::BufferOverflow { limit });
-                        }
-                        chunks.push(payload);
-                    }
-                    Some(Delivery::Fail(err)) => {
-                        self.eof = true;
-                        break Err(err);
-                    }
-                    None => {
-                        self.eof = true;
-                        break Ok(());
-                    }
+                delivery = rx.recv() => if let Some(end) = take(delivery, &mut eof) {
+                    break end;
                 },
                 () = self.call.budget().nested_notified() => {}
             }
         };
+        self.eof |= eof;
         self.buffer = match chunks.len() {
             1 => chunks.pop().unwrap_or_default(),
             _ => {

@@ -8,7 +8,8 @@
 //!
 //! [`ByteStreamDecoder`] reads the same encoding but hands bytes on as they arrive, in pieces
 //! of at most [`PIECE`] bytes, through a queue of [`QUEUE`] pieces: a slow reader holds at
-//! most about `(QUEUE + 1) × PIECE` bytes here, whatever the sender does, and the transport's
+//! most about `(QUEUE + 2) × PIECE` bytes here (the queue, a piece waiting to be queued, the
+//! read buffer), whatever the sender does, and the transport's
 //! flow control holds the rest back at the sender.
 
 use std::pin::Pin;
