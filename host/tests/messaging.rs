@@ -165,27 +165,13 @@ async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
 /// Sends `handle-message` a broker message (subject `s`) whose body length is forged;
 /// returns how the call failed.
 async fn forged_message(c: &trellis_sdk::runtime::LinkedClient) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    use wrpc_transport::Invoke as _;
     let params = Bytes::from_static(b"\x01s\xff\xff\xff\xff\x0f");
-    let call = async {
-        let (mut tx, mut rx) = c
-            .invoke(
-                (),
-                "wasmcloud:messaging/handler@0.2.0",
-                "handle-message",
-                params,
-                &[] as &[&[Option<usize>]],
-            )
-            .await?;
-        tx.shutdown().await?;
-        let mut results = Vec::new();
-        rx.read_to_end(&mut results).await?;
-        anyhow::Ok(results)
-    };
-    match tokio::time::timeout(Duration::from_secs(10), call).await {
-        Ok(Ok(results)) => panic!("the forged call was answered: {results:?}"),
-        Ok(Err(err)) => format!("{err:#}"),
-        Err(_) => panic!("the forged call was never answered"),
-    }
+    common::forged_call(
+        c,
+        (),
+        "wasmcloud:messaging/handler@0.2.0",
+        "handle-message",
+        params,
+    )
+    .await
 }

@@ -224,3 +224,36 @@ impl Drop for OwnRedis {
         self.kill();
     }
 }
+
+/// Invokes `func` of `instance` with raw parameter bytes (forged ones, in the tests that use
+/// it) and returns how the call failed. Panics if it was answered, or not within 10 s.
+/// (Boxed as `Send`: a generic `async fn` awaited in a spawned task trips the compiler's
+/// higher-ranked `Send` check.)
+pub fn forged_call<'a, C>(
+    client: &'a C,
+    cx: C::Context,
+    instance: &'a str,
+    func: &'a str,
+    params: bytes::Bytes,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'a>>
+where
+    C: wrpc_transport::Invoke + Sync,
+    C::Context: Send + 'a,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    Box::pin(async move {
+        let call = async {
+            let paths: &[&[Option<usize>]] = &[];
+            let (mut tx, mut rx) = client.invoke(cx, instance, func, params, paths).await?;
+            tx.shutdown().await?;
+            let mut results = Vec::new();
+            rx.read_to_end(&mut results).await?;
+            anyhow::Ok(results)
+        };
+        match tokio::time::timeout(Duration::from_secs(10), call).await {
+            Ok(Ok(results)) => panic!("the forged call was answered: {results:?}"),
+            Ok(Err(err)) => format!("{err:#}"),
+            Err(_) => panic!("the forged call was never answered"),
+        }
+    })
+}

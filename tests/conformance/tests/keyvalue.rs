@@ -77,31 +77,17 @@ async fn redis_forged_list_length_fails_the_call_not_the_provider() {
 
 /// Sends the forged `set-many`; returns how the call failed.
 async fn forged_set_many(c: &LinkedClient) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    use wrpc_transport::Invoke as _;
     let mut params = vec![BUCKET.len() as u8];
     params.extend_from_slice(BUCKET.as_bytes());
     params.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
-    let call = async {
-        let (mut tx, mut rx) = c
-            .invoke(
-                (),
-                "wrpc:keyvalue/batch@0.2.0-draft",
-                "set-many",
-                bytes::Bytes::from(params),
-                &[] as &[&[Option<usize>]],
-            )
-            .await?;
-        tx.shutdown().await?;
-        let mut results = Vec::new();
-        rx.read_to_end(&mut results).await?;
-        anyhow::Ok(results)
-    };
-    match tokio::time::timeout(Duration::from_secs(10), call).await {
-        Ok(Ok(results)) => panic!("the forged call was answered: {results:?}"),
-        Ok(Err(err)) => format!("{err:#}"),
-        Err(_) => panic!("the forged call was never answered"),
-    }
+    common::forged_call(
+        c,
+        (),
+        "wrpc:keyvalue/batch@0.2.0-draft",
+        "set-many",
+        params.into(),
+    )
+    .await
 }
 
 /// Operations run continuously while the backend is killed and restarted: during the outage
