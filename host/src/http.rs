@@ -22,7 +22,7 @@ use tokio_util::codec::Decoder;
 use tracing::warn;
 use trellis_sdk::transport::{Incoming, Outgoing, ServeContext, Server};
 use trellis_sdk::wire_shape::{ParamChecks, Shape, Whole, WireShape as _};
-use trellis_sdk::wrpc_transport::{ByteStreamDecoder, Decode, fields_deferred};
+use trellis_sdk::wrpc_transport::{ByteStreamDecoder, Decode, FieldSlot, fields_deferred};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -150,74 +150,59 @@ type CheckedTrailers = Pin<Box<dyn std::future::Future<Output = Option<Whole<w::
 /// the bytes may come in several reads.
 #[derive(Default)]
 struct WireRequestDecoder {
-    body_dec: ByteStreamDecoder<Incoming>,
-    trailers_dec: Dec<CheckedTrailers>,
-    method_dec: Dec<wt::Method>,
-    path_dec: Dec<Option<String>>,
-    scheme_dec: Dec<Option<wt::Scheme>>,
-    authority_dec: Dec<Option<String>>,
-    headers_dec: Dec<w::Fields>,
-    body: Option<trellis_sdk::wrpc_transport::ByteStream>,
-    trailers: Option<CheckedTrailers>,
-    method: Option<wt::Method>,
-    path: Option<Option<String>>,
-    scheme: Option<Option<wt::Scheme>>,
-    authority: Option<Option<String>>,
-    /// The async parts' readers, by field index (body 0, trailers 1).
-    deferred: [Option<DeferredFn<wrpc_transport::Incoming<Incoming>>>; 2],
+    body: Slot<ByteStreamDecoder<Incoming>>,
+    trailers: Slot<Dec<CheckedTrailers>>,
+    method: Slot<Dec<wt::Method>>,
+    path: Slot<Dec<Option<String>>>,
+    scheme: Slot<Dec<Option<wt::Scheme>>>,
+    authority: Slot<Dec<Option<String>>>,
+    headers: Slot<Dec<w::Fields>>,
 }
 
-/// Decodes the next field into its slot unless it is there already; returns from the
-/// enclosing `decode` while the field is incomplete.
-macro_rules! field {
-    ($self:ident . $slot:ident, $dec:ident, $src:ident) => {
-        if $self.$slot.is_none() {
-            let Some(v) = $self.$dec.decode($src)? else {
-                return Ok(None);
-            };
-            $self.$slot = Some(v);
-        }
-    };
-}
+/// A request field being decoded.
+type Slot<D> = FieldSlot<D, Incoming>;
 
 impl Decoder for WireRequestDecoder {
     type Item = WireRequest;
     type Error = std::io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<WireRequest>> {
-        if self.body.is_none() {
-            field!(self.body, body_dec, src);
-            self.deferred[0] = self.body_dec.take_deferred();
-        }
-        if self.trailers.is_none() {
-            field!(self.trailers, trailers_dec, src);
-            self.deferred[1] = self.trailers_dec.take_deferred();
-        }
-        field!(self.method, method_dec, src);
-        field!(self.path, path_dec, src);
-        field!(self.scheme, scheme_dec, src);
-        field!(self.authority, authority_dec, src);
-        let Some(headers) = self.headers_dec.decode(src)? else {
+        let complete = self.body.decode(src)?
+            && self.trailers.decode(src)?
+            && self.method.decode(src)?
+            && self.path.decode(src)?
+            && self.scheme.decode(src)?
+            && self.authority.decode(src)?
+            && self.headers.decode(src)?;
+        if !complete {
             return Ok(None);
-        };
-        let taken = (
+        }
+        let fields = (
             self.body.take(),
             self.trailers.take(),
             self.method.take(),
             self.path.take(),
             self.scheme.take(),
             self.authority.take(),
+            self.headers.take(),
         );
-        let (Some(body), Some(trailers), Some(method), Some(path), Some(scheme), Some(authority)) =
-            taken
+        let (
+            Some(body),
+            Some(trailers),
+            Some(method),
+            Some(path_with_query),
+            Some(scheme),
+            Some(authority),
+            Some(headers),
+        ) = fields
         else {
-            return Err(std::io::Error::other("request fields decoded out of order"));
+            return Err(std::io::Error::other("a decoded request field went missing"));
         };
         Ok(Some(WireRequest(w::Request {
             body,
             trailers: Box::pin(trailers.map(|t| t.map(|Whole(fields)| fields))),
             method,
-            path_with_query: path,
+            path_with_query,
             scheme,
             authority,
             headers,
@@ -227,8 +212,10 @@ impl Decoder for WireRequestDecoder {
 
 impl Deferred<wrpc_transport::Incoming<Incoming>> for WireRequestDecoder {
     fn take_deferred(&mut self) -> Option<DeferredFn<wrpc_transport::Incoming<Incoming>>> {
-        let [body, trailers] = std::mem::take(&mut self.deferred);
-        fields_deferred([(0, body), (1, trailers)])
+        fields_deferred([
+            (0, self.body.take_deferred()),
+            (1, self.trailers.take_deferred()),
+        ])
     }
 }
 

@@ -24,7 +24,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use trellis_sdk::runtime::LinkedClient;
 use trellis_sdk::transport::{Incoming, Outgoing};
 use trellis_sdk::wire_shape::Whole;
-use trellis_sdk::wrpc_transport::{ByteStream, ByteStreamDecoder, fields_deferred};
+use trellis_sdk::wrpc_transport::{ByteStream, ByteStreamDecoder, FieldSlot, fields_deferred};
 use wrpc_transport::{Decode, Deferred, DeferredFn, Encode, Index as _, InvokeExt as _};
 
 use crate::bindings::wasi::http0_2_0::types as wt;
@@ -140,63 +140,52 @@ impl Decode<Incoming> for WireResponse {
 /// the bytes may come in several reads.
 #[derive(Default)]
 pub struct WireResponseDecoder {
-    body_dec: ByteStreamDecoder<Incoming>,
-    trailers_dec: Dec<Trailers>,
-    status_dec: Dec<u16>,
-    headers_dec: Dec<Whole<w::Fields>>,
-    body: Option<ByteStream>,
-    trailers: Option<Trailers>,
-    status: Option<u16>,
-    /// The async parts' readers, by field index (body 0, trailers 1).
-    deferred: [Option<DeferredFn<wrpc_transport::Incoming<Incoming>>>; 2],
+    body: Slot<ByteStreamDecoder<Incoming>>,
+    trailers: Slot<Dec<Trailers>>,
+    status: Slot<Dec<u16>>,
+    headers: Slot<Dec<Whole<w::Fields>>>,
 }
+
+/// A response field being decoded.
+type Slot<D> = FieldSlot<D, Incoming>;
 
 impl Decoder for WireResponseDecoder {
     type Item = WireResponse;
     type Error = std::io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<WireResponse>> {
-        if self.body.is_none() {
-            let Some(body) = self.body_dec.decode(src)? else {
-                return Ok(None);
-            };
-            self.deferred[0] = self.body_dec.take_deferred();
-            self.body = Some(body);
-        }
-        if self.trailers.is_none() {
-            let Some(trailers) = self.trailers_dec.decode(src)? else {
-                return Ok(None);
-            };
-            self.deferred[1] = self.trailers_dec.take_deferred();
-            self.trailers = Some(trailers);
-        }
-        if self.status.is_none() {
-            let Some(status) = self.status_dec.decode(src)? else {
-                return Ok(None);
-            };
-            self.status = Some(status);
-        }
-        let Some(headers) = self.headers_dec.decode(src)? else {
+        let complete = self.body.decode(src)?
+            && self.trailers.decode(src)?
+            && self.status.decode(src)?
+            && self.headers.decode(src)?;
+        if !complete {
             return Ok(None);
-        };
-        match (self.body.take(), self.trailers.take(), self.status.take()) {
-            (Some(body), Some(trailers), Some(status)) => Ok(Some(WireResponse {
-                body,
-                trailers,
-                status,
-                headers: headers.0,
-            })),
-            _ => Err(std::io::Error::other(
-                "response fields decoded out of order",
-            )),
+        }
+        match (
+            self.body.take(),
+            self.trailers.take(),
+            self.status.take(),
+            self.headers.take(),
+        ) {
+            (Some(body), Some(trailers), Some(status), Some(Whole(headers))) => {
+                Ok(Some(WireResponse {
+                    body,
+                    trailers,
+                    status,
+                    headers,
+                }))
+            }
+            _ => Err(std::io::Error::other("a decoded response field went missing")),
         }
     }
 }
 
 impl Deferred<wrpc_transport::Incoming<Incoming>> for WireResponseDecoder {
     fn take_deferred(&mut self) -> Option<DeferredFn<wrpc_transport::Incoming<Incoming>>> {
-        let [body, trailers] = std::mem::take(&mut self.deferred);
-        fields_deferred([(0, body), (1, trailers)])
+        fields_deferred([
+            (0, self.body.take_deferred()),
+            (1, self.trailers.take_deferred()),
+        ])
     }
 }
 

@@ -47,6 +47,9 @@ pub use wrpc_transport::*;
 pub mod byte_stream;
 pub use byte_stream::{ByteStream, ByteStreamDecoder};
 
+mod record;
+pub use record::{FieldSlot, fields_deferred};
+
 /// The I/O a call still has to do after its results arrived: sending async parameters, or
 /// receiving async results.
 pub type PendingIo = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'static>>;
@@ -54,36 +57,6 @@ pub type PendingIo = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 's
 /// What a result buffer starts at: enough for most small results, and small enough for every
 /// allocator's per-thread cache.
 const RESULTS_BUFFER: usize = 256;
-
-/// The async parts of a record or tuple decoded by hand, as one deferred read, the way
-/// generated decoders read theirs: each part (`(field index, part)`) reads the nested stream
-/// of its field, all of them at once. `None` when no part is async.
-pub fn fields_deferred<R>(
-    parts: impl IntoIterator<Item = (usize, Option<DeferredFn<Incoming<R>>>)>,
-) -> Option<DeferredFn<Incoming<R>>>
-where
-    R: Index<R> + Send + 'static,
-{
-    let parts: Vec<_> = parts
-        .into_iter()
-        .filter_map(|(field, part)| part.map(|part| (field, part)))
-        .collect();
-    if parts.is_empty() {
-        return None;
-    }
-    Some(Box::new(move |r: Incoming<R>, path: Vec<usize>| {
-        Box::pin(async move {
-            let mut running = Vec::with_capacity(parts.len());
-            for (field, part) in parts {
-                let mut at = path.clone();
-                at.push(field);
-                let rx = r.index(&at).map_err(std::io::Error::other)?;
-                running.push(part(rx, Vec::new()));
-            }
-            futures::future::try_join_all(running).await.map(drop)
-        })
-    }))
-}
 
 /// Typed invocation over any [`Invoke`], as `wrpc_transport::InvokeExt` offers it, for
 /// generated clients (see the [module](self) docs).
