@@ -196,7 +196,9 @@ impl Decoder for WireRequestDecoder {
             Some(headers),
         ) = fields
         else {
-            return Err(std::io::Error::other("a decoded request field went missing"));
+            return Err(std::io::Error::other(
+                "a decoded request field went missing",
+            ));
         };
         Ok(Some(WireRequest(w::Request {
             body,

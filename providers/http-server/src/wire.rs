@@ -175,7 +175,9 @@ impl Decoder for WireResponseDecoder {
                     headers,
                 }))
             }
-            _ => Err(std::io::Error::other("a decoded response field went missing")),
+            _ => Err(std::io::Error::other(
+                "a decoded response field went missing",
+            )),
         }
     }
 }
