@@ -74,7 +74,7 @@ enum Command {
         /// Port of the NATS server started for the lattice (0: any free port).
         #[arg(long, default_value_t = 4222)]
         nats_port: u16,
-        /// The nats-server binary (default: the one scripts/setup.sh installs, else PATH).
+        /// The nats-server binary (default: the one `scripts/services.sh install nats` puts in ~/.cache/trellis/venv/bin, else PATH).
         #[arg(long, env = "TRELLIS_NATS_SERVER")]
         nats_server: Option<PathBuf>,
         /// How long to wait for providers and links to be ready, in seconds.

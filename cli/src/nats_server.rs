@@ -1,7 +1,7 @@
 //! The NATS server `trellis up` starts for a local lattice: JetStream on, loopback only,
 //! its storage in the session's directory.
 //!
-//! The binary is the one the project's setup installs (`scripts/setup.sh` puts
+//! The binary is the one the project installs (`scripts/services.sh install nats` puts
 //! nats-server in `~/.cache/trellis/venv/bin`), else `nats-server` on `PATH`, else what
 //! `--nats-server` / `TRELLIS_NATS_SERVER` names.
 
@@ -17,7 +17,7 @@ pub enum NatsServerError {
     /// No binary was found.
     #[error(
         "nats-server not found (looked for --nats-server/TRELLIS_NATS_SERVER, {0}, and on PATH); \
-         run scripts/setup.sh, or join an existing lattice with --nats-url"
+         run `scripts/services.sh install nats`, or join an existing lattice with --nats-url"
     )]
     NotFound(String),
     /// It could not be started or configured.

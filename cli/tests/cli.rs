@@ -269,6 +269,48 @@ fn on(home: &Path, lattice: &str) -> Command {
     c
 }
 
+/// The connection flags are accepted after the subcommand too (as the README's several-machines
+/// command writes them): what one command puts with them placed last, another reads with
+/// them placed first.
+#[test]
+fn connection_flags_work_before_and_after_the_subcommand() {
+    let home = temp_home("flags");
+    let lattice = common::unique_lattice("cli");
+    let (code, _, err) = run(cmd(&home).args([
+        "config",
+        "put",
+        "placed-last",
+        "k=v",
+        "--nats-url",
+        &common::nats_url(),
+        "--lattice",
+        &lattice,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) =
+        run(on(&home, &lattice).args(["config", "get", "placed-last", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("json"),
+        serde_json::json!({ "k": "v" })
+    );
+    // `up` takes them after its manifest; an unreachable server is reported as such, not as
+    // an unexpected argument.
+    let (code, _, err) = run(cmd(&home).args([
+        "up",
+        APP,
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--lattice",
+        &lattice,
+        "--ready-timeout",
+        "5",
+    ]));
+    assert_ne!(code, 2, "the command line was refused: {err}");
+    assert!(!err.contains("unexpected argument"), "{err}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
 #[test]
 fn links_and_config_round_trip_and_a_failed_link_shows_in_ping() {
     let home = temp_home("links");

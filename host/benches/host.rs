@@ -18,11 +18,11 @@ use trellis_sdk::provider::Provider;
 use trellis_sdk::runtime::{CallContext, ProviderHandle};
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Client, Connection, TransportOptions};
+use trellis_wrpc_nats::{Client, Connection, TransportOptions};
 
 mod greeter {
     wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
+        wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
         inline: "
             package trellis-test:greeter@0.1.0;
             interface greet {
@@ -35,7 +35,7 @@ mod greeter {
 }
 mod echo {
     wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
+        wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
         inline: "
             package trellis-test:components@0.1.0;
             interface echo {

@@ -18,8 +18,8 @@ use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use tokio_util::codec::Decoder;
-use trellis_sdk::transport::Incoming;
-use trellis_sdk::wrpc_transport::{Decode, Deferred, DeferredFn, Index as _, InvokeExt as _};
+use trellis_wrpc_nats::Incoming;
+use trellis_wrpc_nats::wrpc_transport::{Decode, Deferred, DeferredFn, Index as _, InvokeExt as _};
 
 use crate::router::LinkRouter;
 use crate::state::HostState;
@@ -39,17 +39,10 @@ mod guest {
     });
 }
 
-mod wire {
-    wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
-        path: ["../wit/deps/io", "../wit/deps/blobstore", "../wit/deps/wrpc-blobstore"],
-        world: "wrpc:blobstore/imports@0.2.0",
-        generate_all,
-    });
-}
+use trellis_interfaces::blobstore::bindings as wire;
 
 use guest::wasi::blobstore::{blobstore, container, types};
-use wire::wrpc::blobstore::blobstore as w;
+use wire::wrpc::blobstore0_2_0::blobstore as w;
 
 /// Largest object `incoming-value-consume-sync` collects; larger ones must be read as a
 /// stream (`incoming-value-consume-async`).

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use trellis_sdk::store::LatticeStore;
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Connection, TransportOptions};
+use trellis_wrpc_nats::{Connection, TransportOptions};
 use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre, Linker};

@@ -20,9 +20,9 @@ use http_body_util::{BodyExt as _, StreamBody};
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
 use tracing::warn;
-use trellis_sdk::transport::{Incoming, Outgoing, ServeContext, Server};
-use trellis_sdk::wire_shape::{ParamChecks, Shape, Whole, WireShape as _};
-use trellis_sdk::wrpc_transport::{ByteStreamDecoder, Decode, FieldSlot, fields_deferred};
+use trellis_wrpc_nats::wire_shape::{ParamChecks, Shape, Whole, WireShape as _};
+use trellis_wrpc_nats::wrpc_transport::{ByteStreamDecoder, Decode, FieldSlot, fields_deferred};
+use trellis_wrpc_nats::{Incoming, Outgoing, ServeContext, Server};
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
@@ -33,17 +33,7 @@ use wrpc_transport::{Deferred, DeferredFn, Encode, ServeExt as _};
 
 use crate::state::HostState;
 
-mod wire {
-    // wit-bindgen-wrpc 0.11 parses with wit-parser 0.220, which resolves the WASI 0.2.6 tree
-    // only with these @unstable features on (nothing here uses them).
-    wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
-        path: "../wit",
-        world: "trellis:lattice/http-component@0.1.0",
-        generate_all,
-        features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"],
-    });
-}
+use trellis_interfaces::http::bindings as wire;
 
 use wire::wasi::http0_2_0::types as wt;
 use wire::wrpc::http::types as w;
@@ -715,7 +705,7 @@ mod tests {
     #[test]
     fn encoded_requests_fit_the_checked_shape() {
         use tokio_util::codec::Encoder as _;
-        use trellis_sdk::wire_shape::{ShapeError, check};
+        use trellis_wrpc_nats::wire_shape::{ShapeError, check};
         let methods = [
             wt::Method::Get,
             wt::Method::Patch,

@@ -8,14 +8,11 @@
 //! provider gone) come back to the component as the interface's `other` error with the
 //! reason, never as a trap.
 //!
-//! `get-many` answers a list of options of tuples, for which the generated decoder reserves
-//! room as the length prefix says before reading any: its items are decoded only once all
-//! their bytes are here (`Whole`), so a provider answering with a forged count cannot abort
-//! the host.
+//! The calls go through `trellis_interfaces::keyvalue::Client`, which also keeps a provider's
+//! forged `get-many` answer from aborting the host.
 
-use bytes::Bytes;
-use trellis_sdk::wire_shape::Whole;
-use trellis_sdk::wrpc_transport::InvokeExt as _;
+use trellis_interfaces::CallError;
+use trellis_interfaces::keyvalue;
 use wasmtime::component::Resource;
 
 use crate::state::HostState;
@@ -29,44 +26,29 @@ mod guest {
     });
 }
 
-mod wire {
-    wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
-        path: "../wit/deps/wrpc-keyvalue",
-        world: "wrpc:keyvalue/imports@0.2.0-draft",
-    });
-}
-
 use guest::wasi::keyvalue::{atomics, batch, store};
-use wire::wrpc::keyvalue::{atomics as wire_atomics, batch as wire_batch, store as wire_store};
 
 /// An open bucket: its name.
 #[derive(Debug)]
 pub struct Bucket(String);
 
-fn from_wire(err: wire_store::Error) -> store::Error {
-    match err {
-        wire_store::Error::NoSuchStore => store::Error::NoSuchStore,
-        wire_store::Error::AccessDenied => store::Error::AccessDenied,
-        wire_store::Error::Other(msg) => store::Error::Other(msg),
+/// A failed call as the component sees it: the transport's reason becomes `other`.
+fn to_guest(err: CallError<keyvalue::Error>) -> store::Error {
+    match keyvalue::Error::from(err) {
+        keyvalue::Error::NoSuchStore => store::Error::NoSuchStore,
+        keyvalue::Error::AccessDenied => store::Error::AccessDenied,
+        keyvalue::Error::Other(msg) => store::Error::Other(msg),
     }
 }
-
-/// Folds a wRPC call's outcome into the interface's result.
-fn fold<T>(res: anyhow::Result<Result<T, wire_store::Error>>) -> Result<T, store::Error> {
-    match res {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(err)) => Err(from_wire(err)),
-        Err(err) => Err(store::Error::Other(format!("{err:#}"))),
-    }
-}
-
-/// The items `get-many` answers.
-type ItemList = Vec<Option<(String, Bytes)>>;
 
 impl HostState {
     fn bucket_name(&mut self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
         Ok(self.table().get(bucket)?.0.clone())
+    }
+
+    /// The keyvalue client over the component's link for `wasi:keyvalue`.
+    fn kv(&self) -> keyvalue::Client<'_, crate::router::LinkRouter> {
+        keyvalue::Client::new(self.router(), ())
     }
 }
 
@@ -86,8 +68,8 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        let res = wire_store::get(self.router(), (), &name, &key).await;
-        Ok(fold(res).map(|v| v.map(|b| b.to_vec())))
+        let res = self.kv().get(&name, &key).await;
+        Ok(res.map(|v| v.map(|b| b.to_vec())).map_err(to_guest))
     }
 
     async fn set(
@@ -98,9 +80,7 @@ impl store::HostBucket for HostState {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
         let value = bytes::Bytes::from(value);
-        Ok(fold(
-            wire_store::set(self.router(), (), &name, &key, &value).await,
-        ))
+        Ok(self.kv().set(&name, &key, &value).await.map_err(to_guest))
     }
 
     async fn delete(
@@ -109,9 +89,7 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        Ok(fold(
-            wire_store::delete(self.router(), (), &name, &key).await,
-        ))
+        Ok(self.kv().delete(&name, &key).await.map_err(to_guest))
     }
 
     async fn exists(
@@ -120,9 +98,7 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        Ok(fold(
-            wire_store::exists(self.router(), (), &name, &key).await,
-        ))
+        Ok(self.kv().exists(&name, &key).await.map_err(to_guest))
     }
 
     async fn list_keys(
@@ -131,11 +107,13 @@ impl store::HostBucket for HostState {
         cursor: Option<u64>,
     ) -> wasmtime::Result<Result<store::KeyResponse, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        let res = wire_store::list_keys(self.router(), (), &name, cursor).await;
-        Ok(fold(res).map(|r| store::KeyResponse {
-            keys: r.keys,
-            cursor: r.cursor,
-        }))
+        let res = self.kv().list_keys(&name, cursor).await;
+        Ok(res
+            .map(|page| store::KeyResponse {
+                keys: page.keys,
+                cursor: page.cursor,
+            })
+            .map_err(to_guest))
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -152,9 +130,11 @@ impl atomics::Host for HostState {
         delta: u64,
     ) -> wasmtime::Result<Result<u64, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        Ok(fold(
-            wire_atomics::increment(self.router(), (), &name, &key, delta).await,
-        ))
+        Ok(self
+            .kv()
+            .increment(&name, &key, delta)
+            .await
+            .map_err(to_guest))
     }
 }
 
@@ -166,24 +146,15 @@ impl batch::Host for HostState {
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
         let name = self.bucket_name(&bucket)?;
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        // `wire_batch::get_many`, with the items decoded only once whole.
-        let res = self
-            .router()
-            .invoke_values_blocking::<_, _, (Result<Whole<ItemList>, wire_store::Error>,)>(
-                (),
-                "wrpc:keyvalue/batch@0.2.0-draft",
-                "get-many",
-                (name.as_str(), keys.as_slice()),
-                [[None::<usize>; 0]; 0],
-            )
-            .await
-            .map(|(items,)| items);
-        Ok(fold(res).map(|Whole(items)| {
-            items
-                .into_iter()
-                .map(|i| i.map(|(k, v)| (k, v.to_vec())))
-                .collect()
-        }))
+        let res = self.kv().get_many(&name, &keys).await;
+        Ok(res
+            .map(|items| {
+                items
+                    .into_iter()
+                    .map(|i| i.map(|(k, v)| (k, v.to_vec())))
+                    .collect()
+            })
+            .map_err(to_guest))
     }
 
     async fn set_many(
@@ -197,8 +168,7 @@ impl batch::Host for HostState {
             .map(|(k, v)| (k, bytes::Bytes::from(v)))
             .collect();
         let kvs: Vec<(&str, &bytes::Bytes)> = values.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let res = wire_batch::set_many(self.router(), (), &name, &kvs).await;
-        Ok(fold(res))
+        Ok(self.kv().set_many(&name, &kvs).await.map_err(to_guest))
     }
 
     async fn delete_many(
@@ -208,9 +178,7 @@ impl batch::Host for HostState {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        Ok(fold(
-            wire_batch::delete_many(self.router(), (), &name, &keys).await,
-        ))
+        Ok(self.kv().delete_many(&name, &keys).await.map_err(to_guest))
     }
 }
 
@@ -222,38 +190,4 @@ pub(crate) fn add_to_linker(
         linker,
         |s| s,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::BytesMut;
-    use tokio_util::codec::{Decoder as _, Encoder as _};
-    use trellis_sdk::transport::{Incoming, Outgoing};
-    use trellis_sdk::wrpc_transport::{Decode, Encode};
-
-    type Answer = (Result<Whole<ItemList>, wire_store::Error>,);
-
-    /// Items decode as the generated decoder's; a forged count waits for bytes that never
-    /// come (the generated decoder would reserve some 200 GB and abort the host), and the end
-    /// of the results fails it.
-    #[test]
-    fn get_many_items_decode_only_when_whole() {
-        let items: ItemList = vec![Some(("k".into(), Bytes::from_static(b"v"))), None];
-        let mut src = BytesMut::new();
-        <(Result<ItemList, String>,) as Encode<Outgoing>>::Encoder::default()
-            .encode((Ok::<_, String>(items.clone()),), &mut src)
-            .expect("encodes");
-        let mut dec = <Answer as Decode<Incoming>>::Decoder::default();
-        let (got,) = dec.decode(&mut src).expect("decodes").expect("whole");
-        assert_eq!(got.ok(), Some(Whole(items)));
-
-        let mut forged = BytesMut::from(&b"\x00\xff\xff\xff\xff\x0f\x01\x01k\x01v"[..]);
-        let mut dec = <Answer as Decode<Incoming>>::Decoder::default();
-        assert!(dec.decode(&mut forged).expect("no error yet").is_none());
-        assert!(
-            dec.decode_eof(&mut forged).is_err(),
-            "incomplete at the end"
-        );
-    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use trellis_sdk::subjects::{LINK_NAME_HEADER, LatticeSubjects, SOURCE_ID_HEADER};
-use trellis_sdk::transport::{Connection, Incoming, Outgoing};
+use trellis_wrpc_nats::{Connection, Incoming, Outgoing};
 use wrpc_transport::Invoke;
 
 use crate::links::LinkView;

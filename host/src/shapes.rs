@@ -4,9 +4,9 @@
 //! list's elements (and a resource handle's bytes) as the length prefix says, before reading
 //! any: a forged five-byte prefix on any list parameter would make the host ask for hundreds
 //! of GiB and abort. The server checks each call's parameters against these shapes once they
-//! are buffered, before the reader sees them (see `trellis_sdk::wire_shape`).
+//! are buffered, before the reader sees them (see `trellis_wrpc_nats::wire_shape`).
 
-use trellis_sdk::wire_shape::{ParamChecks, Shape};
+use trellis_wrpc_nats::wire_shape::{ParamChecks, Shape};
 use wasmtime::component::types::{ComponentFunc, Type};
 
 /// Checks for the parameters of `functions` (instance, export name, type), under the names

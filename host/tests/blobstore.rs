@@ -15,19 +15,12 @@ use trellis_sdk::provider::Provider;
 use trellis_sdk::runtime::CallContext;
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Connection, TransportOptions};
 use trellis_tests as common;
+use trellis_wrpc_nats::{Connection, TransportOptions};
 
 mod support;
 
-mod provider_bindings {
-    wit_bindgen_wrpc::generate!({
-        path: "../wit",
-        world: "trellis:lattice/blobstore@0.1.0",
-        generate_all,
-        features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"],
-    });
-}
+use trellis_interfaces::blobstore::bindings as provider_bindings;
 mod caller {
     wit_bindgen_wrpc::generate!({
         inline: "

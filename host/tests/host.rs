@@ -14,8 +14,8 @@ use trellis_sdk::provider::Provider;
 use trellis_sdk::runtime::{CallContext, ProviderHandle};
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Client, Connection, TransportOptions};
 use trellis_tests as common;
+use trellis_wrpc_nats::{Client, Connection, TransportOptions};
 
 mod bindings {
     wit_bindgen_wrpc::generate!({

@@ -13,17 +13,10 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use trellis_host::read_component;
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Client, Connection, TransportOptions};
 use trellis_tests as common;
+use trellis_wrpc_nats::{Client, Connection, TransportOptions};
 
-mod wire {
-    wit_bindgen_wrpc::generate!({
-        path: "../wit",
-        world: "trellis:lattice/http-server@0.1.0",
-        generate_all,
-        features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"],
-    });
-}
+use trellis_interfaces::http::bindings as wire;
 
 use wire::wasi::http0_2_0::types::{ErrorCode, Method};
 use wire::wrpc::http::incoming_handler;

@@ -15,23 +15,8 @@ use trellis_tests as common;
 
 mod support;
 
-mod bindings {
-    wit_bindgen_wrpc::generate!({
-        path: "../wit/deps/messaging",
-        inline: "
-            package trellis-test:broker@0.1.0;
-            world broker {
-                export wasmcloud:messaging/consumer@0.2.0;
-                import wasmcloud:messaging/handler@0.2.0;
-            }
-        ",
-        generate_all,
-    });
-}
-
-use bindings::exports::wasmcloud::messaging::consumer;
-use bindings::wasmcloud::messaging::handler;
-use bindings::wasmcloud::messaging::types::BrokerMessage;
+use trellis_interfaces::SplitCall as _;
+use trellis_interfaces::messaging::{self, HandlerClient, Message};
 
 const MESSENGER_WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -42,26 +27,22 @@ const MESSENGER_WASM: &str = concat!(
 #[derive(Clone, Default)]
 struct Broker(Arc<Mutex<Vec<(String, String, Bytes)>>>);
 impl Provider for Broker {}
-impl consumer::Handler<CallContext> for Broker {
+impl messaging::Consumer<CallContext> for Broker {
     async fn request(
         &self,
         _: CallContext,
         subject: String,
         _body: Bytes,
         _t: u32,
-    ) -> anyhow::Result<Result<BrokerMessage, String>> {
-        Ok(Err(format!("no responders on {subject}")))
+    ) -> Result<Message, String> {
+        Err(format!("no responders on {subject}"))
     }
-    async fn publish(
-        &self,
-        cx: CallContext,
-        msg: BrokerMessage,
-    ) -> anyhow::Result<Result<(), String>> {
+    async fn publish(&self, cx: CallContext, msg: Message) -> Result<(), String> {
         self.0
             .lock()
             .unwrap()
             .push((cx.source_id, msg.subject, msg.body));
-        Ok(Ok(()))
+        Ok(())
     }
 }
 
@@ -72,7 +53,7 @@ async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
     let provider = support::provider(&lattice, "broker", broker.clone()).await;
     provider
         .serve(
-            bindings::serve(&provider.server(), broker.clone())
+            messaging::serve_consumer(&provider.server(), broker.clone())
                 .await
                 .unwrap(),
         )
@@ -106,23 +87,20 @@ async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
         source_secrets: None,
         target_secrets: None,
     });
-    let msg = BrokerMessage {
+    let msg = Message {
         subject: "orders".into(),
         body: Bytes::from("new order"),
         reply_to: Some("orders.reply".into()),
     };
-    let mut res = handler::handle_message(&to_component, (), &msg)
-        .await
-        .unwrap();
+    let handler = HandlerClient::new(&to_component, ());
+    let mut res = handler.handle_message(msg.clone()).await.split().unwrap();
     for _ in 0..50 {
         // The provider picks the link up from the store within milliseconds.
         if res.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        res = handler::handle_message(&to_component, (), &msg)
-            .await
-            .unwrap();
+        res = handler.handle_message(msg.clone()).await.split().unwrap();
     }
     res.unwrap();
     let published = broker.0.lock().unwrap().clone();
@@ -136,12 +114,14 @@ async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
     );
 
     // The component's own errors come back as the interface's error value.
-    let no_reply = BrokerMessage {
+    let no_reply = Message {
         reply_to: None,
         ..msg
     };
-    let err = handler::handle_message(&to_component, (), &no_reply)
+    let err = handler
+        .handle_message(no_reply)
         .await
+        .split()
         .unwrap()
         .unwrap_err();
     assert!(err.contains("no reply subject"), "{err}");
@@ -151,15 +131,12 @@ async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
     // process); the host's parameter check fails the call instead, and the host serves on.
     let err = forged_message(&to_component).await;
     assert!(err.contains("malformed parameters"), "{err}");
-    let msg = BrokerMessage {
+    let msg = Message {
         subject: "orders".into(),
         body: Bytes::from("after"),
         reply_to: Some("orders.reply".into()),
     };
-    handler::handle_message(&to_component, (), &msg)
-        .await
-        .unwrap()
-        .unwrap();
+    handler.handle_message(msg).await.unwrap();
 }
 
 /// Sends `handle-message` a broker message (subject `s`) whose body length is forged;

@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Connection, TransportOptions};
 use trellis_tests as common;
+use trellis_wrpc_nats::{Connection, TransportOptions};
 
 mod bindings {
     wit_bindgen_wrpc::generate!({

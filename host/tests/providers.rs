@@ -13,8 +13,8 @@ use trellis_host::supervisor::{
 };
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Connection, TransportOptions};
 use trellis_tests as common;
+use trellis_wrpc_nats::{Connection, TransportOptions};
 
 mod support;
 

@@ -10,11 +10,11 @@ use async_nats::HeaderMap;
 use trellis_sdk::admin;
 use trellis_sdk::store::{LatticeStore, StoredLink};
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Connection, TransportOptions};
+use trellis_wrpc_nats::{Connection, TransportOptions};
 
 wit_bindgen_wrpc::generate!({
-    // Calls go through the SDK's leaner `InvokeExt` (see `trellis_sdk::wrpc_transport`).
-    wrpc_transport_path: "::trellis_sdk::wrpc_transport",
+    // Calls go through the SDK's leaner `InvokeExt` (see `trellis_wrpc_nats::wrpc_transport`).
+    wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
     inline: "
         package trellis-example:counter@0.1.0;
         interface counter { increment: func(by: u64) -> u64; }

@@ -89,42 +89,53 @@ pub struct NatsArgs {
     /// NATS server URL(s).
     #[arg(
         long,
+        global = true,
         env = "TRELLIS_NATS_URL",
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
     /// NATS user (with --nats-password).
-    #[arg(long, env = "TRELLIS_NATS_USER")]
+    #[arg(long, global = true, env = "TRELLIS_NATS_USER")]
     pub nats_user: Option<String>,
     /// NATS password.
-    #[arg(long, env = "TRELLIS_NATS_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "TRELLIS_NATS_PASSWORD",
+        hide_env_values = true
+    )]
     pub nats_password: Option<String>,
     /// NATS token.
-    #[arg(long, env = "TRELLIS_NATS_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "TRELLIS_NATS_TOKEN",
+        hide_env_values = true
+    )]
     pub nats_token: Option<String>,
     /// NATS nkey seed.
-    #[arg(long, env = "TRELLIS_NATS_NKEY", hide_env_values = true)]
+    #[arg(long, global = true, env = "TRELLIS_NATS_NKEY", hide_env_values = true)]
     pub nats_nkey: Option<String>,
     /// NATS user JWT (with --nats-seed).
-    #[arg(long, env = "TRELLIS_NATS_JWT", hide_env_values = true)]
+    #[arg(long, global = true, env = "TRELLIS_NATS_JWT", hide_env_values = true)]
     pub nats_jwt: Option<String>,
     /// nkey seed signing for --nats-jwt.
-    #[arg(long, env = "TRELLIS_NATS_SEED", hide_env_values = true)]
+    #[arg(long, global = true, env = "TRELLIS_NATS_SEED", hide_env_values = true)]
     pub nats_seed: Option<String>,
     /// NATS .creds file.
-    #[arg(long, env = "TRELLIS_NATS_CREDS")]
+    #[arg(long, global = true, env = "TRELLIS_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
     /// Require TLS.
-    #[arg(long, env = "TRELLIS_NATS_TLS")]
+    #[arg(long, global = true, env = "TRELLIS_NATS_TLS")]
     pub nats_tls: bool,
     /// PEM root certificates to trust.
-    #[arg(long, env = "TRELLIS_NATS_TLS_CA")]
+    #[arg(long, global = true, env = "TRELLIS_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
     /// PEM client certificate (mutual TLS).
-    #[arg(long, env = "TRELLIS_NATS_TLS_CERT")]
+    #[arg(long, global = true, env = "TRELLIS_NATS_TLS_CERT")]
     pub nats_tls_cert: Option<PathBuf>,
     /// PEM client key (mutual TLS).
-    #[arg(long, env = "TRELLIS_NATS_TLS_KEY")]
+    #[arg(long, global = true, env = "TRELLIS_NATS_TLS_KEY")]
     pub nats_tls_key: Option<PathBuf>,
 }
 

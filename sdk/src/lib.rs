@@ -13,6 +13,3 @@ pub mod runtime;
 pub mod secret;
 pub mod store;
 pub mod subjects;
-pub mod transport;
-pub mod wire_shape;
-pub mod wrpc_transport;

@@ -16,7 +16,7 @@ use trellis_sdk::connect::{FlushError, final_flush};
 use trellis_sdk::host_data::HostData;
 use trellis_sdk::link::LinkDefinition;
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Connection, TransportOptions};
+use trellis_wrpc_nats::{Connection, TransportOptions};
 
 mod bindings {
     wit_bindgen_wrpc::generate!({

@@ -19,11 +19,11 @@ use trellis_sdk::provider::{HealthStatus, LinkConfig, Provider};
 use trellis_sdk::runtime::{CallContext, ProviderHandle};
 use trellis_sdk::store::{LatticeStore, StoredLink};
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Connection, TransportOptions};
+use trellis_wrpc_nats::{Connection, TransportOptions};
 
 mod bindings {
     wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
+        wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
         inline: "
             package trellis-test:greeter@0.1.0;
             interface greet {
@@ -926,12 +926,12 @@ async fn config_updates_reach_the_provider() {
 #[derive(Clone)]
 struct Component;
 
-impl bindings::exports::trellis_test::greeter::greet::Handler<trellis_sdk::transport::ServeContext>
+impl bindings::exports::trellis_test::greeter::greet::Handler<trellis_wrpc_nats::ServeContext>
     for Component
 {
     async fn greeting(
         &self,
-        cx: trellis_sdk::transport::ServeContext,
+        cx: trellis_wrpc_nats::ServeContext,
         name: String,
     ) -> anyhow::Result<String> {
         Ok(format!(
@@ -942,11 +942,7 @@ impl bindings::exports::trellis_test::greeter::greet::Handler<trellis_sdk::trans
         ))
     }
 
-    async fn slow(
-        &self,
-        _cx: trellis_sdk::transport::ServeContext,
-        _ms: u32,
-    ) -> anyhow::Result<String> {
+    async fn slow(&self, _cx: trellis_wrpc_nats::ServeContext, _ms: u32) -> anyhow::Result<String> {
         Ok(String::new())
     }
 }

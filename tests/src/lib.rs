@@ -7,6 +7,9 @@
 
 use std::time::Duration;
 
+mod mem_kv;
+pub use mem_kv::MemKv;
+
 /// The URL of the nats-server started by `scripts/services.sh start nats`.
 ///
 /// Panics (failing the test loudly) when it is not set: these tests need a real server.

@@ -1,8 +1,8 @@
-//! The blobstore-s3 capability provider. **Not implemented yet** (issue: not filed yet).
+//! The blobstore-s3 capability provider. **Not implemented yet**.
 //!
 //! It exits with an error rather than pretend to serve anything.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("trellis-provider-blobstore-s3 is not implemented yet (issue: not filed yet)");
+    eprintln!("blobstore-s3 is not implemented yet");
     std::process::ExitCode::from(2)
 }

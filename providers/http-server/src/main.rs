@@ -18,16 +18,7 @@ use trellis_sdk::runtime::run_provider;
 
 use crate::server::HttpServer;
 
-mod bindings {
-    // wit-bindgen-wrpc 0.11 parses with wit-parser 0.220, which resolves the WASI 0.2.6 tree
-    // only with these @unstable features on (nothing here uses them).
-    wit_bindgen_wrpc::generate!({
-        path: "../../wit",
-        world: "trellis:lattice/http-server@0.1.0",
-        generate_all,
-        features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"],
-    });
-}
+use trellis_interfaces::http::bindings;
 
 /// A worker pool, one thread per CPU, not `provider_runtime`'s single thread: parsing HTTP
 /// and moving bodies is CPU work that grows with the number of clients, and the HTTP

@@ -25,7 +25,7 @@ use tracing::{Instrument as _, debug, warn};
 use trellis_sdk::error::TransportError;
 use trellis_sdk::link::LinkDefinition;
 use trellis_sdk::runtime::{LinkedClient, ProviderHandle};
-use trellis_sdk::transport::Pacer;
+use trellis_wrpc_nats::Pacer;
 
 use crate::bindings::wasi::http0_2_0::types as wt;
 use crate::bindings::wrpc::http::types as w;
@@ -33,7 +33,7 @@ use crate::cors;
 use crate::routes::{RouteTable, host_name};
 use crate::settings::LinkSettings;
 use crate::wire::{WireRequest, WireResponse};
-use trellis_sdk::wire_shape::Whole;
+use trellis_wrpc_nats::wire_shape::Whole;
 
 /// Error type of response bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;

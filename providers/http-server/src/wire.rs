@@ -22,9 +22,11 @@ use bytes::{BufMut as _, BytesMut};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::codec::{Decoder, Encoder};
 use trellis_sdk::runtime::LinkedClient;
-use trellis_sdk::transport::{Incoming, Outgoing};
-use trellis_sdk::wire_shape::Whole;
-use trellis_sdk::wrpc_transport::{ByteStream, ByteStreamDecoder, FieldSlot, fields_deferred};
+use trellis_wrpc_nats::wire_shape::Whole;
+use trellis_wrpc_nats::wrpc_transport::{
+    ByteStream, ByteStreamDecoder, FieldSlot, fields_deferred,
+};
+use trellis_wrpc_nats::{Incoming, Outgoing};
 use wrpc_transport::{Decode, Deferred, DeferredFn, Encode, Index as _, InvokeExt as _};
 
 use crate::bindings::wasi::http0_2_0::types as wt;

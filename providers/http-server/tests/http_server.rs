@@ -553,7 +553,7 @@ fn a_forged_header_count_fails_the_call_not_the_host() {
 
 async fn forged_headers() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    use trellis_sdk::transport::{Connection, TransportOptions};
+    use trellis_wrpc_nats::{Connection, TransportOptions};
     use wrpc_transport::Invoke as _;
 
     let l = lattice(&[], Duration::from_secs(10)).await;

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use tokio::io::AsyncReadExt as _;
 
-use crate::bindings::exports::wrpc::keyvalue::store::Error;
 use crate::keys;
+use trellis_interfaces::keyvalue::Error;
 
 /// What a KV entry holds instead of a large value.
 const MARKER: &[u8] = b"\0trellis:large-value:v1\0";

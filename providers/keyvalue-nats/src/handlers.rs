@@ -1,5 +1,7 @@
-//! The wire interfaces on JetStream KV: each call resolves its link's bucket (opening it
-//! once), runs under the link's timeout, and maps failures to the interface's errors.
+//! `keyvalue::Handler` on JetStream KV: each call resolves its link's bucket
+//! (`self.bucket(&cx, &name).await?`, opening it once; the interface's error when the link
+//! does not map it), runs under the link's timeout, and maps failures to the interface's
+//! errors.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,10 +16,9 @@ use trellis_sdk::provider::{LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
 use crate::backend::{Backend, Bucket};
-use crate::bindings::exports::wrpc::keyvalue::{atomics, batch, store};
-use crate::settings::LinkSettings;
+use trellis_interfaces::keyvalue::{self, Error, Items, KeyPage};
 
-use store::Error;
+use crate::settings::LinkSettings;
 
 /// Batch operations run this many backend requests at once.
 const BATCH_CONCURRENCY: usize = 32;
@@ -76,43 +77,59 @@ impl NatsKv {
         })))
     }
 
-    /// Runs `op` on bucket `name` of the caller's link, under the link's timeout.
-    async fn with_bucket<T, F, Fut>(
-        &self,
-        cx: &CallContext,
-        name: &str,
-        op: F,
-    ) -> anyhow::Result<Result<T, Error>>
-    where
-        F: FnOnce(Arc<Bucket>) -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        let link = self.links.get(&cx.link);
-        let Some(link) = link else {
-            return Ok(Err(Error::Other(
-                "this link has no keyvalue configuration (yet)".into(),
-            )));
-        };
-        let Some(kv_bucket) = link.settings.resolve(name) else {
-            return Ok(Err(Error::NoSuchStore));
-        };
+    /// The caller's bucket `name`, opened, with the deadline of the call: answers
+    /// `no-such-store` when the link does not map `name`.
+    async fn bucket(&self, cx: &CallContext, name: &str) -> Result<CallBucket, Error> {
+        let link = self
+            .links
+            .get(&cx.link)
+            .ok_or_else(|| Error::Other("this link has no keyvalue configuration (yet)".into()))?;
+        let kv_bucket = link.settings.resolve(name).ok_or(Error::NoSuchStore)?;
         let backend = match &link.backend {
             Some(b) => Arc::clone(b),
-            None => match self.lattice_backend(link.settings.js_domain.as_deref()) {
-                Ok(b) => b,
-                Err(e) => return Ok(Err(e)),
-            },
+            None => self.lattice_backend(link.settings.js_domain.as_deref())?,
         };
+        // One deadline for opening the bucket and the operation, as the link's timeout says.
         let timeout = link.settings.timeout;
-        let work = async move {
-            let bucket = backend
-                .bucket(&kv_bucket, link.settings.auto_create)
-                .await?;
-            op(bucket).await
-        };
-        Ok(tokio::time::timeout(timeout, work)
+        let deadline = tokio::time::Instant::now() + timeout;
+        let open = backend.bucket(&kv_bucket, link.settings.auto_create);
+        let kv = tokio::time::timeout_at(deadline, open)
             .await
-            .unwrap_or_else(|_| Err(timed_out(timeout))))
+            .unwrap_or_else(|_| Err(timed_out(timeout)))?;
+        Ok(CallBucket {
+            kv,
+            deadline,
+            timeout,
+            page: link.settings.page,
+        })
+    }
+}
+
+/// A call's bucket: the opened JetStream bucket and what is left of the call's time.
+struct CallBucket {
+    kv: Arc<Bucket>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    page: usize,
+}
+
+impl CallBucket {
+    /// Runs `op` until the call's deadline.
+    async fn run<T>(&self, op: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        tokio::time::timeout_at(self.deadline, op)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(self.timeout)))
+    }
+
+    /// Runs `op` for every item, `BATCH_CONCURRENCY` at a time, in order.
+    async fn each<I, T, F, Fut>(&self, items: Vec<I>, op: F) -> Result<Vec<T>, Error>
+    where
+        F: Fn(Arc<Bucket>, I) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let ops = futures::stream::iter(items).map(|item| op(Arc::clone(&self.kv), item));
+        self.run(ops.buffered(BATCH_CONCURRENCY).try_collect())
+            .await
     }
 }
 
@@ -158,15 +175,15 @@ impl Provider for NatsKv {
     }
 }
 
-impl store::Handler<CallContext> for NatsKv {
+impl keyvalue::Handler<CallContext> for NatsKv {
     async fn get(
         &self,
         cx: CallContext,
         bucket: String,
         key: String,
-    ) -> anyhow::Result<Result<Option<Bytes>, Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move { b.get(&key).await })
-            .await
+    ) -> Result<Option<Bytes>, Error> {
+        let b = self.bucket(&cx, &bucket).await?;
+        b.run(b.kv.get(&key)).await
     }
 
     async fn set(
@@ -175,29 +192,19 @@ impl store::Handler<CallContext> for NatsKv {
         bucket: String,
         key: String,
         value: Bytes,
-    ) -> anyhow::Result<Result<(), Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move { b.set(&key, &value).await })
-            .await
+    ) -> Result<(), Error> {
+        let b = self.bucket(&cx, &bucket).await?;
+        b.run(b.kv.set(&key, &value)).await
     }
 
-    async fn delete(
-        &self,
-        cx: CallContext,
-        bucket: String,
-        key: String,
-    ) -> anyhow::Result<Result<(), Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move { b.delete(&key).await })
-            .await
+    async fn delete(&self, cx: CallContext, bucket: String, key: String) -> Result<(), Error> {
+        let b = self.bucket(&cx, &bucket).await?;
+        b.run(b.kv.delete(&key)).await
     }
 
-    async fn exists(
-        &self,
-        cx: CallContext,
-        bucket: String,
-        key: String,
-    ) -> anyhow::Result<Result<bool, Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move { b.exists(&key).await })
-            .await
+    async fn exists(&self, cx: CallContext, bucket: String, key: String) -> Result<bool, Error> {
+        let b = self.bucket(&cx, &bucket).await?;
+        b.run(b.kv.exists(&key)).await
     }
 
     async fn list_keys(
@@ -205,52 +212,32 @@ impl store::Handler<CallContext> for NatsKv {
         cx: CallContext,
         bucket: String,
         cursor: Option<u64>,
-    ) -> anyhow::Result<Result<store::KeyResponse, Error>> {
-        let page = self
-            .links
-            .get(&cx.link)
-            .map_or(crate::settings::DEFAULT_PAGE, |l| l.settings.page);
-        self.with_bucket(&cx, &bucket, |b| async move {
-            let (keys, cursor) = b.list(cursor, page).await?;
-            Ok(store::KeyResponse { keys, cursor })
-        })
-        .await
+    ) -> Result<KeyPage, Error> {
+        let b = self.bucket(&cx, &bucket).await?;
+        let (keys, cursor) = b.run(b.kv.list(cursor, b.page)).await?;
+        Ok(KeyPage { keys, cursor })
     }
-}
 
-impl atomics::Handler<CallContext> for NatsKv {
     async fn increment(
         &self,
         cx: CallContext,
         bucket: String,
         key: String,
         delta: u64,
-    ) -> anyhow::Result<Result<u64, Error>> {
-        self.with_bucket(
-            &cx,
-            &bucket,
-            |b| async move { b.increment(&key, delta).await },
-        )
-        .await
+    ) -> Result<u64, Error> {
+        let b = self.bucket(&cx, &bucket).await?;
+        b.run(b.kv.increment(&key, delta)).await
     }
-}
 
-impl batch::Handler<CallContext> for NatsKv {
     async fn get_many(
         &self,
         cx: CallContext,
         bucket: String,
         keys: Vec<String>,
-    ) -> anyhow::Result<Result<Vec<Option<(String, Bytes)>>, Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move {
-            futures::stream::iter(keys)
-                .map(|k| {
-                    let b = Arc::clone(&b);
-                    async move { Ok(b.get(&k).await?.map(|v| (k, v))) }
-                })
-                .buffered(BATCH_CONCURRENCY)
-                .try_collect()
-                .await
+    ) -> Result<Items, Error> {
+        let b = self.bucket(&cx, &bucket).await?;
+        b.each(keys, |kv, k| async move {
+            Ok(kv.get(&k).await?.map(|v| (k, v)))
         })
         .await
     }
@@ -259,20 +246,12 @@ impl batch::Handler<CallContext> for NatsKv {
         &self,
         cx: CallContext,
         bucket: String,
-        key_values: Vec<(String, Bytes)>,
-    ) -> anyhow::Result<Result<(), Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move {
-            futures::stream::iter(key_values)
-                .map(|(k, v)| {
-                    let b = Arc::clone(&b);
-                    async move { b.set(&k, &v).await }
-                })
-                .buffer_unordered(BATCH_CONCURRENCY)
-                .try_collect::<Vec<()>>()
-                .await
-                .map(|_| ())
-        })
-        .await
+        items: Vec<(String, Bytes)>,
+    ) -> Result<(), Error> {
+        let b = self.bucket(&cx, &bucket).await?;
+        b.each(items, |kv, (k, v)| async move { kv.set(&k, &v).await })
+            .await
+            .map(|_| ())
     }
 
     async fn delete_many(
@@ -280,18 +259,10 @@ impl batch::Handler<CallContext> for NatsKv {
         cx: CallContext,
         bucket: String,
         keys: Vec<String>,
-    ) -> anyhow::Result<Result<(), Error>> {
-        self.with_bucket(&cx, &bucket, |b| async move {
-            futures::stream::iter(keys)
-                .map(|k| {
-                    let b = Arc::clone(&b);
-                    async move { b.delete(&k).await }
-                })
-                .buffer_unordered(BATCH_CONCURRENCY)
-                .try_collect::<Vec<()>>()
-                .await
-                .map(|_| ())
-        })
-        .await
+    ) -> Result<(), Error> {
+        let b = self.bucket(&cx, &bucket).await?;
+        b.each(keys, |kv, k| async move { kv.delete(&k).await })
+            .await
+            .map(|_| ())
     }
 }

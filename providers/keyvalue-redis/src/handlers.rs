@@ -1,6 +1,7 @@
-//! The wire interfaces on Redis: each call resolves its link's bucket to a connection and a
-//! key prefix, runs one command (or one pipeline) under the link's timeout, and maps Redis
-//! errors to the interface's error variants.
+//! `keyvalue::Handler` on Redis: each call resolves its link's bucket to a connection and a
+//! key prefix (`self.bucket(&cx, &name)?`, which answers the interface's error when the link
+//! does not map it), runs one command (or one pipeline) under the link's timeout, and maps
+//! Redis errors to the interface's error variants.
 
 use std::collections::HashMap;
 
@@ -12,11 +13,10 @@ use trellis_sdk::link::{LinkDefinition, LinkStates};
 use trellis_sdk::provider::{LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
-use crate::bindings::exports::wrpc::keyvalue::{atomics, batch, store};
-use crate::buckets::LinkSettings;
-use crate::pool::Pool;
+use trellis_interfaces::keyvalue::{self, Error, Items, KeyPage};
 
-use store::Error;
+use crate::backend::Pool;
+use crate::settings::LinkSettings;
 
 /// One link: its settings and the connections of the databases its buckets use.
 struct LinkState {
@@ -139,19 +139,16 @@ fn glob_escape(prefix: &str) -> String {
     out
 }
 
-impl store::Handler<CallContext> for RedisKv {
+impl keyvalue::Handler<CallContext> for RedisKv {
     async fn get(
         &self,
         cx: CallContext,
         bucket: String,
         key: String,
-    ) -> anyhow::Result<Result<Option<Bytes>, Error>> {
-        let b = match self.bucket(&cx, &bucket) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
-        let value: Result<Option<Vec<u8>>, Error> = b.run(redis::cmd("GET").arg(b.key(&key))).await;
-        Ok(value.map(|v| v.map(Bytes::from)))
+    ) -> Result<Option<Bytes>, Error> {
+        let b = self.bucket(&cx, &bucket)?;
+        let value: Option<Vec<u8>> = b.run(redis::cmd("GET").arg(b.key(&key))).await?;
+        Ok(value.map(Bytes::from))
     }
 
     async fn set(
@@ -160,45 +157,24 @@ impl store::Handler<CallContext> for RedisKv {
         bucket: String,
         key: String,
         value: Bytes,
-    ) -> anyhow::Result<Result<(), Error>> {
-        let b = match self.bucket(&cx, &bucket) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(
-            b.run(redis::cmd("SET").arg(b.key(&key)).arg(value.as_ref()))
-                .await,
-        )
+    ) -> Result<(), Error> {
+        let b = self.bucket(&cx, &bucket)?;
+        b.run(redis::cmd("SET").arg(b.key(&key)).arg(value.as_ref()))
+            .await
     }
 
-    async fn delete(
-        &self,
-        cx: CallContext,
-        bucket: String,
-        key: String,
-    ) -> anyhow::Result<Result<(), Error>> {
-        let b = match self.bucket(&cx, &bucket) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(b.run::<i64>(redis::cmd("DEL").arg(b.key(&key)))
+    async fn delete(&self, cx: CallContext, bucket: String, key: String) -> Result<(), Error> {
+        let b = self.bucket(&cx, &bucket)?;
+        b.run::<i64>(redis::cmd("DEL").arg(b.key(&key)))
             .await
-            .map(|_| ()))
+            .map(|_| ())
     }
 
-    async fn exists(
-        &self,
-        cx: CallContext,
-        bucket: String,
-        key: String,
-    ) -> anyhow::Result<Result<bool, Error>> {
-        let b = match self.bucket(&cx, &bucket) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(b.run::<i64>(redis::cmd("EXISTS").arg(b.key(&key)))
+    async fn exists(&self, cx: CallContext, bucket: String, key: String) -> Result<bool, Error> {
+        let b = self.bucket(&cx, &bucket)?;
+        b.run::<i64>(redis::cmd("EXISTS").arg(b.key(&key)))
             .await
-            .map(|n| n > 0))
+            .map(|n| n > 0)
     }
 
     async fn list_keys(
@@ -206,11 +182,8 @@ impl store::Handler<CallContext> for RedisKv {
         cx: CallContext,
         bucket: String,
         cursor: Option<u64>,
-    ) -> anyhow::Result<Result<store::KeyResponse, Error>> {
-        let b = match self.bucket(&cx, &bucket) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
+    ) -> Result<KeyPage, Error> {
+        let b = self.bucket(&cx, &bucket)?;
         // SCAN's own cursor: every key present for the whole listing is returned; Redis may
         // return a key twice while its table is resized, so each page is de-duplicated.
         let mut cmd = redis::cmd("SCAN");
@@ -219,76 +192,61 @@ impl store::Handler<CallContext> for RedisKv {
             cmd.arg("MATCH").arg(format!("{}*", glob_escape(&b.prefix)));
         }
         cmd.arg("COUNT").arg(b.page);
-        let page: Result<(u64, Vec<Vec<u8>>), Error> = b.run(&cmd).await;
-        Ok(page.map(|(next, keys)| {
-            let mut seen = std::collections::HashSet::new();
-            let keys = keys
-                .into_iter()
-                .filter_map(|k| {
-                    let k = k.strip_prefix(b.prefix.as_bytes())?.to_vec();
-                    String::from_utf8(k).ok()
-                })
-                .filter(|k| seen.insert(k.clone()))
-                .collect();
-            store::KeyResponse {
-                keys,
-                cursor: (next != 0).then_some(next),
-            }
-        }))
+        let (next, keys): (u64, Vec<Vec<u8>>) = b.run(&cmd).await?;
+        let mut seen = std::collections::HashSet::new();
+        let keys = keys
+            .into_iter()
+            .filter_map(|k| {
+                let k = k.strip_prefix(b.prefix.as_bytes())?.to_vec();
+                String::from_utf8(k).ok()
+            })
+            .filter(|k| seen.insert(k.clone()))
+            .collect();
+        Ok(KeyPage {
+            keys,
+            cursor: (next != 0).then_some(next),
+        })
     }
-}
 
-impl atomics::Handler<CallContext> for RedisKv {
     async fn increment(
         &self,
         cx: CallContext,
         bucket: String,
         key: String,
         delta: u64,
-    ) -> anyhow::Result<Result<u64, Error>> {
-        let b = match self.bucket(&cx, &bucket) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
+    ) -> Result<u64, Error> {
+        let b = self.bucket(&cx, &bucket)?;
         let Ok(delta) = i64::try_from(delta) else {
-            return Ok(Err(Error::Other(format!(
+            return Err(Error::Other(format!(
                 "increment {delta} is larger than Redis allows"
-            ))));
+            )));
         };
-        let n: Result<i64, Error> = b
+        let n: i64 = b
             .run(redis::cmd("INCRBY").arg(b.key(&key)).arg(delta))
-            .await;
-        Ok(n.and_then(|n| {
-            u64::try_from(n).map_err(|_| Error::Other(format!("the value is negative ({n})")))
-        }))
+            .await?;
+        u64::try_from(n).map_err(|_| Error::Other(format!("the value is negative ({n})")))
     }
-}
 
-impl batch::Handler<CallContext> for RedisKv {
     async fn get_many(
         &self,
         cx: CallContext,
         bucket: String,
         keys: Vec<String>,
-    ) -> anyhow::Result<Result<Vec<Option<(String, Bytes)>>, Error>> {
-        let b = match self.bucket(&cx, &bucket) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
+    ) -> Result<Items, Error> {
+        let b = self.bucket(&cx, &bucket)?;
         if keys.is_empty() {
-            return Ok(Ok(Vec::new()));
+            return Ok(Vec::new());
         }
         let mut cmd = redis::cmd("MGET");
         for k in &keys {
             cmd.arg(b.key(k));
         }
-        let values: Result<Vec<Option<Vec<u8>>>, Error> = b.run(&cmd).await;
-        Ok(values.map(|values| {
-            keys.into_iter()
-                .zip(values)
-                .map(|(k, v)| v.map(|v| (k, Bytes::from(v))))
-                .collect()
-        }))
+        let values: Vec<Option<Vec<u8>>> = b.run(&cmd).await?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .map(|(k, v)| v.map(|v| (k, Bytes::from(v))))
+            .collect())
     }
 
     async fn set_many(
@@ -296,19 +254,16 @@ impl batch::Handler<CallContext> for RedisKv {
         cx: CallContext,
         bucket: String,
         key_values: Vec<(String, Bytes)>,
-    ) -> anyhow::Result<Result<(), Error>> {
-        let b = match self.bucket(&cx, &bucket) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
+    ) -> Result<(), Error> {
+        let b = self.bucket(&cx, &bucket)?;
         if key_values.is_empty() {
-            return Ok(Ok(()));
+            return Ok(());
         }
         let mut cmd = redis::cmd("MSET");
         for (k, v) in &key_values {
             cmd.arg(b.key(k)).arg(v.as_ref());
         }
-        Ok(b.run(&cmd).await)
+        b.run(&cmd).await
     }
 
     async fn delete_many(
@@ -316,18 +271,15 @@ impl batch::Handler<CallContext> for RedisKv {
         cx: CallContext,
         bucket: String,
         keys: Vec<String>,
-    ) -> anyhow::Result<Result<(), Error>> {
-        let b = match self.bucket(&cx, &bucket) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
+    ) -> Result<(), Error> {
+        let b = self.bucket(&cx, &bucket)?;
         if keys.is_empty() {
-            return Ok(Ok(()));
+            return Ok(());
         }
         let mut cmd = redis::cmd("DEL");
         for k in &keys {
             cmd.arg(b.key(k));
         }
-        Ok(b.run::<i64>(&cmd).await.map(|_| ()))
+        b.run::<i64>(&cmd).await.map(|_| ())
     }
 }

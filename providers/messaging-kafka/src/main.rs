@@ -1,8 +1,8 @@
-//! The messaging-kafka capability provider. **Not implemented yet** (issue: not filed yet).
+//! The messaging-kafka capability provider. **Not implemented yet**.
 //!
 //! It exits with an error rather than pretend to serve anything.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("trellis-provider-messaging-kafka is not implemented yet (issue: not filed yet)");
+    eprintln!("messaging-kafka is not implemented yet");
     std::process::ExitCode::from(2)
 }

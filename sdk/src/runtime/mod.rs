@@ -1,7 +1,7 @@
 //! The provider runtime: joins the lattice, keeps links, serves exports, shuts down cleanly.
 //!
 //! [`ProviderHandle::start`] wires everything for one provider instance:
-//! - the NATS connection and one wRPC [`crate::transport::Connection`];
+//! - the NATS connection and one wRPC [`trellis_wrpc_nats::Connection`];
 //! - the link loop (module `links`) fed by host data, 1.x pushes and the lattice store;
 //! - the control subjects (module `control`): link put/delete, health, shutdown, config update,
 //!   link ping and link purge;
@@ -34,8 +34,8 @@ use crate::connect::ConnectError;
 use crate::link::{LinkKey, LinkSelector, LinkStatus, LinkTable};
 use crate::provider::Provider;
 use crate::subjects::LatticeSubjects;
-use crate::transport::{self, Connection, TransportOptions};
 use links::LinkCommand;
+use trellis_wrpc_nats::{self as transport, Connection, TransportOptions};
 
 /// Why a provider could not start or run.
 #[derive(Debug, thiserror::Error)]

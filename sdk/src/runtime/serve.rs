@@ -25,7 +25,7 @@ use tracing::{Instrument as _, debug, warn};
 use super::{ProviderHandle, RuntimeError};
 use crate::link::{LinkDefinition, LinkRefusal};
 use crate::subjects::{LINK_NAME_HEADER, SOURCE_ID_HEADER, TARGET_ID_HEADER, TRACEPARENT_HEADER};
-use crate::transport::{self, Incoming, Outgoing, ServeContext, first_header};
+use trellis_wrpc_nats::{self as transport, Incoming, Outgoing, ServeContext, first_header};
 
 /// What a served call knows about where it came from.
 #[derive(Clone, Debug)]
@@ -98,7 +98,7 @@ impl ProviderServer {
 
     /// The same server checking the parameters of the functions in `checks` before their
     /// calls are decoded: see [`transport::Server::with_param_checks`].
-    pub fn with_param_checks(mut self, checks: crate::wire_shape::ParamChecks) -> Self {
+    pub fn with_param_checks(mut self, checks: trellis_wrpc_nats::wire_shape::ParamChecks) -> Self {
         self.server = self.server.with_param_checks(checks);
         self
     }

@@ -40,13 +40,14 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use futures::{StreamExt as _, stream};
 use tokio::sync::oneshot;
-use trellis_conformance::keyvalue::{self, store};
+use trellis_conformance::keyvalue;
 use trellis_conformance::lattice::ProviderProcess;
 use trellis_host::{Host, HostOptions, read_component};
+use trellis_interfaces::SplitCall as _;
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::{self, LatticeSubjects};
-use trellis_sdk::transport::{Connection, TransportOptions};
 use trellis_tests as common;
+use trellis_wrpc_nats::{Connection, TransportOptions};
 
 /// Calls in flight for the throughput column (`BENCH_IN_FLIGHT` overrides it, to see whether
 /// a path is bound by latency — it scales — or by work — it does not).
@@ -67,7 +68,7 @@ const ECHO_WASM: &str = concat!(
 
 mod caller {
     wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
+        wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
         inline: "
             package trellis-test:components@0.1.0;
             interface echo { kv-get: func(bucket: string, key: string) -> result<option<list<u8>>, string>; }
@@ -755,8 +756,10 @@ async fn bench() -> anyhow::Result<()> {
             let c = c.clone();
             let v = value.clone();
             async move {
-                store::set(&c, (), "bench", "k", &v)
+                keyvalue::kv(&c)
+                    .set("bench", "k", &v)
                     .await
+                    .split()
                     .expect("wRPC")
                     .expect("set");
             }
@@ -768,8 +771,10 @@ async fn bench() -> anyhow::Result<()> {
             move || {
                 let c = c.clone();
                 async move {
-                    store::get(&c, (), "bench", "k")
+                    keyvalue::kv(&c)
+                        .get("bench", "k")
                         .await
+                        .split()
                         .expect("wRPC")
                         .expect("get");
                 }

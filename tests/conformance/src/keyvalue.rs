@@ -11,20 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use trellis_sdk::runtime::LinkedClient;
 
-mod bindings {
-    // wit-bindgen-wrpc 0.11 parses with wit-parser 0.220, which resolves the WASI 0.2.6 tree
-    // only with these @unstable features on (nothing here uses them).
-    wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
-        path: "../../wit",
-        world: "trellis:lattice/keyvalue-client@0.1.0",
-        generate_all,
-        features: ["clocks-timezone", "cli-exit-with-code", "informational-outbound-responses", "network-error-code"],
-    });
-}
+use trellis_interfaces::SplitCall as _;
+pub use trellis_interfaces::keyvalue::{Client, Error};
 
-pub use bindings::wrpc::keyvalue::{atomics, batch, store};
-use store::Error;
+/// The typed keyvalue client over `c`: every call of the suite goes through it.
+pub fn kv(c: &LinkedClient) -> Client<'_, LinkedClient> {
+    Client::new(c, ())
+}
 
 /// The bucket name both links map (to different places).
 pub const BUCKET: &str = "conformance";
@@ -42,26 +35,34 @@ fn strs(keys: &[String]) -> Vec<&str> {
 }
 
 async fn get(c: &LinkedClient, bucket: &str, key: &str) -> Res<Option<Bytes>> {
-    store::get(c, (), bucket, key)
+    kv(c)
+        .get(bucket, key)
         .await
+        .split()
         .expect("wRPC get failed")
 }
 
 async fn set(c: &LinkedClient, bucket: &str, key: &str, value: &[u8]) -> Res<()> {
-    store::set(c, (), bucket, key, &Bytes::copy_from_slice(value))
+    kv(c)
+        .set(bucket, key, &Bytes::copy_from_slice(value))
         .await
+        .split()
         .expect("wRPC set failed")
 }
 
 async fn delete(c: &LinkedClient, bucket: &str, key: &str) -> Res<()> {
-    store::delete(c, (), bucket, key)
+    kv(c)
+        .delete(bucket, key)
         .await
+        .split()
         .expect("wRPC delete failed")
 }
 
 async fn exists(c: &LinkedClient, bucket: &str, key: &str) -> Res<bool> {
-    store::exists(c, (), bucket, key)
+    kv(c)
+        .exists(bucket, key)
         .await
+        .split()
         .expect("wRPC exists failed")
 }
 
@@ -71,8 +72,10 @@ pub async fn list_all(c: &LinkedClient, bucket: &str) -> Vec<String> {
     let mut keys = Vec::new();
     let mut pages = 0;
     loop {
-        let page = store::list_keys(c, (), bucket, cursor)
+        let page = kv(c)
+            .list_keys(bucket, cursor)
             .await
+            .split()
             .expect("wRPC list-keys failed")
             .unwrap_or_else(|e| panic!("list-keys failed: {e:?}"));
         keys.extend(page.keys);
@@ -93,7 +96,7 @@ pub async fn wait_linked(c: &LinkedClient) {
 /// Waits until the provider has the link and serves `bucket` through it.
 pub async fn wait_linked_bucket(c: &LinkedClient, bucket: &str) {
     for _ in 0..100 {
-        if let Ok(Ok(_)) = store::exists(c, (), bucket, "probe").await {
+        if let Ok(Ok(_)) = kv(c).exists(bucket, "probe").await.split() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -218,8 +221,10 @@ pub async fn batch_ops(c: &LinkedClient) {
     let pairs: Vec<(String, Bytes)> = (0..5)
         .map(|i| (format!("batch:{i}"), Bytes::from(format!("value {i}"))))
         .collect();
-    batch::set_many(c, (), BUCKET, &refs(&pairs))
+    kv(c)
+        .set_many(BUCKET, &refs(&pairs))
         .await
+        .split()
         .expect("wRPC set-many failed")
         .unwrap();
     let wanted = vec![
@@ -227,8 +232,10 @@ pub async fn batch_ops(c: &LinkedClient) {
         "batch:missing".to_string(),
         "batch:0".to_string(),
     ];
-    let got = batch::get_many(c, (), BUCKET, &strs(&wanted))
+    let got = kv(c)
+        .get_many(BUCKET, &strs(&wanted))
         .await
+        .split()
         .expect("wRPC get-many failed")
         .unwrap();
     assert_eq!(
@@ -240,20 +247,26 @@ pub async fn batch_ops(c: &LinkedClient) {
         ]
     );
     let all: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
-    batch::delete_many(c, (), BUCKET, &strs(&all))
+    kv(c)
+        .delete_many(BUCKET, &strs(&all))
         .await
+        .split()
         .expect("wRPC delete-many failed")
         .unwrap();
-    let got = batch::get_many(c, (), BUCKET, &strs(&all))
+    let got = kv(c)
+        .get_many(BUCKET, &strs(&all))
         .await
+        .split()
         .expect("wRPC get-many failed")
         .unwrap();
     assert!(got.iter().all(Option::is_none), "{got:?}");
     // Empty batches are fine.
-    batch::set_many(c, (), BUCKET, &[]).await.unwrap().unwrap();
+    kv(c).set_many(BUCKET, &[]).await.split().unwrap().unwrap();
     assert!(
-        batch::get_many(c, (), BUCKET, &[])
+        kv(c)
+            .get_many(BUCKET, &[])
             .await
+            .split()
             .unwrap()
             .unwrap()
             .is_empty()
@@ -298,15 +311,15 @@ pub async fn unknown_bucket(c: &LinkedClient) {
     assert!(matches!(exists(c, u, "k").await, Err(Error::NoSuchStore)));
     assert!(matches!(delete(c, u, "k").await, Err(Error::NoSuchStore)));
     assert!(matches!(
-        store::list_keys(c, (), u, None).await.unwrap(),
+        kv(c).list_keys(u, None).await.split().unwrap(),
         Err(Error::NoSuchStore)
     ));
     assert!(matches!(
-        atomics::increment(c, (), u, "k", 1).await.unwrap(),
+        kv(c).increment(u, "k", 1).await.split().unwrap(),
         Err(Error::NoSuchStore)
     ));
     assert!(matches!(
-        batch::get_many(c, (), u, &["k"]).await.unwrap(),
+        kv(c).get_many(u, &["k"]).await.split().unwrap(),
         Err(Error::NoSuchStore)
     ));
 }
@@ -318,8 +331,10 @@ pub async fn concurrent_increments(c: &LinkedClient) {
     let key = "counter:shared";
     delete(c, BUCKET, key).await.unwrap();
     assert_eq!(
-        atomics::increment(c, (), BUCKET, "counter:fresh", 5)
+        kv(c)
+            .increment(BUCKET, "counter:fresh", 5)
             .await
+            .split()
             .unwrap()
             .unwrap(),
         5,
@@ -331,8 +346,10 @@ pub async fn concurrent_increments(c: &LinkedClient) {
             tokio::spawn(async move {
                 let mut last = 0;
                 for _ in 0..EACH {
-                    last = atomics::increment(&c, (), BUCKET, key, i + 1)
+                    last = kv(&c)
+                        .increment(BUCKET, key, i + 1)
                         .await
+                        .split()
                         .expect("wRPC increment failed")
                         .unwrap_or_else(|e| panic!("increment failed: {e:?}"));
                 }
@@ -345,8 +362,10 @@ pub async fn concurrent_increments(c: &LinkedClient) {
     }
     let expected: u64 = (1..=CALLERS).map(|d| d * EACH).sum();
     assert_eq!(
-        atomics::increment(c, (), BUCKET, key, 0)
+        kv(c)
+            .increment(BUCKET, key, 0)
             .await
+            .split()
             .unwrap()
             .unwrap(),
         expected
@@ -359,8 +378,10 @@ pub async fn concurrent_increments(c: &LinkedClient) {
     // A value that is not a number cannot be incremented, and is left alone.
     set(c, BUCKET, "counter:text", b"hello").await.unwrap();
     assert!(matches!(
-        atomics::increment(c, (), BUCKET, "counter:text", 1)
+        kv(c)
+            .increment(BUCKET, "counter:text", 1)
             .await
+            .split()
             .unwrap(),
         Err(Error::Other(_))
     ));
@@ -386,8 +407,10 @@ pub async fn listing(c: &LinkedClient, n: usize) {
             .iter()
             .map(|k| (k.clone(), Bytes::from_static(b"x")))
             .collect();
-        batch::set_many(c, (), BUCKET, &refs(&pairs))
+        kv(c)
+            .set_many(BUCKET, &refs(&pairs))
             .await
+            .split()
             .expect("wRPC set-many failed")
             .unwrap();
     }
@@ -399,8 +422,10 @@ pub async fn listing(c: &LinkedClient, n: usize) {
         assert!(unique.contains(k), "{k} missing");
     }
     for chunk in keys.chunks(500) {
-        batch::delete_many(c, (), BUCKET, &strs(chunk))
+        kv(c)
+            .delete_many(BUCKET, &strs(chunk))
             .await
+            .split()
             .unwrap()
             .unwrap();
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use trellis_sdk::runtime::LinkedClient;
 use trellis_sdk::store::{LatticeStore, StoredLink};
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_sdk::transport::{Connection, TransportOptions};
 use trellis_tests as common;
+use trellis_wrpc_nats::{Connection, TransportOptions};
 
 /// A provider process on its own lattice; killed on drop.
 pub struct ProviderProcess {

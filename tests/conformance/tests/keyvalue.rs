@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use trellis_conformance::keyvalue::{self, BUCKET, store};
+use trellis_conformance::keyvalue::{self, BUCKET, Error, kv};
 use trellis_conformance::lattice::ProviderProcess;
+use trellis_interfaces::SplitCall as _;
 use trellis_sdk::runtime::LinkedClient;
 use trellis_tests as common;
 
@@ -101,8 +102,10 @@ async fn outage(
     deadline: Duration,
 ) {
     keyvalue::wait_linked(c).await;
-    store::set(c, (), BUCKET, "fault:k", &"v".into())
+    kv(c)
+        .set(BUCKET, "fault:k", &"v".into())
         .await
+        .split()
         .unwrap()
         .unwrap();
     kill();
@@ -110,14 +113,14 @@ async fn outage(
     let mut failures = 0;
     while down.elapsed() < Duration::from_secs(2) {
         let started = Instant::now();
-        let res = store::set(c, (), BUCKET, "fault:k", &"during".into()).await;
+        let res = kv(c).set(BUCKET, "fault:k", &"during".into()).await.split();
         let took = started.elapsed();
         assert!(
             took < deadline + Duration::from_millis(500),
             "an operation during the outage took {took:?}"
         );
         match res {
-            Ok(Err(store::Error::Other(why))) => {
+            Ok(Err(Error::Other(why))) => {
                 assert!(!why.is_empty());
                 failures += 1;
             }
@@ -130,7 +133,7 @@ async fn outage(
     restart();
     let back = Instant::now();
     loop {
-        if let Ok(Ok(())) = store::set(c, (), BUCKET, "fault:k", &"after".into()).await {
+        if let Ok(Ok(())) = kv(c).set(BUCKET, "fault:k", &"after".into()).await.split() {
             break;
         }
         assert!(
@@ -141,8 +144,10 @@ async fn outage(
     }
     eprintln!("recovered {:?} after the backend came back", back.elapsed());
     assert_eq!(
-        store::get(c, (), BUCKET, "fault:k")
+        kv(c)
+            .get(BUCKET, "fault:k")
             .await
+            .split()
             .unwrap()
             .unwrap()
             .as_deref(),
@@ -264,7 +269,7 @@ mod e2e {
     use trellis_host::{Host, HostOptions, read_component};
     use trellis_sdk::store::StoredLink;
     use trellis_sdk::subjects::LatticeSubjects;
-    use trellis_sdk::transport::{Connection, TransportOptions};
+    use trellis_wrpc_nats::{Connection, TransportOptions};
 
     mod caller {
         wit_bindgen_wrpc::generate!({

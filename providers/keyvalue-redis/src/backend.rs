@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::IntoConnectionInfo as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::buckets::LinkSettings;
+use crate::settings::LinkSettings;
 
 /// Why a connection could not be set up (the URL is never part of the message: it may hold
 /// a password).

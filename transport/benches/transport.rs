@@ -5,18 +5,18 @@
 //! 64 KiB payload, each as a ratio to raw NATS (the baseline measured in the same run).
 //!
 //! Run: `scripts/bench.sh` (starts nats-server), or with `TRELLIS_NATS_URL` set:
-//! `cargo bench -p trellis-sdk --bench transport`. `BENCH_SCALE=0.2` shortens it.
+//! `cargo bench -p trellis-wrpc-nats --bench transport`. `BENCH_SCALE=0.2` shortens it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt as _, stream};
-use trellis_sdk::transport::{Connection, TransportOptions};
+use trellis_wrpc_nats::{Connection, TransportOptions};
 
 mod bindings {
     wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
+        wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
         inline: "
             package trellis-bench:echo@0.1.0;
             interface echo { echo: func(x: list<u8>) -> list<u8>; }

@@ -39,8 +39,8 @@ struct Inner {
 /// [`ServeContext`](super::ServeContext) of the call being served.
 ///
 /// ```no_run
-/// # async fn demo(client: trellis_sdk::transport::Client, body: futures::stream::BoxStream<'static, bytes::Bytes>) {
-/// use trellis_sdk::transport::Pacer;
+/// # async fn demo(client: trellis_wrpc_nats::Client, body: futures::stream::BoxStream<'static, bytes::Bytes>) {
+/// use trellis_wrpc_nats::Pacer;
 /// let pacer = Pacer::new();
 /// let body = pacer.pace(body); // hand this to the generated call as its stream argument
 /// # let _ = body;

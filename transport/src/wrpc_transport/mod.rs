@@ -19,7 +19,7 @@
 //!             interface greeter { greet: func(name: string) -> string; }
 //!             world client { import greeter; }
 //!         ",
-//!         wrpc_transport_path: "::trellis_sdk::wrpc_transport",
+//!         wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
 //!     });
 //! }
 //! ```

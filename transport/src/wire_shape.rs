@@ -14,7 +14,7 @@
 //! left) or at the first byte that does not fit. The transport's server runs it on the
 //! parameters of the functions registered in [`ParamChecks`] once they are all buffered,
 //! before the call reaches its decoder: see
-//! [`Server::with_param_checks`](crate::transport::Server::with_param_checks).
+//! [`Server::with_param_checks`](crate::Server::with_param_checks).
 //!
 //! On the calling side, results arrive in pieces and their end is known only by decoding
 //! them: [`Checked`] wraps a decoder so that it sees a value only once the buffer holds all
@@ -23,7 +23,7 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use trellis_sdk::wire_shape::{ParamChecks, check, WireShape};
+//! use trellis_wrpc_nats::wire_shape::{ParamChecks, check, WireShape};
 //!
 //! // `set-many: func(bucket: borrow<bucket>, key-values: list<tuple<string, list<u8>>>)`
 //! type SetMany = (Bytes, Vec<(String, Bytes)>);
@@ -504,7 +504,7 @@ mod tests {
     use tokio_util::codec::{Decoder as _, Encoder as _};
     use wrpc_transport::Encode;
 
-    use crate::transport::Outgoing;
+    use crate::Outgoing;
 
     /// `value` as the `wrpc_transport` encoder writes it.
     fn encoded<T: Encode<Outgoing>>(value: T) -> Vec<u8>
@@ -624,12 +624,12 @@ mod tests {
     #[test]
     fn whole_values_are_decoded_only_once_all_here() {
         type Pairs = Whole<Vec<(String, Bytes)>>;
-        let mut dec = <Pairs as Decode<crate::transport::Incoming>>::Decoder::default();
+        let mut dec = <Pairs as Decode<crate::Incoming>>::Decoder::default();
         let mut forged = BytesMut::from(&b"\xff\xff\xff\xff\x0f\x01k"[..]);
         assert!(dec.decode(&mut forged).expect("no error yet").is_none());
         assert!(dec.decode_eof(&mut forged).is_err(), "the end fails it");
 
-        let mut dec = <Pairs as Decode<crate::transport::Incoming>>::Decoder::default();
+        let mut dec = <Pairs as Decode<crate::Incoming>>::Decoder::default();
         let value = vec![("k".to_string(), Bytes::from_static(b"v"))];
         let whole = encoded(value.clone());
         let mut src = BytesMut::new();
@@ -642,8 +642,7 @@ mod tests {
             }
         }
         // A byte no value of the shape can have is an error at once.
-        let mut dec =
-            <Whole<(Option<u8>,)> as Decode<crate::transport::Incoming>>::Decoder::default();
+        let mut dec = <Whole<(Option<u8>,)> as Decode<crate::Incoming>>::Decoder::default();
         assert!(dec.decode(&mut BytesMut::from(&b"\x07\x01"[..])).is_err());
     }
 

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _, stream};
-use trellis_sdk::transport::{Connection, TransportOptions};
+use trellis_wrpc_nats::{Connection, TransportOptions};
 
 /// Served and called through the SDK's `wrpc_transport` (its leaner client calls).
 mod bindings {
     wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_sdk::wrpc_transport",
+        wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
         path: "tests/interop",
         world: "interop",
         generate_all,
@@ -269,7 +269,7 @@ async fn their_client_our_server() {
 
 /// Our transport at both ends: serves the echo functions under a fresh prefix (`tag` names
 /// it) and returns a client of ours for them, with the server's max payload.
-async fn ours_at_both_ends(tag: &str) -> (trellis_sdk::transport::Client, usize) {
+async fn ours_at_both_ends(tag: &str) -> (trellis_wrpc_nats::Client, usize) {
     let prefix = format!("{}.echo", common::unique_lattice(tag));
     let server = Connection::new(common::nats().await, TransportOptions::default())
         .await
@@ -306,12 +306,12 @@ async fn missing_responder_fails_fast_with_a_clear_error() {
     let client = conn.client(format!("{}.nobody", common::unique_lattice("nr")));
     let started = std::time::Instant::now();
     let err = client::echo(&client, None, "x").await.unwrap_err();
-    let transport = trellis_sdk::error::TransportError::find(&err)
+    let transport = trellis_wrpc_nats::TransportError::find(&err)
         .unwrap_or_else(|| panic!("not a transport error: {err:#}"));
     assert!(
         matches!(
             transport,
-            trellis_sdk::error::TransportError::NoResponders { .. }
+            trellis_wrpc_nats::TransportError::NoResponders { .. }
         ),
         "{transport}"
     );
@@ -402,8 +402,8 @@ async fn a_silent_server_times_out_instead_of_hanging() {
         .unwrap_err();
     assert!(
         matches!(
-            trellis_sdk::error::TransportError::find(&err),
-            Some(trellis_sdk::error::TransportError::TimedOut { .. })
+            trellis_wrpc_nats::TransportError::find(&err),
+            Some(trellis_wrpc_nats::TransportError::TimedOut { .. })
         ),
         "{err:#}"
     );

@@ -43,14 +43,14 @@ pub struct ServeContext {
 
 impl ServeContext {
     /// The first value of header `name`, if present. Pass a constant such as
-    /// [`subjects::SOURCE_ID_HEADER`] where you can: a `&str` name is parsed each time.
+    /// the `source-id` header where you can: a `&str` name is parsed each time.
     pub fn header(&self, name: impl IntoHeaderName) -> Option<&str> {
         first_header(&self.headers, name)
     }
 }
 
 /// The first value of header `name` in `headers`, if present.
-pub(crate) fn first_header(headers: &Option<HeaderMap>, name: impl IntoHeaderName) -> Option<&str> {
+pub fn first_header(headers: &Option<HeaderMap>, name: impl IntoHeaderName) -> Option<&str> {
     headers.as_ref()?.get(name).map(|v| v.as_str())
 }
 

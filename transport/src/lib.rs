@@ -1,4 +1,5 @@
-//! wRPC over NATS: the transport Trellis owns.
+//! `trellis-wrpc-nats`: wRPC over NATS, the transport Trellis owns (and any wRPC user can take
+//! alone: it depends on nothing else of Trellis).
 //!
 //! Wire-compatible with `wrpc-transport-nats` 0.29–0.31 (and so with wasmCloud 1.x hosts and
 //! providers): the same invocation subjects, the same handshake (the server answers the
@@ -12,7 +13,7 @@
 //! - Calls whose parameters fit in the first message do not wait for the handshake to finish
 //!   sending them.
 //! - Every wait has a deadline: a call never hangs, and "no responders" fails at once with
-//!   [`crate::error::TransportError::NoResponders`].
+//!   [`TransportError::NoResponders`].
 //! - Memory per call is bounded (see [`TransportOptions::max_buffered_bytes`]), and between
 //!   Trellis peers streamed values are flow-controlled (see [`TransportOptions::flow_window`]):
 //!   a slow reader slows its sender down instead of failing the call.
@@ -23,7 +24,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use trellis_sdk::transport::{Connection, TransportOptions};
+//! use trellis_wrpc_nats::{Connection, TransportOptions};
 //! use wrpc_transport::InvokeExt as _;
 //!
 //! let nats = async_nats::connect("127.0.0.1:4222").await?;
@@ -35,13 +36,19 @@
 //! # let _ = greeting; Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
+pub mod error;
 mod flow;
 mod pace;
 mod queue;
 mod reader;
 mod routes;
 mod server;
+pub mod subjects;
+pub mod wire_shape;
 mod writer;
+pub mod wrpc_transport;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,16 +58,14 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use tracing::trace;
 
+pub use error::TransportError;
 pub use pace::{Paced, Pacer};
 pub use reader::Incoming;
-pub(crate) use server::first_header;
+pub use server::first_header;
 pub use server::{DEFAULT_MAX_ACCEPTING, REFUSAL_HEADER, ServeContext, Server};
 pub use writer::Outgoing;
 
 use routes::{CallRoutes, Routes};
-
-use crate::error::TransportError;
-use crate::subjects;
 
 /// Tuning of a [`Connection`].
 #[derive(Clone, Debug)]

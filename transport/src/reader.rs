@@ -290,7 +290,7 @@ mod tests {
     use tokio::io::AsyncReadExt as _;
 
     use super::*;
-    use crate::transport::routes::Routes;
+    use crate::routes::Routes;
 
     const ROOT: &str = "in.x.params";
 

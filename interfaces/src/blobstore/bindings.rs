@@ -1,0 +1,6 @@
+//! Generated: the `wrpc:blobstore/blobstore@0.2.0` bindings, both directions (`exports::…` to
+//! serve, `wrpc::…` to call). Hand logic is in the parent module.
+
+#![allow(missing_docs, clippy::all)]
+
+crate::wire_bindings!("trellis:lattice/blobstore@0.1.0");
