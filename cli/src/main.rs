@@ -371,3 +371,53 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `trellis …` command the README shows parses as written (connection flags after
+    /// the subcommand included).
+    #[test]
+    fn the_readme_commands_parse() {
+        let commands = trellis_tests::readme_commands("trellis");
+        assert!(
+            commands.len() >= 3,
+            "the README shows fewer trellis commands than expected: {commands:?}"
+        );
+        for words in commands {
+            if let Err(e) = Cli::try_parse_from(&words) {
+                panic!("README command {words:?} does not parse: {e}");
+            }
+        }
+    }
+
+    /// The help of every subcommand names only scripts the repository has.
+    #[test]
+    fn help_names_only_scripts_that_exist() {
+        fn walk(cmd: &mut clap::Command, scripts: &mut Vec<String>) {
+            let help = cmd.render_long_help().to_string();
+            for word in help.split(|c: char| c.is_whitespace() || "`(),;".contains(c)) {
+                if let Some(at) = word.find("scripts/") {
+                    scripts.push(word[at..].trim_end_matches('.').to_string());
+                }
+            }
+            for sub in cmd.get_subcommands_mut() {
+                walk(sub, scripts);
+            }
+        }
+        let mut scripts = Vec::new();
+        walk(&mut Cli::command(), &mut scripts);
+        assert!(
+            !scripts.is_empty(),
+            "no script is named: the check checks nothing"
+        );
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for script in scripts {
+            assert!(
+                root.join(&script).is_file(),
+                "the help names {script}, which does not exist"
+            );
+        }
+    }
+}

@@ -436,9 +436,10 @@ impl Host {
                 pre: proxy,
                 make_store: Arc::clone(&make_store),
             };
-            for (instance_name, func_name, invocations) in crate::http::serve(&server, handler)
-                .await
-                .map_err(|e| component_err(format!("cannot serve its HTTP handler: {e:#}")))?
+            for (instance_name, func_name, invocations) in
+                trellis_interfaces::http::server::serve(&server, handler)
+                    .await
+                    .map_err(|e| component_err(format!("cannot serve its HTTP handler: {e:#}")))?
             {
                 let what = format!("{id} {instance_name}.{func_name} (wasi:http)");
                 let invocations = invocations.map(|r| r.map(|fut| ((), fut)));

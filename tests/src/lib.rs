@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 mod mem_kv;
+mod readme;
 pub use mem_kv::MemKv;
+pub use readme::{readme_cargo_runs, readme_commands};
 
 /// The URL of the nats-server started by `scripts/services.sh start nats`.
 ///

@@ -163,3 +163,27 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `trellis-host …` command the README shows parses as written.
+    #[test]
+    fn the_readme_commands_parse() {
+        let commands = [
+            trellis_tests::readme_commands("trellis-host"),
+            trellis_tests::readme_cargo_runs("trellis-host", "trellis-host"),
+        ]
+        .concat();
+        assert!(
+            commands.len() >= 2,
+            "the README shows fewer trellis-host commands than expected: {commands:?}"
+        );
+        for words in commands {
+            if let Err(e) = Args::try_parse_from(&words) {
+                panic!("README command {words:?} does not parse: {e}");
+            }
+        }
+    }
+}

@@ -12,13 +12,10 @@ mod proxy;
 mod routes;
 mod server;
 mod settings;
-mod wire;
 
 use trellis_sdk::runtime::run_provider;
 
 use crate::server::HttpServer;
-
-use trellis_interfaces::http::bindings;
 
 /// A worker pool, one thread per CPU, not `provider_runtime`'s single thread: parsing HTTP
 /// and moving bodies is CPU work that grows with the number of clients, and the HTTP

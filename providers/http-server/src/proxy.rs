@@ -27,13 +27,13 @@ use trellis_sdk::link::LinkDefinition;
 use trellis_sdk::runtime::{LinkedClient, ProviderHandle};
 use trellis_wrpc_nats::Pacer;
 
-use crate::bindings::wasi::http0_2_0::types as wt;
-use crate::bindings::wrpc::http::types as w;
+use trellis_interfaces::http::client::{self, WireRequest, WireResponse};
+use trellis_interfaces::http::{self as wire};
+use trellis_wrpc_nats::wire_shape::Whole;
+
 use crate::cors;
 use crate::routes::{RouteTable, host_name};
 use crate::settings::LinkSettings;
-use crate::wire::{WireRequest, WireResponse};
-use trellis_wrpc_nats::wire_shape::Whole;
 
 /// Error type of response bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -235,7 +235,7 @@ async fn call(
     // The upload is read from the client only as fast as the call sends it on.
     let pacer = Pacer::new();
     let wire = to_wire(request, authority, cx.https, settings, &upload, &pacer);
-    let invocation = pacer.scope(crate::wire::handle(&client, wire));
+    let invocation = pacer.scope(client::handle(&client, (), wire));
     tokio::pin!(invocation);
     // The component has `timeout` to answer from when the request has arrived: the clock
     // restarts with every chunk of a (long) upload.
@@ -423,35 +423,10 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-fn fields(headers: &HeaderMap) -> w::Fields {
+/// The message's headers as wire fields, without the hop-by-hop ones.
+fn fields(headers: &HeaderMap) -> wire::Fields {
     let connection = connection_tokens(headers);
-    headers
-        .keys()
-        .filter(|name| !hop_by_hop(name, &connection))
-        .map(|name| {
-            let values = headers
-                .get_all(name)
-                .iter()
-                .map(|v| Bytes::copy_from_slice(v.as_bytes()))
-                .collect();
-            (name.as_str().to_string(), values)
-        })
-        .collect()
-}
-
-fn method(m: &Method) -> wt::Method {
-    match *m {
-        Method::GET => wt::Method::Get,
-        Method::HEAD => wt::Method::Head,
-        Method::POST => wt::Method::Post,
-        Method::PUT => wt::Method::Put,
-        Method::DELETE => wt::Method::Delete,
-        Method::CONNECT => wt::Method::Connect,
-        Method::OPTIONS => wt::Method::Options,
-        Method::TRACE => wt::Method::Trace,
-        Method::PATCH => wt::Method::Patch,
-        ref other => wt::Method::Other(other.as_str().to_string()),
-    }
+    wire::fields_where(headers, |name| !hop_by_hop(name, &connection))
 }
 
 type WireBody = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
@@ -468,17 +443,17 @@ fn to_wire(
     let (parts, body) = request.into_parts();
     // Known to be empty (no length, or length 0, and not chunked): nothing will follow.
     let bodyless = http_body::Body::is_end_stream(&body);
-    let (trailers_tx, trailers_rx) = oneshot::channel::<w::Fields>();
+    let (trailers_tx, trailers_rx) = oneshot::channel::<wire::Fields>();
     let body = Box::pin(pacer.pace(request_body(
         body,
         settings.max_content_len,
         Arc::clone(upload),
         trailers_tx,
     )));
-    let request = w::Request {
+    let request = wire::Request {
         body,
         trailers: Box::pin(async move { trailers_rx.await.ok() }),
-        method: method(&parts.method),
+        method: wire::method_to_wire(&parts.method),
         path_with_query: Some(
             parts
                 .uri
@@ -486,9 +461,9 @@ fn to_wire(
                 .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
         ),
         scheme: Some(if https {
-            wt::Scheme::Https
+            wire::Scheme::Https
         } else {
-            wt::Scheme::Http
+            wire::Scheme::Http
         }),
         authority,
         headers: fields(&parts.headers),
@@ -507,7 +482,7 @@ fn request_body(
     body: Incoming,
     limit: Option<u64>,
     upload: Arc<UploadWatch>,
-    trailers: oneshot::Sender<w::Fields>,
+    trailers: oneshot::Sender<wire::Fields>,
 ) -> WireBody {
     let state = (body, 0u64, Some(trailers));
     Box::pin(futures::stream::unfold(
@@ -562,16 +537,7 @@ fn from_wire(
         headers,
     } = response;
     let status = StatusCode::from_u16(status).map_err(|_| format!("status {status}"))?;
-    let mut map = HeaderMap::new();
-    for (name, values) in headers {
-        let name =
-            HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("header name {name:?}"))?;
-        for value in values {
-            let value = HeaderValue::from_maybe_shared(value)
-                .map_err(|_| format!("value of header {name}"))?;
-            map.append(name.clone(), value);
-        }
-    }
+    let mut map = wire::to_header_map(headers).map_err(|e| e.to_string())?;
     let connection = connection_tokens(&map);
     let hop: Vec<HeaderName> = map
         .keys()
@@ -594,18 +560,7 @@ fn from_wire(
         }
         match tokio::time::timeout(std::time::Duration::from_secs(5), trailers).await {
             Ok(Some(Whole(fields))) if !fields.is_empty() => {
-                let mut t = HeaderMap::new();
-                for (name, values) in fields {
-                    let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-                        continue;
-                    };
-                    for v in values {
-                        if let Ok(v) = HeaderValue::from_maybe_shared(v) {
-                            t.append(name.clone(), v);
-                        }
-                    }
-                }
-                Some(Ok(Frame::trailers(t)))
+                Some(Ok(Frame::trailers(wire::to_header_map_lossy(fields))))
             }
             _ => None,
         }
@@ -619,8 +574,8 @@ fn from_wire(
 }
 
 /// The status a component's `error-code` becomes.
-fn error_status(code: &wt::ErrorCode) -> StatusCode {
-    use wt::ErrorCode as E;
+fn error_status(code: &wire::ErrorCode) -> StatusCode {
+    use wire::ErrorCode as E;
     match code {
         E::HttpRequestDenied => StatusCode::FORBIDDEN,
         E::HttpRequestLengthRequired => StatusCode::LENGTH_REQUIRED,
@@ -638,9 +593,9 @@ fn error_status(code: &wt::ErrorCode) -> StatusCode {
     }
 }
 
-fn describe(code: &wt::ErrorCode) -> String {
+fn describe(code: &wire::ErrorCode) -> String {
     match code {
-        wt::ErrorCode::InternalError(Some(why)) => format!("internal error: {why}"),
+        wire::ErrorCode::InternalError(Some(why)) => format!("internal error: {why}"),
         other => format!("{other:?}"),
     }
 }

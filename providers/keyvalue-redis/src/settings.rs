@@ -135,10 +135,17 @@ impl LinkSettings {
 fn split_db(url: &str) -> Result<(String, i64), ConfigError> {
     let scheme_end = url
         .find("://")
-        .ok_or_else(|| bad("url", "not a redis:// or rediss:// URL"))?;
+        .ok_or_else(|| bad("url", "not a redis:// URL"))?;
     let scheme = &url[..scheme_end];
-    if scheme != "redis" && scheme != "rediss" {
-        return Err(bad("url", "not a redis:// or rediss:// URL"));
+    if scheme == "rediss" {
+        // Said at link time rather than failing every call: this build has no TLS client.
+        return Err(bad(
+            "url",
+            "rediss:// (TLS) is not supported by this build of keyvalue-redis yet",
+        ));
+    }
+    if scheme != "redis" {
+        return Err(bad("url", "not a redis:// URL"));
     }
     let rest = &url[scheme_end + 3..];
     match rest.split_once('/') {
@@ -215,6 +222,16 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn tls_urls_are_refused_with_the_reason() {
+        let err = split_db("rediss://127.0.0.1:6380/1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rediss:// (TLS) is not supported"), "{err}");
+        let err = split_db("http://127.0.0.1:6379").unwrap_err().to_string();
+        assert!(err.contains("not a redis:// URL"), "{err}");
     }
 
     #[test]

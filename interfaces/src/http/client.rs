@@ -1,5 +1,6 @@
-//! The request as it goes on the wire, the call that sends it, and the response as it comes
-//! back.
+//! The calling side of `wrpc:http/incoming-handler@0.1.0` (what an http-server provider
+//! runs): the request as it goes on the wire, the call that sends it, and the response as it
+//! comes back.
 //!
 //! The wire request's body is a stream and its trailers a future. The generated encoder
 //! sends both as *pending*, and each pending value costs messages of its own after the
@@ -9,11 +10,11 @@
 //! stream), ended by one byte. Every wRPC decoder reads both forms.
 //!
 //! The response is decoded as the generated code would, except for two things. Its body is
-//! read with the SDK's [`ByteStreamDecoder`], so a client that downloads slowly makes the
-//! provider hold a few pieces of the body beyond the flow window, not up to 128 of the
+//! read with [`ByteStreamDecoder`], so a client that downloads slowly makes the
+//! caller hold a few pieces of the body beyond the flow window, not up to 128 of the
 //! sender's chunks. Its header and trailer fields (lists of tuples, for which the generated
 //! decoder reserves room as the length prefix says) are decoded only once all their bytes are
-//! here ([`Whole`]), so a forged count cannot abort the provider.
+//! here ([`Whole`]), so a forged count cannot abort the caller.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,20 +22,14 @@ use std::pin::Pin;
 use bytes::{BufMut as _, BytesMut};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::codec::{Decoder, Encoder};
-use trellis_sdk::runtime::LinkedClient;
 use trellis_wrpc_nats::wire_shape::Whole;
 use trellis_wrpc_nats::wrpc_transport::{
-    ByteStream, ByteStreamDecoder, FieldSlot, fields_deferred,
+    ByteStream, ByteStreamDecoder, Decode, Deferred, DeferredFn, Encode, FieldSlot, Index as _,
+    Invoke, InvokeExt as _, fields_deferred,
 };
 use trellis_wrpc_nats::{Incoming, Outgoing};
-use wrpc_transport::{Decode, Deferred, DeferredFn, Encode, Index as _, InvokeExt as _};
 
-use crate::bindings::wasi::http0_2_0::types as wt;
-use crate::bindings::wrpc::http::types as w;
-
-/// The wire instance and function of the incoming handler.
-const INSTANCE: &str = "wrpc:http/incoming-handler@0.1.0";
-const FUNC: &str = "handle";
+use super::{ErrorCode, FUNC, Fields, INSTANCE, Method, Request, Scheme};
 
 /// The encoder the generated code uses for `T` on our transport.
 type Enc<T> = <T as Encode<Outgoing>>::Encoder;
@@ -45,18 +40,22 @@ type Dec<T> = <T as Decode<Incoming>>::Decoder;
 /// What the handler answers, and the call's I/O still under way (the request body going
 /// out, the response body coming in).
 pub type Answer = (
-    Result<WireResponse, wt::ErrorCode>,
+    Result<WireResponse, ErrorCode>,
     Option<Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>>,
 );
 
-/// Calls the linked component's `handle` with `request`.
-pub async fn handle(client: &LinkedClient, request: WireRequest) -> anyhow::Result<Answer> {
+/// Calls `handle` with `request` over `client` (context `cx`), a client of this transport.
+pub async fn handle<I: Invoke<Outgoing = Outgoing, Incoming = Incoming>>(
+    client: &I,
+    cx: I::Context,
+    request: WireRequest,
+) -> anyhow::Result<Answer> {
     // The response's async parts, as the bindings declare them: the body stream (field 0)
     // and the trailers future (field 1) of result 0.
     let paths: [&[Option<usize>]; 2] = [&[Some(0), Some(0)], &[Some(0), Some(1)]];
     let ((result,), io) = client
-        .invoke_values::<_, (WireRequest,), (Result<WireResponse, wt::ErrorCode>,)>(
-            (),
+        .invoke_values::<_, (WireRequest,), (Result<WireResponse, ErrorCode>,)>(
+            cx,
             INSTANCE,
             FUNC,
             (request,),
@@ -69,16 +68,16 @@ pub async fn handle(client: &LinkedClient, request: WireRequest) -> anyhow::Resu
 /// The request parameter.
 pub enum WireRequest {
     /// Body and trailers as they come.
-    Streamed(w::Request),
+    Streamed(Request),
     /// The client sent no body (and so no trailers): the trailers go inline, the body ends at
     /// once. `body` and `trailers` of the request are not used.
-    Bodyless(w::Request),
+    Bodyless(Request),
 }
 
 /// Encodes a [`WireRequest`].
 #[derive(Default)]
 pub struct WireRequestEncoder {
-    streamed: Enc<w::Request>,
+    streamed: Enc<Request>,
     deferred: Option<DeferredFn<Outgoing>>,
 }
 
@@ -93,11 +92,11 @@ impl Encoder<WireRequest> for WireRequestEncoder {
         dst.put_u8(0); // body: a pending stream<u8> …
         dst.put_u8(1); // trailers: a ready future …
         dst.put_u8(0); // … of `none`
-        Enc::<wt::Method>::default().encode(r.method, dst)?;
+        Enc::<Method>::default().encode(r.method, dst)?;
         Enc::<Option<String>>::default().encode(r.path_with_query, dst)?;
-        Enc::<Option<wt::Scheme>>::default().encode(r.scheme, dst)?;
+        Enc::<Option<Scheme>>::default().encode(r.scheme, dst)?;
         Enc::<Option<String>>::default().encode(r.authority, dst)?;
-        Enc::<w::Fields>::default().encode(r.headers, dst)?;
+        Enc::<Fields>::default().encode(r.headers, dst)?;
         // … which ends at once: its end marker on the body's stream (field 0).
         self.deferred = Some(Box::new(|w: Outgoing, mut path: Vec<usize>| {
             Box::pin(async move {
@@ -123,14 +122,18 @@ impl Encode<Outgoing> for WireRequest {
 }
 
 /// The response's trailers.
-pub type Trailers = Pin<Box<dyn Future<Output = Option<Whole<w::Fields>>> + Send>>;
+pub type Trailers = Pin<Box<dyn Future<Output = Option<Whole<Fields>>> + Send>>;
 
 /// The handler's response: `wrpc:http/types.response` with its body read in bounded pieces.
 pub struct WireResponse {
+    /// The body, read in bounded pieces.
     pub body: ByteStream,
+    /// The trailers, decoded only once whole.
     pub trailers: Trailers,
+    /// The status code.
     pub status: u16,
-    pub headers: w::Fields,
+    /// The header fields.
+    pub headers: Fields,
 }
 
 impl Decode<Incoming> for WireResponse {
@@ -145,7 +148,7 @@ pub struct WireResponseDecoder {
     body: Slot<ByteStreamDecoder<Incoming>>,
     trailers: Slot<Dec<Trailers>>,
     status: Slot<Dec<u16>>,
-    headers: Slot<Dec<Whole<w::Fields>>>,
+    headers: Slot<Dec<Whole<Fields>>>,
 }
 
 /// A response field being decoded.
@@ -200,22 +203,22 @@ mod tests {
     use futures::FutureExt as _;
 
     /// Reads what the encoder wrote back with the generated decoder (for tests).
-    fn decode(bytes: &[u8]) -> anyhow::Result<(w::Request, bool)> {
+    fn decode(bytes: &[u8]) -> anyhow::Result<(Request, bool)> {
         use anyhow::Context as _;
         let mut src = BytesMut::from(bytes);
-        let mut dec = <(w::Request,) as Decode<Incoming>>::Decoder::default();
+        let mut dec = <(Request,) as Decode<Incoming>>::Decoder::default();
         let (request,) = dec.decode(&mut src)?.context("incomplete")?;
         anyhow::ensure!(src.is_empty(), "{} bytes left over", src.len());
         Ok((request, dec.take_deferred().is_some()))
     }
 
-    fn request() -> w::Request {
-        w::Request {
+    fn request() -> Request {
+        Request {
             body: Box::pin(futures::stream::empty()),
             trailers: Box::pin(async { None }),
-            method: wt::Method::Other("PROPFIND".into()),
+            method: Method::Other("PROPFIND".into()),
             path_with_query: Some("/a/b?c=d".into()),
-            scheme: Some(wt::Scheme::Https),
+            scheme: Some(Scheme::Https),
             authority: Some("example.com:8443".into()),
             headers: vec![("x-a".into(), vec![Bytes::from("1"), Bytes::from("2")])],
         }
@@ -256,7 +259,7 @@ mod tests {
         use futures::StreamExt as _;
         for step in [READY_RESPONSE.len(), 1] {
             let mut dec =
-                <(Result<WireResponse, wt::ErrorCode>,) as Decode<Incoming>>::Decoder::default();
+                <(Result<WireResponse, ErrorCode>,) as Decode<Incoming>>::Decoder::default();
             let mut src = BytesMut::new();
             let mut got = None;
             for part in READY_RESPONSE.chunks(step) {
@@ -283,8 +286,7 @@ mod tests {
     /// A streamed body and pending trailers leave both to be read on their nested streams.
     #[test]
     fn a_streamed_response_leaves_body_and_trailers_pending() {
-        let mut dec =
-            <(Result<WireResponse, wt::ErrorCode>,) as Decode<Incoming>>::Decoder::default();
+        let mut dec = <(Result<WireResponse, ErrorCode>,) as Decode<Incoming>>::Decoder::default();
         let mut src = BytesMut::from(&b"\x00\x00\x00\xc8\x01\x00"[..]);
         let (Ok(response),) = dec.decode(&mut src).expect("decodes").expect("complete") else {
             panic!("not ok");
@@ -297,14 +299,13 @@ mod tests {
     /// An error answer decodes as the generated code's `error-code`.
     #[test]
     fn an_error_answer_decodes_as_its_code() {
-        let mut dec =
-            <(Result<WireResponse, wt::ErrorCode>,) as Decode<Incoming>>::Decoder::default();
+        let mut dec = <(Result<WireResponse, ErrorCode>,) as Decode<Incoming>>::Decoder::default();
         let mut src = BytesMut::new();
-        Enc::<(Result<(), wt::ErrorCode>,)>::default()
-            .encode((Err::<(), _>(wt::ErrorCode::HttpRequestDenied),), &mut src)
+        Enc::<(Result<(), ErrorCode>,)>::default()
+            .encode((Err::<(), _>(ErrorCode::HttpRequestDenied),), &mut src)
             .expect("encodes");
         let (got,) = dec.decode(&mut src).expect("decodes").expect("complete");
-        assert!(matches!(got, Err(wt::ErrorCode::HttpRequestDenied)));
+        assert!(matches!(got, Err(ErrorCode::HttpRequestDenied)));
     }
 
     /// A response claiming 2³² − 1 headers, or trailers claiming as many fields: the
@@ -316,7 +317,7 @@ mod tests {
         let forged_trailers = b"\x00\x03abc\x01\x01\xff\xff\xff\xff\x0f\x01x";
         for forged in [&forged_headers[..], &forged_trailers[..]] {
             let mut dec =
-                <(Result<WireResponse, wt::ErrorCode>,) as Decode<Incoming>>::Decoder::default();
+                <(Result<WireResponse, ErrorCode>,) as Decode<Incoming>>::Decoder::default();
             let mut src = BytesMut::from(forged);
             assert!(dec.decode(&mut src).expect("no error yet").is_none());
             assert!(dec.decode_eof(&mut src).is_err(), "incomplete at the end");

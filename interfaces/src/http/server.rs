@@ -1,0 +1,407 @@
+//! The serving side of `wrpc:http/incoming-handler@0.1.0`: what a host runs for a component
+//! exporting `wasi:http/incoming-handler`.
+//!
+//! [`serve`] decodes each call's request as the generated code would, except for its async
+//! parts: the body is read in bounded pieces ([`ByteStreamDecoder`]) and the fields of
+//! pending trailers only once whole ([`Whole`]); the request head is checked against its
+//! shape before anything decodes it ([`param_checks`]), since its headers are a list of
+//! tuples the generated decoder would size from a forged length prefix. The handler answers
+//! a [`Reply`], which sends a response that is already complete in one message.
+
+use Future;
+use std::pin::Pin;
+
+use anyhow::Context as _;
+use bytes::{BufMut as _, Bytes, BytesMut};
+use futures::{FutureExt as _, TryStreamExt as _};
+use tokio_util::codec::Decoder;
+use trellis_wrpc_nats::wire_shape::{ParamChecks, Shape, Whole, WireShape as _};
+use trellis_wrpc_nats::wrpc_transport::{
+    ByteStreamDecoder, Decode, Deferred, DeferredFn, Encode, FieldSlot, ServeExt as _,
+    fields_deferred,
+};
+use trellis_wrpc_nats::{Incoming, Outgoing, ServeContext, Server};
+
+use super::{
+    ErrorCode as WireErrorCode, FUNC, Fields, INSTANCE, Method, Request, Response, Scheme,
+};
+use crate::{Invocations, ServeError};
+
+/// What serves HTTP requests arriving over the lattice (a host running a component).
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Answers `request`. `cx` carries the call's headers and the pacer that produces a
+    /// streamed body only as fast as the caller takes it. An `Err` fails the call itself
+    /// (the caller sees a transport failure); an HTTP-level failure is a [`Reply`] carrying
+    /// an `error-code`.
+    fn handle(
+        &self,
+        cx: ServeContext,
+        request: Request,
+    ) -> impl Future<Output = anyhow::Result<Reply>> + Send;
+}
+
+/// The parameter checks of `handle`: its request, against [`params_shape`].
+pub fn param_checks() -> ParamChecks {
+    ParamChecks::new().shape(INSTANCE, FUNC, params_shape())
+}
+
+/// Serves `handler` as the wire's `handle`, one future per accepted call.
+///
+/// This is what `wit-bindgen-wrpc` would generate, except that the results are a [`Reply`],
+/// so a response that is already complete travels whole in the result message. The server
+/// hands a call on only once its request head is all here (see [`Server`]), so decoding the
+/// calls one after another holds none of them up.
+pub async fn serve<H: Handler>(server: &Server, handler: H) -> Result<Invocations, ServeError> {
+    // The request's async parts, as the bindings declare them: the body stream (field 0) and
+    // the trailers future (field 1) of parameter 0.
+    let paths: [Box<[Option<usize>]>; 2] =
+        [Box::from([Some(0), Some(0)]), Box::from([Some(0), Some(1)])];
+    let calls = server
+        .clone()
+        .with_param_checks(param_checks())
+        .serve_values::<(WireRequest,), (Reply,)>(INSTANCE, FUNC, paths)
+        .await
+        .map_err(|source| ServeError {
+            interface: INSTANCE,
+            source,
+        })?;
+    let invocations = calls.map_ok(move |(cx, (WireRequest(request),), body_io, send)| {
+        Box::pin(serve_call(handler.clone(), cx, request, body_io, send))
+            as Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
+    });
+    Ok(vec![(INSTANCE, FUNC, Box::pin(invocations))])
+}
+
+/// The decoder the generated code uses for `T` on our transport.
+type Dec<T> = <T as Decode<Incoming>>::Decoder;
+
+/// The request as the bindings type it, decoded as they would except for its async parts:
+/// the body is read in bounded pieces ([`ByteStreamDecoder`]), and the fields of pending
+/// trailers only once whole ([`Whole`]: they come on a nested stream the parameter check
+/// does not see, and the generated decoder reserves room for as many as their count says).
+struct WireRequest(Request);
+
+impl Decode<Incoming> for WireRequest {
+    type Decoder = WireRequestDecoder;
+    type ListDecoder = wrpc_transport::ListDecoder<WireRequestDecoder, Incoming>;
+}
+
+type CheckedTrailers = Pin<Box<dyn Future<Output = Option<Whole<Fields>>> + Send>>;
+
+/// Decodes a [`WireRequest`]: the record's fields in order, each kept once complete, since
+/// the bytes may come in several reads.
+#[derive(Default)]
+struct WireRequestDecoder {
+    body: Slot<ByteStreamDecoder<Incoming>>,
+    trailers: Slot<Dec<CheckedTrailers>>,
+    method: Slot<Dec<Method>>,
+    path: Slot<Dec<Option<String>>>,
+    scheme: Slot<Dec<Option<Scheme>>>,
+    authority: Slot<Dec<Option<String>>>,
+    headers: Slot<Dec<Fields>>,
+}
+
+/// A request field being decoded.
+type Slot<D> = FieldSlot<D, Incoming>;
+
+impl Decoder for WireRequestDecoder {
+    type Item = WireRequest;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> std::io::Result<Option<WireRequest>> {
+        let complete = self.body.decode(src)?
+            && self.trailers.decode(src)?
+            && self.method.decode(src)?
+            && self.path.decode(src)?
+            && self.scheme.decode(src)?
+            && self.authority.decode(src)?
+            && self.headers.decode(src)?;
+        if !complete {
+            return Ok(None);
+        }
+        let fields = (
+            self.body.take(),
+            self.trailers.take(),
+            self.method.take(),
+            self.path.take(),
+            self.scheme.take(),
+            self.authority.take(),
+            self.headers.take(),
+        );
+        let (
+            Some(body),
+            Some(trailers),
+            Some(method),
+            Some(path_with_query),
+            Some(scheme),
+            Some(authority),
+            Some(headers),
+        ) = fields
+        else {
+            return Err(std::io::Error::other(
+                "a decoded request field went missing",
+            ));
+        };
+        Ok(Some(WireRequest(Request {
+            body,
+            trailers: Box::pin(trailers.map(|t| t.map(|Whole(fields)| fields))),
+            method,
+            path_with_query,
+            scheme,
+            authority,
+            headers,
+        })))
+    }
+}
+
+impl Deferred<wrpc_transport::Incoming<Incoming>> for WireRequestDecoder {
+    fn take_deferred(&mut self) -> Option<DeferredFn<wrpc_transport::Incoming<Incoming>>> {
+        fields_deferred([
+            (0, self.body.take_deferred()),
+            (1, self.trailers.take_deferred()),
+        ])
+    }
+}
+
+/// The wire shape of `handle`'s parameters: one `wrpc:http/types.request`.
+pub fn params_shape() -> Shape {
+    let fields = Vec::<(String, Vec<Bytes>)>::shape();
+    let text = String::shape();
+    // `method`: nine cases without payload, then `other(string)`; `scheme`: two, then
+    // `other(string)`.
+    let mut method = vec![None; 9];
+    method.push(Some(text.clone()));
+    let scheme = Shape::Variant(vec![None, None, Some(text)]);
+    Shape::Seq(vec![Shape::Seq(vec![
+        Shape::Bytes,                                                     // body: stream<u8>
+        Shape::Future(Box::new(Shape::Option(Box::new(fields.clone())))), // trailers
+        Shape::Variant(method),
+        Option::<String>::shape(), // path-with-query
+        Shape::Option(Box::new(scheme)),
+        Option::<String>::shape(), // authority
+        fields,                    // headers
+    ])])
+}
+
+/// Serves one accepted call: runs the handler on its request, sends the reply, and
+/// finishes receiving the request body.
+async fn serve_call<H, Io, SendReply, Sent>(
+    handler: H,
+    cx: ServeContext,
+    request: Request,
+    body_io: Option<Io>,
+    send: SendReply,
+) -> anyhow::Result<()>
+where
+    H: Handler,
+    Io: Future<Output = std::io::Result<()>> + Send + 'static,
+    SendReply: FnOnce((Reply,)) -> Sent,
+    Sent: Future<Output = anyhow::Result<()>>,
+{
+    // The request body arrives while the component runs.
+    let body_io = body_io.map(tokio::spawn);
+    let sent = match handler.handle(cx, request).await {
+        Ok(reply) => send((reply,)).await.context("failed to send the response"),
+        Err(err) => Err(err.context("failed to serve the request")),
+    };
+    match (sent, body_io) {
+        (Ok(()), Some(io)) => io
+            .await
+            .context("the request body task failed")?
+            .context("failed to receive the request body"),
+        (Ok(()), None) => Ok(()),
+        (Err(err), io) => {
+            if let Some(io) = io {
+                io.abort();
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The encoder the generated code uses for `T` on our transport.
+type Enc<T> = <T as Encode<Outgoing>>::Encoder;
+
+/// A handler's result as it goes on the wire.
+///
+/// The wire response's body is a stream and its trailers a future. The generated encoder
+/// always sends them as *pending*: each then costs messages of its own after the result (a
+/// chunk, an end marker, a close). wRPC also encodes them *ready*, inline in the result: a
+/// non-empty byte stream as its bytes, a future as its value. Every wRPC decoder reads both
+/// forms, so a response that is complete when it is sent (most are) goes as one message.
+pub enum Reply {
+    /// The encoded result, body and trailers inline.
+    Inline(Bytes),
+    /// The result, its body streamed as the caller reads it.
+    Streamed(Result<Response, WireErrorCode>),
+}
+
+impl Reply {
+    /// `Ok(response)` encoded with its complete, non-empty body and its trailers inline.
+    pub fn inline(
+        status: u16,
+        headers: Fields,
+        body: &[u8],
+        trailers: Option<Fields>,
+    ) -> std::io::Result<Self> {
+        use tokio_util::codec::Encoder as _;
+        let mut dst = BytesMut::with_capacity(body.len() + 256);
+        dst.put_u8(0); // result::ok
+        let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+        Enc::<u32>::default().encode(len, &mut dst)?; // a ready stream<u8>: its bytes
+        dst.put_slice(body);
+        dst.put_u8(1); // a ready future<option<fields>>: its value
+        Enc::<Option<Fields>>::default().encode(trailers, &mut dst)?;
+        Enc::<u16>::default().encode(status, &mut dst)?;
+        Enc::<Fields>::default().encode(headers, &mut dst)?;
+        Ok(Self::Inline(dst.freeze()))
+    }
+}
+
+/// Encodes a [`Reply`]: inline bytes as they are, the rest as the generated code does.
+#[derive(Default)]
+pub struct ReplyEncoder(Enc<Result<Response, WireErrorCode>>);
+
+impl tokio_util::codec::Encoder<Reply> for ReplyEncoder {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, item: Reply, dst: &mut BytesMut) -> std::io::Result<()> {
+        match item {
+            Reply::Inline(bytes) => {
+                dst.extend_from_slice(&bytes);
+                Ok(())
+            }
+            Reply::Streamed(result) => self.0.encode(result, dst),
+        }
+    }
+}
+
+impl Deferred<Outgoing> for ReplyEncoder {
+    fn take_deferred(&mut self) -> Option<DeferredFn<Outgoing>> {
+        self.0.take_deferred()
+    }
+}
+
+impl Encode<Outgoing> for Reply {
+    type Encoder = ReplyEncoder;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt as _;
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), vec![Bytes::from(v.to_string())]))
+            .collect()
+    }
+
+    /// An inline reply decodes, with the generated (and 1.x) decoder, into a response whose
+    /// body and trailers are ready and nothing follows on nested streams.
+    #[tokio::test]
+    async fn inline_reply_decodes_ready_with_the_wire_decoder() {
+        let headers = fields(&[("content-type", "text/plain"), ("x-a", "1")]);
+        let trailers = fields(&[("x-checksum", "abc")]);
+        let body = vec![7u8; 70_000];
+        for trailers in [None, Some(trailers)] {
+            let Reply::Inline(bytes) =
+                Reply::inline(201, headers.clone(), &body, trailers.clone()).expect("encodes")
+            else {
+                panic!("not inline");
+            };
+            let mut src = BytesMut::from(&bytes[..]);
+            let mut dec = Dec::<(Result<Response, WireErrorCode>,)>::default();
+            let (result,) = dec.decode(&mut src).expect("decodes").expect("complete");
+            assert!(src.is_empty(), "{} bytes left over", src.len());
+            assert!(dec.take_deferred().is_none(), "nothing may be pending");
+            let response = result.expect("ok");
+            assert_eq!(response.status, 201);
+            assert_eq!(response.headers, headers);
+            let got: Vec<Bytes> = response.body.collect().await;
+            assert_eq!(got.concat(), body);
+            assert_eq!(response.trailers.await, trailers);
+        }
+    }
+
+    /// Every request the generated encoder writes fits the checked shape exactly, whatever
+    /// its method and scheme; a forged header count does not.
+    #[test]
+    fn encoded_requests_fit_the_checked_shape() {
+        use tokio_util::codec::Encoder as _;
+        use trellis_wrpc_nats::wire_shape::{ShapeError, check};
+        let methods = [Method::Get, Method::Patch, Method::Other("PROPFIND".into())];
+        let schemes = [None, Some(Scheme::Https), Some(Scheme::Other("x".into()))];
+        for (method, scheme) in methods.into_iter().zip(schemes) {
+            let request = Request {
+                body: Box::pin(futures::stream::iter([Bytes::from("body")])),
+                trailers: Box::pin(async { None }),
+                method,
+                path_with_query: Some("/a?b".into()),
+                scheme,
+                authority: None,
+                headers: fields(&[("x-a", "1"), ("x-b", "2")]),
+            };
+            let mut dst = BytesMut::new();
+            Enc::<(Request,)>::default()
+                .encode((request,), &mut dst)
+                .expect("encodes");
+            assert_eq!(check(&params_shape(), &dst), Ok(dst.len()));
+            // The same request claiming 2^32 - 1 headers.
+            let at = dst.len() - encoded_len(&fields(&[("x-a", "1"), ("x-b", "2")]));
+            dst.truncate(at);
+            dst.extend_from_slice(b"\xff\xff\xff\xff\x0f");
+            assert!(matches!(
+                check(&params_shape(), &dst),
+                Err(ShapeError::TooLong {
+                    declared: 4_294_967_295,
+                    ..
+                })
+            ));
+        }
+    }
+
+    /// What the generated encoder writes, the request decoder reads back, from any split.
+    #[test]
+    fn requests_decode_as_encoded_from_any_split() {
+        use tokio_util::codec::Encoder as _;
+        let request = Request {
+            body: Box::pin(futures::stream::iter([Bytes::from("body")])),
+            trailers: Box::pin(async { None }),
+            method: Method::Other("PROPFIND".into()),
+            path_with_query: Some("/a?b".into()),
+            scheme: Some(Scheme::Https),
+            authority: Some("example.com".into()),
+            headers: fields(&[("x-a", "1")]),
+        };
+        let mut wire = BytesMut::new();
+        Enc::<(Request,)>::default()
+            .encode((request,), &mut wire)
+            .expect("encodes");
+        let mut dec = Dec::<(WireRequest,)>::default();
+        let mut src = BytesMut::new();
+        let mut got = None;
+        for b in wire.iter() {
+            assert!(got.is_none(), "decoded before the last byte");
+            src.extend_from_slice(&[*b]);
+            got = dec.decode(&mut src).expect("decodes");
+        }
+        let (WireRequest(got),) = got.expect("complete");
+        assert!(matches!(got.method, Method::Other(ref m) if m == "PROPFIND"));
+        assert_eq!(got.path_with_query.as_deref(), Some("/a?b"));
+        assert!(matches!(got.scheme, Some(Scheme::Https)));
+        assert_eq!(got.authority.as_deref(), Some("example.com"));
+        assert_eq!(got.headers, fields(&[("x-a", "1")]));
+        assert!(dec.take_deferred().is_some(), "body and trailers follow");
+    }
+
+    fn encoded_len(fields: &Fields) -> usize {
+        use tokio_util::codec::Encoder as _;
+        let mut dst = BytesMut::new();
+        Enc::<Fields>::default()
+            .encode(fields.clone(), &mut dst)
+            .expect("encodes");
+        dst.len()
+    }
+}
