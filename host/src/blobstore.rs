@@ -17,9 +17,8 @@ use wasmtime::component::Resource;
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
-use tokio_util::codec::Decoder;
-use trellis_wrpc_nats::Incoming;
-use trellis_wrpc_nats::wrpc_transport::{Decode, Deferred, DeferredFn, Index as _, InvokeExt as _};
+use trellis_interfaces::CallError;
+use trellis_interfaces::blobstore::{self as blobstore_wire, ObjectId};
 
 use crate::router::LinkRouter;
 use crate::state::HostState;
@@ -39,10 +38,7 @@ mod guest {
     });
 }
 
-use trellis_interfaces::blobstore::bindings as wire;
-
 use guest::wasi::blobstore::{blobstore, container, types};
-use wire::wrpc::blobstore0_2_0::blobstore as w;
 
 /// Largest object `incoming-value-consume-sync` collects; larger ones must be read as a
 /// stream (`incoming-value-consume-async`).
@@ -78,24 +74,27 @@ pub struct IncomingValue {
     size: u64,
 }
 
-fn wire_id(container: &str, object: &str) -> w::ObjectId {
-    w::ObjectId {
-        container: container.to_string(),
-        object: object.to_string(),
-    }
+/// A failed call as the component sees it: the interface's string, or the transport's
+/// reason.
+fn fold<T>(res: Result<T, CallError<String>>) -> Result<T, String> {
+    res.map_err(|e| match e {
+        CallError::Interface(e) => e,
+        CallError::Transport(e) => format!("{e:#}"),
+    })
 }
 
-/// Folds a wRPC call's outcome into the interface's `result<_, string>`.
-fn fold<T>(res: anyhow::Result<Result<T, String>>) -> Result<T, String> {
-    match res {
-        Ok(r) => r,
-        Err(err) => Err(format!("{err:#}")),
-    }
+fn object_id(c: &types::ObjectId) -> ObjectId {
+    ObjectId::new(&c.container, &c.object)
 }
 
 impl HostState {
     fn container_name(&mut self, c: &Resource<Container>) -> wasmtime::Result<String> {
         Ok(self.table().get(c)?.0.clone())
+    }
+
+    /// The blobstore client over the component's link for `wasi:blobstore`.
+    fn blobs(&self) -> blobstore_wire::Client<'_, LinkRouter> {
+        blobstore_wire::Client::new(self.router(), ())
     }
 }
 
@@ -104,7 +103,7 @@ impl blobstore::Host for HostState {
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<Resource<Container>, String>> {
-        match fold(w::create_container(self.router(), (), &name).await) {
+        match fold(self.blobs().create_container(&name).await) {
             Ok(()) => Ok(Ok(self.table().push(Container(name))?)),
             Err(e) => Ok(Err(e)),
         }
@@ -114,7 +113,7 @@ impl blobstore::Host for HostState {
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<Resource<Container>, String>> {
-        match fold(w::container_exists(self.router(), (), &name).await) {
+        match fold(self.blobs().container_exists(&name).await) {
             Ok(true) => Ok(Ok(self.table().push(Container(name))?)),
             Ok(false) => Ok(Err(format!("container {name:?} does not exist"))),
             Err(e) => Ok(Err(e)),
@@ -122,11 +121,11 @@ impl blobstore::Host for HostState {
     }
 
     async fn delete_container(&mut self, name: String) -> wasmtime::Result<Result<(), String>> {
-        Ok(fold(w::delete_container(self.router(), (), &name).await))
+        Ok(fold(self.blobs().delete_container(&name).await))
     }
 
     async fn container_exists(&mut self, name: String) -> wasmtime::Result<Result<bool, String>> {
-        Ok(fold(w::container_exists(self.router(), (), &name).await))
+        Ok(fold(self.blobs().container_exists(&name).await))
     }
 
     async fn copy_object(
@@ -134,11 +133,8 @@ impl blobstore::Host for HostState {
         src: types::ObjectId,
         dest: types::ObjectId,
     ) -> wasmtime::Result<Result<(), String>> {
-        let (s, d) = (
-            wire_id(&src.container, &src.object),
-            wire_id(&dest.container, &dest.object),
-        );
-        Ok(fold(w::copy_object(self.router(), (), &s, &d).await))
+        let (s, d) = (object_id(&src), object_id(&dest));
+        Ok(fold(self.blobs().copy_object(&s, &d).await))
     }
 
     async fn move_object(
@@ -146,34 +142,16 @@ impl blobstore::Host for HostState {
         src: types::ObjectId,
         dest: types::ObjectId,
     ) -> wasmtime::Result<Result<(), String>> {
-        let (s, d) = (
-            wire_id(&src.container, &src.object),
-            wire_id(&dest.container, &dest.object),
-        );
-        Ok(fold(w::move_object(self.router(), (), &s, &d).await))
+        let (s, d) = (object_id(&src), object_id(&dest));
+        Ok(fold(self.blobs().move_object(&s, &d).await))
     }
 }
 
 /// Starts the upload of `data` as `id`; resolves when the provider has stored it.
-fn upload(router: LinkRouter, id: w::ObjectId, data: ByteStream) -> JoinHandle<Result<(), String>> {
+fn upload(router: LinkRouter, id: ObjectId, data: ByteStream) -> JoinHandle<Result<(), String>> {
     tokio::spawn(async move {
-        let (res, io) = match w::write_container_data(&router, (), &id, data).await {
-            Ok(v) => v,
-            Err(err) => return Err(format!("{err:#}")),
-        };
-        let io = io.map(tokio::spawn);
-        let done = match res {
-            Ok(done) => done.await,
-            Err(e) => Err(e),
-        };
-        if let Some(io) = io {
-            match io.await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => return Err(format!("upload failed: {err:#}")),
-                Err(err) => return Err(format!("upload task failed: {err}")),
-            }
-        }
-        done
+        let client = blobstore_wire::Client::new(&router, ());
+        fold(client.write_container_data(&id, data).await)
     })
 }
 
@@ -188,11 +166,9 @@ impl container::HostContainer for HostState {
     ) -> wasmtime::Result<Result<types::ContainerMetadata, String>> {
         let name = self.container_name(&c)?;
         Ok(
-            fold(w::get_container_info(self.router(), (), &name).await).map(|m| {
-                types::ContainerMetadata {
-                    name,
-                    created_at: m.created_at,
-                }
+            fold(self.blobs().get_container_info(&name).await).map(|m| types::ContainerMetadata {
+                name,
+                created_at: m.created_at,
             }),
         )
     }
@@ -205,23 +181,12 @@ impl container::HostContainer for HostState {
         end: u64,
     ) -> wasmtime::Result<Result<Resource<IncomingValue>, String>> {
         let container = self.container_name(&c)?;
-        let id = wire_id(&container, &name);
-        let size = match fold(w::get_object_info(self.router(), (), &id).await) {
+        let id = ObjectId::new(container, name);
+        let size = match fold(self.blobs().get_object_info(&id).await) {
             Ok(info) => info.size.min(end.saturating_add(1)).saturating_sub(start),
             Err(e) => return Ok(Err(e)),
         };
-        let (res, io) = match w::get_container_data(self.router(), (), &id, start, end).await {
-            Ok(v) => v,
-            Err(err) => return Ok(Err(format!("{err:#}"))),
-        };
-        if let Some(io) = io {
-            tokio::spawn(async move {
-                if let Err(err) = io.await {
-                    tracing::debug!(error = %format!("{err:#}"), "blob download stream ended with an error");
-                }
-            });
-        }
-        match res {
+        match fold(self.blobs().get_container_data(&id, start, end).await) {
             Ok((data, done)) => Ok(Ok(self.table().push(IncomingValue { data, done, size })?)),
             Err(e) => Ok(Err(e)),
         }
@@ -241,7 +206,7 @@ impl container::HostContainer for HostState {
         };
         let data: ByteStream =
             Box::pin(ReaderStream::new(reader).filter_map(|r| async move { r.ok() }));
-        value.upload = Some(upload(router, wire_id(&container, &name), data));
+        value.upload = Some(upload(router, ObjectId::new(container, name), data));
         Ok(Ok(()))
     }
 
@@ -250,29 +215,8 @@ impl container::HostContainer for HostState {
         c: Resource<Container>,
     ) -> wasmtime::Result<Result<Resource<ObjectNames>, String>> {
         let name = self.container_name(&c)?;
-        // `w::list_container_objects`, with the names decoded by `Names`.
-        let paths: [&[Option<usize>]; 2] = [&[Some(0), Some(0)], &[Some(0), Some(1)]];
-        let call = self
-            .router()
-            .invoke_values::<_, _, (Result<(Names, ListDone), String>,)>(
-                (),
-                "wrpc:blobstore/blobstore@0.2.0",
-                "list-container-objects",
-                (name.as_str(), None::<u64>, None::<u64>),
-                paths,
-            )
-            .await;
-        let ((res,), io) = match call {
-            Ok(v) => v,
-            Err(err) => return Ok(Err(format!("{err:#}"))),
-        };
-        if let Some(io) = io {
-            tokio::spawn(async move {
-                let _ = io.await;
-            });
-        }
-        match res {
-            Ok((Names(names), _done)) => Ok(Ok(self.table().push(ObjectNames {
+        match fold(self.blobs().list_container_objects(&name, None, None).await) {
+            Ok((names, _done)) => Ok(Ok(self.table().push(ObjectNames {
                 names,
                 pending: Default::default(),
                 done: false,
@@ -287,9 +231,8 @@ impl container::HostContainer for HostState {
         name: String,
     ) -> wasmtime::Result<Result<(), String>> {
         let container = self.container_name(&c)?;
-        Ok(fold(
-            w::delete_object(self.router(), (), &wire_id(&container, &name)).await,
-        ))
+        let id = ObjectId::new(container, name);
+        Ok(fold(self.blobs().delete_object(&id).await))
     }
 
     async fn delete_objects(
@@ -299,9 +242,7 @@ impl container::HostContainer for HostState {
     ) -> wasmtime::Result<Result<(), String>> {
         let container = self.container_name(&c)?;
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        Ok(fold(
-            w::delete_objects(self.router(), (), &container, &names).await,
-        ))
+        Ok(fold(self.blobs().delete_objects(&container, &names).await))
     }
 
     async fn has_object(
@@ -310,9 +251,8 @@ impl container::HostContainer for HostState {
         name: String,
     ) -> wasmtime::Result<Result<bool, String>> {
         let container = self.container_name(&c)?;
-        Ok(fold(
-            w::has_object(self.router(), (), &wire_id(&container, &name)).await,
-        ))
+        let id = ObjectId::new(container, name);
+        Ok(fold(self.blobs().has_object(&id).await))
     }
 
     async fn object_info(
@@ -321,7 +261,10 @@ impl container::HostContainer for HostState {
         name: String,
     ) -> wasmtime::Result<Result<types::ObjectMetadata, String>> {
         let container = self.container_name(&c)?;
-        let res = w::get_object_info(self.router(), (), &wire_id(&container, &name)).await;
+        let res = self
+            .blobs()
+            .get_object_info(&ObjectId::new(&container, &name))
+            .await;
         Ok(fold(res).map(|m| types::ObjectMetadata {
             name,
             container,
@@ -332,7 +275,7 @@ impl container::HostContainer for HostState {
 
     async fn clear(&mut self, c: Resource<Container>) -> wasmtime::Result<Result<(), String>> {
         let name = self.container_name(&c)?;
-        Ok(fold(w::clear_container(self.router(), (), &name).await))
+        Ok(fold(self.blobs().clear_container(&name).await))
     }
 
     async fn drop(&mut self, c: Resource<Container>) -> wasmtime::Result<()> {
@@ -489,107 +432,4 @@ pub(crate) fn add_to_linker(
     types::add_to_linker::<HostState, Me>(linker, |s| s)?;
     container::add_to_linker::<HostState, Me>(linker, |s| s)?;
     blobstore::add_to_linker::<HostState, Me>(linker, |s| s)
-}
-
-/// The end of a listing: its error, if it failed part-way.
-type ListDone = Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
-
-/// The names `list-container-objects` streams, decoded without reserving room for a chunk's
-/// names before they arrive: the generated decoder reserves as many as a pending chunk's
-/// count says, so a provider answering with a forged count would abort the host.
-struct Names(Pin<Box<dyn Stream<Item = Vec<String>> + Send>>);
-
-/// The chunk decoder: a `list<string>` read name by name as the bytes come.
-type NamesChunk = wasm_tokio::CoreVecDecoder<wasm_tokio::CoreNameDecoder>;
-
-/// How many chunks of names wait for the component before the listing stops reading.
-const NAMES_QUEUE: usize = 4;
-
-/// Decodes [`Names`].
-#[derive(Default)]
-struct NamesDecoder {
-    head: NamesChunk,
-    deferred: Option<DeferredFn<wrpc_transport::Incoming<Incoming>>>,
-}
-
-impl Decoder for NamesDecoder {
-    type Item = Names;
-    type Error = std::io::Error;
-
-    fn decode(&mut self, src: &mut bytes::BytesMut) -> std::io::Result<Option<Names>> {
-        // A ready stream carries its names inline; a pending one is an empty list, its chunks
-        // following on the value's nested stream.
-        let Some(ready) = self.head.decode(src)? else {
-            return Ok(None);
-        };
-        if !ready.is_empty() {
-            return Ok(Some(Names(Box::pin(futures::stream::iter([ready])))));
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::channel(NAMES_QUEUE);
-        self.deferred = Some(Box::new(|r: wrpc_transport::Incoming<Incoming>, path| {
-            Box::pin(async move {
-                let r = if path.is_empty() {
-                    r
-                } else {
-                    r.index(&path).map_err(std::io::Error::other)?
-                };
-                pump_names(r, tx).await
-            })
-        }));
-        Ok(Some(Names(Box::pin(futures::stream::poll_fn(move |cx| {
-            rx.poll_recv(cx)
-        })))))
-    }
-}
-
-impl Deferred<wrpc_transport::Incoming<Incoming>> for NamesDecoder {
-    fn take_deferred(&mut self) -> Option<DeferredFn<wrpc_transport::Incoming<Incoming>>> {
-        self.deferred.take()
-    }
-}
-
-impl Decode<Incoming> for Names {
-    type Decoder = NamesDecoder;
-    type ListDecoder = wrpc_transport::ListDecoder<NamesDecoder, Incoming>;
-}
-
-/// Reads the chunks of a pending `stream<string>` from `r` (the empty one ends it) and sends
-/// them to `tx`; a dropped receiver ends it without error.
-async fn pump_names<R>(r: R, tx: tokio::sync::mpsc::Sender<Vec<String>>) -> std::io::Result<()>
-where
-    R: tokio::io::AsyncRead + Unpin,
-{
-    let mut chunks = tokio_util::codec::FramedRead::new(r, NamesChunk::default());
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
-        if chunk.is_empty() || tx.send(chunk).await.is_err() {
-            return Ok(());
-        }
-    }
-    Err(std::io::ErrorKind::UnexpectedEof.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Chunks of names come through in order; a chunk claiming 2^32 - 1 names with few
-    /// behind them fails the listing at the end of the stream (the generated decoder would
-    /// reserve some 100 GB for them and abort the host).
-    #[tokio::test]
-    async fn name_chunks_arrive_and_forged_counts_fail_the_listing() {
-        let wire: &[u8] = b"\x02\x01a\x01b\x01\x01c\x00";
-        let (tx, mut rx) = tokio::sync::mpsc::channel(NAMES_QUEUE);
-        pump_names(wire, tx).await.expect("ends cleanly");
-        assert_eq!(
-            rx.recv().await,
-            Some(vec!["a".to_string(), "b".to_string()])
-        );
-        assert_eq!(rx.recv().await, Some(vec!["c".to_string()]));
-        assert_eq!(rx.recv().await, None);
-
-        let forged: &[u8] = b"\xff\xff\xff\xff\x0f\x01a";
-        let (tx, _rx) = tokio::sync::mpsc::channel(NAMES_QUEUE);
-        assert!(pump_names(forged, tx).await.is_err());
-    }
 }

@@ -3,24 +3,18 @@
 //! message). The provider is a small SDK provider keeping objects in memory: what is under
 //! test is the host's mapping and streaming; real backends come with the blobstore providers.
 
-use std::collections::BTreeMap;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt as _, stream};
 use trellis_host::read_component;
+use trellis_interfaces::blobstore;
 use trellis_sdk::provider::Provider;
-use trellis_sdk::runtime::CallContext;
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
-use trellis_tests as common;
+use trellis_tests::{self as common, MemBlobs};
 use trellis_wrpc_nats::{Connection, TransportOptions};
 
 mod support;
 
-use trellis_interfaces::blobstore::bindings as provider_bindings;
 mod caller {
     wit_bindgen_wrpc::generate!({
         inline: "
@@ -31,208 +25,15 @@ mod caller {
     });
 }
 
-use provider_bindings::exports::wrpc::blobstore0_2_0::blobstore as bs;
-use provider_bindings::wrpc::blobstore0_2_0::types as bt;
-
 const ECHO_WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/components/prebuilt/echo.wasm"
 );
 
-type Objects = BTreeMap<(String, String), Bytes>;
+/// The provider side of the in-memory store: it keeps no link state.
+struct MemProvider;
 
-#[derive(Clone, Default)]
-struct MemBlobs {
-    objects: Arc<Mutex<Objects>>,
-    containers: Arc<Mutex<Vec<String>>>,
-}
-impl Provider for MemBlobs {}
-
-type Done = Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
-
-impl bs::Handler<CallContext> for MemBlobs {
-    async fn clear_container(
-        &self,
-        _: CallContext,
-        name: String,
-    ) -> anyhow::Result<Result<(), String>> {
-        self.objects.lock().unwrap().retain(|(c, _), _| *c != name);
-        Ok(Ok(()))
-    }
-    async fn container_exists(
-        &self,
-        _: CallContext,
-        name: String,
-    ) -> anyhow::Result<Result<bool, String>> {
-        Ok(Ok(self.containers.lock().unwrap().contains(&name)))
-    }
-    async fn create_container(
-        &self,
-        _: CallContext,
-        name: String,
-    ) -> anyhow::Result<Result<(), String>> {
-        self.containers.lock().unwrap().push(name);
-        Ok(Ok(()))
-    }
-    async fn delete_container(
-        &self,
-        _: CallContext,
-        name: String,
-    ) -> anyhow::Result<Result<(), String>> {
-        self.containers.lock().unwrap().retain(|c| *c != name);
-        Ok(Ok(()))
-    }
-    async fn get_container_info(
-        &self,
-        _: CallContext,
-        _name: String,
-    ) -> anyhow::Result<Result<bt::ContainerMetadata, String>> {
-        Ok(Ok(bt::ContainerMetadata { created_at: 0 }))
-    }
-    async fn list_container_objects(
-        &self,
-        _: CallContext,
-        name: String,
-        _limit: Option<u64>,
-        _offset: Option<u64>,
-    ) -> anyhow::Result<Result<(Pin<Box<dyn Stream<Item = Vec<String>> + Send>>, Done), String>>
-    {
-        let names: Vec<String> = self
-            .objects
-            .lock()
-            .unwrap()
-            .keys()
-            .filter(|(c, _)| *c == name)
-            .map(|(_, o)| o.clone())
-            .collect();
-        Ok(Ok((
-            Box::pin(stream::iter([names])),
-            Box::pin(async { Ok(()) }),
-        )))
-    }
-    async fn copy_object(
-        &self,
-        _: CallContext,
-        src: bt::ObjectId,
-        dest: bt::ObjectId,
-    ) -> anyhow::Result<Result<(), String>> {
-        let mut o = self.objects.lock().unwrap();
-        let Some(v) = o.get(&(src.container, src.object)).cloned() else {
-            return Ok(Err("no such object".into()));
-        };
-        o.insert((dest.container, dest.object), v);
-        Ok(Ok(()))
-    }
-    async fn delete_object(
-        &self,
-        _: CallContext,
-        id: bt::ObjectId,
-    ) -> anyhow::Result<Result<(), String>> {
-        self.objects
-            .lock()
-            .unwrap()
-            .remove(&(id.container, id.object));
-        Ok(Ok(()))
-    }
-    async fn delete_objects(
-        &self,
-        _: CallContext,
-        container: String,
-        objects: Vec<String>,
-    ) -> anyhow::Result<Result<(), String>> {
-        let mut o = self.objects.lock().unwrap();
-        for name in objects {
-            o.remove(&(container.clone(), name));
-        }
-        Ok(Ok(()))
-    }
-    async fn get_container_data(
-        &self,
-        _: CallContext,
-        id: bt::ObjectId,
-        start: u64,
-        end: u64,
-    ) -> anyhow::Result<Result<(Pin<Box<dyn Stream<Item = Bytes> + Send>>, Done), String>> {
-        let Some(v) = self
-            .objects
-            .lock()
-            .unwrap()
-            .get(&(id.container, id.object))
-            .cloned()
-        else {
-            return Ok(Err("no such object".into()));
-        };
-        let end = (end as usize).saturating_add(1).min(v.len());
-        let v = v.slice((start as usize).min(end)..end);
-        // Sent in 256 KiB pieces, as a backend would.
-        let chunks: Vec<Bytes> = (0..v.len())
-            .step_by(256 << 10)
-            .map(|i| v.slice(i..(i + (256 << 10)).min(v.len())))
-            .collect();
-        Ok(Ok((
-            Box::pin(stream::iter(chunks)),
-            Box::pin(async { Ok(()) }),
-        )))
-    }
-    async fn get_object_info(
-        &self,
-        _: CallContext,
-        id: bt::ObjectId,
-    ) -> anyhow::Result<Result<bt::ObjectMetadata, String>> {
-        Ok(
-            match self.objects.lock().unwrap().get(&(id.container, id.object)) {
-                Some(v) => Ok(bt::ObjectMetadata {
-                    created_at: 0,
-                    size: v.len() as u64,
-                }),
-                None => Err("no such object".into()),
-            },
-        )
-    }
-    async fn has_object(
-        &self,
-        _: CallContext,
-        id: bt::ObjectId,
-    ) -> anyhow::Result<Result<bool, String>> {
-        Ok(Ok(self
-            .objects
-            .lock()
-            .unwrap()
-            .contains_key(&(id.container, id.object))))
-    }
-    async fn move_object(
-        &self,
-        cx: CallContext,
-        src: bt::ObjectId,
-        dest: bt::ObjectId,
-    ) -> anyhow::Result<Result<(), String>> {
-        let res = self.copy_object(cx.clone(), src.clone(), dest).await?;
-        self.objects
-            .lock()
-            .unwrap()
-            .remove(&(src.container, src.object));
-        Ok(res)
-    }
-    async fn write_container_data(
-        &self,
-        _: CallContext,
-        id: bt::ObjectId,
-        mut data: Pin<Box<dyn Stream<Item = Bytes> + Send>>,
-    ) -> anyhow::Result<Result<Done, String>> {
-        let objects = Arc::clone(&self.objects);
-        Ok(Ok(Box::pin(async move {
-            let mut buf = Vec::new();
-            while let Some(chunk) = data.next().await {
-                buf.extend_from_slice(&chunk);
-            }
-            objects
-                .lock()
-                .unwrap()
-                .insert((id.container, id.object), Bytes::from(buf));
-            Ok(())
-        })))
-    }
-}
+impl Provider for MemProvider {}
 
 #[test]
 fn wasi_blobstore_streams_objects_through_the_linked_provider() {
@@ -250,10 +51,10 @@ async fn blob_round_trips() {
     let lattice = common::unique_lattice("blob");
     let subjects = LatticeSubjects::new(&lattice).unwrap();
     let blobs = MemBlobs::default();
-    let provider = support::provider(&lattice, "blobs", blobs.clone()).await;
+    let provider = support::provider(&lattice, "blobs", MemProvider).await;
     provider
         .serve(
-            Box::pin(provider_bindings::serve(&provider.server(), blobs.clone()))
+            Box::pin(blobstore::serve(&provider.server(), blobs.clone()))
                 .await
                 .unwrap(),
         )

@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
+mod mem_blobs;
 mod mem_kv;
 mod readme;
+pub use mem_blobs::MemBlobs;
 pub use mem_kv::MemKv;
 pub use readme::{readme_cargo_runs, readme_commands};
 

@@ -1,4 +1,181 @@
 //! `wasi:blobstore` on the wire: `wrpc:blobstore/blobstore@0.2.0`, what wasmCloud 1.x hosts
 //! send for `wasi:blobstore@0.2.0-draft`.
+//!
+//! A provider implements [`Handler`] and serves it with [`serve`]; a host calls a provider
+//! through [`Client`]. Object data moves as streams of [`Bytes`] both ways, never whole: an
+//! upload arrives as a [`ByteStream`] the handler consumes at its pace, and a download is a
+//! stream the handler produces. Errors are the interface's plain strings.
 
 pub mod bindings;
+mod client;
+mod wire;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+use trellis_wrpc_nats::wire_shape::ParamChecks;
+
+pub use client::Client;
+
+use crate::{Invocations, ServeError};
+
+/// Object data, in pieces.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+/// Object names, in chunks.
+pub type NameStream = Pin<Box<dyn Stream<Item = Vec<String>> + Send>>;
+/// How a streamed transfer ended: `Err` when it failed part-way (the stream then ends early).
+pub type Done = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Where an object is: its container and its name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    /// The container.
+    pub container: String,
+    /// The object's name in it.
+    pub object: String,
+}
+
+impl ObjectId {
+    /// The object `object` of `container`.
+    pub fn new(container: impl Into<String>, object: impl Into<String>) -> Self {
+        Self {
+            container: container.into(),
+            object: object.into(),
+        }
+    }
+}
+
+/// What the interface says of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// When it was created, in seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// What the interface says of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// When it was created, in seconds since the Unix epoch.
+    pub created_at: u64,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What a blobstore provider implements, for calls with context `C` (the provider SDK's
+/// `CallContext`: the caller and its link). Every error is the interface's string, with the
+/// reason.
+pub trait Handler<C: Send + 'static>: Clone + Send + Sync + 'static {
+    /// Creates container `name`.
+    fn create_container(
+        &self,
+        cx: C,
+        name: String,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Whether container `name` exists.
+    fn container_exists(
+        &self,
+        cx: C,
+        name: String,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Deletes container `name` and everything in it.
+    fn delete_container(
+        &self,
+        cx: C,
+        name: String,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Deletes every object of container `name`, keeping the container.
+    fn clear_container(
+        &self,
+        cx: C,
+        name: String,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// What the interface says of container `name`.
+    fn get_container_info(
+        &self,
+        cx: C,
+        name: String,
+    ) -> impl Future<Output = Result<ContainerInfo, String>> + Send;
+    /// The names of container `name`'s objects from `offset`, at most `limit` of them, in
+    /// chunks, and how the listing ended.
+    fn list_container_objects(
+        &self,
+        cx: C,
+        name: String,
+        limit: Option<u64>,
+        offset: Option<u64>,
+    ) -> impl Future<Output = Result<(NameStream, Done), String>> + Send;
+    /// Copies `src` to `dest` (across containers too).
+    fn copy_object(
+        &self,
+        cx: C,
+        src: ObjectId,
+        dest: ObjectId,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Moves `src` to `dest` (across containers too).
+    fn move_object(
+        &self,
+        cx: C,
+        src: ObjectId,
+        dest: ObjectId,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Deletes object `id`; deleting an absent object succeeds.
+    fn delete_object(&self, cx: C, id: ObjectId)
+    -> impl Future<Output = Result<(), String>> + Send;
+    /// Deletes the objects `objects` of `container`.
+    fn delete_objects(
+        &self,
+        cx: C,
+        container: String,
+        objects: Vec<String>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Bytes `start` to `end` of object `id`, **both inclusive** (as the WIT defines the
+    /// range), as a stream, and how the transfer ended.
+    fn get_container_data(
+        &self,
+        cx: C,
+        id: ObjectId,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<(ByteStream, Done), String>> + Send;
+    /// What the interface says of object `id`.
+    fn get_object_info(
+        &self,
+        cx: C,
+        id: ObjectId,
+    ) -> impl Future<Output = Result<ObjectInfo, String>> + Send;
+    /// Whether object `id` exists.
+    fn has_object(&self, cx: C, id: ObjectId) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Stores `data` as object `id`. Answers as soon as the upload is accepted; the returned
+    /// future says when it is stored (or why not). A reader must never see half an object.
+    fn write_container_data(
+        &self,
+        cx: C,
+        id: ObjectId,
+        data: ByteStream,
+    ) -> impl Future<Output = Result<Done, String>> + Send;
+}
+
+/// Serves `handler` on `server`.
+pub async fn serve<S, H>(server: &S, handler: H) -> Result<Invocations, ServeError>
+where
+    S: wrpc_transport::Serve,
+    S::Context: Send + 'static,
+    H: Handler<S::Context>,
+{
+    bindings::serve(server, wire::Wire(handler))
+        .await
+        .map_err(|source| ServeError {
+            interface: "wrpc:blobstore/blobstore@0.2.0",
+            source,
+        })
+}
+
+/// The parameter checks of the interface: none are needed (no function takes a list of
+/// tuples, records or options, which the generated decoders would size from a forged length
+/// prefix), so this is empty; providers pass it all the same, so a check added to the
+/// interface reaches every provider.
+pub fn param_checks() -> ParamChecks {
+    ParamChecks::new()
+}
