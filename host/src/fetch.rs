@@ -9,42 +9,76 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::HostError;
-
 /// Largest component accepted from a URL.
 pub const MAX_COMPONENT_BYTES: usize = 256 << 20;
 /// Longest a download may take, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_REDIRECTS: usize = 5;
 
+/// Why a component's bytes could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The file could not be read.
+    #[error("cannot read component {reference}: {source}")]
+    Read {
+        /// The path or `file://` URL.
+        reference: String,
+        /// The OS's reason.
+        source: std::io::Error,
+    },
+    /// The download failed.
+    #[error("cannot download component {reference}: {reason}")]
+    Download {
+        /// The URL.
+        reference: String,
+        /// Why (connection, TLS, status, size, redirects).
+        reason: String,
+    },
+    /// The download took longer than [`FETCH_TIMEOUT`].
+    #[error("component {reference} was not downloaded within {FETCH_TIMEOUT:?}")]
+    TimedOut {
+        /// The URL.
+        reference: String,
+    },
+    /// The reading task died.
+    #[error("the task reading component {reference} failed: {source}")]
+    Task {
+        /// The path.
+        reference: String,
+        /// Why.
+        source: tokio::task::JoinError,
+    },
+}
+
 /// Reads a component from a file path or `file://` URL.
-pub fn read_component(reference: &str) -> Result<Vec<u8>, HostError> {
+pub fn read_component(reference: &str) -> Result<Vec<u8>, FetchError> {
     let path = reference.strip_prefix("file://").unwrap_or(reference);
-    std::fs::read(Path::new(path)).map_err(|e| HostError::Read {
-        source_ref: reference.to_string(),
-        message: e.to_string(),
+    std::fs::read(Path::new(path)).map_err(|source| FetchError::Read {
+        reference: reference.to_string(),
+        source,
     })
 }
 
 /// Loads a component from a file path, a `file://` URL or an `http(s)://` URL.
-pub async fn load_component(reference: &str) -> Result<Vec<u8>, HostError> {
+pub async fn load_component(reference: &str) -> Result<Vec<u8>, FetchError> {
     if !(reference.starts_with("http://") || reference.starts_with("https://")) {
-        let reference = reference.to_string();
-        return tokio::task::spawn_blocking(move || read_component(&reference))
+        let owned = reference.to_string();
+        return tokio::task::spawn_blocking(move || read_component(&owned))
             .await
-            .map_err(|e| HostError::Read {
-                source_ref: String::new(),
-                message: e.to_string(),
+            .map_err(|source| FetchError::Task {
+                reference: reference.to_string(),
+                source,
             })?;
     }
-    let err = |message: String| HostError::Read {
-        source_ref: reference.to_string(),
-        message,
-    };
     tokio::time::timeout(FETCH_TIMEOUT, download(reference))
         .await
-        .map_err(|_| err(format!("not downloaded within {FETCH_TIMEOUT:?}")))?
-        .map_err(err)
+        .map_err(|_| FetchError::TimedOut {
+            reference: reference.to_string(),
+        })?
+        .map_err(|reason| FetchError::Download {
+            reference: reference.to_string(),
+            reason,
+        })
 }
 
 async fn download(reference: &str) -> Result<Vec<u8>, String> {

@@ -3,26 +3,21 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use futures::StreamExt as _;
-use futures::stream::FuturesUnordered;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::info;
 use trellis_sdk::store::LatticeStore;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_wrpc_nats::{Connection, TransportOptions};
-use wasmtime::Store;
-use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, InstancePre, Linker};
-use wrpc_runtime_wasmtime::ServeExt as _;
 
+pub use crate::component::RunningComponent;
+use crate::component::{self, ComponentError, Exports, Serving};
 use crate::engine::{HostEngine, Limits};
 use crate::links::LinkView;
 use crate::router::LinkRouter;
-use crate::state::HostState;
 use crate::supervisor::{
     ProviderSpec, SupervisedProvider, SupervisorEnv, SupervisorOptions, supervise,
 };
@@ -69,25 +64,27 @@ pub enum HostError {
     /// The lattice store is unusable.
     #[error(transparent)]
     Store(#[from] trellis_sdk::store::StoreError),
-    /// The component could not be read.
-    #[error("cannot read component {source_ref}: {message}")]
-    Read {
-        /// Where it was read from.
-        source_ref: String,
-        /// What failed.
-        message: String,
-    },
-    /// The component is not valid, or imports something the host cannot provide.
-    #[error("component {id}: {message}")]
+    /// The component could not be read or downloaded.
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+    /// The component could not be started.
+    #[error("component {id}: {error}")]
     Component {
         /// The component id.
         id: String,
         /// What is wrong.
-        message: String,
+        #[source]
+        error: ComponentError,
     },
-    /// The wRPC transport failed.
-    #[error("wRPC transport: {0}")]
-    Transport(String),
+    /// The host's wRPC connection or its inventory responder could not be set up.
+    #[error("{what}: {source:#}")]
+    Transport {
+        /// What was being set up.
+        what: &'static str,
+        /// The transport's reason.
+        #[source]
+        source: anyhow::Error,
+    },
     /// Named config the component asks for does not exist.
     #[error("component {id} names config {name:?}, which does not exist")]
     MissingConfig {
@@ -132,60 +129,6 @@ impl std::fmt::Debug for Host {
     }
 }
 
-/// A component the host serves; dropping it (or [`RunningComponent::stop`]) stops serving.
-pub struct RunningComponent {
-    id: String,
-    tasks: Vec<JoinHandle<()>>,
-    served: Arc<AtomicU64>,
-}
-
-impl RunningComponent {
-    /// The component id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Invocations this host has accepted for the component.
-    pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
-    }
-
-    /// Stops serving the component's exports.
-    pub fn stop(self) {}
-}
-
-impl std::fmt::Debug for RunningComponent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningComponent")
-            .field("id", &self.id)
-            .field("served", &self.served())
-            .finish()
-    }
-}
-
-impl Drop for RunningComponent {
-    fn drop(&mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
-    }
-}
-
-/// Imports the host answers itself; every other import is routed over the lattice.
-const LOCAL_PACKAGES: &[&str] = &[
-    "wasi:cli/",
-    "wasi:clocks/",
-    "wasi:io/",
-    "wasi:random/",
-    "wasi:filesystem/",
-    "wasi:sockets/",
-    "wasi:config/",
-    "wasi:logging/",
-    "wasi:keyvalue/",
-    "wasi:blobstore/",
-    "wasi:http/",
-];
-
 impl Host {
     /// Starts a host on `nats`: builds the engine and follows the lattice's links.
     pub async fn new(nats: async_nats::Client, opts: HostOptions) -> Result<Self, HostError> {
@@ -199,7 +142,10 @@ impl Host {
             },
         )
         .await
-        .map_err(|e| HostError::Transport(format!("{e:#}")))?;
+        .map_err(|source| HostError::Transport {
+            what: "cannot set up the wRPC connection",
+            source,
+        })?;
         trellis_sdk::subjects::validate_token("host id", &opts.host_id)?;
         let store = LatticeStore::open(&nats, &subjects).await?;
         let links = LinkView::default();
@@ -213,7 +159,10 @@ impl Host {
             Arc::clone(&registry),
         )
         .await
-        .map_err(|e| HostError::Transport(format!("cannot answer host ping: {e}")))?;
+        .map_err(|source| HostError::Transport {
+            what: "cannot answer host ping",
+            source: source.into(),
+        })?;
         Ok(Self {
             inner: Arc::new(HostInner {
                 nats,
@@ -293,6 +242,7 @@ impl Host {
         self.run_component(id, wasm, config_names, "").await
     }
 
+    /// Starts component `id`: the steps of [`crate::component`], in order.
     async fn run_component(
         &self,
         id: &str,
@@ -302,62 +252,68 @@ impl Host {
     ) -> Result<RunningComponent, HostError> {
         trellis_sdk::subjects::validate_token("component id", id)?;
         let inner = &self.inner;
-        let component_err = |message: String| HostError::Component {
+        let failed = |error| HostError::Component {
             id: id.to_string(),
-            message,
+            error,
         };
-        let engine = inner.engine.engine().clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, wasm))
-            .await
-            .map_err(|e| component_err(format!("compilation task failed: {e}")))?
-            .map_err(|e| component_err(format!("not a valid component: {e:#}")))?;
         let engine = inner.engine.engine();
+        let component = component::compile(engine, wasm).await.map_err(failed)?;
+        let (pre, host_resources) = component::link(engine, id, &component).map_err(failed)?;
+        let config = Arc::new(self.merged_config(id, config_names).await?);
+        let exports = Exports::of(engine, &component);
 
-        let mut linker: Linker<HostState> = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| component_err(format!("{e:#}")))?;
-        crate::local::add_to_linker(&mut linker, |s: &mut HostState| &mut s.local)
-            .map_err(|e| component_err(format!("{e:#}")))?;
-        crate::keyvalue::add_to_linker(&mut linker).map_err(|e| component_err(format!("{e:#}")))?;
-        crate::blobstore::add_to_linker(&mut linker)
-            .map_err(|e| component_err(format!("{e:#}")))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| component_err(format!("{e:#}")))?;
-        let ty = component.component_type();
-        let host_resources: Arc<HashMap<Box<str>, HashMap<Box<str>, _>>> = Arc::default();
-        for (name, item) in ty.imports(engine) {
-            if LOCAL_PACKAGES.iter().any(|p| name.starts_with(p)) {
-                continue;
-            }
-            if name.starts_with("wasi:") {
-                return Err(component_err(format!(
-                    "imports {name}, which this host cannot provide yet"
-                )));
-            }
-            debug!(
-                component = id,
-                import = name,
-                "routing import over the lattice"
-            );
-            wrpc_runtime_wasmtime::link_item(
-                engine,
-                &mut linker.root(),
-                Arc::<[wasmtime::component::ResourceType]>::from([]),
-                Arc::clone(&host_resources),
-                item,
-                "",
-                name,
-            )
-            .map_err(|e| component_err(format!("cannot link import {name}: {e:#}")))?;
+        let component_id: Arc<str> = Arc::from(id);
+        let router = LinkRouter::new(
+            Arc::clone(&component_id),
+            inner.links.clone(),
+            inner.conn.clone(),
+            inner.subjects.clone(),
+            inner.opts.call_timeout,
+        );
+        let limits = inner.engine.limits().clone();
+        let serving = Serving {
+            server: inner.conn.server(
+                inner.subjects.wrpc_prefix(id),
+                Some(inner.subjects.wrpc_queue_group(id).into()),
+            ),
+            slots: Arc::new(Semaphore::new(limits.max_concurrent_instances)),
+            served: Arc::new(AtomicU64::new(0)),
+            id: Arc::clone(&component_id),
+        };
+        let make_store = component::store_factory(
+            engine,
+            &component_id,
+            config,
+            router,
+            limits,
+            inner.opts.call_timeout,
+        );
+        let mut tasks = Vec::new();
+        if exports.http {
+            tasks.extend(serving.http(&pre, &make_store).await.map_err(failed)?);
         }
-        let pre: InstancePre<HostState> = linker
-            .instantiate_pre(&component)
-            .map_err(|e| component_err(format!("{e:#}")))?;
+        let functions = serving.functions(exports.functions, &pre, &host_resources, &make_store);
+        tasks.extend(functions.await.map_err(failed)?);
 
+        info!(component = id, "component started");
+        inner.registry.component(id, image_ref, &serving.served);
+        Ok(RunningComponent {
+            id: id.to_string(),
+            tasks,
+            served: serving.served,
+        })
+    }
+
+    /// The named config `names`, merged in order; a missing name fails.
+    async fn merged_config(
+        &self,
+        id: &str,
+        names: &[String],
+    ) -> Result<HashMap<String, String>, HostError> {
         let mut config = HashMap::new();
-        for name in config_names {
+        for name in names {
             let values =
-                inner
+                self.inner
                     .store
                     .config(name)
                     .await?
@@ -367,169 +323,6 @@ impl Host {
                     })?;
             config.extend(values);
         }
-        let config = Arc::new(config);
-
-        let prefix = inner.subjects.wrpc_prefix(id);
-        let server = inner
-            .conn
-            .server(prefix, Some(inner.subjects.wrpc_queue_group(id).into()));
-        let limits = inner.engine.limits().clone();
-        let slots = Arc::new(Semaphore::new(limits.max_concurrent_instances));
-        let component_id: Arc<str> = Arc::from(id);
-        let mut tasks = Vec::new();
-        let served = Arc::new(AtomicU64::new(0));
-
-        let mut functions = Vec::new();
-        let mut serves_http = false;
-        for (export, item) in ty.exports(engine) {
-            if export.starts_with(crate::http::INCOMING_HANDLER) {
-                serves_http = true;
-                continue;
-            }
-            match item {
-                ComponentItem::ComponentFunc(f) => {
-                    functions.push((String::new(), export.to_string(), f))
-                }
-                ComponentItem::ComponentInstance(instance) => {
-                    for (name, item) in instance.exports(engine) {
-                        if let ComponentItem::ComponentFunc(f) = item {
-                            functions.push((export.to_string(), name.to_string(), f));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        let make_store: crate::http::MakeStore = {
-            let engine = engine.clone();
-            let component_id = Arc::clone(&component_id);
-            let config = Arc::clone(&config);
-            let router = LinkRouter::new(
-                Arc::clone(&component_id),
-                inner.links.clone(),
-                inner.conn.clone(),
-                inner.subjects.clone(),
-                inner.opts.call_timeout,
-            );
-            let limits = limits.clone();
-            let call_timeout = inner.opts.call_timeout;
-            Arc::new(move || {
-                let state = HostState::new(
-                    Arc::clone(&component_id),
-                    Arc::clone(&config),
-                    router.clone(),
-                    limits.max_memory_bytes,
-                    call_timeout,
-                );
-                let mut store = Store::new(&engine, state);
-                store.limiter(|s| &mut s.limits);
-                store.set_epoch_deadline(limits.deadline_ticks());
-                store.epoch_deadline_trap();
-                store
-            })
-        };
-        if serves_http {
-            let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone())
-                .map_err(|e| component_err(format!("cannot serve its HTTP handler: {e:#}")))?;
-            let handler = crate::http::IncomingHandler {
-                component_id: Arc::clone(&component_id),
-                pre: proxy,
-                make_store: Arc::clone(&make_store),
-            };
-            for (instance_name, func_name, invocations) in
-                trellis_interfaces::http::server::serve(&server, handler)
-                    .await
-                    .map_err(|e| component_err(format!("cannot serve its HTTP handler: {e:#}")))?
-            {
-                let what = format!("{id} {instance_name}.{func_name} (wasi:http)");
-                let invocations = invocations.map(|r| r.map(|fut| ((), fut)));
-                tasks.push(tokio::spawn(serve_loop(
-                    what,
-                    Box::pin(invocations),
-                    Arc::clone(&slots),
-                    Arc::clone(&served),
-                )));
-            }
-        }
-        // Every export's parameters are checked before the runtime's reader sees them.
-        let checks = crate::shapes::param_checks(
-            functions
-                .iter()
-                .map(|(instance, func, ty)| (instance.as_str(), func.as_str(), ty)),
-        );
-        let server = server.with_param_checks(checks);
-        for (instance_name, func_name, func_ty) in functions {
-            let make_store = {
-                let make_store = Arc::clone(&make_store);
-                move || make_store()
-            };
-            let invocations = server
-                .serve_function(
-                    make_store,
-                    pre.clone(),
-                    Arc::clone(&host_resources),
-                    func_ty,
-                    &instance_name,
-                    &func_name,
-                )
-                .await
-                .map_err(|e| {
-                    component_err(format!("cannot serve {instance_name}.{func_name}: {e:#}"))
-                })?;
-            let slots = Arc::clone(&slots);
-            let what = format!("{id} {instance_name}.{func_name}");
-            tasks.push(tokio::spawn(serve_loop(
-                what,
-                Box::pin(invocations),
-                slots,
-                Arc::clone(&served),
-            )));
-        }
-        info!(component = id, "component started");
-        inner.registry.component(id, image_ref, &served);
-        Ok(RunningComponent {
-            id: id.to_string(),
-            tasks,
-            served,
-        })
+        Ok(config)
     }
-}
-
-/// Drives one export function's invocations: at most `slots` instances at once per
-/// component, each call's failure logged with its cause.
-async fn serve_loop<S, C, F>(
-    what: String,
-    mut invocations: S,
-    slots: Arc<Semaphore>,
-    served: Arc<AtomicU64>,
-) where
-    S: futures::Stream<Item = anyhow::Result<(C, F)>> + Unpin,
-    F: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let mut calls = FuturesUnordered::new();
-    let mut waiting = None;
-    loop {
-        tokio::select! {
-            next = invocations.next(), if waiting.is_none() => match next {
-                Some(Ok((_cx, fut))) => {
-                    served.fetch_add(1, Ordering::Relaxed);
-                    waiting = Some(fut);
-                }
-                Some(Err(err)) => warn!(export = what, error = %format!("{err:#}"), "failed to accept a call"),
-                None => break,
-            },
-            permit = Arc::clone(&slots).acquire_owned(), if waiting.is_some() => {
-                let (Ok(permit), Some(fut)) = (permit, waiting.take()) else { break };
-                let what = what.clone();
-                calls.push(async move {
-                    if let Err(err) = fut.await {
-                        warn!(export = what, error = %format!("{err:#}"), "call failed");
-                    }
-                    drop(permit);
-                });
-            }
-            Some(()) = calls.next(), if !calls.is_empty() => {}
-        }
-    }
-    while calls.next().await.is_some() {}
 }

@@ -20,11 +20,10 @@ use tokio::sync::oneshot;
 use tracing::warn;
 use trellis_wrpc_nats::ServeContext;
 use wasmtime::Store;
+use wasmtime_wasi_http::p2::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
-use wasmtime_wasi_http::p2::{HttpResult, WasiHttpHooks, WasiHttpView as _};
 
 use crate::state::HostState;
 
@@ -36,19 +35,6 @@ pub(crate) const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
 /// How long the host waits for request trailers once the request body has ended.
 const TRAILERS_WAIT: Duration = Duration::from_secs(5);
-
-/// Outgoing HTTP from components is denied: there is no ambient network.
-pub(crate) struct DenyOutgoing;
-
-impl WasiHttpHooks for DenyOutgoing {
-    fn send_request(
-        &mut self,
-        _request: hyper::Request<HyperOutgoingBody>,
-        _config: OutgoingRequestConfig,
-    ) -> HttpResult<HostFutureIncomingResponse> {
-        Err(ErrorCode::HttpRequestDenied.into())
-    }
-}
 
 /// Makes a fresh store for one invocation.
 pub(crate) type MakeStore = Arc<dyn Fn() -> Store<HostState> + Send + Sync>;

@@ -29,6 +29,7 @@
 //! them (conflicting links, missing config, config still in use).
 
 pub mod blobstore;
+mod component;
 pub mod engine;
 pub mod fetch;
 mod host;
@@ -43,5 +44,7 @@ mod shapes;
 mod state;
 pub mod supervisor;
 
+pub use component::ComponentError;
+pub use fetch::FetchError;
 pub use fetch::{load_component, read_component};
 pub use host::{Host, HostError, HostOptions, RunningComponent};

@@ -976,11 +976,20 @@ async fn provider_calls_its_linked_component_with_1x_headers() {
         got,
         "hi: source-id=greeter target-id=comp-x link-name=outbound"
     );
-    // Clients are cached per target: the same connection serves every call.
-    assert_eq!(
-        f.handle.client("comp-x").prefix(),
-        f.handle.client("comp-x").prefix()
+    // Clients are cached per target: a second ask for the same target hands out the cached
+    // client (its prefix is the same allocation, not an equal one built anew), another
+    // target gets its own.
+    let (first, again, other) = (
+        f.handle.client("comp-x"),
+        f.handle.client("comp-x"),
+        f.handle.client("comp-y"),
     );
+    assert!(
+        std::ptr::eq(first.prefix().as_ptr(), again.prefix().as_ptr()),
+        "the client of comp-x was built anew instead of taken from the cache"
+    );
+    assert!(!std::ptr::eq(first.prefix().as_ptr(), other.prefix().as_ptr()));
+    assert!(other.prefix().ends_with(".comp-y"), "{}", other.prefix());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

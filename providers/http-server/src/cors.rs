@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::proxy::{Body, empty, message};
+use crate::response::{Body, empty, message};
 use crate::settings::CorsSettings;
 
 fn origin_allowed(cors: &CorsSettings, origin: &str) -> bool {

@@ -6,9 +6,10 @@
 //! Started by a host (host data on stdin) or standalone
 //! (`http-server --provider-id http-server --nats-url nats://127.0.0.1:4222`).
 
+mod backend;
 mod cors;
-mod listener;
-mod proxy;
+mod handlers;
+mod response;
 mod routes;
 mod server;
 mod settings;

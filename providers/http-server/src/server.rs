@@ -19,8 +19,8 @@ use trellis_sdk::link::{LinkDefinition, LinkKey};
 use trellis_sdk::provider::{HealthStatus, LinkConfig, Provider};
 use trellis_sdk::runtime::ProviderHandle;
 
-use crate::listener::Listener;
-use crate::proxy::{ListenerContext, Target};
+use crate::backend::Listener;
+use crate::handlers::{ListenerContext, Target};
 use crate::routes::Route;
 use crate::settings::{LinkSettings, ServerSettings};
 

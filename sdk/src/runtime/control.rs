@@ -104,157 +104,29 @@ where
     Ok(())
 }
 
+/// Subscribes every control subject of the provider, one named handler each, and waits
+/// until the server has all the subscriptions.
 pub(crate) async fn subscribe_all<P: Provider>(
     inner: &Arc<Inner>,
     provider: &Arc<P>,
 ) -> Result<(), RuntimeError> {
     let s = &inner.subjects;
     let id = inner.config.provider_id.clone();
-
     // 1.x hosts address link puts to the provider id or to the instance's xkey; listening on
     // the wildcard and keeping only links naming this provider covers both.
-    on(inner, s.link_put("*"), |inner, msg| async move {
-        let subject = msg.subject.to_string();
-        let link: LinkDefinition = match serde_json::from_slice(&msg.payload) {
-            Ok(l) => l,
-            Err(err) => {
-                let body = bad_payload(&subject, &err);
-                return reply(
-                    &inner,
-                    msg.reply,
-                    &PutReply {
-                        success: false,
-                        message: body.error,
-                    },
-                )
-                .await;
-            }
-        };
-        if link.target != inner.config.provider_id && link.source_id != inner.config.provider_id {
-            return;
-        }
-        let (tx, rx) = oneshot::channel();
-        inner
-            .command(LinkCommand::Put {
-                link,
-                reply: Some(tx),
-            })
-            .await;
-        let res = rx
-            .await
-            .unwrap_or_else(|_| Err("provider is stopping".into()));
-        let body = match res {
-            Ok(()) => PutReply {
-                success: true,
-                message: String::new(),
-            },
-            Err(message) => PutReply {
-                success: false,
-                message,
-            },
-        };
-        reply(&inner, msg.reply, &body).await;
-    })
-    .await?;
-
-    on(inner, s.link_del(&id), |inner, msg| async move {
-        let Some(selector) = parse::<LinkSelector>(&inner, &msg).await else {
-            return;
-        };
-        let (tx, rx) = oneshot::channel();
-        inner
-            .command(LinkCommand::Delete {
-                selector,
-                reply: Some(tx),
-            })
-            .await;
-        let removed = rx.await.unwrap_or(0);
-        reply(
-            &inner,
-            msg.reply,
-            &serde_json::json!({ "success": true, "removed": removed }),
-        )
-        .await;
-    })
-    .await?;
-
+    on(inner, s.link_put("*"), on_link_put).await?;
+    on(inner, s.link_del(&id), on_link_del).await?;
     let p = Arc::clone(provider);
     on(inner, s.health(&id), move |inner, msg| {
-        let p = Arc::clone(&p);
-        async move {
-            let status = health(&*p).await;
-            if !status.healthy {
-                warn!(message = ?status.message, "health check failed");
-            }
-            reply(&inner, msg.reply, &status).await;
-        }
+        on_health(Arc::clone(&p), inner, msg)
     })
     .await?;
-
-    on(inner, s.shutdown(&id), |inner, msg| async move {
-        let Some(req) = parse::<ShutdownRequest>(&inner, &msg).await else {
-            return;
-        };
-        if let Some(ours) = &inner.config.host_id
-            && req.host_id != *ours
-        {
-            debug!(host_id = req.host_id, "ignoring shutdown for another host");
-            return;
-        }
-        info!("shutdown requested over the lattice");
-        // 1.x providers answer with these raw bytes.
-        if let Some(to) = msg.reply
-            && let Err(err) = inner
-                .nats
-                .publish(to, Bytes::from_static(b"shutting down"))
-                .await
-        {
-            warn!(%err, "failed to answer a shutdown request");
-        }
-        inner.request_shutdown();
-    })
-    .await?;
-
-    on(inner, s.config_update(&id), |inner, msg| async move {
-        if let Some(config) = parse::<HashMap<String, String>>(&inner, &msg).await {
-            inner.command(LinkCommand::ConfigUpdate(config)).await;
-        }
-    })
-    .await?;
-
+    on(inner, s.shutdown(&id), on_shutdown).await?;
+    on(inner, s.config_update(&id), on_config_update).await?;
     for subject in [s.link_ping(&id), s.link_ping_all()] {
-        on(inner, subject, |inner, msg| async move {
-            let body = PingReply {
-                provider_id: inner.config.provider_id.clone(),
-                instance_id: inner.config.instance_id.clone(),
-                host_id: inner.config.host_id.clone(),
-                links: inner.table().statuses(),
-            };
-            reply(&inner, msg.reply, &body).await;
-        })
-        .await?;
+        on(inner, subject, on_link_ping).await?;
     }
-
-    on(inner, s.link_purge(&id), |inner, msg| async move {
-        let Some(selector) = parse::<LinkSelector>(&inner, &msg).await else {
-            return;
-        };
-        let (tx, rx) = oneshot::channel();
-        inner
-            .command(LinkCommand::Purge {
-                selector,
-                reply: tx,
-            })
-            .await;
-        let purged = rx.await.unwrap_or_default();
-        let body = PurgeReply {
-            provider_id: inner.config.provider_id.clone(),
-            instance_id: inner.config.instance_id.clone(),
-            purged,
-        };
-        reply(&inner, msg.reply, &body).await;
-    })
-    .await?;
+    on(inner, s.link_purge(&id), on_link_purge).await?;
 
     // Make sure the server has every subscription before anyone is told we are up.
     inner
@@ -266,6 +138,136 @@ pub(crate) async fn subscribe_all<P: Provider>(
             message: format!("{e:#}"),
         })?;
     Ok(())
+}
+
+/// *1.x* link put: a link naming this provider (as source or target) goes into the table;
+/// the answer says whether it was accepted.
+async fn on_link_put(inner: Arc<Inner>, msg: async_nats::Message) {
+    let subject = msg.subject.to_string();
+    let link: LinkDefinition = match serde_json::from_slice(&msg.payload) {
+        Ok(l) => l,
+        Err(err) => {
+            let body = bad_payload(&subject, &err);
+            let body = PutReply {
+                success: false,
+                message: body.error,
+            };
+            return reply(&inner, msg.reply, &body).await;
+        }
+    };
+    if link.target != inner.config.provider_id && link.source_id != inner.config.provider_id {
+        return;
+    }
+    let (tx, rx) = oneshot::channel();
+    inner
+        .command(LinkCommand::Put {
+            link,
+            reply: Some(tx),
+        })
+        .await;
+    let res = rx
+        .await
+        .unwrap_or_else(|_| Err("provider is stopping".into()));
+    let body = match res {
+        Ok(()) => PutReply {
+            success: true,
+            message: String::new(),
+        },
+        Err(message) => PutReply {
+            success: false,
+            message,
+        },
+    };
+    reply(&inner, msg.reply, &body).await;
+}
+
+/// *1.x* link delete: every link the selector matches leaves the table.
+async fn on_link_del(inner: Arc<Inner>, msg: async_nats::Message) {
+    let Some(selector) = parse::<LinkSelector>(&inner, &msg).await else {
+        return;
+    };
+    let (tx, rx) = oneshot::channel();
+    inner
+        .command(LinkCommand::Delete {
+            selector,
+            reply: Some(tx),
+        })
+        .await;
+    let removed = rx.await.unwrap_or(0);
+    let body = serde_json::json!({ "success": true, "removed": removed });
+    reply(&inner, msg.reply, &body).await;
+}
+
+/// *1.x* health: the provider's own check, bounded (see [`health`]).
+async fn on_health<P: Provider>(provider: Arc<P>, inner: Arc<Inner>, msg: async_nats::Message) {
+    let status = health(&*provider).await;
+    if !status.healthy {
+        warn!(message = ?status.message, "health check failed");
+    }
+    reply(&inner, msg.reply, &status).await;
+}
+
+/// *1.x* shutdown, when it names this provider's host: answered, then the provider stops.
+async fn on_shutdown(inner: Arc<Inner>, msg: async_nats::Message) {
+    let Some(req) = parse::<ShutdownRequest>(&inner, &msg).await else {
+        return;
+    };
+    if let Some(ours) = &inner.config.host_id
+        && req.host_id != *ours
+    {
+        debug!(host_id = req.host_id, "ignoring shutdown for another host");
+        return;
+    }
+    info!("shutdown requested over the lattice");
+    // 1.x providers answer with these raw bytes.
+    if let Some(to) = msg.reply
+        && let Err(err) = inner
+            .nats
+            .publish(to, Bytes::from_static(b"shutting down"))
+            .await
+    {
+        warn!(%err, "failed to answer a shutdown request");
+    }
+    inner.request_shutdown();
+}
+
+/// *1.x* provider config update.
+async fn on_config_update(inner: Arc<Inner>, msg: async_nats::Message) {
+    if let Some(config) = parse::<HashMap<String, String>>(&inner, &msg).await {
+        inner.command(LinkCommand::ConfigUpdate(config)).await;
+    }
+}
+
+/// Trellis link ping: every link this provider holds, with its state.
+async fn on_link_ping(inner: Arc<Inner>, msg: async_nats::Message) {
+    let body = PingReply {
+        provider_id: inner.config.provider_id.clone(),
+        instance_id: inner.config.instance_id.clone(),
+        host_id: inner.config.host_id.clone(),
+        links: inner.table().statuses(),
+    };
+    reply(&inner, msg.reply, &body).await;
+}
+
+/// Trellis link purge: the matching links' resources are dropped and their calls refused.
+async fn on_link_purge(inner: Arc<Inner>, msg: async_nats::Message) {
+    let Some(selector) = parse::<LinkSelector>(&inner, &msg).await else {
+        return;
+    };
+    let (tx, rx) = oneshot::channel();
+    inner
+        .command(LinkCommand::Purge {
+            selector,
+            reply: tx,
+        })
+        .await;
+    let purged = rx.await.unwrap_or_default();
+    let body = PurgeReply {
+        provider_id: inner.config.provider_id.clone(),
+        instance_id: inner.config.instance_id.clone(),
+        purged,
+    };
+    reply(&inner, msg.reply, &body).await;
 }
 
 /// Runs the provider's health check; errors, panics and hangs are unhealthy, never fatal.

@@ -1,5 +1,6 @@
-//! A listening socket and its connections: accept (bounded), TLS, HTTP/1.1 with keep-alive
-//! (HTTP/2 when TLS negotiates it), slow-client guards, and a graceful close.
+//! The backend of this provider is HTTP itself: a listening socket and its connections —
+//! accept (bounded), TLS, HTTP/1.1 with keep-alive (HTTP/2 when TLS negotiates it),
+//! slow-client guards, and a graceful close.
 //!
 //! Plain connections speak HTTP/1.1 only: telling HTTP/2 prior knowledge apart means reading
 //! the first bytes without hyper's header timeout, which a silent client could hold open for
@@ -18,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, pki_types};
 use tracing::{debug, info, warn};
 
-use crate::proxy::{self, ListenerContext};
+use crate::handlers::{self, ListenerContext};
 use crate::settings::{ServerSettings, TlsFiles};
 
 /// Why a listener cannot start.
@@ -188,7 +189,7 @@ async fn serve_connection(
     context: Arc<ListenerContext>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let service = service_fn(move |req| proxy::serve(Arc::clone(&context), req));
+    let service = service_fn(move |req| handlers::serve(Arc::clone(&context), req));
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())

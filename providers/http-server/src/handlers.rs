@@ -17,8 +17,7 @@ use futures::{Stream, StreamExt as _};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio::sync::{Notify, oneshot, watch};
 use tracing::{Instrument as _, debug, warn};
@@ -32,13 +31,9 @@ use trellis_interfaces::http::{self as wire};
 use trellis_wrpc_nats::wire_shape::Whole;
 
 use crate::cors;
+use crate::response::{Body, BodyError, message};
 use crate::routes::{RouteTable, host_name};
 use crate::settings::LinkSettings;
-
-/// Error type of response bodies.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
-/// A response body: a short message or a stream from the lattice.
-pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 
 /// The provider's handle once it exists: links arrive (and listeners bind) while the SDK is
 /// still starting, before the handle that makes lattice clients is returned.
@@ -91,34 +86,6 @@ pub struct ListenerContext {
     pub https: bool,
     /// The provider, once started.
     pub lattice: Lattice,
-}
-
-/// A short plain-text response.
-pub fn message(status: StatusCode, text: impl Into<String>) -> Response<Body> {
-    let mut text = text.into();
-    text.push('\n');
-    let mut response = Response::new(
-        Full::new(Bytes::from(text))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// A response with no body.
-pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(
-        http_body_util::Empty::new()
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response
 }
 
 /// Serves one request (never fails: every problem is a status).
