@@ -16,6 +16,10 @@ trap 'scripts/services.sh stop' EXIT
 scripts/services.sh start nats redis
 eval "$(scripts/services.sh env)"
 
+# The committed prebuilt test components must be what their sources build to (skipped, and
+# said, only where the wasm32-wasip2 target cannot be installed).
+scripts/build-components.sh --check
+
 log="$TRELLIS_RUN/test-output.log"
 {
   # Process-level tests run the example and provider binaries: build them under their plain
