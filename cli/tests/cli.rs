@@ -409,6 +409,21 @@ fn links_and_config_round_trip_and_a_failed_link_shows_in_ping() {
     assert_eq!(links[0]["status"], "failed", "{out}");
     assert_eq!(links[0]["source_config"][0], "unbindable", "{out}");
 
+    // Purge drops the link's resources at the provider; ping then shows it purged.
+    let (code, out, err) = run(on(&home, &lattice).args([
+        "link", "purge", "http", "--source", "http", "--target", "web", "--json",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let purged: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(purged[0]["provider_id"], "http", "{out}");
+    assert_eq!(
+        purged[0]["purged"].as_array().map(Vec::len),
+        Some(1),
+        "{out}"
+    );
+    let (_, out, err) = run(on(&home, &lattice).args(["link", "ping", "http", "--json"]));
+    assert!(out.contains("\"purged\""), "{out}{err}");
+
     // Config in use cannot be deleted; the link can; then the config can.
     let (code, _, err) = run(on(&home, &lattice).args(["config", "del", "unbindable"]));
     assert_eq!(code, 1, "{err}");
@@ -432,6 +447,46 @@ fn links_and_config_round_trip_and_a_failed_link_shows_in_ping() {
 
     let _ = provider.kill();
     let _ = provider.wait();
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The credential flags reach NATS: a user and password the server requires let a command
+/// through, a wrong password fails it with the server's reason, and no password is printed.
+#[test]
+fn credential_flags_authenticate_and_are_never_printed() {
+    let nats = common::OwnNats::start_with_config(
+        "authorization { users = [ { user: \"cli\", password: \"s3cret-pw\" } ] }",
+    );
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let home = temp_home("creds");
+    let lattice = common::unique_lattice("cli");
+    let with = |password: &str| {
+        let mut c = cmd(&home);
+        c.args([
+            "config",
+            "put",
+            "c",
+            "k=v",
+            "--nats-url",
+            &url,
+            "--lattice",
+            &lattice,
+            "--nats-user",
+            "cli",
+            "--nats-password",
+            password,
+        ]);
+        c
+    };
+    let (code, out, err) = run(&mut with("s3cret-pw"));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&mut with("wrong-pw"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.to_lowercase().contains("authoriz"), "{err}");
+    assert!(
+        !out.contains("wrong-pw") && !err.contains("wrong-pw"),
+        "{out}{err}"
+    );
     let _ = std::fs::remove_dir_all(&home);
 }
 

@@ -20,19 +20,7 @@ use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_wrpc_nats::{Client, Connection, TransportOptions};
 
-mod greeter {
-    wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
-        inline: "
-            package trellis-test:greeter@0.1.0;
-            interface greet {
-                greeting: func(name: string) -> string;
-                slow: func(ms: u32) -> string;
-            }
-            world provider { export greet; import greet; }
-        ",
-    });
-}
+use trellis_tests::components as greeter;
 mod echo {
     wit_bindgen_wrpc::generate!({
         wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
@@ -147,7 +135,10 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(Native),
     )
     .await?;
-    native.serve(greeter::serve(&native.server(), Native).await?)?;
+    native.serve(
+        greeter::exports::trellis_test::greeter::greet::serve_interface(&native.server(), Native)
+            .await?,
+    )?;
     native.serve(echo::serve(&native.server(), Native).await?)?;
 
     let host = Host::new(

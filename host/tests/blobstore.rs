@@ -11,19 +11,10 @@ use trellis_sdk::provider::Provider;
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_tests::{self as common, MemBlobs};
-use trellis_wrpc_nats::{Connection, TransportOptions};
 
 mod support;
 
-mod caller {
-    wit_bindgen_wrpc::generate!({
-        inline: "
-            package trellis-test:components@0.1.0;
-            interface echo { blob: func(container: string, object: string, size: u32) -> result<string, string>; }
-            world caller { import echo; }
-        ",
-    });
-}
+use trellis_tests::components as caller;
 
 const ECHO_WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -37,14 +28,7 @@ impl Provider for MemProvider {}
 
 #[test]
 fn wasi_blobstore_streams_objects_through_the_linked_provider() {
-    // The futures generated for streaming interfaces are large in unoptimised builds.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(16 << 20)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async { tokio::spawn(blob_round_trips()).await.unwrap() });
+    common::run_with_large_stacks(blob_round_trips());
 }
 
 async fn blob_round_trips() {
@@ -75,15 +59,7 @@ async fn blob_round_trips() {
         .start_component("blob-comp", read_component(ECHO_WASM).unwrap(), &[])
         .await
         .unwrap();
-    let conn = Connection::new(
-        common::nats().await,
-        TransportOptions {
-            timeout: Duration::from_secs(20),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let conn = common::caller(Duration::from_secs(20)).await;
     let client = conn.client(subjects.wrpc_prefix("blob-comp"));
     let call = |size: u32| {
         Box::pin(caller::trellis_test::components::echo::blob(

@@ -15,38 +15,10 @@ use trellis_sdk::runtime::{CallContext, ProviderHandle};
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_tests as common;
-use trellis_wrpc_nats::{Client, Connection, TransportOptions};
+use trellis_wrpc_nats::{Client, Connection};
 
-mod bindings {
-    wit_bindgen_wrpc::generate!({
-        inline: "
-            package trellis-test:components@0.1.0;
-            interface echo {
-                echo: func(x: string) -> string;
-                greet-via-import: func(name: string) -> string;
-                config-value: func(key: string) -> option<string>;
-                log: func(message: string);
-                spin: func();
-                hog: func(mib: u32) -> u32;
-                crash: func();
-            }
-            world caller { import echo; }
-        ",
-    });
-}
-mod greeter {
-    #![allow(dead_code)]
-    wit_bindgen_wrpc::generate!({
-        inline: "
-            package trellis-test:greeter@0.1.0;
-            interface greet {
-                greeting: func(name: string) -> string;
-                slow: func(ms: u32) -> string;
-            }
-            world provider { export greet; import greet; }
-        ",
-    });
-}
+use trellis_tests::components as bindings;
+use trellis_tests::components as greeter;
 
 use bindings::trellis_test::components::echo;
 
@@ -91,17 +63,16 @@ impl Lattice {
             .await
             .unwrap();
         provider
-            .serve(greeter::serve(&provider.server(), Greeter).await.unwrap())
+            .serve(
+                greeter::exports::trellis_test::greeter::greet::serve_interface(
+                    &provider.server(),
+                    Greeter,
+                )
+                .await
+                .unwrap(),
+            )
             .unwrap();
-        let caller = Connection::new(
-            common::nats().await,
-            TransportOptions {
-                timeout: Duration::from_secs(5),
-                ..TransportOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let caller = common::caller(Duration::from_secs(5)).await;
         Self {
             subjects: LatticeSubjects::new(&name).unwrap(),
             name,

@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt as _};
 use trellis_host::read_component;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_tests as common;
-use trellis_wrpc_nats::{Client, Connection, TransportOptions};
+use trellis_wrpc_nats::Client;
 
 use trellis_interfaces::http::bindings as wire;
 
@@ -116,14 +116,7 @@ fn fnv1a(data: &[u8]) -> u64 {
 
 #[test]
 fn incoming_handler_served_over_wrpc() {
-    // The futures of streaming interfaces are large in unoptimised builds.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(16 << 20)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async { tokio::spawn(round_trips()).await.unwrap() });
+    common::run_with_large_stacks(round_trips());
 }
 
 async fn round_trips() {
@@ -144,15 +137,7 @@ async fn round_trips() {
         )
         .await
         .unwrap();
-    let conn = Connection::new(
-        common::nats().await,
-        TransportOptions {
-            timeout: Duration::from_secs(30),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let conn = common::caller(Duration::from_secs(30)).await;
     let client = conn.client(LatticeSubjects::new(&lattice).unwrap().wrpc_prefix("web"));
 
     // A plain GET, answered with the component's config.

@@ -7,18 +7,9 @@ use std::time::Duration;
 
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_tests as common;
-use trellis_wrpc_nats::{Connection, TransportOptions};
 
-mod bindings {
-    wit_bindgen_wrpc::generate!({
-        inline: "
-            package trellis-test:components@0.1.0;
-            interface echo { echo: func(x: string) -> string; }
-            world caller { import echo; }
-        ",
-    });
-}
 use bindings::trellis_test::components::echo;
+use trellis_tests::components as bindings;
 
 const ECHO_WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -84,15 +75,7 @@ async fn two_host_processes_share_one_component() {
     let lattice = common::unique_lattice("procs");
     let a = HostProcess::start(&lattice, "host-a");
     let b = HostProcess::start(&lattice, "host-b");
-    let conn = Connection::new(
-        common::nats().await,
-        TransportOptions {
-            timeout: Duration::from_secs(5),
-            ..TransportOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let conn = common::caller(Duration::from_secs(5)).await;
     let client = conn.client(LatticeSubjects::new(&lattice).unwrap().wrpc_prefix("echo"));
 
     // Both hosts compile and subscribe; wait until each has answered at least once, counted

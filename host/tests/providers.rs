@@ -18,15 +18,7 @@ use trellis_wrpc_nats::{Connection, TransportOptions};
 
 mod support;
 
-mod bindings {
-    wit_bindgen_wrpc::generate!({
-        inline: "
-            package trellis-example:counter@0.1.0;
-            interface counter { increment: func(by: u64) -> u64; }
-            world caller { import counter; }
-        ",
-    });
-}
+use trellis_tests::components::counter as bindings;
 
 /// The SDK's example provider (built by scripts/test.sh), next to this test's executable.
 fn counter_provider() -> PathBuf {

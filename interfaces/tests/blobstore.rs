@@ -8,36 +8,18 @@ use futures::StreamExt as _;
 use trellis_interfaces::CallError;
 use trellis_interfaces::blobstore::{self, ByteStream, Client, ObjectId};
 use trellis_tests::{self as common, MemBlobs};
-use trellis_wrpc_nats::{Connection, TransportOptions};
 
 /// Serves a `MemBlobs` under a fresh prefix; returns a transport client for it.
 async fn serve_blobs() -> (trellis_wrpc_nats::Client, MemBlobs) {
-    let prefix = common::unique_lattice("blob-iface");
-    let conn = Connection::new(common::nats().await, TransportOptions::default())
-        .await
-        .expect("connects");
-    let server = conn
-        .server(prefix.clone(), None)
-        .with_param_checks(blobstore::param_checks());
+    let (server, client, conn) = common::fresh_server("blob-iface").await;
+    let server = server.with_param_checks(blobstore::param_checks());
     let blobs = MemBlobs::default();
-    let invocations = blobstore::serve(&server, blobs.clone())
-        .await
-        .expect("serves");
-    for (_, _, mut calls) in invocations {
-        tokio::spawn(async move {
-            while let Some(call) = calls.next().await {
-                if let Ok(call) = call {
-                    tokio::spawn(call);
-                }
-            }
-        });
-    }
-    conn.sync().await.expect("subscriptions are in place");
-    let client = conn.client(prefix);
-    tokio::spawn(async move {
-        let _keep = (conn, server);
-        futures::future::pending::<()>().await;
-    });
+    common::spawn_invocations(
+        blobstore::serve(&server, blobs.clone())
+            .await
+            .expect("serves"),
+    );
+    common::keep_serving(conn).await;
     (client, blobs)
 }
 

@@ -4,7 +4,6 @@
 //! the parameter checks refuse a forged `set-many` without disturbing the server.
 
 use bytes::Bytes;
-use futures::StreamExt as _;
 use trellis_interfaces::CallError;
 use trellis_interfaces::keyvalue::{self, Client, Error};
 use trellis_tests::{self as common, MemKv};
@@ -13,30 +12,11 @@ use trellis_wrpc_nats::{Connection, TransportError, TransportOptions};
 /// Serves a `MemKv` (bucket `mem`) under a fresh prefix with the keyvalue parameter checks; returns a transport
 /// client for it (the server lives as long as the test's runtime).
 async fn serve_mem() -> (trellis_wrpc_nats::Client, MemKv) {
-    let prefix = common::unique_lattice("kv-iface");
-    let conn = Connection::new(common::nats().await, TransportOptions::default())
-        .await
-        .expect("connects");
-    let server = conn
-        .server(prefix.clone(), None)
-        .with_param_checks(keyvalue::param_checks());
+    let (server, client, conn) = common::fresh_server("kv-iface").await;
+    let server = server.with_param_checks(keyvalue::param_checks());
     let mem = MemKv::new("mem").with_page(2);
-    let invocations = keyvalue::serve(&server, mem.clone()).await.expect("serves");
-    for (_, _, mut calls) in invocations {
-        tokio::spawn(async move {
-            while let Some(call) = calls.next().await {
-                if let Ok(call) = call {
-                    tokio::spawn(call);
-                }
-            }
-        });
-    }
-    conn.sync().await.expect("subscriptions are in place");
-    let client = conn.client(prefix);
-    tokio::spawn(async move {
-        let _keep = (conn, server);
-        futures::future::pending::<()>().await;
-    });
+    common::spawn_invocations(keyvalue::serve(&server, mem.clone()).await.expect("serves"));
+    common::keep_serving(conn).await;
     (client, mem)
 }
 

@@ -18,15 +18,7 @@ use trellis_sdk::link::LinkDefinition;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_wrpc_nats::{Connection, TransportOptions};
 
-mod bindings {
-    wit_bindgen_wrpc::generate!({
-        inline: "
-            package trellis-example:counter@0.1.0;
-            interface counter { increment: func(by: u64) -> u64; }
-            world caller { import counter; }
-        ",
-    });
-}
+use trellis_tests::components::counter as bindings;
 
 /// The provider example binary (see [`example_bin`]).
 fn example() -> PathBuf {

@@ -21,23 +21,7 @@ use trellis_sdk::store::{LatticeStore, StoredLink};
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_wrpc_nats::{Connection, TransportOptions};
 
-mod bindings {
-    wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
-        inline: "
-            package trellis-test:greeter@0.1.0;
-            interface greet {
-                greeting: func(name: string) -> string;
-                slow: func(ms: u32) -> string;
-            }
-            world greeter {
-                import greet;
-                export greet;
-            }
-        ",
-        generate_all,
-    });
-}
+use trellis_tests::components as bindings;
 
 use bindings::trellis_test::greeter::greet as client;
 
@@ -174,18 +158,13 @@ async fn start_with(config: ProviderConfig) -> Fixture {
     let handle = ProviderHandle::start(config, Arc::new(provider.clone()))
         .await
         .unwrap();
-    let invocations = bindings::serve(&handle.server(), Handler).await.unwrap();
+    let invocations =
+        bindings::exports::trellis_test::greeter::greet::serve_interface(&handle.server(), Handler)
+            .await
+            .unwrap();
     handle.serve(invocations).unwrap();
     let nats = common::nats().await;
-    let caller = Connection::new(
-        nats.clone(),
-        TransportOptions {
-            timeout: Duration::from_secs(5),
-            ..TransportOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let caller = common::caller(Duration::from_secs(5)).await;
     Fixture {
         subjects: LatticeSubjects::new(&lattice).unwrap(),
         lattice,
@@ -818,7 +797,14 @@ async fn survives_a_nats_restart_and_keeps_serving() {
         .await
         .unwrap();
     handle
-        .serve(bindings::serve(&handle.server(), Handler).await.unwrap())
+        .serve(
+            bindings::exports::trellis_test::greeter::greet::serve_interface(
+                &handle.server(),
+                Handler,
+            )
+            .await
+            .unwrap(),
+        )
         .unwrap();
 
     let connect = || async {
@@ -827,15 +813,7 @@ async fn survives_a_nats_restart_and_keeps_serving() {
             .connect(server.url())
             .await
             .unwrap();
-        let conn = Connection::new(
-            nats.clone(),
-            TransportOptions {
-                timeout: Duration::from_secs(2),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let conn = common::caller(Duration::from_secs(2)).await;
         (nats, conn)
     };
     let (nats, caller) = connect().await;
@@ -956,7 +934,11 @@ async fn provider_calls_its_linked_component_with_1x_headers() {
         .unwrap();
     let prefix = f.subjects.wrpc_prefix("comp-x");
     let wrpc = server.server(prefix.clone(), Some(prefix.into()));
-    for (_, _, mut st) in bindings::serve(&wrpc, Component).await.unwrap() {
+    for (_, _, mut st) in
+        bindings::exports::trellis_test::greeter::greet::serve_interface(&wrpc, Component)
+            .await
+            .unwrap()
+    {
         tokio::spawn(async move {
             while let Some(Ok(fut)) = st.next().await {
                 tokio::spawn(fut);
@@ -988,7 +970,10 @@ async fn provider_calls_its_linked_component_with_1x_headers() {
         std::ptr::eq(first.prefix().as_ptr(), again.prefix().as_ptr()),
         "the client of comp-x was built anew instead of taken from the cache"
     );
-    assert!(!std::ptr::eq(first.prefix().as_ptr(), other.prefix().as_ptr()));
+    assert!(!std::ptr::eq(
+        first.prefix().as_ptr(),
+        other.prefix().as_ptr()
+    ));
     assert!(other.prefix().ends_with(".comp-y"), "{}", other.prefix());
 }
 

@@ -7,9 +7,15 @@
 
 use std::time::Duration;
 
+pub mod components;
+mod lattice;
 mod mem_blobs;
 mod mem_kv;
 mod readme;
+pub use lattice::{
+    caller, eventually, fresh_server, keep_serving, provider, run_with_large_stacks,
+    spawn_invocations,
+};
 pub use mem_blobs::MemBlobs;
 pub use mem_kv::MemKv;
 pub use readme::{readme_cargo_runs, readme_commands};

@@ -66,16 +66,7 @@ const ECHO_WASM: &str = concat!(
     "/../components/prebuilt/echo.wasm"
 );
 
-mod caller {
-    wit_bindgen_wrpc::generate!({
-        wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
-        inline: "
-            package trellis-test:components@0.1.0;
-            interface echo { kv-get: func(bucket: string, key: string) -> result<option<list<u8>>, string>; }
-            world caller { import echo; }
-        ",
-    });
-}
+use trellis_tests::components as caller;
 
 #[derive(Clone, Copy)]
 struct Stats {

@@ -271,15 +271,7 @@ mod e2e {
     use trellis_sdk::subjects::LatticeSubjects;
     use trellis_wrpc_nats::{Connection, TransportOptions};
 
-    mod caller {
-        wit_bindgen_wrpc::generate!({
-            inline: "
-                package trellis-test:components@0.1.0;
-                interface echo { kv: func(bucket: string) -> result<string, string>; }
-                world caller { import echo; }
-            ",
-        });
-    }
+    use trellis_tests::components as caller;
 
     const ECHO_WASM: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
