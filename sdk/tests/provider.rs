@@ -813,7 +813,16 @@ async fn survives_a_nats_restart_and_keeps_serving() {
             .connect(server.url())
             .await
             .unwrap();
-        let conn = common::caller(Duration::from_secs(2)).await;
+        // On the test's own server (the one it restarts), not the shared one.
+        let conn = Connection::new(
+            nats.clone(),
+            TransportOptions {
+                timeout: Duration::from_secs(2),
+                ..TransportOptions::default()
+            },
+        )
+        .await
+        .unwrap();
         (nats, conn)
     };
     let (nats, caller) = connect().await;
