@@ -1,16 +1,14 @@
 //! `wasi:blobstore@0.2.0-draft` for components, carried over the lattice as the 1.x wire
 //! interface `wrpc:blobstore/blobstore@0.2.0`, with object data streamed both ways.
 //!
-//! Memory stays bounded whatever the object size: an upload flows from the component's
-//! output stream through a small in-memory pipe straight into the wRPC stream (the component
-//! is paused while the pipe is full), and a download flows from the wRPC stream into the
-//! component's input stream as it reads. Only `incoming-value-consume-sync`, which hands the
+//! Objects stream both ways: an upload flows from the component's output stream through a
+//! small in-memory pipe into the wRPC stream (the component is paused while the pipe is
+//! full), and a download flows from the wRPC stream into the component's input stream as it
+//! reads. (What the wRPC stream itself buffers is `wrpc-transport`'s generated decoder's:
+//! up to 128 of the sender's chunks; bounding it is part of the blobstore providers' work.) Only `incoming-value-consume-sync`, which hands the
 //! whole object to the component at once, collects it, up to [`MAX_SYNC_BODY`].
 
-use std::pin::Pin;
-
-use bytes::Bytes;
-use futures::{Stream, StreamExt as _};
+use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 use tokio_util::io::{ReaderStream, StreamReader};
 use wasmtime::component::Resource;
@@ -18,7 +16,9 @@ use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use trellis_interfaces::CallError;
-use trellis_interfaces::blobstore::{self as blobstore_wire, ObjectId};
+use trellis_interfaces::blobstore::{
+    self as blobstore_wire, ByteStream, Done, NameStream, ObjectId,
+};
 
 use crate::router::LinkRouter;
 use crate::state::HostState;
@@ -47,15 +47,12 @@ pub const MAX_SYNC_BODY: usize = 64 << 20;
 /// Bytes buffered between a component writing an object and the upload.
 const UPLOAD_PIPE: usize = 64 << 10;
 
-type ByteStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
-type ResultFuture = Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
-
 /// An open container: its name.
 pub struct Container(String);
 
 /// Object names being listed.
 pub struct ObjectNames {
-    names: Pin<Box<dyn Stream<Item = Vec<String>> + Send>>,
+    names: NameStream,
     pending: std::collections::VecDeque<String>,
     done: bool,
 }
@@ -70,7 +67,7 @@ pub struct OutgoingValue {
 /// An object being read.
 pub struct IncomingValue {
     data: ByteStream,
-    done: ResultFuture,
+    done: Done,
     size: u64,
 }
 

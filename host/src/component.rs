@@ -40,23 +40,23 @@ pub enum ComponentError {
     #[error("cannot link the host's interfaces: {0:#}")]
     HostInterfaces(wasmtime::Error),
     /// An import could not be routed over the lattice.
-    #[error("cannot link import {import}: {source:#}")]
+    #[error("cannot link import {import}: {error:#}")]
     Link {
         /// The import.
         import: String,
         /// Why.
-        source: wasmtime::Error,
+        error: wasmtime::Error,
     },
     /// Its imports are linked but it cannot be pre-instantiated.
     #[error("cannot prepare instances: {0:#}")]
     Prepare(wasmtime::Error),
     /// An export could not be served.
-    #[error("cannot serve {export}: {source:#}")]
+    #[error("cannot serve {export}: {error:#}")]
     Serve {
         /// The export (`instance.function`, or its HTTP handler).
         export: String,
         /// Why.
-        source: anyhow::Error,
+        error: anyhow::Error,
     },
 }
 
@@ -158,9 +158,9 @@ pub(crate) fn link(
             "",
             name,
         )
-        .map_err(|source| ComponentError::Link {
+        .map_err(|error| ComponentError::Link {
             import: name.to_string(),
-            source,
+            error,
         })?;
     }
     let pre = linker
@@ -258,9 +258,9 @@ impl Serving {
         pre: &InstancePre<HostState>,
         make_store: &MakeStore,
     ) -> Result<Vec<JoinHandle<()>>, ComponentError> {
-        let serve_err = |source: anyhow::Error| ComponentError::Serve {
+        let serve_err = |error: anyhow::Error| ComponentError::Serve {
             export: "its HTTP handler".into(),
-            source,
+            error,
         };
         let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre.clone())
             .map_err(|e| serve_err(e.into()))?;
@@ -271,7 +271,7 @@ impl Serving {
         };
         let invocations = trellis_interfaces::http::server::serve(&self.server, handler)
             .await
-            .map_err(|e| serve_err(e.into()))?;
+            .map_err(|e| serve_err(e.error))?;
         Ok(invocations
             .into_iter()
             .map(|(instance, func, calls)| {
@@ -312,9 +312,9 @@ impl Serving {
                     &func,
                 )
                 .await
-                .map_err(|source| ComponentError::Serve {
+                .map_err(|error| ComponentError::Serve {
                     export: format!("{instance}.{func}"),
-                    source,
+                    error,
                 })?;
             tasks.push(self.spawn(format!("{} {instance}.{func}", self.id), invocations));
         }

@@ -19,12 +19,12 @@ const MAX_REDIRECTS: usize = 5;
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The file could not be read.
-    #[error("cannot read component {reference}: {source}")]
+    #[error("cannot read component {reference}: {error}")]
     Read {
         /// The path or `file://` URL.
         reference: String,
         /// The OS's reason.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The download failed.
     #[error("cannot download component {reference}: {reason}")]
@@ -41,21 +41,21 @@ pub enum FetchError {
         reference: String,
     },
     /// The reading task died.
-    #[error("the task reading component {reference} failed: {source}")]
+    #[error("the task reading component {reference} failed: {error}")]
     Task {
         /// The path.
         reference: String,
         /// Why.
-        source: tokio::task::JoinError,
+        error: tokio::task::JoinError,
     },
 }
 
 /// Reads a component from a file path or `file://` URL.
 pub fn read_component(reference: &str) -> Result<Vec<u8>, FetchError> {
     let path = reference.strip_prefix("file://").unwrap_or(reference);
-    std::fs::read(Path::new(path)).map_err(|source| FetchError::Read {
+    std::fs::read(Path::new(path)).map_err(|error| FetchError::Read {
         reference: reference.to_string(),
-        source,
+        error,
     })
 }
 
@@ -65,9 +65,9 @@ pub async fn load_component(reference: &str) -> Result<Vec<u8>, FetchError> {
         let owned = reference.to_string();
         return tokio::task::spawn_blocking(move || read_component(&owned))
             .await
-            .map_err(|source| FetchError::Task {
+            .map_err(|error| FetchError::Task {
                 reference: reference.to_string(),
-                source,
+                error,
             })?;
     }
     tokio::time::timeout(FETCH_TIMEOUT, download(reference))

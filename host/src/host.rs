@@ -67,23 +67,21 @@ pub enum HostError {
     /// The component could not be read or downloaded.
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
-    /// The component could not be started.
+    /// The component could not be started (the reason is part of the message).
     #[error("component {id}: {error}")]
     Component {
         /// The component id.
         id: String,
         /// What is wrong.
-        #[source]
         error: ComponentError,
     },
     /// The host's wRPC connection or its inventory responder could not be set up.
-    #[error("{what}: {source:#}")]
+    #[error("{what}: {error:#}")]
     Transport {
         /// What was being set up.
         what: &'static str,
         /// The transport's reason.
-        #[source]
-        source: anyhow::Error,
+        error: anyhow::Error,
     },
     /// Named config the component asks for does not exist.
     #[error("component {id} names config {name:?}, which does not exist")]
@@ -142,9 +140,9 @@ impl Host {
             },
         )
         .await
-        .map_err(|source| HostError::Transport {
+        .map_err(|error| HostError::Transport {
             what: "cannot set up the wRPC connection",
-            source,
+            error,
         })?;
         trellis_sdk::subjects::validate_token("host id", &opts.host_id)?;
         let store = LatticeStore::open(&nats, &subjects).await?;
@@ -159,9 +157,9 @@ impl Host {
             Arc::clone(&registry),
         )
         .await
-        .map_err(|source| HostError::Transport {
+        .map_err(|error| HostError::Transport {
             what: "cannot answer host ping",
-            source: source.into(),
+            error: error.into(),
         })?;
         Ok(Self {
             inner: Arc::new(HostInner {

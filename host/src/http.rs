@@ -1,8 +1,8 @@
-//! HTTP for components: `wasi:http/types` answered locally (outgoing requests denied: a
-//! component reaches the world only through its links), and a component's
-//! `wasi:http/incoming-handler` export served on the lattice as the wire instance wasmCloud
-//! 1.x uses, `wrpc:http/incoming-handler@0.1.0`, so an http-server provider of either
-//! generation can call it.
+//! A component's `wasi:http/incoming-handler` export served on the lattice as the wire
+//! instance wasmCloud 1.x uses, `wrpc:http/incoming-handler@0.1.0` (the codec is
+//! `trellis_interfaces::http::server`), so an http-server provider of either generation can
+//! call it. (`wasi:http/types` is answered locally; outgoing requests are denied by the
+//! store's hooks, see `state.rs`: a component reaches the world only through its links.)
 //!
 //! Bodies stream both ways with bounded memory: the request body flows from the wRPC stream
 //! into the component as it reads, and the response body from the component's output stream

@@ -14,6 +14,14 @@ pub enum CallError<E> {
 }
 
 impl<E> CallError<E> {
+    /// The same failure with the interface's error converted by `f`.
+    pub fn map_interface<F>(self, f: impl FnOnce(E) -> F) -> CallError<F> {
+        match self {
+            CallError::Interface(e) => CallError::Interface(f(e)),
+            CallError::Transport(e) => CallError::Transport(e),
+        }
+    }
+
     /// The transport's typed reason, when the call failed in the transport.
     pub fn transport_error(&self) -> Option<&trellis_wrpc_nats::TransportError> {
         match self {
@@ -23,15 +31,23 @@ impl<E> CallError<E> {
     }
 }
 
+/// Folds what a generated client function answers into a typed call result.
+pub(crate) fn fold<T, E>(res: anyhow::Result<Result<T, E>>) -> Result<T, CallError<E>> {
+    match res {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(CallError::Interface(e)),
+        Err(e) => Err(CallError::Transport(e)),
+    }
+}
+
 /// Serving an interface could not start (subscribing to its functions failed).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot serve {interface}: {source:#}")]
+#[error("cannot serve {interface}: {error:#}")]
 pub struct ServeError {
-    /// The interface (world) that was to be served.
+    /// The wire instance (or instances) that was to be served.
     pub interface: &'static str,
-    /// What the transport said.
-    #[source]
-    pub source: anyhow::Error,
+    /// What the transport said (part of the message, so not also a `source`).
+    pub error: anyhow::Error,
 }
 
 /// Splits a typed client's answer the way a caller that treats the two failures differently

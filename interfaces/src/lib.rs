@@ -2,14 +2,20 @@
 //! [`blobstore`], [`http`], [`messaging`].
 //!
 //! Each module is the only place that generates its interface's wRPC bindings (serving and
-//! calling), checks its parameters before they are decoded, decodes what needs decoding by hand
-//! and converts its errors. On top of those it offers what providers and hosts use:
-//! - a plain Rust **handler trait** whose signatures carry no NATS or wRPC types, so a
-//!   provider implements it once and never touches bindings (and a host can bind the same
-//!   trait in process);
-//! - **`serve`**, which serves a handler over any [`wrpc_transport::Serve`] (the provider SDK's
-//!   server, or a bare [`trellis_wrpc_nats::Server`]);
-//! - a typed **client** over any [`wrpc_transport::Invoke`].
+//! calling), checks its parameters before they are decoded (`param_checks`), decodes what
+//! needs decoding by hand and converts its errors. On top of those it offers what providers
+//! and hosts use:
+//! - a **handler trait** a provider implements without touching bindings: keyvalue's,
+//!   blobstore's and messaging's carry only plain Rust types (streams as `Stream`s of
+//!   `Bytes`), so a host can bind the same trait in process; HTTP's takes the wire request
+//!   record (its body already a plain stream) and answers a pre-encodable `Reply`;
+//! - **`serve`**: keyvalue, blobstore and messaging over any [`wrpc_transport::Serve`] (the
+//!   provider SDK's server, or a bare [`trellis_wrpc_nats::Server`]); HTTP over
+//!   [`trellis_wrpc_nats::Server`], whose pacer it uses;
+//! - a typed **client**: keyvalue and messaging over any [`wrpc_transport::Invoke`],
+//!   blobstore and HTTP over clients of this transport (their streamed results are decoded
+//!   by hand);
+//! - the wire instance names as constants.
 //!
 //! The generated bindings live in each module's `bindings` submodule, apart from the hand
 //! logic; they are public for code that needs a wire type itself, but a provider or host

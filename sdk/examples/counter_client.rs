@@ -13,7 +13,7 @@ use trellis_sdk::subjects::LatticeSubjects;
 use trellis_wrpc_nats::{Connection, TransportOptions};
 
 wit_bindgen_wrpc::generate!({
-    // Calls go through the SDK's leaner `InvokeExt` (see `trellis_wrpc_nats::wrpc_transport`).
+    // Calls go through the transport's leaner `InvokeExt` (see `trellis_wrpc_nats::wrpc_transport`).
     wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
     inline: "
         package trellis-example:counter@0.1.0;

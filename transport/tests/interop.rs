@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _, stream};
 use trellis_wrpc_nats::{Connection, TransportOptions};
 
-/// Served and called through the SDK's `wrpc_transport` (its leaner client calls).
+/// Served and called through this crate's `wrpc_transport` (its leaner client calls).
 mod bindings {
     wit_bindgen_wrpc::generate!({
         wrpc_transport_path: "::trellis_wrpc_nats::wrpc_transport",
@@ -291,7 +291,7 @@ async fn our_client_our_server() {
 }
 
 /// Bindings generated with default options call through `wrpc_transport`'s own `InvokeExt`,
-/// not the SDK's: our transport serves those callers too.
+/// not this crate's: our transport serves those callers too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_bindings_our_client_our_server() {
     let (client, max) = ours_at_both_ends("uco").await;

@@ -14,6 +14,7 @@ use trellis_wrpc_nats::wrpc_transport::{
 use super::bindings::wrpc::blobstore0_2_0::{blobstore as w, types as wt};
 use super::{ByteStream, ContainerInfo, Done, NameStream, ObjectId, ObjectInfo};
 use crate::CallError;
+use crate::error::fold;
 
 /// Calls a blobstore provider over `wrpc` (a linked client, a host's router), every call
 /// with context `cx`.
@@ -23,14 +24,6 @@ pub struct Client<'a, I: Invoke> {
 }
 
 type Res<T> = Result<T, CallError<String>>;
-
-fn fold<T>(res: anyhow::Result<Result<T, String>>) -> Res<T> {
-    match res {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(CallError::Interface(e)),
-        Err(e) => Err(CallError::Transport(e)),
-    }
-}
 
 fn wire_id(id: &ObjectId) -> wt::ObjectId {
     wt::ObjectId {
@@ -151,7 +144,14 @@ where
         let io = io.map(tokio::spawn);
         let done = match res {
             Ok(done) => done.await.map_err(CallError::Interface),
-            Err(e) => Err(CallError::Interface(e)),
+            Err(refused) => {
+                // Refused before storing anything: the provider's reason is the answer, not
+                // what the abandoned upload then runs into.
+                if let Some(io) = io {
+                    io.abort();
+                }
+                return Err(CallError::Interface(refused));
+            }
         };
         if let Some(io) = io {
             match io.await {
@@ -182,7 +182,7 @@ where
             .wrpc
             .invoke_values::<_, _, (Result<(Names, ListDone), String>,)>(
                 self.cx.clone(),
-                "wrpc:blobstore/blobstore@0.2.0",
+                super::INSTANCE,
                 "list-container-objects",
                 (name, limit, offset),
                 paths,

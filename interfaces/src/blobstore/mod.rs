@@ -5,6 +5,10 @@
 //! through [`Client`]. Object data moves as streams of [`Bytes`] both ways, never whole: an
 //! upload arrives as a [`ByteStream`] the handler consumes at its pace, and a download is a
 //! stream the handler produces. Errors are the interface's plain strings.
+//!
+//! Not yet bounded here: the streams are read with `wrpc-transport`'s generated `stream<u8>`
+//! decoder, which can hold up to 128 of the sender's chunks, and a download is not paced to
+//! the caller's reading (the HTTP module does both; the blobstore providers will need it).
 
 pub mod bindings;
 mod client;
@@ -18,6 +22,9 @@ use futures::Stream;
 use trellis_wrpc_nats::wire_shape::ParamChecks;
 
 pub use client::Client;
+
+/// The wire instance of the interface.
+pub const INSTANCE: &str = "wrpc:blobstore/blobstore@0.2.0";
 
 use crate::{Invocations, ServeError};
 
@@ -166,9 +173,9 @@ where
 {
     bindings::serve(server, wire::Wire(handler))
         .await
-        .map_err(|source| ServeError {
-            interface: "wrpc:blobstore/blobstore@0.2.0",
-            source,
+        .map_err(|error| ServeError {
+            interface: INSTANCE,
+            error,
         })
 }
 

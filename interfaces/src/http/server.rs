@@ -8,7 +8,6 @@
 //! tuples the generated decoder would size from a forged length prefix. The handler answers
 //! a [`Reply`], which sends a response that is already complete in one message.
 
-use Future;
 use std::pin::Pin;
 
 use anyhow::Context as _;
@@ -61,9 +60,9 @@ pub async fn serve<H: Handler>(server: &Server, handler: H) -> Result<Invocation
         .with_param_checks(param_checks())
         .serve_values::<(WireRequest,), (Reply,)>(INSTANCE, FUNC, paths)
         .await
-        .map_err(|source| ServeError {
+        .map_err(|error| ServeError {
             interface: INSTANCE,
-            source,
+            error,
         })?;
     let invocations = calls.map_ok(move |(cx, (WireRequest(request),), body_io, send)| {
         Box::pin(serve_call(handler.clone(), cx, request, body_io, send))

@@ -23,11 +23,7 @@ pub struct Client<'a, I: Invoke> {
 type Res<T> = Result<T, CallError<Error>>;
 
 fn fold<T>(res: anyhow::Result<Result<T, store::Error>>) -> Res<T> {
-    match res {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(CallError::Interface(from_wire(e))),
-        Err(e) => Err(CallError::Transport(e)),
-    }
+    crate::error::fold(res).map_err(|e| e.map_interface(from_wire))
 }
 
 fn from_wire(e: store::Error) -> Error {
@@ -87,7 +83,7 @@ where
             .wrpc
             .invoke_values_blocking::<_, _, (Result<Whole<Items>, store::Error>,)>(
                 self.cx.clone(),
-                "wrpc:keyvalue/batch@0.2.0-draft",
+                super::BATCH,
                 "get-many",
                 (bucket, keys),
                 [[None::<usize>; 0]; 0],

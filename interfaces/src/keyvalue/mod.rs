@@ -41,6 +41,13 @@ use trellis_wrpc_nats::wire_shape::ParamChecks;
 
 pub use client::Client;
 
+/// The wire instance of `store`.
+pub const STORE: &str = "wrpc:keyvalue/store@0.2.0-draft";
+/// The wire instance of `atomics`.
+pub const ATOMICS: &str = "wrpc:keyvalue/atomics@0.2.0-draft";
+/// The wire instance of `batch`.
+pub const BATCH: &str = "wrpc:keyvalue/batch@0.2.0-draft";
+
 use crate::{Invocations, ServeError};
 
 /// The interface's error (`wasi:keyvalue/store.error`).
@@ -166,15 +173,14 @@ where
 {
     bindings::serve(server, wire::Wire(handler))
         .await
-        .map_err(|source| ServeError {
-            interface: "wrpc:keyvalue@0.2.0-draft",
-            source,
+        .map_err(|error| ServeError {
+            interface: "wrpc:keyvalue/{store,atomics,batch}@0.2.0-draft",
+            error,
         })
 }
 
 /// The parameter checks of the functions whose parameters the generated decoders cannot
 /// take from a hostile caller (`set-many`: a list of tuples).
 pub fn param_checks() -> ParamChecks {
-    ParamChecks::new()
-        .function::<(String, Vec<(String, Bytes)>)>("wrpc:keyvalue/batch@0.2.0-draft", "set-many")
+    ParamChecks::new().function::<(String, Vec<(String, Bytes)>)>(BATCH, "set-many")
 }

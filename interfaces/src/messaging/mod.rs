@@ -15,9 +15,22 @@ use std::future::Future;
 use bytes::Bytes;
 use trellis_wrpc_nats::wrpc_transport::Invoke;
 
+use crate::error::fold;
 use crate::{CallError, Invocations, ServeError};
 
 use bindings::wasmcloud::messaging::{consumer as consumer_client, handler as handler_client};
+
+/// The wire instance of the consumer (what a provider serves).
+pub const CONSUMER: &str = "wasmcloud:messaging/consumer@0.2.0";
+/// The wire instance of the handler (what a component exports).
+pub const HANDLER: &str = "wasmcloud:messaging/handler@0.2.0";
+
+/// The parameter checks of the interface: none are needed (no function takes a list of
+/// tuples, records or options, which the generated decoders would size from a forged length
+/// prefix); providers pass it all the same, so a check added here reaches every provider.
+pub fn param_checks() -> trellis_wrpc_nats::wire_shape::ParamChecks {
+    trellis_wrpc_nats::wire_shape::ParamChecks::new()
+}
 
 /// A message (`wasmcloud:messaging/types.broker-message`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +78,9 @@ where
     bindings::exports::wasmcloud::messaging::consumer::serve_interface(server, wire::Wire(consumer))
         .await
         .map(Vec::from)
-        .map_err(|source| ServeError {
-            interface: "wasmcloud:messaging/consumer@0.2.0",
-            source,
+        .map_err(|error| ServeError {
+            interface: CONSUMER,
+            error,
         })
 }
 
@@ -81,18 +94,10 @@ where
     bindings::exports::wasmcloud::messaging::handler::serve_interface(server, wire::Wire(handler))
         .await
         .map(Vec::from)
-        .map_err(|source| ServeError {
-            interface: "wasmcloud:messaging/handler@0.2.0",
-            source,
+        .map_err(|error| ServeError {
+            interface: HANDLER,
+            error,
         })
-}
-
-fn fold<T>(res: anyhow::Result<Result<T, String>>) -> Result<T, CallError<String>> {
-    match res {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(CallError::Interface(e)),
-        Err(e) => Err(CallError::Transport(e)),
-    }
 }
 
 /// Calls a messaging provider's consumer over `wrpc`, every call with context `cx`.

@@ -121,7 +121,7 @@ impl CallBucket {
             .unwrap_or_else(|_| Err(timed_out(self.timeout)))
     }
 
-    /// Runs `op` for every item, `BATCH_CONCURRENCY` at a time, in order.
+    /// Runs `op` for every item, `BATCH_CONCURRENCY` at a time, answering in the items' order.
     async fn each<I, T, F, Fut>(&self, items: Vec<I>, op: F) -> Result<Vec<T>, Error>
     where
         F: Fn(Arc<Bucket>, I) -> Fut,
@@ -130,6 +130,20 @@ impl CallBucket {
         let ops = futures::stream::iter(items).map(|item| op(Arc::clone(&self.kv), item));
         self.run(ops.buffered(BATCH_CONCURRENCY).try_collect())
             .await
+    }
+
+    /// Runs `op` for every item, `BATCH_CONCURRENCY` at a time, in whatever order they
+    /// finish (one slow item does not hold the others' places); the first failure fails all.
+    async fn each_unordered<I, F, Fut>(&self, items: Vec<I>, op: F) -> Result<(), Error>
+    where
+        F: Fn(Arc<Bucket>, I) -> Fut,
+        Fut: Future<Output = Result<(), Error>>,
+    {
+        let ops = futures::stream::iter(items).map(|item| op(Arc::clone(&self.kv), item));
+        let all = ops
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .try_collect::<Vec<()>>();
+        self.run(all).await.map(|_| ())
     }
 }
 
@@ -249,9 +263,8 @@ impl keyvalue::Handler<CallContext> for NatsKv {
         items: Vec<(String, Bytes)>,
     ) -> Result<(), Error> {
         let b = self.bucket(&cx, &bucket).await?;
-        b.each(items, |kv, (k, v)| async move { kv.set(&k, &v).await })
+        b.each_unordered(items, |kv, (k, v)| async move { kv.set(&k, &v).await })
             .await
-            .map(|_| ())
     }
 
     async fn delete_many(
@@ -261,8 +274,7 @@ impl keyvalue::Handler<CallContext> for NatsKv {
         keys: Vec<String>,
     ) -> Result<(), Error> {
         let b = self.bucket(&cx, &bucket).await?;
-        b.each(keys, |kv, k| async move { kv.delete(&k).await })
+        b.each_unordered(keys, |kv, k| async move { kv.delete(&k).await })
             .await
-            .map(|_| ())
     }
 }
