@@ -3,8 +3,6 @@
 //! is a small SDK provider keeping values in memory: what is under test is the host's
 //! mapping and routing; the real backends come with the keyvalue providers.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use trellis_host::read_component;
 use trellis_interfaces::keyvalue;
@@ -61,16 +59,10 @@ async fn wasi_keyvalue_reaches_the_linked_provider_as_the_wire_interface() {
         .await
         .unwrap();
     let client = conn.client(subjects.wrpc_prefix("kv-comp"));
-    let kv_call = || caller::trellis_test::components::echo::kv(&client, None, "ok");
-    let mut summary = kv_call().await.unwrap();
-    for _ in 0..50 {
-        // The provider picks the link up from the store within milliseconds.
-        if summary.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        summary = kv_call().await.unwrap();
-    }
+    let summary =
+        common::eventually(|| caller::trellis_test::components::echo::kv(&client, None, "ok"))
+            .await
+            .unwrap();
     assert_eq!(
         summary.unwrap(),
         "get=hello exists=true counter=5 batch=2 keys=a,b,counter,greeting deleted=true"

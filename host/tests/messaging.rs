@@ -3,7 +3,6 @@
 //! publishes its answer through its `consumer` import, routed by link back to the provider.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use trellis_host::read_component;
@@ -93,16 +92,10 @@ async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
         reply_to: Some("orders.reply".into()),
     };
     let handler = HandlerClient::new(&to_component, ());
-    let mut res = handler.handle_message(msg.clone()).await.split().unwrap();
-    for _ in 0..50 {
-        // The provider picks the link up from the store within milliseconds.
-        if res.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        res = handler.handle_message(msg.clone()).await.split().unwrap();
-    }
-    res.unwrap();
+    common::eventually(|| async { handler.handle_message(msg.clone()).await.split() })
+        .await
+        .unwrap()
+        .unwrap();
     let published = broker.0.lock().unwrap().clone();
     assert_eq!(
         published.last(),
