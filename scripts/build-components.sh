@@ -6,11 +6,11 @@
 #
 # The prebuilt copies (tests/components/prebuilt/, and examples/counter/counter.wasm for the
 # example app) are committed so tests never need the wasm target. Builds are reproducible:
-# paths are remapped, so the test components' bytes do not depend on where the checkout or
-# cargo's registry is. `--check` fails when a committed test component differs from what its
-# source builds to (the example app's counter.wasm is only built: its layout still depends on
-# the checkout path), and is skipped, saying so, only when the wasm32-wasip2 target cannot be
-# installed here.
+# paths are remapped, so the components' bytes do not depend on where the checkout or cargo's
+# registry is (and every component is inside the components' workspace: cargo hashes a member
+# outside it by its absolute path, which changes the code's layout). `--check` fails when a
+# committed component differs from what its source builds to, and is skipped, saying so, only
+# when the wasm32-wasip2 target cannot be installed here.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -42,11 +42,7 @@ for wasm in "$target_dir"/wasm32-wasip2/release/*.wasm; do
     counter.wasm) committed=examples/counter/counter.wasm ;;
     *) committed=tests/components/prebuilt/$name ;;
   esac
-  if $check && [ "$name" = counter.wasm ]; then
-    # The example app's component builds, but its code layout still depends on the checkout's
-    # path (not on what the path remapping covers), so it is not compared byte for byte.
-    echo "components: $committed builds (not compared: its layout depends on the checkout path)"
-  elif $check; then
+  if $check; then
     if cmp -s "$wasm" "$committed"; then
       echo "components: $committed matches its source"
     else

@@ -139,9 +139,20 @@ async fn round_trips() {
         .unwrap();
     let conn = common::caller(Duration::from_secs(30)).await;
     let client = conn.client(LatticeSubjects::new(&lattice).unwrap().wrpc_prefix("web"));
-
-    // A plain GET, answered with the component's config.
+    requests_pass_exactly(&client).await;
+    large_bodies_stream(&client).await;
+    traps_are_errors(&client).await;
+    hostile_invocations(&lattice).await;
     let res = call(&client, get("/")).await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(body(res).await, b"hello from trellis\n");
+    assert!(component.served() >= 10, "served {}", component.served());
+}
+
+/// Method, path, authority, scheme, headers, status and bodies pass both ways exactly.
+async fn requests_pass_exactly(client: &Client) {
+    // A plain GET, answered with the component's config.
+    let res = call(client, get("/")).await.unwrap();
     assert_eq!(res.status, 200);
     assert_eq!(header(&res, "x-served-by"), [b"web-1"]);
     assert_eq!(header(&res, "content-type"), [b"text/plain"]);
@@ -161,7 +172,7 @@ async fn round_trips() {
         ),
     ];
     let res = call(
-        &client,
+        client,
         request(Method::Put, "/echo?x=1&y=%20", headers, stream),
     )
     .await
@@ -182,7 +193,7 @@ async fn round_trips() {
 
     // A custom method.
     let res = call(
-        &client,
+        client,
         request(
             Method::Other("PURGE".into()),
             "/echo",
@@ -195,14 +206,17 @@ async fn round_trips() {
     assert_eq!(header(&res, "x-method"), [b"PURGE"]);
 
     // Status and repeated response headers are kept exactly.
-    let res = call(&client, get("/status/418")).await.unwrap();
+    let res = call(client, get("/status/418")).await.unwrap();
     assert_eq!(res.status, 418);
     assert_eq!(header(&res, "set-cookie"), [&b"a=1"[..], b"b=2"]);
     assert_eq!(body(res).await, b"status 418");
+}
 
+/// Bodies far larger than any buffer stream both ways.
+async fn large_bodies_stream(client: &Client) {
     // 24 MiB uploaded is digested as it streams; 24 MiB downloaded arrives intact.
     let (data, stream) = upload(24 << 20);
-    let res = call(&client, request(Method::Post, "/digest", vec![], stream))
+    let res = call(client, request(Method::Post, "/digest", vec![], stream))
         .await
         .unwrap();
     assert_eq!(
@@ -210,7 +224,7 @@ async fn round_trips() {
         format!("{} {:016x}", data.len(), fnv1a(&data))
     );
     let n = 24 << 20;
-    let res = call(&client, get(&format!("/bytes/{n}"))).await.unwrap();
+    let res = call(client, get(&format!("/bytes/{n}"))).await.unwrap();
     assert_eq!(header(&res, "content-length"), [n.to_string().as_bytes()]);
     let got = body(res).await;
     assert_eq!(got.len(), n);
@@ -218,10 +232,13 @@ async fn round_trips() {
         got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8),
         "downloaded body differs from the pattern"
     );
+}
 
+/// A component's traps are errors, before the response or mid-body, and it keeps serving.
+async fn traps_are_errors(client: &Client) {
     // A trap before the response is a clear error; a trap mid-body ends the body early; the
     // component keeps serving.
-    match call(&client, get("/trap")).await {
+    match call(client, get("/trap")).await {
         Err(ErrorCode::InternalError(Some(why))) => {
             assert!(why.contains("failed"), "unexpected reason: {why}")
         }
@@ -230,18 +247,21 @@ async fn round_trips() {
             other.map(|r| r.status)
         ),
     }
-    let res = call(&client, get("/trap-mid-body")).await.unwrap();
+    let res = call(client, get("/trap-mid-body")).await.unwrap();
     assert_eq!(res.status, 200);
     assert!(partial_body(res).await.len() <= 1024);
-    let res = call(&client, get("/nowhere")).await.unwrap();
+    let res = call(client, get("/nowhere")).await.unwrap();
     assert_eq!(res.status, 404);
+}
 
+/// Invocations that are no requests take nothing down.
+async fn hostile_invocations(lattice: &str) {
     // Hostile invocations of the handler: no reply subject, bytes that are no request, a
     // request cut short, an absurd length, a flood. None of them takes the handler down.
     let nats = common::nats().await;
     let subject = format!(
         "{}.wrpc.0.0.1.wrpc:http/incoming-handler@0.1.0.handle",
-        LatticeSubjects::new(&lattice).unwrap().wrpc_prefix("web")
+        LatticeSubjects::new(lattice).unwrap().wrpc_prefix("web")
     );
     nats.publish(subject.clone(), Bytes::from_static(b"\x00\x00\x00"))
         .await
@@ -269,8 +289,4 @@ async fn round_trips() {
         }
     }
     nats.flush().await.unwrap();
-    let res = call(&client, get("/")).await.unwrap();
-    assert_eq!(res.status, 200);
-    assert_eq!(body(res).await, b"hello from trellis\n");
-    assert!(component.served() >= 10, "served {}", component.served());
 }

@@ -1,6 +1,6 @@
 //! HTTP on the wire: `wrpc:http/incoming-handler@0.1.0`, what an http-server provider calls
 //! ([`client`]) and what a host serves for a component exporting `wasi:http/incoming-handler`
-//! ([`server`]), with the conversions between the wire's fields, methods and schemes and the
+//! ([`server`]: a [`server::Handler`] of `http::Request<Body>`, served over wRPC), with the conversions between the wire's fields, methods and schemes and the
 //! `http` crate's types.
 //!
 //! The wire types are re-exported here: their bodies are plain `Stream`s of `Bytes` and their
@@ -10,7 +10,10 @@
 
 pub mod bindings;
 pub mod client;
+mod plain;
 pub mod server;
+
+pub use plain::Body;
 
 pub use bindings::wasi::http0_2_0::types::{
     DnsErrorPayload, ErrorCode, FieldSizePayload, Method, Scheme, TlsAlertReceivedPayload,

@@ -1,12 +1,14 @@
 //! The serving side of `wrpc:http/incoming-handler@0.1.0`: what a host runs for a component
 //! exporting `wasi:http/incoming-handler`.
 //!
-//! [`serve`] decodes each call's request as the generated code would, except for its async
-//! parts: the body is read in bounded pieces ([`ByteStreamDecoder`]) and the fields of
-//! pending trailers only once whole ([`Whole`]); the request head is checked against its
-//! shape before anything decodes it ([`param_checks`]), since its headers are a list of
-//! tuples the generated decoder would size from a forged length prefix. The handler answers
-//! a [`Reply`], which sends a response that is already complete in one message.
+//! A server implements [`Handler`], which sees only the `http` crate's types (see
+//! [`plain`](super::plain)), and [`serve`] runs it over wRPC. [`serve`] decodes each call's
+//! request as the generated code would, except for its async parts: the body is read in
+//! bounded pieces ([`ByteStreamDecoder`]) and the fields of pending trailers only once whole
+//! ([`Whole`]); the request head is checked against its shape before anything decodes it
+//! ([`param_checks`]), since its headers are a list of tuples the generated decoder would size
+//! from a forged length prefix. A response whose body is complete when the handler answers
+//! goes back in one message (see [`Reply`]); any other streams as the caller takes it.
 
 use std::pin::Pin;
 
@@ -21,22 +23,43 @@ use trellis_wrpc_nats::wrpc_transport::{
 };
 use trellis_wrpc_nats::{Incoming, Outgoing, ServeContext, Server};
 
+use super::plain::{self, Body, INLINE_MAX};
 use super::{
     ErrorCode as WireErrorCode, FUNC, Fields, INSTANCE, Method, Request, Response, Scheme,
 };
 use crate::{Invocations, ServeError};
 
-/// What serves HTTP requests arriving over the lattice (a host running a component).
-pub trait Handler: Clone + Send + Sync + 'static {
-    /// Answers `request`. `cx` carries the call's headers and the pacer that produces a
-    /// streamed body only as fast as the caller takes it. An `Err` fails the call itself
-    /// (the caller sees a transport failure); an HTTP-level failure is a [`Reply`] carrying
-    /// an `error-code`.
+/// What serves HTTP requests (a host running a component), for calls with context `C` (over
+/// the lattice: the call's [`ServeContext`]).
+///
+/// The request's URI has its scheme and authority when the caller gave an authority; the
+/// caller's scheme, when it gave one, is also in the request's extensions (an
+/// `http::uri::Scheme`). An `Err` is the interface's `error-code`, which the caller gets
+/// instead of a response.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt as _, Full};
+/// use trellis_interfaces::http::{Body, ErrorCode, server::Handler};
+///
+/// /// Answers every request with its own path.
+/// #[derive(Clone)]
+/// struct Echo;
+///
+/// impl<C: Send + 'static> Handler<C> for Echo {
+///     async fn handle(&self, _: C, request: http::Request<Body>) -> Result<http::Response<Body>, ErrorCode> {
+///         let path = Bytes::copy_from_slice(request.uri().path().as_bytes());
+///         Ok(http::Response::new(Full::new(path).map_err(|never| match never {}).boxed_unsync()))
+///     }
+/// }
+/// ```
+pub trait Handler<C: Send + 'static>: Clone + Send + Sync + 'static {
+    /// Answers `request`.
     fn handle(
         &self,
-        cx: ServeContext,
-        request: Request,
-    ) -> impl Future<Output = anyhow::Result<Reply>> + Send;
+        cx: C,
+        request: ::http::Request<Body>,
+    ) -> impl Future<Output = Result<::http::Response<Body>, WireErrorCode>> + Send;
 }
 
 /// The parameter checks of `handle`: its request, against [`params_shape`].
@@ -50,7 +73,10 @@ pub fn param_checks() -> ParamChecks {
 /// so a response that is already complete travels whole in the result message. The server
 /// hands a call on only once its request head is all here (see [`Server`]), so decoding the
 /// calls one after another holds none of them up.
-pub async fn serve<H: Handler>(server: &Server, handler: H) -> Result<Invocations, ServeError> {
+pub async fn serve<H: Handler<ServeContext>>(
+    server: &Server,
+    handler: H,
+) -> Result<Invocations, ServeError> {
     // The request's async parts, as the bindings declare them: the body stream (field 0) and
     // the trailers future (field 1) of parameter 0.
     let paths: [Box<[Option<usize>]>; 2] =
@@ -192,17 +218,23 @@ async fn serve_call<H, Io, SendReply, Sent>(
     send: SendReply,
 ) -> anyhow::Result<()>
 where
-    H: Handler,
+    H: Handler<ServeContext>,
     Io: Future<Output = std::io::Result<()>> + Send + 'static,
     SendReply: FnOnce((Reply,)) -> Sent,
     Sent: Future<Output = anyhow::Result<()>>,
 {
-    // The request body arrives while the component runs.
+    // The request body arrives while the handler runs.
     let body_io = body_io.map(tokio::spawn);
-    let sent = match handler.handle(cx, request).await {
-        Ok(reply) => send((reply,)).await.context("failed to send the response"),
-        Err(err) => Err(err.context("failed to serve the request")),
+    let pacer = cx.pacer.clone();
+    let reply = match plain::request_from_wire(request) {
+        Ok(request) => match handler.handle(cx, request).await {
+            Ok(response) => Reply::of(response, |body| Box::pin(pacer.pace(body)))
+                .context("failed to encode the response")?,
+            Err(code) => Reply::Streamed(Err(code)),
+        },
+        Err(code) => Reply::Streamed(Err(code)),
     };
+    let sent = send((reply,)).await.context("failed to send the response");
     match (sent, body_io) {
         (Ok(()), Some(io)) => io
             .await
@@ -218,6 +250,9 @@ where
     }
 }
 
+/// A wire response's body, as the bindings type it.
+type WireBody = Pin<Box<dyn futures::Stream<Item = Bytes> + Send>>;
+
 /// The encoder the generated code uses for `T` on our transport.
 type Enc<T> = <T as Encode<Outgoing>>::Encoder;
 
@@ -228,7 +263,7 @@ type Enc<T> = <T as Encode<Outgoing>>::Encoder;
 /// chunk, an end marker, a close). wRPC also encodes them *ready*, inline in the result: a
 /// non-empty byte stream as its bytes, a future as its value. Every wRPC decoder reads both
 /// forms, so a response that is complete when it is sent (most are) goes as one message.
-pub enum Reply {
+enum Reply {
     /// The encoded result, body and trailers inline.
     Inline(Bytes),
     /// The result, its body streamed as the caller reads it.
@@ -236,8 +271,26 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// A handler's response: inline when its body is complete already, non-empty and at
+    /// most [`INLINE_MAX`] bytes; otherwise streamed, the rest of its body through `pace`.
+    fn of(
+        response: ::http::Response<Body>,
+        pace: impl FnOnce(WireBody) -> WireBody,
+    ) -> std::io::Result<Self> {
+        let (parts, mut body) = response.into_parts();
+        let mut taken = plain::take_ready(&mut body);
+        if taken.complete && !taken.data.is_empty() && taken.data.len() <= INLINE_MAX {
+            let headers = super::from_header_map(&parts.headers);
+            let trailers = taken.trailers.take();
+            return Self::inline(parts.status.as_u16(), headers, &taken.data, trailers);
+        }
+        let mut response = plain::response_to_wire(parts, taken, body);
+        response.body = pace(response.body);
+        Ok(Self::Streamed(Ok(response)))
+    }
+
     /// `Ok(response)` encoded with its complete, non-empty body and its trailers inline.
-    pub fn inline(
+    fn inline(
         status: u16,
         headers: Fields,
         body: &[u8],
@@ -259,7 +312,7 @@ impl Reply {
 
 /// Encodes a [`Reply`]: inline bytes as they are, the rest as the generated code does.
 #[derive(Default)]
-pub struct ReplyEncoder(Enc<Result<Response, WireErrorCode>>);
+struct ReplyEncoder(Enc<Result<Response, WireErrorCode>>);
 
 impl tokio_util::codec::Encoder<Reply> for ReplyEncoder {
     type Error = std::io::Error;

@@ -50,7 +50,15 @@ async fn routes_and_failures() {
     for name in ["a", "b", "c", "slow"] {
         assert_eq!(l.link_state(name).await, LinkState::Active, "link {name}");
     }
+    routes_and_round_trips(addr).await;
+    failures(addr).await;
+    let squatter = refused_links(&l, addr).await;
+    deleted_links(&l, addr).await;
+    drop(squatter);
+}
 
+/// Requests reach the route their path and host pick, and pass exactly both ways.
+async fn routes_and_round_trips(addr: std::net::SocketAddr) {
     // GET round trip: status, headers and body as the component sent them.
     let res = get(addr, "/", &[]).await;
     assert_eq!(res.status(), 200);
@@ -125,7 +133,10 @@ async fn routes_and_failures() {
             .unwrap_or_else(|e| panic!("request {i} on a kept-alive connection: {e}"));
         assert_eq!(text(res).await, "hello from trellis\n");
     }
+}
 
+/// A component's failures become the right status; the listener keeps serving.
+async fn failures(addr: std::net::SocketAddr) {
     // A component that traps is a 500 without its internals; the listener keeps serving.
     let res = get(addr, "/trap", &[]).await;
     assert_eq!(res.status(), 500);
@@ -141,7 +152,11 @@ async fn routes_and_failures() {
     assert_eq!(res.status(), 504);
     assert!(text(res).await.contains("did not answer within 300 ms"));
     assert!(started.elapsed() < Duration::from_secs(3));
+}
 
+/// Links that cannot be served fail with the reason in link ping; answers the listener that
+/// holds a port, to be kept until the end of the test.
+async fn refused_links(l: &Lattice, addr: std::net::SocketAddr) -> std::net::TcpListener {
     // A second link claiming a taken route fails, with the holder named in link ping.
     l.link("dup", "web-c", &[addr_cfg(addr), ("path", "/b/".into())])
         .await;
@@ -183,7 +198,11 @@ async fn routes_and_failures() {
         LinkState::Failed { error } => assert!(error.contains("incoming-handler"), "{error}"),
         other => panic!("wrong interface accepted: {other:?}"),
     }
+    squatter
+}
 
+/// Deleted links take their routes with them, and the listener closes with its last route.
+async fn deleted_links(l: &Lattice, addr: std::net::SocketAddr) {
     // Link delete: the route goes (requests fall back to the next prefix), and the
     // listener closes with its last route.
     l.unlink("b").await;
@@ -215,7 +234,6 @@ async fn routes_and_failures() {
         closed,
         "listener still open after its last link was deleted"
     );
-    drop(squatter);
 }
 
 #[test]
@@ -344,7 +362,17 @@ async fn bad_clients() {
     wait_served(addr, "/", None, "web").await;
     wait_served(addr, "/", Some("small.test"), "web").await;
     wait_served(addr, "/", Some("ro.test"), "web").await;
+    malformed_and_slow_clients(addr).await;
+    disconnects(addr).await;
+    size_limits(addr).await;
+    read_only_and_cors(addr).await;
+    let mut provider = l.provider;
+    assert!(provider.is_running(), "the provider died");
+}
 
+/// Malformed, oversized, slow and silent clients are answered or cut off while normal
+/// requests are served.
+async fn malformed_and_slow_clients(addr: std::net::SocketAddr) {
     let a = addr;
     let checks = tokio::task::spawn_blocking(move || {
         // Malformed request line: 400, connection closed.
@@ -380,7 +408,10 @@ async fn bad_clients() {
         assert_eq!(get(addr, "/", &[]).await.status(), 200);
     }
     checks.await.unwrap();
+}
 
+/// Abrupt disconnects mid-download and mid-upload harm nobody.
+async fn disconnects(addr: std::net::SocketAddr) {
     // Abrupt disconnects mid-download and mid-upload harm nobody.
     {
         let mut conn = Conn::open(addr).await.unwrap();
@@ -408,7 +439,10 @@ async fn bad_clients() {
     for _ in 0..5 {
         assert_eq!(get(addr, "/", &[]).await.status(), 200);
     }
+}
 
+/// The route's size limit, declared or streamed (the `small.test` route: 1 MiB).
+async fn size_limits(addr: std::net::SocketAddr) {
     // Request size limit: declared or streamed, over the limit is 413. (A declared length
     // is refused before the body is read, so this client sends none.)
     let (out, _) = tokio::task::spawn_blocking(move || {
@@ -446,7 +480,10 @@ async fn bad_clients() {
     )
     .await;
     assert_eq!(res.status(), 200);
+}
 
+/// The `ro.test` route: read-only, with cache-control and CORS.
+async fn read_only_and_cors(addr: std::net::SocketAddr) {
     // Read-only route: 405 for writes; cache-control added; CORS answered.
     let res = send(
         addr,
@@ -508,9 +545,6 @@ async fn bad_clients() {
         header(&res, "access-control-max-age").as_deref(),
         Some("300")
     );
-
-    let mut provider = l.provider;
-    assert!(provider.is_running(), "the provider died");
 }
 
 #[test]

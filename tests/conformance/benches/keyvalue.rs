@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::{StreamExt as _, stream};
 use tokio::sync::oneshot;
 use trellis_conformance::keyvalue;
@@ -548,196 +549,275 @@ fn main() -> anyhow::Result<()> {
         .block_on(async { tokio::spawn(bench()).await? })
 }
 
+/// What the steps of the bench share.
+struct Bench {
+    /// Sequential calls per measurement (throughput rows make four times as many).
+    n: usize,
+    /// Interleaved rounds.
+    rounds: usize,
+    nats: async_nats::Client,
+    /// The value every row reads and writes.
+    value: Bytes,
+    /// This process (the caller; for raw NATS also the responder).
+    me: Probe,
+    /// nats-server, where scripts/services.sh started it.
+    nats_server: Option<Probe>,
+    /// CPU per call, the two raw rows first.
+    cpu_lines: Vec<CpuLine>,
+    /// The interleaved rounds' lines.
+    round_lines: Vec<String>,
+}
+
+/// The raw NATS rows: the ceiling of anything on the lattice.
+struct Ceiling {
+    /// The better of the two raw rows in each column.
+    stats: Stats,
+    /// Both raw calls, measured again in each interleaved round.
+    calls: [Call; 2],
+    /// The responder process of the remote row.
+    remote: std::process::Child,
+}
+
+/// One backend's own client, the reference of its provider's rows.
+struct Backend {
+    set: Stats,
+    get: Stats,
+    get_call: Call,
+    /// The backend's process, where it is not nats-server itself.
+    process: Option<Probe>,
+}
+
 async fn bench() -> anyhow::Result<()> {
     let scale: f64 = std::env::var("BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
-    let n = ((4000.0 * scale) as usize).max(200);
-    let rounds = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|r: &usize| *r > 0)
-        .unwrap_or(7);
-    let nats = common::nats().await;
-    let value = Bytes::from_static(b"0123456789abcdef");
-
-    // Raw NATS request/reply: the ceiling of anything on the lattice. Twice: answered in this
-    // process (requests and replies share one connection), and answered by another process,
-    // as a provider answers.
-    let local_subject = format!("bench.kv.echo.{}", &common::unique_lattice("")[1..9]);
-    let mut sub = nats.subscribe(local_subject.clone()).await?;
-    let responder = nats.clone();
-    tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
-            if let Some(reply) = m.reply {
-                let _ = responder.publish(reply, m.payload).await;
-            }
-        }
-    });
-    let raw_request = |subject: String| {
-        let nats = nats.clone();
-        let value = value.clone();
-        move || {
-            let nats = nats.clone();
-            let value = value.clone();
-            let subject = subject.clone();
-            async move {
-                nats.request(subject, value).await.expect("raw request");
-            }
-        }
+    let mut b = Bench {
+        n: ((4000.0 * scale) as usize).max(200),
+        rounds: std::env::var("BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|r: &usize| *r > 0)
+            .unwrap_or(7),
+        nats: common::nats().await,
+        value: Bytes::from_static(b"0123456789abcdef"),
+        me: ("bench", std::process::id()),
+        // Servers this bench did not start through scripts/services.sh are left out.
+        nats_server: service_pid("TRELLIS_NATS_PID").map(|pid| ("nats-server", pid)),
+        cpu_lines: Vec::new(),
+        round_lines: Vec::new(),
     };
-    let raw = measure(n, raw_request(local_subject.clone())).await;
-    // CPU per call: the servers, and this process (the caller; for raw NATS also the
-    // responder).
-    let me: Probe = ("bench", std::process::id());
-    // Servers this bench did not start through scripts/services.sh are left out.
-    let nats_server = service_pid("TRELLIS_NATS_PID").map(|pid| ("nats-server", pid));
-    let redis_server = service_pid("TRELLIS_REDIS_PID").map(|pid| ("redis", pid));
-    let mut cpu_lines = vec![
-        cpu_per_call(
-            "raw NATS request/reply",
-            n * 4,
-            &probes(&[nats_server, Some(me)]),
-            raw_request(local_subject.clone()),
-        )
-        .await,
-    ];
-    let remote_subject = format!("bench.kv.echo.{}", &common::unique_lattice("")[1..9]);
-    let mut remote = Responder::Echo.spawn(&nats, &remote_subject).await?;
-    let raw_remote = measure(n, raw_request(remote_subject.clone())).await;
-    cpu_lines.push(
-        cpu_per_call(
-            "raw NATS, replies from another process",
-            n * 4,
-            &probes(&[nats_server, Some(("responder", remote.id())), Some(me)]),
-            raw_request(remote_subject.clone()),
-        )
-        .await,
-    );
-    // The interleaved rounds measure both raw rows again.
-    let ceiling_calls: [Call; 2] = [
-        boxed(raw_request(local_subject.clone())),
-        boxed(raw_request(remote_subject.clone())),
-    ];
-
-    // Backends' own clients.
-    let redis_client = redis::Client::open(common::redis_url())?;
-    let redis_conn = redis::aio::ConnectionManager::new(redis_client).await?;
+    let (raw, raw_remote, mut ceiling) = b.raw_ceiling().await?;
     let rkey = format!("bench:{}", &common::unique_lattice("")[1..9]);
-    let redis_set = measure(n, || {
-        let mut c = redis_conn.clone();
-        let (k, v) = (rkey.clone(), value.clone());
-        async move {
-            let _: () = redis::cmd("SET")
-                .arg(k)
-                .arg(v.as_ref())
-                .query_async(&mut c)
-                .await
-                .expect("redis set");
-        }
-    })
-    .await;
-    // The backends' gets are measured again in the interleaved rounds: they own what they use.
-    let redis_get_call = {
-        let (redis_conn, rkey) = (redis_conn.clone(), rkey.clone());
-        move || {
-            let mut c = redis_conn.clone();
-            let k = rkey.clone();
-            async move {
-                let _: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(k)
-                    .query_async(&mut c)
-                    .await
-                    .expect("redis get");
-            }
-        }
-    };
-    let redis_get = measure(n, &redis_get_call).await;
-    let js = async_nats::jetstream::new(nats.clone());
+    let redis = b.redis_client(&rkey).await?;
     let kv_name = format!("BENCH_{}", &common::unique_lattice("")[1..9]);
-    let kv = js
-        .create_key_value(async_nats::jetstream::kv::Config {
-            bucket: kv_name.clone(),
-            history: 1,
-            ..Default::default()
-        })
-        .await?;
-    let natskv_set = measure(n, || {
-        let kv = kv.clone();
-        let v = value.clone();
-        async move {
-            kv.put("k", v).await.expect("kv put");
-        }
-    })
-    .await;
-    let natskv_get_call = {
-        let kv = kv.clone();
-        move || {
-            let kv = kv.clone();
-            async move {
-                kv.get("k").await.expect("kv get");
-            }
-        }
-    };
-    let natskv_get = measure(n, &natskv_get_call).await;
+    let natskv = b.nats_kv_client(&kv_name).await?;
 
+    let n = b.n;
     println!(
         "\n16-byte values, {n} sequential ops (p50/p99, ops/s @1), then {} with {} in flight",
         n * 4,
         in_flight()
     );
-    // The ceiling is the better of the two raw rows: which one is faster depends on how the
-    // scheduler shares the two cores, so taking either one alone would flatter every ratio in
-    // the runs where it is the slower.
-    let ceiling = Stats {
-        p50: raw.p50.min(raw_remote.p50),
-        p99: raw.p99.min(raw_remote.p99),
-        one: raw.one.max(raw_remote.one),
-        many: raw.many.max(raw_remote.many),
-    };
     println!(
         "×bk: to the backend's own client; N: the raw NATS ceiling, the better of the two raw rows in each column; added×N: (p50 − backend p50) / N's p50; ×N: to N\n"
     );
+    let top = ceiling.stats;
     header();
-    row("raw NATS request/reply", raw, raw, ceiling);
+    row("raw NATS request/reply", raw, raw, top);
     row(
         "raw NATS, replies from another process",
         raw_remote,
         raw,
-        ceiling,
+        top,
     );
-    row("redis client SET", redis_set, redis_set, ceiling);
-    row("redis client GET", redis_get, redis_get, ceiling);
-    row("NATS KV client put", natskv_set, natskv_set, ceiling);
-    row("NATS KV client get", natskv_get, natskv_get, ceiling);
+    row("redis client SET", redis.set, redis.set, top);
+    row("redis client GET", redis.get, redis.get, top);
+    row("NATS KV client put", natskv.set, natskv.set, top);
+    row("NATS KV client get", natskv.get, natskv.get, top);
 
-    let mut round_lines = Vec::new();
-    // The backend's own process, where it is not nats-server itself, and the reference
-    // responder: raw request/reply plus one read with the backend's own client.
-    for (bin, cfg, bk_set, bk_get, bk_get_call, backend, reference) in [
-        (
-            "keyvalue-redis",
-            config(&[
-                ("url", common::redis_url()),
-                ("bucket.bench", format!("/{rkey}:")),
-            ]),
-            redis_set,
-            redis_get,
-            boxed(redis_get_call),
-            redis_server,
-            Responder::RedisGet(rkey.clone()),
-        ),
-        (
-            "keyvalue-nats",
-            config(&[("bucket.bench", kv_name.clone())]),
-            natskv_set,
-            natskv_get,
-            boxed(natskv_get_call),
-            None,
-            Responder::NatsKvGet(kv_name.clone()),
-        ),
-    ] {
+    let redis_cfg = config(&[
+        ("url", common::redis_url()),
+        ("bucket.bench", format!("/{rkey}:")),
+    ]);
+    let redis_ref = Responder::RedisGet(rkey.clone());
+    b.provider("keyvalue-redis", redis_cfg, &redis, redis_ref, &ceiling)
+        .await?;
+    let nats_cfg = config(&[("bucket.bench", kv_name.clone())]);
+    let nats_ref = Responder::NatsKvGet(kv_name.clone());
+    b.provider("keyvalue-nats", nats_cfg, &natskv, nats_ref, &ceiling)
+        .await?;
+    let _ = ceiling.remote.kill();
+    let _ = ceiling.remote.wait();
+    b.print_rounds_and_cpu();
+    Ok(())
+}
+
+impl Bench {
+    /// A raw NATS request of `value` to `subject`.
+    fn raw_request(
+        &self,
+        subject: &str,
+    ) -> impl Fn() -> BoxFuture<'static, ()> + Send + Sync + 'static {
+        let (nats, value, subject) = (self.nats.clone(), self.value.clone(), subject.to_string());
+        move || {
+            let (nats, value, subject) = (nats.clone(), value.clone(), subject.clone());
+            Box::pin(async move {
+                nats.request(subject, value).await.expect("raw request");
+            })
+        }
+    }
+
+    /// Raw NATS request/reply, twice: answered in this process (requests and replies share
+    /// one connection), and answered by another process, as a provider answers.
+    async fn raw_ceiling(&mut self) -> anyhow::Result<(Stats, Stats, Ceiling)> {
+        let (n, me, nats_server) = (self.n, self.me, self.nats_server);
+        let local_subject = format!("bench.kv.echo.{}", &common::unique_lattice("")[1..9]);
+        let mut sub = self.nats.subscribe(local_subject.clone()).await?;
+        let responder = self.nats.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                if let Some(reply) = m.reply {
+                    let _ = responder.publish(reply, m.payload).await;
+                }
+            }
+        });
+        let raw = measure(n, self.raw_request(&local_subject)).await;
+        let probes_local = probes(&[nats_server, Some(me)]);
+        let label = "raw NATS request/reply";
+        let line = cpu_per_call(
+            label,
+            n * 4,
+            &probes_local,
+            self.raw_request(&local_subject),
+        );
+        self.cpu_lines.push(line.await);
+
+        let remote_subject = format!("bench.kv.echo.{}", &common::unique_lattice("")[1..9]);
+        let remote = Responder::Echo.spawn(&self.nats, &remote_subject).await?;
+        let raw_remote = measure(n, self.raw_request(&remote_subject)).await;
+        let probes_remote = probes(&[nats_server, Some(("responder", remote.id())), Some(me)]);
+        let label = "raw NATS, replies from another process";
+        let line = cpu_per_call(
+            label,
+            n * 4,
+            &probes_remote,
+            self.raw_request(&remote_subject),
+        );
+        self.cpu_lines.push(line.await);
+        // The ceiling is the better of the two raw rows: which one is faster depends on how
+        // the scheduler shares the two cores, so taking either one alone would flatter every
+        // ratio in the runs where it is the slower.
+        let stats = Stats {
+            p50: raw.p50.min(raw_remote.p50),
+            p99: raw.p99.min(raw_remote.p99),
+            one: raw.one.max(raw_remote.one),
+            many: raw.many.max(raw_remote.many),
+        };
+        let calls = [
+            boxed(self.raw_request(&local_subject)),
+            boxed(self.raw_request(&remote_subject)),
+        ];
+        Ok((
+            raw,
+            raw_remote,
+            Ceiling {
+                stats,
+                calls,
+                remote,
+            },
+        ))
+    }
+
+    /// Redis's own client setting and getting `key`.
+    async fn redis_client(&self, key: &str) -> anyhow::Result<Backend> {
+        let redis_client = redis::Client::open(common::redis_url())?;
+        let redis_conn = redis::aio::ConnectionManager::new(redis_client).await?;
+        let set = measure(self.n, || {
+            let mut c = redis_conn.clone();
+            let (k, v) = (key.to_string(), self.value.clone());
+            async move {
+                let _: () = redis::cmd("SET")
+                    .arg(k)
+                    .arg(v.as_ref())
+                    .query_async(&mut c)
+                    .await
+                    .expect("redis set");
+            }
+        })
+        .await;
+        // The backends' gets are measured again in the interleaved rounds: they own what
+        // they use.
+        let get_call = {
+            let key = key.to_string();
+            move || {
+                let mut c = redis_conn.clone();
+                let k = key.clone();
+                async move {
+                    let _: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(k)
+                        .query_async(&mut c)
+                        .await
+                        .expect("redis get");
+                }
+            }
+        };
+        let get = measure(self.n, &get_call).await;
+        let process = service_pid("TRELLIS_REDIS_PID").map(|pid| ("redis", pid));
+        let get_call = boxed(get_call);
+        Ok(Backend {
+            set,
+            get,
+            get_call,
+            process,
+        })
+    }
+
+    /// The NATS KV client putting and getting a key of a new bucket `bucket`.
+    async fn nats_kv_client(&self, bucket: &str) -> anyhow::Result<Backend> {
+        let js = async_nats::jetstream::new(self.nats.clone());
+        let kv = js
+            .create_key_value(async_nats::jetstream::kv::Config {
+                bucket: bucket.to_string(),
+                history: 1,
+                ..Default::default()
+            })
+            .await?;
+        let set = measure(self.n, || {
+            let kv = kv.clone();
+            let v = self.value.clone();
+            async move {
+                kv.put("k", v).await.expect("kv put");
+            }
+        })
+        .await;
+        let get_call = move || {
+            let kv = kv.clone();
+            async move {
+                kv.get("k").await.expect("kv get");
+            }
+        };
+        let get = measure(self.n, &get_call).await;
+        let get_call = boxed(get_call);
+        Ok(Backend {
+            set,
+            get,
+            get_call,
+            process: None,
+        })
+    }
+
+    /// The rows of provider binary `bin` linked with `cfg`: through the SDK client, bare
+    /// NATS and a component in the host, then the interleaved rounds against `reference`.
+    async fn provider(
+        &mut self,
+        bin: &str,
+        cfg: HashMap<String, String>,
+        backend: &Backend,
+        reference: Responder,
+        ceiling: &Ceiling,
+    ) -> anyhow::Result<()> {
+        let (n, top) = (self.n, ceiling.stats);
         let p = ProviderProcess::start(bin, &format!("bench-{bin}")).await;
         let c = p
             .link("bench-caller", "wrpc", "keyvalue", &KV, cfg.clone())
@@ -745,7 +825,7 @@ async fn bench() -> anyhow::Result<()> {
         keyvalue::wait_linked_bucket(&c, "bench").await;
         let set = measure(n, || {
             let c = c.clone();
-            let v = value.clone();
+            let v = self.value.clone();
             async move {
                 keyvalue::kv(&c)
                     .set("bench", "k", &v)
@@ -757,25 +837,27 @@ async fn bench() -> anyhow::Result<()> {
         })
         .await;
         // The calls measured again in the interleaved rounds own what they use.
-        let sdk_get = {
+        let sdk_get = move || {
             let c = c.clone();
-            move || {
-                let c = c.clone();
-                async move {
-                    keyvalue::kv(&c)
-                        .get("bench", "k")
-                        .await
-                        .split()
-                        .expect("wRPC")
-                        .expect("get");
-                }
+            async move {
+                keyvalue::kv(&c)
+                    .get("bench", "k")
+                    .await
+                    .split()
+                    .expect("wRPC")
+                    .expect("get");
             }
         };
         let get = measure(n, &sdk_get).await;
-        let provider_probes =
-            probes(&[nats_server, backend, Some(("provider", p.pid())), Some(me)]);
+        let provider_probes = probes(&[
+            self.nats_server,
+            backend.process,
+            Some(("provider", p.pid())),
+            Some(self.me),
+        ]);
         let label = format!("{bin} via SDK client: get");
-        cpu_lines.push(cpu_per_call(&label, n * 4, &provider_probes, &sdk_get).await);
+        let line = cpu_per_call(&label, n * 4, &provider_probes, &sdk_get);
+        self.cpu_lines.push(line.await);
         let bare = BareGet::new(&p.lattice, &p.id, "bench-caller", "bench", "k").await;
         let bare_call = {
             let bare = bare.clone();
@@ -786,19 +868,87 @@ async fn bench() -> anyhow::Result<()> {
         };
         let bare_get = measure(n, &bare_call).await;
         let label = format!("{bin} via bare NATS: get");
-        cpu_lines.push(cpu_per_call(&label, n * 4, &provider_probes, &bare_call).await);
+        let line = cpu_per_call(&label, n * 4, &provider_probes, &bare_call);
+        self.cpu_lines.push(line.await);
 
-        row(&format!("{bin} via SDK client: set"), set, bk_set, ceiling);
-        row(&format!("{bin} via SDK client: get"), get, bk_get, ceiling);
+        row(&format!("{bin} via SDK client: set"), set, backend.set, top);
+        row(&format!("{bin} via SDK client: get"), get, backend.get, top);
         row(
             &format!("{bin} via bare NATS: get"),
             bare_get,
-            bk_get,
-            ceiling,
+            backend.get,
+            top,
         );
 
-        // A component in the host calling wasi:keyvalue get through the provider.
-        p.store.put_config("bench-kv", &cfg).await?;
+        let comp_get = self.component_get(&p, &cfg).await?;
+        let comp = measure(n, &comp_get).await;
+        let label = format!("{bin} from a component in the host: get");
+        row(&label, comp, backend.get, top);
+
+        let reference_subject = format!("bench.kv.ref.{}", &common::unique_lattice("")[1..9]);
+        let mut responder = reference.spawn(&self.nats, &reference_subject).await?;
+        // Plain, and with the headers every wRPC invocation carries (which the responder's
+        // client parses, as a provider's does).
+        let reference_call = |headers: Option<async_nats::HeaderMap>| {
+            let (nats, subject) = (self.nats.clone(), reference_subject.clone());
+            move || {
+                let (nats, subject, headers) = (nats.clone(), subject.clone(), headers.clone());
+                async move {
+                    let answer = match headers {
+                        Some(h) => nats.request_with_headers(subject, h, Bytes::new()).await,
+                        None => nats.request(subject, Bytes::new()).await,
+                    }
+                    .expect("reference request");
+                    assert_eq!(answer.payload.len(), 16, "the reference read failed");
+                }
+            }
+        };
+        let label = format!("{bin} reference responder, headers");
+        let reference_probes = probes(&[
+            self.nats_server,
+            backend.process,
+            Some(("responder", responder.id())),
+            Some(self.me),
+        ]);
+        let with_headers = reference_call(Some(bare.headers.clone()));
+        let line = cpu_per_call(&label, n * 4, &reference_probes, with_headers);
+        self.cpu_lines.push(line.await);
+        let rows = [
+            (
+                format!("raw NATS + one {bin} backend read"),
+                boxed(reference_call(None)),
+            ),
+            (
+                "  the same, with a wRPC call's headers (ref)".to_string(),
+                boxed(reference_call(Some(bare.headers.clone()))),
+            ),
+            (format!("{bin} via SDK client: get"), boxed(sdk_get)),
+            (label, boxed(comp_get)),
+            (format!("{bin} via bare NATS: get"), boxed(bare_call)),
+        ];
+        let rounds = interleaved(
+            self.rounds,
+            n * 4,
+            &ceiling.calls,
+            &rows,
+            1,
+            &backend.get_call,
+        );
+        self.round_lines.push(String::new());
+        self.round_lines.extend(rounds.await);
+        let _ = responder.kill();
+        let _ = responder.wait();
+        Ok(())
+    }
+
+    /// A component in a host of `p`'s lattice calling `wasi:keyvalue` get through `p` (linked
+    /// with `cfg`): the call that reads it once the link is up.
+    async fn component_get(
+        &self,
+        p: &ProviderProcess,
+        cfg: &HashMap<String, String>,
+    ) -> anyhow::Result<impl Fn() -> BoxFuture<'static, ()> + Send + Sync + 'static> {
+        p.store.put_config("bench-kv", cfg).await?;
         let host = Host::new(
             common::nats().await,
             HostOptions {
@@ -815,7 +965,7 @@ async fn bench() -> anyhow::Result<()> {
                     .with_target_config(["bench-kv"]),
             )
             .await?;
-        let _comp = host
+        let comp = host
             .start_component("bench-comp", read_component(ECHO_WASM)?, &[])
             .await?;
         let conn = Connection::new(common::nats().await, TransportOptions::default()).await?;
@@ -828,120 +978,55 @@ async fn bench() -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let comp_get = move || {
-            let client = client.clone();
-            async move {
+        // The call keeps the host and its component running while it is measured.
+        let keep = Arc::new((host, comp));
+        Ok(move || {
+            let (client, keep) = (client.clone(), Arc::clone(&keep));
+            Box::pin(async move {
                 caller::trellis_test::components::echo::kv_get(&client, None, "bench", "k")
                     .await
                     .expect("wRPC")
                     .expect("component get");
-            }
-        };
-        let comp = measure(n, &comp_get).await;
-        row(
-            &format!("{bin} from a component in the host: get"),
-            comp,
-            bk_get,
-            ceiling,
-        );
+                drop(keep);
+            }) as BoxFuture<'static, ()>
+        })
+    }
 
-        let reference_subject = format!("bench.kv.ref.{}", &common::unique_lattice("")[1..9]);
-        let mut responder = reference.spawn(&nats, &reference_subject).await?;
-        // Plain, and with the headers every wRPC invocation carries (which the responder's
-        // client parses, as a provider's does).
-        let reference_call = |headers: Option<async_nats::HeaderMap>| {
-            let (nats, subject) = (nats.clone(), reference_subject.clone());
-            move || {
-                let (nats, subject, headers) = (nats.clone(), subject.clone(), headers.clone());
-                async move {
-                    let answer = match headers {
-                        Some(h) => nats.request_with_headers(subject, h, Bytes::new()).await,
-                        None => nats.request(subject, Bytes::new()).await,
-                    }
-                    .expect("reference request");
-                    assert_eq!(answer.payload.len(), 16, "the reference read failed");
-                }
-            }
-        };
-        let label = format!("{bin} reference responder, headers");
-        let reference_probes = [
-            nats_server,
-            backend,
-            Some(("responder", responder.id())),
-            Some(me),
-        ];
-        cpu_lines.push(
-            cpu_per_call(
-                &label,
-                n * 4,
-                &probes(&reference_probes),
-                reference_call(Some(bare.headers.clone())),
-            )
-            .await,
+    /// The interleaved rounds, then CPU per call.
+    fn print_rounds_and_cpu(&self) {
+        let n = self.n;
+        println!(
+            "\nInterleaved: {} rounds of {} sequential calls (p50) and {} calls with {} in flight \
+             per row, the raw rows and the backend's client measured again each round; medians \
+             (and ranges) over rounds of: throughput to the same round's raw ceiling (×N) and to \
+             its reference responder with headers (×ref), and the p50 added over the backend's \
+             client in the same round's NATS round trips (added×N)",
+            self.rounds,
+            (n * 4 / 16).max(50),
+            n * 4,
+            in_flight()
         );
-        round_lines.push(String::new());
-        round_lines.extend(
-            interleaved(
-                rounds,
-                n * 4,
-                &ceiling_calls,
-                &[
-                    (
-                        format!("raw NATS + one {bin} backend read"),
-                        boxed(reference_call(None)),
-                    ),
-                    (
-                        "  the same, with a wRPC call's headers (ref)".to_string(),
-                        boxed(reference_call(Some(bare.headers.clone()))),
-                    ),
-                    (format!("{bin} via SDK client: get"), boxed(sdk_get)),
-                    (
-                        format!("{bin} from a component in the host: get"),
-                        boxed(comp_get),
-                    ),
-                    (format!("{bin} via bare NATS: get"), boxed(bare_call)),
-                ],
-                1,
-                &bk_get_call,
-            )
-            .await,
+        println!(
+            "{:<44} {:>9} {:>8} {:>8} {:>9}",
+            "path", "ops/s @64", "×N", "×ref", "added×N"
         );
-        let _ = responder.kill();
-        let _ = responder.wait();
+        for line in &self.round_lines {
+            println!("{line}");
+        }
+        println!(
+            "\nCPU time per call at {} in flight, µs by process (the bench is the caller); cores: \
+             how many cores they kept busy; bound ×N: the cheaper raw row's total over the line's, \
+             the most of the ceiling's throughput that CPU per call allows once both keep the \
+             cores busy\n",
+            in_flight()
+        );
+        // The first two lines are the raw rows: the cheaper one is the ceiling's CPU per call.
+        let ceiling_cpu = self.cpu_lines[..2]
+            .iter()
+            .filter_map(CpuLine::total)
+            .min_by(f64::total_cmp);
+        for line in &self.cpu_lines {
+            println!("{}", line.render(ceiling_cpu));
+        }
     }
-    let _ = remote.kill();
-    let _ = remote.wait();
-    println!(
-        "\nInterleaved: {rounds} rounds of {} sequential calls (p50) and {} calls with {} in flight \
-         per row, the raw rows and the backend's client measured again each round; medians \
-         (and ranges) over rounds of: throughput to the same round's raw ceiling (×N) and to \
-         its reference responder with headers (×ref), and the p50 added over the backend's \
-         client in the same round's NATS round trips (added×N)",
-        (n * 4 / 16).max(50),
-        n * 4,
-        in_flight()
-    );
-    println!(
-        "{:<44} {:>9} {:>8} {:>8} {:>9}",
-        "path", "ops/s @64", "×N", "×ref", "added×N"
-    );
-    for line in round_lines {
-        println!("{line}");
-    }
-    println!(
-        "\nCPU time per call at {} in flight, µs by process (the bench is the caller); cores: \
-         how many cores they kept busy; bound ×N: the cheaper raw row's total over the line's, \
-         the most of the ceiling's throughput that CPU per call allows once both keep the \
-         cores busy\n",
-        in_flight()
-    );
-    // The first two lines are the raw rows: the cheaper one is the ceiling's CPU per call.
-    let ceiling_cpu = cpu_lines[..2]
-        .iter()
-        .filter_map(CpuLine::total)
-        .min_by(f64::total_cmp);
-    for line in &cpu_lines {
-        println!("{}", line.render(ceiling_cpu));
-    }
-    Ok(())
 }
