@@ -1,7 +1,12 @@
 //! Logging set-up for provider binaries: `tracing` to stderr, plain or JSON.
 //!
+//! Colours only when stderr is a terminal: a host that sends a provider's stderr to a file or
+//! a pipe (a 1.x host does) gets plain text, no ANSI escape codes.
+//!
 //! `RUST_LOG` wins when set (a 1.x host passes it through); otherwise the level the host asked
 //! for in host data; otherwise `info`.
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 
@@ -15,6 +20,7 @@ pub fn init(structured: bool, level: Option<&str>) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let res = if structured {
         builder.json().try_init()

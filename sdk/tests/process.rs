@@ -137,7 +137,7 @@ async fn host_data_on_stdin_then_host_shutdown() {
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -161,6 +161,14 @@ async fn host_data_on_stdin_then_host_shutdown() {
     assert_eq!(&reply.payload[..], b"shutting down");
     let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status}");
+    // Its log, written to a pipe as a 1.x host reads it: plain text, no colour codes.
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("shutdown requested"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI escape codes in a piped log: {log:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

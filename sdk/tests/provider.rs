@@ -601,6 +601,47 @@ async fn shutdown_drains_in_flight_calls_and_refuses_new_ones() {
         .unwrap();
 }
 
+/// A 1.x host kills a provider the moment its shutdown request is answered: the answer comes
+/// only once the calls in flight have finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_request_is_answered_once_in_flight_calls_are_done() {
+    let f = start("sdreply").await;
+    f.push_put(&link("comp", "default", &[])).await;
+    let mut headers = HeaderMap::new();
+    headers.insert("source-id", "comp");
+    let client = f.caller.client(f.subjects.wrpc_prefix(PROVIDER));
+    let slow = tokio::spawn(async move { client::slow(&client, Some(headers), 800).await });
+    f.until("the call to be in flight", |h| h.inflight() == 1)
+        .await;
+    // What run_provider does once shutdown is asked for.
+    let stopping = {
+        let (handle, provider) = (f.handle.clone(), f.provider.clone());
+        tokio::spawn(async move {
+            handle.wait_for_shutdown().await;
+            handle.stop(&provider).await
+        })
+    };
+    let reply = f
+        .nats
+        .request(
+            f.subjects.shutdown(PROVIDER),
+            br#"{"host_id":"NHOST"}"#.as_slice().into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&reply.payload[..], b"shutting down");
+    assert_eq!(
+        f.handle.inflight(),
+        0,
+        "answered with a call still in flight"
+    );
+    assert_eq!(slow.await.unwrap().unwrap(), "done");
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_request_from_another_host_is_ignored() {
     let lattice = common::unique_lattice("sd");
@@ -620,8 +661,9 @@ async fn shutdown_request_from_another_host_is_ignored() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiter.is_finished());
+    // (Answered only once stopped: see the test below.)
     f.nats
-        .request(
+        .publish(
             f.subjects.shutdown(PROVIDER),
             br#"{"host_id":"NHOST"}"#.as_slice().into(),
         )

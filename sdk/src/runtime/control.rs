@@ -207,7 +207,8 @@ async fn on_health<P: Provider>(provider: Arc<P>, inner: Arc<Inner>, msg: async_
     reply(&inner, msg.reply, &status).await;
 }
 
-/// *1.x* shutdown, when it names this provider's host: answered, then the provider stops.
+/// *1.x* shutdown, when it names this provider's host: the provider stops, and answers once
+/// it has drained (see [`ProviderHandle::stop`](super::ProviderHandle::stop)).
 async fn on_shutdown(inner: Arc<Inner>, msg: async_nats::Message) {
     let Some(req) = parse::<ShutdownRequest>(&inner, &msg).await else {
         return;
@@ -219,16 +220,7 @@ async fn on_shutdown(inner: Arc<Inner>, msg: async_nats::Message) {
         return;
     }
     info!("shutdown requested over the lattice");
-    // 1.x providers answer with these raw bytes.
-    if let Some(to) = msg.reply
-        && let Err(err) = inner
-            .nats
-            .publish(to, Bytes::from_static(b"shutting down"))
-            .await
-    {
-        warn!(%err, "failed to answer a shutdown request");
-    }
-    inner.request_shutdown();
+    inner.request_shutdown_answering(msg.reply);
 }
 
 /// *1.x* provider config update.

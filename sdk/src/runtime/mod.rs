@@ -87,7 +87,12 @@ pub(crate) struct Inner {
     pub(crate) inflight: AtomicUsize,
     clients: Mutex<HashMap<String, transport::Client>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Where to answer the host's shutdown request, once the stop sequence is done.
+    shutdown_reply: Mutex<Option<async_nats::Subject>>,
 }
+
+/// What a provider answers a 1.x shutdown request with, once it has stopped serving.
+pub(crate) const SHUTDOWN_REPLY: &[u8] = b"shutting down";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -108,6 +113,15 @@ impl Inner {
 
     pub(crate) fn request_shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Asks for shutdown on behalf of a host that waits for the answer at `reply`: it is sent
+    /// when [`ProviderHandle::stop`] has drained.
+    pub(crate) fn request_shutdown_answering(&self, reply: Option<async_nats::Subject>) {
+        if let Some(reply) = reply {
+            *lock(&self.shutdown_reply) = Some(reply);
+        }
+        self.request_shutdown();
     }
 
     pub(crate) async fn command(&self, cmd: LinkCommand) {
@@ -177,6 +191,7 @@ impl ProviderHandle {
             inflight: AtomicUsize::new(0),
             clients: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            shutdown_reply: Mutex::new(None),
             config,
         });
         inner.spawn(links::run(
@@ -292,7 +307,12 @@ impl ProviderHandle {
     }
 
     /// Graceful stop: refuses new calls, waits for in-flight calls up to the configured
-    /// deadline, calls [`Provider::shutdown`], then leaves the lattice.
+    /// deadline, calls [`Provider::shutdown`] (bounded by the same deadline, at least 1 s),
+    /// answers the host's shutdown request if one came, then leaves the lattice.
+    ///
+    /// A 1.x host kills a provider as soon as it has the answer (and at the latest after its
+    /// `--provider-shutdown-delay-ms`), so the answer comes last: in-flight calls are never
+    /// cut by it.
     pub async fn stop<P: Provider>(&self, provider: &P) {
         self.inner.request_shutdown();
         self.inner.accepting.store(false, Ordering::Release);
@@ -313,6 +333,13 @@ impl ProviderHandle {
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("provider shutdown timed out")))
         {
             warn!(error = %format!("{err:#}"), "provider shutdown failed");
+        }
+        let reply = lock(&self.inner.shutdown_reply).take();
+        if let Some(to) = reply
+            // 1.x providers answer with these raw bytes.
+            && let Err(err) = self.inner.nats.publish(to, SHUTDOWN_REPLY.into()).await
+        {
+            warn!(%err, "failed to answer the shutdown request");
         }
         for t in lock(&self.inner.tasks).drain(..) {
             t.abort();
