@@ -21,6 +21,7 @@ use wrpc_runtime_wasmtime::ServeExt as _;
 
 use crate::engine::Limits;
 use crate::http::{IncomingHandler, MakeStore};
+use crate::local::LocalState;
 use crate::router::LinkRouter;
 use crate::state::HostState;
 
@@ -112,6 +113,9 @@ const LOCAL_PACKAGES: &[&str] = &[
     "wasi:keyvalue/",
     "wasi:blobstore/",
     "wasi:http/",
+    "wasmcloud:bus/",
+    "wasmcloud:secrets/",
+    "wrpc:rpc/error",
 ];
 
 /// Resource types the routed imports share (none are host-defined).
@@ -175,6 +179,8 @@ fn add_host_interfaces(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     crate::local::add_to_linker(linker, |s: &mut HostState| &mut s.local)?;
     crate::keyvalue::add_to_linker(linker)?;
     crate::blobstore::add_to_linker(linker)?;
+    crate::bus::add_to_linker(linker)?;
+    crate::secrets::add_to_linker(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
 }
 
@@ -214,23 +220,21 @@ impl Exports {
     }
 }
 
-/// A fresh store per invocation: the component's config and link router, the memory limit,
-/// the epoch deadline.
+/// A fresh store per invocation: the component's id, config and secrets, its link router
+/// (each invocation starting on the default link names), the memory limit, the epoch
+/// deadline.
 pub(crate) fn store_factory(
     engine: &Engine,
-    component_id: &Arc<str>,
-    config: Arc<HashMap<String, String>>,
+    local: LocalState,
     router: LinkRouter,
     limits: Limits,
     call_timeout: Duration,
 ) -> MakeStore {
     let engine = engine.clone();
-    let component_id = Arc::clone(component_id);
     Arc::new(move || {
         let state = HostState::new(
-            Arc::clone(&component_id),
-            Arc::clone(&config),
-            router.clone(),
+            local.clone(),
+            router.for_invocation(),
             limits.max_memory_bytes,
             call_timeout,
         );

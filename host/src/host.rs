@@ -17,7 +17,9 @@ pub use crate::component::RunningComponent;
 use crate::component::{self, ComponentError, Exports, Serving};
 use crate::engine::{HostEngine, Limits};
 use crate::links::LinkView;
+use crate::local::LocalState;
 use crate::router::LinkRouter;
+use crate::secrets::Secrets;
 use crate::supervisor::{
     ProviderSpec, SupervisedProvider, SupervisorEnv, SupervisorOptions, supervise,
 };
@@ -225,8 +227,22 @@ impl Host {
         reference: &str,
         config_names: &[String],
     ) -> Result<RunningComponent, HostError> {
+        self.start_component_granted(id, reference, config_names, Secrets::new())
+            .await
+    }
+
+    /// [`Host::start_component_from`], granting the component `secrets`
+    /// (`wasmcloud:secrets`).
+    pub async fn start_component_granted(
+        &self,
+        id: &str,
+        reference: &str,
+        config_names: &[String],
+        secrets: Secrets,
+    ) -> Result<RunningComponent, HostError> {
         let wasm = crate::fetch::load_component(reference).await?;
-        self.run_component(id, wasm, config_names, reference).await
+        self.run_component(id, wasm, config_names, secrets, reference)
+            .await
     }
 
     /// Compiles `wasm` (cached), links its imports and serves its exports as `id`, with the
@@ -237,7 +253,8 @@ impl Host {
         wasm: Vec<u8>,
         config_names: &[String],
     ) -> Result<RunningComponent, HostError> {
-        self.run_component(id, wasm, config_names, "").await
+        self.run_component(id, wasm, config_names, Secrets::new(), "")
+            .await
     }
 
     /// Starts component `id`: the steps of [`crate::component`], in order.
@@ -246,6 +263,7 @@ impl Host {
         id: &str,
         wasm: Vec<u8>,
         config_names: &[String],
+        secrets: Secrets,
         image_ref: &str,
     ) -> Result<RunningComponent, HostError> {
         trellis_sdk::subjects::validate_token("component id", id)?;
@@ -278,14 +296,13 @@ impl Host {
             served: Arc::new(AtomicU64::new(0)),
             id: Arc::clone(&component_id),
         };
-        let make_store = component::store_factory(
-            engine,
-            &component_id,
+        let local = LocalState {
+            component_id: Arc::clone(&component_id),
             config,
-            router,
-            limits,
-            inner.opts.call_timeout,
-        );
+            secrets: Arc::new(secrets),
+        };
+        let make_store =
+            component::store_factory(engine, local, router, limits, inner.opts.call_timeout);
         let mut tasks = Vec::new();
         if exports.http {
             tasks.extend(serving.http(&pre, &make_store).await.map_err(failed)?);

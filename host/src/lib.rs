@@ -29,6 +29,7 @@
 //! them (conflicting links, missing config, config still in use).
 
 pub mod blobstore;
+mod bus;
 mod component;
 pub mod engine;
 pub mod fetch;
@@ -40,6 +41,7 @@ pub mod lattice;
 pub mod links;
 mod local;
 pub mod router;
+pub mod secrets;
 mod shapes;
 mod state;
 pub mod supervisor;

@@ -4,8 +4,13 @@
 //! [`LinkRouter`] picks the target from the component's links (interface + link name) and
 //! sends the 1.x headers (`source-id`, `link-name`). An import with no link fails the call
 //! with an error naming the interface and the link name.
+//!
+//! The link name is `default` unless the invocation chose another for the interface
+//! (`wasmcloud:bus/lattice.set-link-name`): each invocation's router has its own choices
+//! ([`LinkRouter::for_invocation`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -14,6 +19,7 @@ use trellis_sdk::subjects::{LINK_NAME_HEADER, LatticeSubjects, SOURCE_ID_HEADER}
 use trellis_wrpc_nats::{Connection, Incoming, Outgoing};
 use wrpc_transport::Invoke;
 
+use crate::bus::CallTargetInterface;
 use crate::links::LinkView;
 
 /// Why an import could not be routed.
@@ -37,6 +43,8 @@ pub struct LinkRouter {
     conn: Connection,
     subjects: LatticeSubjects,
     timeout: Duration,
+    /// The link names this invocation chose, by interface (`wasi:keyvalue/store`).
+    chosen: Arc<Mutex<HashMap<String, Arc<str>>>>,
 }
 
 impl LinkRouter {
@@ -54,7 +62,66 @@ impl LinkRouter {
             conn,
             subjects,
             timeout,
+            chosen: Arc::default(),
         }
+    }
+
+    /// The same router for a new invocation: every interface on the default link name.
+    pub(crate) fn for_invocation(&self) -> Self {
+        Self {
+            chosen: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Makes this invocation's calls of `interfaces` use the link named `name`; fails,
+    /// changing nothing, when one of them has no link of that name.
+    pub(crate) fn set_link_name(
+        &self,
+        name: &str,
+        interfaces: &[CallTargetInterface],
+    ) -> Result<(), String> {
+        let keys: Vec<String> = interfaces
+            .iter()
+            .map(|i| format!("{}:{}/{}", i.namespace, i.package, i.interface))
+            .collect();
+        if let Some(missing) = keys
+            .iter()
+            .find(|key| self.links.target(&self.component_id, key, name).is_none())
+        {
+            return Err(format!(
+                "interface `{missing}` does not have a link named `{name}` from component {}",
+                self.component_id
+            ));
+        }
+        let mut chosen = self.chosen.lock().unwrap_or_else(|p| p.into_inner());
+        let name: Arc<str> = Arc::from(name);
+        for key in keys {
+            if name == self.link_name {
+                chosen.remove(&key);
+            } else {
+                chosen.insert(key, Arc::clone(&name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The link name this invocation's calls of wire instance `instance` use.
+    fn link_name_for(&self, instance: &str) -> Arc<str> {
+        let chosen = self.chosen.lock().unwrap_or_else(|p| p.into_inner());
+        if chosen.is_empty() {
+            return Arc::clone(&self.link_name);
+        }
+        let Some((ns, pkg, iface)) = crate::links::split_instance(instance) else {
+            return Arc::clone(&self.link_name);
+        };
+        // The host calls `wasi:` interfaces by their `wrpc:` wire names.
+        let found = chosen.get(&format!("{ns}:{pkg}/{iface}")).or_else(|| {
+            (ns == "wrpc")
+                .then(|| chosen.get(&format!("wasi:{pkg}/{iface}")))
+                .flatten()
+        });
+        Arc::clone(found.unwrap_or(&self.link_name))
     }
 }
 
@@ -74,20 +141,18 @@ impl Invoke for LinkRouter {
     where
         P: AsRef<[Option<usize>]> + Send + Sync,
     {
-        let Some(target) = self
-            .links
-            .target(&self.component_id, instance, &self.link_name)
-        else {
+        let link_name = self.link_name_for(instance);
+        let Some(target) = self.links.target(&self.component_id, instance, &link_name) else {
             return Err(NoLink {
                 component: self.component_id.to_string(),
                 instance: instance.to_string(),
-                link_name: self.link_name.to_string(),
+                link_name: link_name.to_string(),
             }
             .into());
         };
         let mut headers = HeaderMap::new();
         headers.insert(SOURCE_ID_HEADER, &*self.component_id);
-        headers.insert(LINK_NAME_HEADER, &*self.link_name);
+        headers.insert(LINK_NAME_HEADER, &*link_name);
         self.conn
             .client(self.subjects.wrpc_prefix(&target))
             .with_timeout(self.timeout)

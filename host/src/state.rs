@@ -2,8 +2,6 @@
 //! host log), the local imports, the memory limiter, and the link router its polyfilled
 //! imports call through.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
@@ -73,8 +71,7 @@ pub(crate) struct HostState {
 
 impl HostState {
     pub(crate) fn new(
-        component_id: Arc<str>,
-        config: Arc<HashMap<String, String>>,
+        local: LocalState,
         router: LinkRouter,
         max_memory_bytes: usize,
         call_timeout: Duration,
@@ -100,10 +97,7 @@ impl HostState {
                 .memories(8)
                 .trap_on_grow_failure(true)
                 .build(),
-            local: LocalState {
-                component_id,
-                config,
-            },
+            local,
             wrpc: WrpcState {
                 router,
                 shared: SharedResourceTable::default(),
@@ -121,6 +115,11 @@ impl HostState {
     /// The store's resource table.
     pub(crate) fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
+    }
+
+    /// The secrets granted to the component.
+    pub(crate) fn secrets(&self) -> &crate::secrets::Secrets {
+        &self.local.secrets
     }
 
     /// The router of this component's calls over the lattice.

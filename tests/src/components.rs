@@ -1,5 +1,5 @@
 //! wRPC bindings of the test components' own interfaces (`tests/components/wit`), generated
-//! once for every suite: calling a component's `echo` export, serving or calling
+//! once for every suite: calling a component's `echo` (or `compat`) export, serving or calling
 //! `trellis-test:greeter/greet` (what the echo component imports), and the SDK example's
 //! counter.
 //!
@@ -17,6 +17,7 @@ wit_bindgen_wrpc::generate!({
         world suites {
             import trellis-test:components/echo@0.1.0;
             export trellis-test:components/echo@0.1.0;
+            import trellis-test:components/compat@0.1.0;
             import trellis-test:greeter/greet@0.1.0;
             export trellis-test:greeter/greet@0.1.0;
         }

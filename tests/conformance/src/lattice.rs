@@ -33,7 +33,13 @@ impl ProviderProcess {
     /// Like [`ProviderProcess::start`], with further command-line arguments (such as
     /// `--config key=value`).
     pub async fn start_with(bin: &str, id: &str, args: &[&str]) -> Self {
-        let lattice = common::unique_lattice(id);
+        Self::start_in(bin, id, &common::unique_lattice(id), args).await
+    }
+
+    /// Like [`ProviderProcess::start_with`], on lattice `lattice` (to run several providers
+    /// on one lattice).
+    pub async fn start_in(bin: &str, id: &str, lattice: &str, args: &[&str]) -> Self {
+        let lattice = lattice.to_string();
         let child = Command::new(common::workspace_bin(bin))
             .args(["--lattice", &lattice, "--provider-id", id])
             .args(["--nats-url", &common::nats_url()])
