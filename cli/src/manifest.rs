@@ -8,6 +8,9 @@
 //!   - id: counter
 //!     path: counter.wasm            # relative to this file; or `ref: https://…`
 //!     config: { bucket: counter }   # named config the component reads through wasi:config
+//!     secrets:                      # what it reads through wasmcloud:secrets, by name
+//!       api-key: { env: API_KEY }   #   from an environment variable of `trellis up`
+//!       cert: { file: cert.pem }    #   from a file (relative to this file)
 //! providers:
 //!   - id: http
 //!     ref: http-server              # a provider shipped with Trellis; or `path: ./my-provider`
@@ -197,6 +200,27 @@ struct RawUnit {
     reference: Option<Spanned<Text>>,
     #[serde(default)]
     config: ConfigMap,
+    #[serde(default)]
+    secrets: BTreeMap<String, Spanned<RawSecret>>,
+}
+
+/// Where a secret's value comes from, as written: one of the two.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    env: Option<String>,
+    file: Option<String>,
+}
+
+/// Where a component's secret comes from; read when the app starts, never stored on the
+/// lattice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable of `trellis up`.
+    Env(String),
+    /// A file (resolved against the manifest's directory): its text, or its bytes when it is
+    /// not UTF-8.
+    File(PathBuf),
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,6 +255,8 @@ pub struct Component {
     pub source: Source,
     /// Its config (stored as named config).
     pub config: BTreeMap<String, String>,
+    /// Its secrets, by the name it asks for.
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 /// A provider to start.
@@ -383,17 +409,48 @@ impl Manifest {
             claim(&u.id, format!("{field}.id"))?;
             let what = kind.trim_end_matches(" id");
             let source = source(what, &field, u.path, u.reference, &u.id.referenced)?;
-            Ok::<_, ManifestError>((u.id.value, source, plain(u.config)))
+            let mut secrets = BTreeMap::new();
+            for (name, secret) in u.secrets {
+                let at = format!("{field}.secrets.{name}");
+                let source = match (secret.value.env, secret.value.file) {
+                    (Some(var), None) if !var.is_empty() => SecretSource::Env(var),
+                    (None, Some(file)) if !file.is_empty() => SecretSource::File(base.join(file)),
+                    _ => {
+                        let why = "needs exactly one of `env: VARIABLE` or `file: path`";
+                        return Err(invalid(&secret.referenced, at, why.into()));
+                    }
+                };
+                secrets.insert(name, source);
+            }
+            Ok::<_, ManifestError>((u.id, source, plain(u.config), secrets))
         };
         let mut components = Vec::new();
         for (i, c) in raw.components.into_iter().enumerate() {
-            let (id, source, config) = unit("component id", "components", i, c)?;
-            components.push(Component { id, source, config });
+            let (id, source, config, secrets) = unit("component id", "components", i, c)?;
+            components.push(Component {
+                id: id.value,
+                source,
+                config,
+                secrets,
+            });
         }
         let mut providers = Vec::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
-            let (id, source, config) = unit("provider id", "providers", i, p)?;
-            providers.push(Provider { id, source, config });
+            let (id, source, config, secrets) = unit("provider id", "providers", i, p)?;
+            if !secrets.is_empty() {
+                let why = "`secrets` are for components; a provider takes its settings from \
+                           `config` and its links";
+                return Err(invalid(
+                    &id.referenced,
+                    format!("providers[{i}].secrets"),
+                    why.into(),
+                ));
+            }
+            providers.push(Provider {
+                id: id.value,
+                source,
+                config,
+            });
         }
 
         let mut links = Vec::new();
@@ -511,6 +568,36 @@ links:
         );
         assert_eq!(link.interfaces, ["incoming-handler"]);
         assert_eq!(link.source_config["address"], "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn component_secrets_name_their_source() {
+        let text = GOOD.replace(
+            "    config: { greeting: hi, port: 8000, on: true }\n",
+            "    config: { greeting: hi, port: 8000, on: true }\n    secrets:\n      api-key: { env: API_KEY }\n      cert: { file: certs/cert.pem }\n",
+        );
+        let m = parse(&text).expect("valid");
+        let secrets = &m.components[0].secrets;
+        assert_eq!(secrets["api-key"], SecretSource::Env("API_KEY".into()));
+        assert_eq!(
+            secrets["cert"],
+            SecretSource::File("/apps/certs/cert.pem".into())
+        );
+        for bad in ["{ }", "{ env: A, file: b }", "{ env: \"\" }"] {
+            let text = GOOD.replace(
+                "    config: { greeting: hi, port: 8000, on: true }\n",
+                &format!("    secrets:\n      api-key: {bad}\n"),
+            );
+            let err = parse(&text).expect_err(bad).to_string();
+            assert!(err.contains("components[0].secrets.api-key"), "{err}");
+            assert!(err.contains("exactly one of"), "{err}");
+        }
+        let text = GOOD.replace(
+            "    ref: http-server\n",
+            "    ref: http-server\n    secrets:\n      k: { env: K }\n",
+        );
+        let err = parse(&text).expect_err("provider secrets").to_string();
+        assert!(err.contains("providers[0].secrets"), "{err}");
     }
 
     #[test]

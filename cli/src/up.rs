@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use trellis_host::engine::Limits;
 use trellis_host::lattice::LatticeAdmin;
+use trellis_host::secrets::{SecretValue, Secrets};
 use trellis_host::supervisor::{
     ProviderSpec, ProviderState, SupervisedProvider, SupervisorOptions,
 };
@@ -25,7 +26,7 @@ use trellis_sdk::link::LinkState;
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
 
-use crate::manifest::{Link, Manifest, Source};
+use crate::manifest::{Link, Manifest, SecretSource, Source};
 use crate::nats_server::{self, NatsServer};
 use crate::session::{self, Session, State};
 
@@ -308,9 +309,10 @@ async fn start(
         }
         running.configs.extend(names.iter().cloned());
         let reference = component_ref(&c.source);
+        let secrets = read_secrets(&c.id, &c.secrets)?;
         let component = running
             .host
-            .start_component_from(&c.id, &reference, &names)
+            .start_component_granted(&c.id, &reference, &names, secrets)
             .await
             .with_context(|| format!("cannot start component {}", c.id))?;
         step("✓", &format!("component {}", c.id), &reference);
@@ -364,6 +366,43 @@ async fn start(
         running.providers.push(provider);
     }
     Ok(running)
+}
+
+/// Reads component `id`'s secrets from where the manifest says; the values stay in this
+/// process (the host in it answers `wasmcloud:secrets`).
+fn read_secrets(id: &str, sources: &BTreeMap<String, SecretSource>) -> anyhow::Result<Secrets> {
+    let mut secrets = Secrets::new();
+    for (name, source) in sources {
+        let value = match source {
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(v) => SecretValue::String(v),
+                Err(std::env::VarError::NotPresent) => {
+                    bail!(
+                        "secret {name:?} of component {id}: environment variable {var} is not set"
+                    )
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    bail!(
+                        "secret {name:?} of component {id}: environment variable {var} is not UTF-8"
+                    )
+                }
+            },
+            SecretSource::File(path) => {
+                let bytes = std::fs::read(path).with_context(|| {
+                    format!(
+                        "secret {name:?} of component {id}: cannot read {}",
+                        path.display()
+                    )
+                })?;
+                match String::from_utf8(bytes) {
+                    Ok(text) => SecretValue::String(text),
+                    Err(e) => SecretValue::Bytes(e.into_bytes()),
+                }
+            }
+        };
+        secrets.insert(name.clone(), value);
+    }
+    Ok(secrets)
 }
 
 fn describe(l: &Link) -> String {
@@ -556,5 +595,48 @@ impl Signals {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_read_from_the_environment_and_files() {
+        let dir = std::env::temp_dir().join(format!("trellis-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("text"), "line one\n").unwrap();
+        std::fs::write(dir.join("binary"), [0xff, 0x00, 0x7f]).unwrap();
+        let sources = BTreeMap::from([
+            // Cargo sets this for every test process.
+            (
+                "pkg".to_string(),
+                SecretSource::Env("CARGO_PKG_NAME".into()),
+            ),
+            ("text".to_string(), SecretSource::File(dir.join("text"))),
+            ("bin".to_string(), SecretSource::File(dir.join("binary"))),
+        ]);
+        let secrets = read_secrets("app", &sources).unwrap();
+        assert_eq!(secrets["pkg"], SecretValue::String("trellis-cli".into()));
+        assert_eq!(secrets["text"], SecretValue::String("line one\n".into()));
+        assert_eq!(secrets["bin"], SecretValue::Bytes(vec![0xff, 0x00, 0x7f]));
+        // Values never show in Debug output.
+        assert!(!format!("{secrets:?}").contains("trellis-cli"));
+
+        let unset = BTreeMap::from([(
+            "k".to_string(),
+            SecretSource::Env("TRELLIS_TEST_SURELY_UNSET_VARIABLE".into()),
+        )]);
+        let err = read_secrets("app", &unset).unwrap_err().to_string();
+        assert!(err.contains("secret \"k\" of component app"), "{err}");
+        assert!(
+            err.contains("TRELLIS_TEST_SURELY_UNSET_VARIABLE is not set"),
+            "{err}"
+        );
+        let missing = BTreeMap::from([("k".to_string(), SecretSource::File(dir.join("nope")))]);
+        let err = format!("{:#}", read_secrets("app", &missing).unwrap_err());
+        assert!(err.contains("cannot read"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
