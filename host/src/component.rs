@@ -273,7 +273,11 @@ impl Serving {
             pre: proxy,
             make_store: Arc::clone(make_store),
         };
-        let invocations = trellis_interfaces::http::server::serve(&self.server, handler)
+        let server = self
+            .server
+            .clone()
+            .with_param_checks(trellis_interfaces::http::server::param_checks());
+        let invocations = trellis_interfaces::http::server::serve(&server, handler)
             .await
             .map_err(|e| serve_err(e.error))?;
         Ok(invocations

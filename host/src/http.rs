@@ -1,8 +1,8 @@
 //! A component's `wasi:http/incoming-handler` export served on the lattice as the wire
 //! instance wasmCloud 1.x uses, `wrpc:http/incoming-handler@0.1.0` (the codec is
 //! `trellis_interfaces::http::server`), so an http-server provider of either generation can
-//! call it. (`wasi:http/types` is answered locally; outgoing requests are denied by the
-//! store's hooks, see `state.rs`: a component reaches the world only through its links.)
+//! call it. (`wasi:http/types` is answered locally; outgoing requests go through the
+//! component's links, see `outgoing.rs`.)
 //!
 //! Bodies stream both ways with bounded memory: the request body flows from the wRPC stream
 //! into the component as it reads, and the response body from the component's output stream
@@ -176,12 +176,12 @@ macro_rules! convert_error_code {
 }
 
 /// wasmtime's `error-code` as the wire's (the same WIT variant, generated twice).
-fn error_to_wire(code: ErrorCode) -> wire::ErrorCode {
+pub(crate) fn error_to_wire(code: ErrorCode) -> wire::ErrorCode {
     convert_error_code!(code, wasi_types => wire)
 }
 
 /// The wire's `error-code` as wasmtime's.
-fn error_from_wire(code: wire::ErrorCode) -> ErrorCode {
+pub(crate) fn error_from_wire(code: wire::ErrorCode) -> ErrorCode {
     convert_error_code!(code, wire => wasi_types)
 }
 

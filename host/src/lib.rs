@@ -40,6 +40,7 @@ mod keyvalue;
 pub mod lattice;
 pub mod links;
 mod local;
+mod outgoing;
 pub mod router;
 pub mod secrets;
 mod shapes;

@@ -9,27 +9,12 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::WasiHttpCtx;
-use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::p2::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
-use wasmtime_wasi_http::p2::{HttpResult, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::p2::{WasiHttpCtxView, WasiHttpView};
 use wrpc_runtime_wasmtime::{SharedResourceTable, WrpcCtx, WrpcCtxView, WrpcView};
 
 use crate::local::LocalState;
+use crate::outgoing::OutgoingHttp;
 use crate::router::LinkRouter;
-
-/// Outgoing HTTP from components is denied: there is no ambient network.
-pub(crate) struct DenyOutgoing;
-
-impl WasiHttpHooks for DenyOutgoing {
-    fn send_request(
-        &mut self,
-        _request: hyper::Request<HyperOutgoingBody>,
-        _config: OutgoingRequestConfig,
-    ) -> HttpResult<HostFutureIncomingResponse> {
-        Err(ErrorCode::HttpRequestDenied.into())
-    }
-}
 
 /// Bytes of stdout/stderr kept per invocation; the rest is dropped (and the write fails).
 const STDIO_CAPACITY: usize = 64 << 10;
@@ -64,7 +49,7 @@ pub(crate) struct HostState {
     pub(crate) local: LocalState,
     wrpc: WrpcState,
     http: WasiHttpCtx,
-    http_hooks: DenyOutgoing,
+    http_hooks: OutgoingHttp,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
 }
@@ -98,13 +83,13 @@ impl HostState {
                 .trap_on_grow_failure(true)
                 .build(),
             local,
+            http_hooks: OutgoingHttp::new(router.clone()),
             wrpc: WrpcState {
                 router,
                 shared: SharedResourceTable::default(),
                 timeout: call_timeout,
             },
             http: WasiHttpCtx::new(),
-            http_hooks: DenyOutgoing,
             stdout,
             stderr,
         }

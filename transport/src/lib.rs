@@ -62,7 +62,7 @@ pub use error::TransportError;
 pub use pace::{Paced, Pacer};
 pub use reader::Incoming;
 pub use server::first_header;
-pub use server::{DEFAULT_MAX_ACCEPTING, REFUSAL_HEADER, ServeContext, Server};
+pub use server::{CallPacer, DEFAULT_MAX_ACCEPTING, REFUSAL_HEADER, ServeContext, Server};
 pub use writer::Outgoing;
 
 use routes::{CallRoutes, Routes};

@@ -41,6 +41,19 @@ pub struct ServeContext {
     pub pacer: Pacer,
 }
 
+/// A served call's context that carries the call's [`Pacer`], for codecs that stream a
+/// result (see [`Pacer::pace`]).
+pub trait CallPacer {
+    /// The pacer of the call's streamed results.
+    fn pacer(&self) -> &Pacer;
+}
+
+impl CallPacer for ServeContext {
+    fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+}
+
 impl ServeContext {
     /// The first value of header `name`, if present. Pass a constant such as
     /// the `source-id` header where you can: a `&str` name is parsed each time.

@@ -29,6 +29,7 @@ use trellis_wrpc_nats::wrpc_transport::{
 };
 use trellis_wrpc_nats::{Incoming, Outgoing};
 
+use super::bindings::wrpc::http::types::RequestOptions as WireOptions;
 use super::{ErrorCode, FUNC, Fields, INSTANCE, Method, Request, Scheme};
 
 /// The encoder the generated code uses for `T` on our transport.
@@ -63,6 +64,53 @@ pub async fn handle<I: Invoke<Outgoing = Outgoing, Incoming = Incoming>>(
         )
         .await?;
     Ok((result, io.map(|io| Box::pin(io) as _)))
+}
+
+/// Calls the outgoing handler's `handle` (`wrpc:http/outgoing-handler@0.1.0`, what an
+/// http-client provider serves) with `request` and `options` over `client`.
+pub async fn handle_outgoing<I: Invoke<Outgoing = Outgoing, Incoming = Incoming>>(
+    client: &I,
+    cx: I::Context,
+    request: WireRequest,
+    options: super::server::RequestOptions,
+) -> anyhow::Result<Answer> {
+    let paths: [&[Option<usize>]; 2] = [&[Some(0), Some(0)], &[Some(0), Some(1)]];
+    let ((result,), io) = client
+        .invoke_values::<_, (WireRequest, Option<WireOptions>), (Result<WireResponse, ErrorCode>,)>(
+            cx,
+            super::OUTGOING_INSTANCE,
+            FUNC,
+            (request, Some(options.to_wire())),
+            paths,
+        )
+        .await?;
+    Ok((result, io.map(|io| Box::pin(io) as _)))
+}
+
+/// Sends `request` to the outgoing handler `client` reaches and answers its response, both
+/// as `http` types: what a host runs for a component's `wasi:http/outgoing-handler`.
+///
+/// The call's I/O (the request body going out, the response body coming in) runs on a task
+/// of its own while the response is read; its failure ends the response body early.
+pub async fn send_outgoing<I: Invoke<Outgoing = Outgoing, Incoming = Incoming>>(
+    client: &I,
+    cx: I::Context,
+    request: ::http::Request<super::Body>,
+    options: super::server::RequestOptions,
+) -> Result<::http::Response<super::Body>, crate::CallError<ErrorCode>> {
+    let request = super::plain::request_to_wire(request);
+    let (result, io) = handle_outgoing(client, cx, request, options)
+        .await
+        .map_err(crate::CallError::Transport)?;
+    if let Some(io) = io {
+        tokio::spawn(async move {
+            if let Err(err) = io.await {
+                tracing::debug!(error = %format!("{err:#}"), "outgoing request I/O ended early");
+            }
+        });
+    }
+    let response = result.map_err(crate::CallError::Interface)?;
+    super::plain::response_from_wire(response).map_err(crate::CallError::Interface)
 }
 
 /// The request parameter.

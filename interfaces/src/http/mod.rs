@@ -24,7 +24,9 @@ use bytes::Bytes;
 
 /// The wire instance of the incoming handler.
 pub const INSTANCE: &str = "wrpc:http/incoming-handler@0.1.0";
-/// Its one function.
+/// The wire instance of the outgoing handler.
+pub const OUTGOING_INSTANCE: &str = "wrpc:http/outgoing-handler@0.1.0";
+/// The one function of either.
 pub const FUNC: &str = "handle";
 
 /// A field of the wire that is not a valid HTTP header.

@@ -175,3 +175,85 @@ pub(super) fn response_to_wire(
         headers: super::from_header_map(&parts.headers),
     }
 }
+
+/// An `http` request as the wire's, for calling a handler: a request whose body has ended
+/// already goes [`Bodyless`](super::client::WireRequest::Bodyless) (its trailers inline).
+pub(super) fn request_to_wire(request: ::http::Request<Body>) -> super::client::WireRequest {
+    let (parts, body) = request.into_parts();
+    let scheme = parts.uri.scheme().map(|s| {
+        if *s == ::http::uri::Scheme::HTTP {
+            super::Scheme::Http
+        } else if *s == ::http::uri::Scheme::HTTPS {
+            super::Scheme::Https
+        } else {
+            super::Scheme::Other(s.as_str().to_string())
+        }
+    });
+    let bodyless = http_body::Body::is_end_stream(&body);
+    let (trailers_tx, trailers_rx) = oneshot::channel::<Fields>();
+    let frames =
+        futures::stream::unfold((body, Some(trailers_tx)), |(mut body, mut tx)| async move {
+            loop {
+                match body.frame().await? {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) if data.is_empty() => continue,
+                        Ok(data) => return Some((data, (body, tx))),
+                        Err(frame) => {
+                            if let (Ok(map), Some(tx)) = (frame.into_trailers(), tx.take()) {
+                                let _ = tx.send(super::from_header_map(&map));
+                            }
+                        }
+                    },
+                    Err(code) => {
+                        // The wire body has no error channel: the handler sees it end early.
+                        warn!(error = ?code, "request body failed; ending it early");
+                        return None;
+                    }
+                }
+            }
+        });
+    let request = Request {
+        body: Box::pin(frames),
+        trailers: Box::pin(async move { trailers_rx.await.ok() }),
+        method: super::method_to_wire(&parts.method),
+        path_with_query: parts.uri.path_and_query().map(|p| p.as_str().to_string()),
+        scheme,
+        authority: parts.uri.authority().map(|a| a.as_str().to_string()),
+        headers: super::from_header_map(&parts.headers),
+    };
+    if bodyless {
+        super::client::WireRequest::Bodyless(request)
+    } else {
+        super::client::WireRequest::Streamed(request)
+    }
+}
+
+/// A handler's wire response as an `http` response; its body reads the wire's stream, then
+/// its trailers. A status or header that is not valid HTTP is `http-protocol-error`.
+pub(super) fn response_from_wire(
+    response: super::client::WireResponse,
+) -> Result<::http::Response<Body>, ErrorCode> {
+    let super::client::WireResponse {
+        body,
+        trailers,
+        status,
+        headers,
+    } = response;
+    let status = ::http::StatusCode::from_u16(status).map_err(|_| ErrorCode::HttpProtocolError)?;
+    let headers = super::to_header_map(headers).map_err(|_| ErrorCode::HttpProtocolError)?;
+    let trailers = futures::stream::once(async move {
+        match trailers.await {
+            Some(trailer_fields) => {
+                let map = super::to_header_map_lossy(trailer_fields.0);
+                (!map.is_empty()).then(|| Ok(Frame::trailers(map)))
+            }
+            None => None,
+        }
+    })
+    .filter_map(futures::future::ready);
+    let frames = body.map(|b| Ok(Frame::data(b))).chain(trailers);
+    let mut response = ::http::Response::new(StreamBody::new(frames).boxed_unsync());
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}

@@ -11,6 +11,7 @@
 //! goes back in one message (see [`Reply`]); any other streams as the caller takes it.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::{BufMut as _, Bytes, BytesMut};
@@ -21,16 +22,19 @@ use trellis_wrpc_nats::wrpc_transport::{
     ByteStreamDecoder, Decode, Deferred, DeferredFn, Encode, FieldSlot, ServeExt as _,
     fields_deferred,
 };
-use trellis_wrpc_nats::{Incoming, Outgoing, ServeContext, Server};
+use trellis_wrpc_nats::{CallPacer, Incoming, Outgoing};
+use wrpc_transport::Serve;
 
+use super::bindings::wrpc::http::types::RequestOptions as WireOptions;
 use super::plain::{self, Body, INLINE_MAX};
 use super::{
-    ErrorCode as WireErrorCode, FUNC, Fields, INSTANCE, Method, Request, Response, Scheme,
+    ErrorCode as WireErrorCode, FUNC, Fields, INSTANCE, Method, OUTGOING_INSTANCE, Request,
+    Response, Scheme,
 };
 use crate::{Invocations, ServeError};
 
 /// What serves HTTP requests (a host running a component), for calls with context `C` (over
-/// the lattice: the call's [`ServeContext`]).
+/// the lattice: the transport's `ServeContext`, or a provider's `CallContext`).
 ///
 /// The request's URI has its scheme and authority when the caller gave an authority; the
 /// caller's scheme, when it gave one, is also in the request's extensions (an
@@ -62,28 +66,86 @@ pub trait Handler<C: Send + 'static>: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<::http::Response<Body>, WireErrorCode>> + Send;
 }
 
+/// What serves outgoing HTTP requests (an http-client provider), for calls with context `C`.
+///
+/// The request is as [`Handler`] sees it; its URI has the scheme and authority the caller
+/// gave. An `Err` is the interface's `error-code`.
+pub trait OutgoingHandler<C: Send + 'static>: Clone + Send + Sync + 'static {
+    /// Sends `request` and answers its response, within the caller's `options`.
+    fn handle(
+        &self,
+        cx: C,
+        request: ::http::Request<Body>,
+        options: RequestOptions,
+    ) -> impl Future<Output = Result<::http::Response<Body>, WireErrorCode>> + Send;
+}
+
+/// The timeouts a caller asks of an outgoing request (unset: the handler's own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// To establish the connection.
+    pub connect_timeout: Option<Duration>,
+    /// From sending the request to the first byte of the response.
+    pub first_byte_timeout: Option<Duration>,
+    /// Between two pieces of the response body.
+    pub between_bytes_timeout: Option<Duration>,
+}
+
+impl RequestOptions {
+    fn from_wire(options: Option<WireOptions>) -> Self {
+        let Some(o) = options else {
+            return Self::default();
+        };
+        Self {
+            connect_timeout: o.connect_timeout.map(Duration::from_nanos),
+            first_byte_timeout: o.first_byte_timeout.map(Duration::from_nanos),
+            between_bytes_timeout: o.between_bytes_timeout.map(Duration::from_nanos),
+        }
+    }
+
+    /// The options as the wire's (durations in nanoseconds).
+    pub fn to_wire(self) -> WireOptions {
+        let nanos =
+            |d: Option<Duration>| d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        WireOptions {
+            connect_timeout: nanos(self.connect_timeout),
+            first_byte_timeout: nanos(self.first_byte_timeout),
+            between_bytes_timeout: nanos(self.between_bytes_timeout),
+        }
+    }
+}
+
 /// The parameter checks of `handle`: its request, against [`params_shape`].
 pub fn param_checks() -> ParamChecks {
     ParamChecks::new().shape(INSTANCE, FUNC, params_shape())
+}
+
+/// The parameter checks of the outgoing handler's `handle`: its request and options, against
+/// [`outgoing_params_shape`].
+pub fn outgoing_param_checks() -> ParamChecks {
+    ParamChecks::new().shape(OUTGOING_INSTANCE, FUNC, outgoing_params_shape())
 }
 
 /// Serves `handler` as the wire's `handle`, one future per accepted call.
 ///
 /// This is what `wit-bindgen-wrpc` would generate, except that the results are a [`Reply`],
 /// so a response that is already complete travels whole in the result message. The server
-/// hands a call on only once its request head is all here (see [`Server`]), so decoding the
+/// hands a call on only once its request head is all here (see `trellis_wrpc_nats::Server`), so decoding the
 /// calls one after another holds none of them up.
-pub async fn serve<H: Handler<ServeContext>>(
-    server: &Server,
-    handler: H,
-) -> Result<Invocations, ServeError> {
+///
+/// Give the server [`param_checks`] first (`with_param_checks`): the request's headers are a
+/// list of tuples, which the generated decoder would size from a forged length prefix.
+pub async fn serve<S, H>(server: &S, handler: H) -> Result<Invocations, ServeError>
+where
+    S: Serve<Incoming = Incoming, Outgoing = Outgoing>,
+    S::Context: CallPacer + Send + 'static,
+    H: Handler<S::Context>,
+{
     // The request's async parts, as the bindings declare them: the body stream (field 0) and
     // the trailers future (field 1) of parameter 0.
     let paths: [Box<[Option<usize>]>; 2] =
         [Box::from([Some(0), Some(0)]), Box::from([Some(0), Some(1)])];
     let calls = server
-        .clone()
-        .with_param_checks(param_checks())
         .serve_values::<(WireRequest,), (Reply,)>(INSTANCE, FUNC, paths)
         .await
         .map_err(|error| ServeError {
@@ -91,10 +153,47 @@ pub async fn serve<H: Handler<ServeContext>>(
             error,
         })?;
     let invocations = calls.map_ok(move |(cx, (WireRequest(request),), body_io, send)| {
-        Box::pin(serve_call(handler.clone(), cx, request, body_io, send))
+        let handler = handler.clone();
+        let respond = move |cx, request| async move { handler.handle(cx, request).await };
+        Box::pin(serve_call(cx, request, body_io, send, respond))
             as Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
     });
     Ok(vec![(INSTANCE, FUNC, Box::pin(invocations))])
+}
+
+/// Serves `handler` as the outgoing handler's `handle` (`wrpc:http/outgoing-handler@0.1.0`),
+/// one future per accepted call, as [`serve`] does for the incoming handler. Give the server
+/// [`outgoing_param_checks`] first.
+pub async fn serve_outgoing<S, H>(server: &S, handler: H) -> Result<Invocations, ServeError>
+where
+    S: Serve<Incoming = Incoming, Outgoing = Outgoing>,
+    S::Context: CallPacer + Send + 'static,
+    H: OutgoingHandler<S::Context>,
+{
+    let paths: [Box<[Option<usize>]>; 2] =
+        [Box::from([Some(0), Some(0)]), Box::from([Some(0), Some(1)])];
+    let calls = server
+        .serve_values::<(WireRequest, Option<WireOptions>), (Reply,)>(
+            OUTGOING_INSTANCE,
+            FUNC,
+            paths,
+        )
+        .await
+        .map_err(|error| ServeError {
+            interface: OUTGOING_INSTANCE,
+            error,
+        })?;
+    let invocations = calls.map_ok(
+        move |(cx, (WireRequest(request), options), body_io, send)| {
+            let handler = handler.clone();
+            let options = RequestOptions::from_wire(options);
+            let respond =
+                move |cx, request| async move { handler.handle(cx, request, options).await };
+            Box::pin(serve_call(cx, request, body_io, send, respond))
+                as Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>
+        },
+    );
+    Ok(vec![(OUTGOING_INSTANCE, FUNC, Box::pin(invocations))])
 }
 
 /// The decoder the generated code uses for `T` on our transport.
@@ -188,8 +287,19 @@ impl Deferred<wrpc_transport::Incoming<Incoming>> for WireRequestDecoder {
     }
 }
 
+/// The wire shape of the outgoing handler's parameters: a request, then its options.
+pub fn outgoing_params_shape() -> Shape {
+    let options = Option::<(Option<u64>, Option<u64>, Option<u64>)>::shape();
+    Shape::Seq(vec![request_shape(), options])
+}
+
 /// The wire shape of `handle`'s parameters: one `wrpc:http/types.request`.
 pub fn params_shape() -> Shape {
+    Shape::Seq(vec![request_shape()])
+}
+
+/// The wire shape of a `wrpc:http/types.request`.
+fn request_shape() -> Shape {
     let fields = Vec::<(String, Vec<Bytes>)>::shape();
     let text = String::shape();
     // `method`: nine cases without payload, then `other(string)`; `scheme`: two, then
@@ -197,7 +307,7 @@ pub fn params_shape() -> Shape {
     let mut method = vec![None; 9];
     method.push(Some(text.clone()));
     let scheme = Shape::Variant(vec![None, None, Some(text)]);
-    Shape::Seq(vec![Shape::Seq(vec![
+    Shape::Seq(vec![
         Shape::Bytes,                                                     // body: stream<u8>
         Shape::Future(Box::new(Shape::Option(Box::new(fields.clone())))), // trailers
         Shape::Variant(method),
@@ -205,29 +315,31 @@ pub fn params_shape() -> Shape {
         Shape::Option(Box::new(scheme)),
         Option::<String>::shape(), // authority
         fields,                    // headers
-    ])])
+    ])
 }
 
-/// Serves one accepted call: runs the handler on its request, sends the reply, and
+/// Serves one accepted call: answers its request with `respond`, sends the reply, and
 /// finishes receiving the request body.
-async fn serve_call<H, Io, SendReply, Sent>(
-    handler: H,
-    cx: ServeContext,
+async fn serve_call<C, Respond, Responded, Io, SendReply, Sent>(
+    cx: C,
     request: Request,
     body_io: Option<Io>,
     send: SendReply,
+    respond: Respond,
 ) -> anyhow::Result<()>
 where
-    H: Handler<ServeContext>,
+    C: CallPacer,
+    Respond: FnOnce(C, ::http::Request<Body>) -> Responded,
+    Responded: Future<Output = Result<::http::Response<Body>, WireErrorCode>>,
     Io: Future<Output = std::io::Result<()>> + Send + 'static,
     SendReply: FnOnce((Reply,)) -> Sent,
     Sent: Future<Output = anyhow::Result<()>>,
 {
     // The request body arrives while the handler runs.
     let body_io = body_io.map(tokio::spawn);
-    let pacer = cx.pacer.clone();
+    let pacer = cx.pacer().clone();
     let reply = match plain::request_from_wire(request) {
-        Ok(request) => match handler.handle(cx, request).await {
+        Ok(request) => match respond(cx, request).await {
             Ok(response) => Reply::of(response, |body| Box::pin(pacer.pace(body)))
                 .context("failed to encode the response")?,
             Err(code) => Reply::Streamed(Err(code)),

@@ -41,6 +41,14 @@ pub struct CallContext {
     /// A span for the call, carrying the caller, the link and the caller's `traceparent`;
     /// instrument the handler's work with it to tie logs to the caller's trace.
     pub span: tracing::Span,
+    /// Paces the call's streamed results to the caller's reading.
+    pacer: transport::Pacer,
+}
+
+impl transport::CallPacer for CallContext {
+    fn pacer(&self) -> &transport::Pacer {
+        &self.pacer
+    }
 }
 
 impl CallContext {
@@ -148,6 +156,7 @@ impl wrpc_transport::Serve for ProviderServer {
                             traceparent = %traceparent,
                         );
                         Ok(CallContext {
+                            pacer: cx.pacer.clone(),
                             source_id,
                             link_name,
                             link,

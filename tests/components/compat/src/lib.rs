@@ -77,6 +77,14 @@ impl Guest for Compat {
         })
     }
 
+    fn http_request(
+        method: String,
+        url: String,
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+        outgoing::request(&method, &url, &body)
+    }
+
     fn log_both(message: String) {
         wasi::logging::logging::log(wasi::logging::logging::Level::Info, "unversioned", &message);
         wasi::logging0_1_0_draft::logging::log(
@@ -88,3 +96,67 @@ impl Guest for Compat {
 }
 
 export!(Compat);
+
+/// One request through `wasi:http/outgoing-handler`, written as a 1.x component would.
+mod outgoing {
+    use crate::wasi::http::outgoing_handler;
+    use crate::wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+
+    pub fn request(
+        method: &str,
+        url: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+        let (scheme, rest) = url.split_once("://").ok_or("no scheme")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let request = OutgoingRequest::new(Fields::new());
+        let method = match method {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            other => Method::Other(other.to_string()),
+        };
+        request.set_method(&method).map_err(|()| "method")?;
+        let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+        request.set_scheme(Some(&scheme)).map_err(|()| "scheme")?;
+        request.set_authority(Some(authority)).map_err(|()| "authority")?;
+        request.set_path_with_query(Some(path)).map_err(|()| "path")?;
+        let outgoing = request.body().map_err(|()| "body")?;
+        let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+        {
+            let stream = outgoing.write().map_err(|()| "write")?;
+            for chunk in body.chunks(4096) {
+                stream
+                    .blocking_write_and_flush(chunk)
+                    .map_err(|e| format!("write: {e:?}"))?;
+            }
+        }
+        OutgoingBody::finish(outgoing, None).map_err(|e| format!("{e:?}"))?;
+        pending.subscribe().block();
+        let response = pending
+            .get()
+            .ok_or("not ready")?
+            .map_err(|()| "taken")?
+            .map_err(|e| format!("{e:?}"))?;
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        let incoming = response.consume().map_err(|()| "consume")?;
+        let stream = incoming.stream().map_err(|()| "stream")?;
+        let mut data = Vec::new();
+        loop {
+            match stream.blocking_read(64 << 10) {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(crate::wasi::io::streams::StreamError::Closed) => break,
+                Err(e) => return Err(format!("read: {e:?}")),
+            }
+        }
+        Ok((response.status(), headers, data))
+    }
+}
