@@ -12,6 +12,7 @@
 //! up` (found through its state file), else to `nats://127.0.0.1:4222`, lattice `default`.
 
 mod commands;
+mod inspect;
 mod manifest;
 mod nats_server;
 mod output;
@@ -91,6 +92,27 @@ enum Command {
     Config(ConfigCommand),
     /// Hosts, components, providers and links, with live state.
     Inventory,
+    /// Components on their own (no lattice needed).
+    #[command(subcommand)]
+    Component(ComponentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ComponentCommand {
+    /// List a component's imports and exports and what serves each import: the host, a link
+    /// (given a manifest: the manifest's links from the component), or nothing. Exits 1 when
+    /// an import would be unmet.
+    Inspect {
+        /// The component (.wasm).
+        wasm: PathBuf,
+        /// An app manifest whose links to consider.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// The component's id in the manifest (default: the one whose path is `wasm`, else
+        /// the file's stem).
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +204,42 @@ fn defaulted(matches: &ArgMatches, id: &str) -> bool {
     )
 }
 
+/// `trellis component inspect`.
+fn inspect_component(
+    wasm: &std::path::Path,
+    manifest: Option<&std::path::Path>,
+    id: Option<String>,
+) -> anyhow::Result<u8> {
+    let bytes = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    let world = trellis_host::imports::inspect(&bytes)
+        .with_context(|| format!("cannot inspect {}", wasm.display()))?;
+    let manifest = manifest.map(manifest::Manifest::load).transpose()?;
+    let id = id
+        .or_else(|| {
+            let wasm = std::fs::canonicalize(wasm).ok()?;
+            manifest
+                .as_ref()?
+                .components
+                .iter()
+                .find_map(|c| match &c.source {
+                    manifest::Source::Path(p) => {
+                        (std::fs::canonicalize(p).ok()? == wasm).then(|| c.id.clone())
+                    }
+                    manifest::Source::Ref(_) => None,
+                })
+        })
+        .or_else(|| wasm.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let links = manifest.as_ref().map(|m| m.links.as_slice());
+    let imports = inspect::classify(&id, &world, links);
+    print!("{}", inspect::render(&imports, &world));
+    Ok(if inspect::unmet_lines(&id, &imports).is_empty() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
+}
+
 async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
     let home = session::home();
     let running = session::running(&home);
@@ -208,6 +266,9 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
     }
     if let Command::Down = cli.command {
         return down(&home, running.as_ref()).await;
+    }
+    if let Command::Component(ComponentCommand::Inspect { wasm, manifest, id }) = cli.command {
+        return inspect_component(&wasm, manifest.as_deref(), id);
     }
     // Follow the running `up` unless told otherwise.
     if let Some(state) = &running {
@@ -289,7 +350,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         Command::Config(ConfigCommand::Get { name }) => commands::config_get(&cx, &name).await?,
         Command::Config(ConfigCommand::Del { name }) => commands::config_del(&cx, &name).await?,
         Command::Inventory => commands::inventory(&cx).await?,
-        Command::Up { .. } | Command::Down => unreachable_command(),
+        Command::Up { .. } | Command::Down | Command::Component(_) => unreachable_command(),
     };
     trellis_sdk::connect::final_flush(&cx.nats, trellis_sdk::connect::FINAL_FLUSH_TIMEOUT)
         .await

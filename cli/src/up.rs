@@ -26,6 +26,7 @@ use trellis_sdk::link::LinkState;
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
 
+use crate::inspect;
 use crate::manifest::{Link, Manifest, SecretSource, Source};
 use crate::nats_server::{self, NatsServer};
 use crate::session::{self, Session, State};
@@ -120,6 +121,7 @@ struct Running {
 /// Runs `up` until Ctrl-C or SIGTERM.
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let manifest = Manifest::load(&opts.manifest)?;
+    let wasm = preflight(&manifest).await?;
     let home = session::home();
     let session = Session::acquire(&home)?;
     // From here on Ctrl-C is ours: it must stop what was started, even half way through
@@ -177,6 +179,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         &nats_url,
         &provider_bins,
         &home,
+        wasm,
     );
     // Interrupted while starting: dropping the half-built state kills what it started.
     let result = tokio::select! {
@@ -270,6 +273,7 @@ async fn start(
     nats_url: &str,
     provider_bins: &[PathBuf],
     home: &Path,
+    mut wasm: HashMap<String, Vec<u8>>,
 ) -> anyhow::Result<Running> {
     let host = Host::new(
         nats.clone(),
@@ -310,9 +314,10 @@ async fn start(
         running.configs.extend(names.iter().cloned());
         let reference = component_ref(&c.source);
         let secrets = read_secrets(&c.id, &c.secrets)?;
+        let bytes = wasm.remove(&c.id).unwrap_or_default();
         let component = running
             .host
-            .start_component_granted(&c.id, &reference, &names, secrets)
+            .start_component_loaded(&c.id, bytes, &reference, &names, secrets)
             .await
             .with_context(|| format!("cannot start component {}", c.id))?;
         step("✓", &format!("component {}", c.id), &reference);
@@ -366,6 +371,33 @@ async fn start(
         running.providers.push(provider);
     }
     Ok(running)
+}
+
+/// Loads every component of `manifest` and checks its imports against what the host provides
+/// and the manifest links; refuses, naming every unmet import at once, before anything
+/// starts. Answers the components' bytes by id.
+async fn preflight(manifest: &Manifest) -> anyhow::Result<HashMap<String, Vec<u8>>> {
+    let mut wasm = HashMap::new();
+    let mut unmet = Vec::new();
+    for c in &manifest.components {
+        let reference = component_ref(&c.source);
+        let bytes = trellis_host::fetch::load_component(&reference)
+            .await
+            .with_context(|| format!("component {}", c.id))?;
+        let world = trellis_host::imports::inspect(&bytes)
+            .with_context(|| format!("component {} ({reference})", c.id))?;
+        let imports = inspect::classify(&c.id, &world, Some(&manifest.links));
+        unmet.extend(inspect::unmet_lines(&c.id, &imports));
+        wasm.insert(c.id.clone(), bytes);
+    }
+    if !unmet.is_empty() {
+        bail!(
+            "{} import(s) would have nothing to serve them:\n  {}\n(`trellis component inspect X.wasm --manifest app.yaml` shows what serves each import)",
+            unmet.len(),
+            unmet.join("\n  ")
+        );
+    }
+    Ok(wasm)
 }
 
 /// Reads component `id`'s secrets from where the manifest says; the values stay in this

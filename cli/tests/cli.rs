@@ -568,3 +568,68 @@ fn ctrl_c_while_starting_leaves_nothing() {
     assert!(!home.join("up.json").exists(), "state file left behind");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// A manifest whose component imports what nothing serves: `up` names every such import and
+/// starts nothing; `component inspect` shows what serves each import, before and after the
+/// links are added.
+#[test]
+fn unmet_imports_are_named_before_anything_starts() {
+    let home = temp_home("preflight");
+    let app = home.join("app.yaml");
+    let compat = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/components/prebuilt/compat.wasm"
+    );
+    let unlinked = format!("name: compat\ncomponents:\n  - id: compat\n    path: {compat}\n");
+    std::fs::write(&app, &unlinked).expect("write");
+    let app_arg = app.to_str().expect("utf-8");
+    let (code, _, err) = run(cmd(&home).args(["up", app_arg]));
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("2 import(s) would have nothing to serve them"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "compat: wasi:keyvalue/store@0.2.0-draft: no link from compat for wasi:keyvalue/store"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("compat: wasi:http/outgoing-handler@0.2.6: no link from compat"),
+        "{err}"
+    );
+    assert!(!home.join("up").exists(), "nothing may start");
+
+    let inspect =
+        |home: &Path| run(cmd(home).args(["component", "inspect", compat, "--manifest", app_arg]));
+    let (code, out, err) = inspect(&home);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("NOTHING: no link from compat for wasi:keyvalue/store"),
+        "{out}"
+    );
+    let bus = out
+        .lines()
+        .find(|l| l.starts_with("wasmcloud:bus/lattice@2.0.1"))
+        .unwrap_or_default();
+    assert!(bus.ends_with("  host"), "{out}");
+    assert!(
+        out.contains("EXPORT\ntrellis-test:components/compat@0.1.0"),
+        "{out}"
+    );
+
+    let linked = format!(
+        "{unlinked}providers:\n  - id: kv\n    ref: keyvalue-nats\n  - id: web\n    ref: http-client\nlinks:\n  - source: compat\n    target: kv\n    wit: wasi:keyvalue/store,atomics,batch\n  - source: compat\n    target: web\n    wit: wasi:http/outgoing-handler\n"
+    );
+    std::fs::write(&app, linked).expect("write");
+    let (code, out, err) = inspect(&home);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("NOTHING"), "{out}");
+    let kv = out
+        .lines()
+        .find(|l| l.starts_with("wasi:keyvalue/store@0.2.0-draft"))
+        .unwrap_or_default();
+    assert!(kv.ends_with("link: kv (default)"), "{out}");
+    let _ = std::fs::remove_dir_all(&home);
+}

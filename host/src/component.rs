@@ -100,24 +100,6 @@ impl Drop for RunningComponent {
     }
 }
 
-/// Imports the host answers itself; every other import is routed over the lattice.
-const LOCAL_PACKAGES: &[&str] = &[
-    "wasi:cli/",
-    "wasi:clocks/",
-    "wasi:io/",
-    "wasi:random/",
-    "wasi:filesystem/",
-    "wasi:sockets/",
-    "wasi:config/",
-    "wasi:logging/",
-    "wasi:keyvalue/",
-    "wasi:blobstore/",
-    "wasi:http/",
-    "wasmcloud:bus/",
-    "wasmcloud:secrets/",
-    "wrpc:rpc/error",
-];
-
 /// Resource types the routed imports share (none are host-defined).
 pub(crate) type HostResources =
     Arc<HashMap<Box<str>, HashMap<Box<str>, (ResourceType, ResourceType)>>>;
@@ -142,10 +124,10 @@ pub(crate) fn link(
     add_host_interfaces(&mut linker).map_err(ComponentError::HostInterfaces)?;
     let host_resources = HostResources::default();
     for (name, item) in component.component_type().imports(engine) {
-        if LOCAL_PACKAGES.iter().any(|p| name.starts_with(p)) {
+        if crate::imports::linked_by_host(name) {
             continue;
         }
-        if name.starts_with("wasi:") {
+        if crate::imports::served_by(name) == crate::imports::ServedBy::Nothing {
             return Err(ComponentError::Unsupported(name.to_string()));
         }
         debug!(

@@ -241,6 +241,20 @@ impl Host {
         secrets: Secrets,
     ) -> Result<RunningComponent, HostError> {
         let wasm = crate::fetch::load_component(reference).await?;
+        self.start_component_loaded(id, wasm, reference, config_names, secrets)
+            .await
+    }
+
+    /// [`Host::start_component_granted`] with `wasm` loaded from `reference` already (by a
+    /// caller that inspected it first).
+    pub async fn start_component_loaded(
+        &self,
+        id: &str,
+        wasm: Vec<u8>,
+        reference: &str,
+        config_names: &[String],
+        secrets: Secrets,
+    ) -> Result<RunningComponent, HostError> {
         self.run_component(id, wasm, config_names, secrets, reference)
             .await
     }

@@ -35,6 +35,7 @@ pub mod engine;
 pub mod fetch;
 mod host;
 mod http;
+pub mod imports;
 mod inventory;
 mod keyvalue;
 pub mod lattice;

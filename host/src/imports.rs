@@ -1,0 +1,181 @@
+//! What serves each import of a component — the host itself, the host over a link, a link
+//! alone, or nothing — and a component's imports and exports read from its bytes without
+//! compiling it: the pre-flight check `trellis up` and `trellis component inspect` run before
+//! anything starts, and the list the linker follows.
+
+/// Packages the host answers itself, with no link.
+const HOST_LOCAL: &[&str] = &[
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+    "wasi:config/",
+    "wasi:logging/",
+    "wasi:http/types",
+    "wasmcloud:bus/",
+    "wasmcloud:secrets/",
+    "wrpc:rpc/error",
+];
+
+/// Interfaces the host implements by calling the provider linked for them.
+const HOST_VIA_LINK: &[&str] = &[
+    "wasi:keyvalue/",
+    "wasi:blobstore/",
+    "wasi:http/outgoing-handler",
+];
+
+/// What serves one import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServedBy {
+    /// The host, with no link (WASI basics, config, logging, bus, secrets).
+    Host,
+    /// The host, by calling the target linked for this interface (keyvalue, blobstore,
+    /// outgoing HTTP).
+    HostViaLink,
+    /// A wRPC call to the target linked for this interface (any non-WASI interface).
+    Link,
+    /// Nothing: a WASI interface Trellis does not provide.
+    Nothing,
+}
+
+impl ServedBy {
+    /// Whether a link from the component must name this import's interface.
+    pub fn needs_link(&self) -> bool {
+        matches!(self, Self::HostViaLink | Self::Link)
+    }
+}
+
+/// What serves the import named `name` (`ns:pkg/iface@version`).
+pub fn served_by(name: &str) -> ServedBy {
+    if HOST_LOCAL.iter().any(|p| name.starts_with(p)) {
+        ServedBy::Host
+    } else if HOST_VIA_LINK.iter().any(|p| name.starts_with(p)) {
+        ServedBy::HostViaLink
+    } else if name.starts_with("wasi:") {
+        ServedBy::Nothing
+    } else {
+        ServedBy::Link
+    }
+}
+
+/// Whether the host's linker defines `name` itself (everything else it links as a wRPC call).
+pub(crate) fn linked_by_host(name: &str) -> bool {
+    matches!(served_by(name), ServedBy::Host | ServedBy::HostViaLink)
+}
+
+/// A component's top-level imports and exports, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ComponentWorld {
+    /// `ns:pkg/iface@version` (or a plain name), in the component's order.
+    pub imports: Vec<String>,
+    /// The same for its exports.
+    pub exports: Vec<String>,
+}
+
+/// Why a component's imports and exports could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The bytes are not a component (a core module, or not wasm at all).
+    #[error("not a WebAssembly component{0}")]
+    NotAComponent(&'static str),
+    /// The component's bytes are malformed.
+    #[error("malformed component: {0}")]
+    Malformed(#[from] wasmparser::BinaryReaderError),
+}
+
+/// Reads `wasm`'s top-level imports and exports (nested modules and components are skipped).
+pub fn inspect(wasm: &[u8]) -> Result<ComponentWorld, InspectError> {
+    use wasmparser::{Encoding, Parser, Payload};
+    let mut world = ComponentWorld::default();
+    // Nested modules and components each end with their own `End`.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload? {
+            Payload::Version { encoding, .. } if depth == 0 && encoding != Encoding::Component => {
+                return Err(InspectError::NotAComponent(
+                    " (a core module: componentize it)",
+                ));
+            }
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(imports) if depth == 0 => {
+                for import in imports {
+                    world.imports.push(import?.name.0.to_string());
+                }
+            }
+            Payload::ComponentExportSection(exports) if depth == 0 => {
+                for export in exports {
+                    world.exports.push(export?.name.0.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(world)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_are_classified_as_1x_hosts_link_them() {
+        for host in [
+            "wasi:cli/environment@0.2.6",
+            "wasi:config/runtime@0.2.0-draft",
+            "wasi:logging/logging",
+            "wasi:http/types@0.2.6",
+            "wasmcloud:bus/lattice@1.0.0",
+            "wasmcloud:secrets/reveal@0.1.0-draft",
+        ] {
+            assert_eq!(served_by(host), ServedBy::Host, "{host}");
+        }
+        for via in [
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:blobstore/container@0.2.0-draft",
+            "wasi:http/outgoing-handler@0.2.6",
+        ] {
+            assert_eq!(served_by(via), ServedBy::HostViaLink, "{via}");
+        }
+        assert_eq!(
+            served_by("wasmcloud:messaging/consumer@0.2.0"),
+            ServedBy::Link
+        );
+        assert_eq!(served_by("acme:billing/invoices"), ServedBy::Link);
+        assert_eq!(served_by("wasi:nn/graph@0.2.0-rc"), ServedBy::Nothing);
+    }
+
+    #[test]
+    fn a_components_imports_and_exports_are_read_without_compiling_it() {
+        let wasm = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/components/prebuilt/compat.wasm"
+        ))
+        .expect("the prebuilt compat component");
+        let world = inspect(&wasm).expect("a component");
+        for import in [
+            "wasmcloud:bus/lattice@1.0.0",
+            "wasmcloud:bus/lattice@2.0.1",
+            "wasi:config/runtime@0.2.0-draft",
+            "wasi:logging/logging",
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:http/outgoing-handler@0.2.6",
+        ] {
+            assert!(
+                world.imports.iter().any(|i| i == import),
+                "{import}: {world:?}"
+            );
+        }
+        assert_eq!(world.exports, ["trellis-test:components/compat@0.1.0"]);
+        assert!(matches!(
+            inspect(b"\0asm\x01\0\0\0"),
+            Err(InspectError::NotAComponent(_))
+        ));
+        assert!(matches!(
+            inspect(b"not wasm"),
+            Err(InspectError::Malformed(_))
+        ));
+    }
+}
