@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use trellis_host::lattice::LatticeAdmin;
-use trellis_sdk::admin::{HostInventory, PingReply, ping_hosts, ping_links, purge_links};
+use trellis_sdk::admin::{
+    HostInventory, PingReply, ping_hosts, ping_links, provider_health, purge_links,
+};
 use trellis_sdk::link::{LinkSelector, LinkState, LinkStatus};
 use trellis_sdk::store::{LatticeStore, StoredLink};
 use trellis_sdk::subjects::LatticeSubjects;
@@ -266,6 +268,27 @@ fn ping_table(replies: &[PingReply]) -> Table {
 /// `link ping`.
 pub async fn link_ping(cx: &Ctx, provider: Option<&str>) -> anyhow::Result<Outcome> {
     let replies = cx.pings(provider).await?;
+    if let (true, Some(id)) = (replies.is_empty(), provider)
+        && let Some(health) = provider_health(&cx.nats, &cx.subjects, id, cx.wait).await
+    {
+        // A 1.x provider: it holds its links but cannot report them.
+        let state = match &health.message {
+            Some(m) if health.healthy => format!("healthy ({m})"),
+            Some(m) => format!("unhealthy: {m}"),
+            None if health.healthy => "healthy".into(),
+            None => "unhealthy".into(),
+        };
+        cx.out.done(
+            &format!("{id}: {NO_PING} (it answers health: {state})"),
+            &serde_json::json!({ "provider_id": id, "status": NO_PING, "health": health }),
+        );
+        let code = if health.healthy {
+            exit::OK
+        } else {
+            exit::UNHEALTHY
+        };
+        return Ok(Outcome { code });
+    }
     cx.out.table(&ping_table(&replies), &replies);
     let code = if replies.is_empty() {
         cx.out.note(&format!(
@@ -395,6 +418,35 @@ struct ProviderView {
     failed_links: usize,
 }
 
+/// The status of a link whose provider speaks only the 1.x protocol: it holds its links but
+/// has no link ping to report them.
+const NO_PING: &str = "1.x provider: no ping";
+
+/// The running providers the hosts supervise that answer health but not link ping: 1.x
+/// providers.
+async fn legacy_providers(
+    cx: &Ctx,
+    hosts: &[HostInventory],
+    pings: &[PingReply],
+) -> std::collections::HashSet<String> {
+    let silent: Vec<&str> = hosts
+        .iter()
+        .flat_map(|h| &h.providers)
+        .filter(|p| p.state == "running" && !pings.iter().any(|r| r.provider_id == p.id))
+        .map(|p| p.id.as_str())
+        .collect();
+    let mut legacy = std::collections::HashSet::new();
+    for id in silent {
+        if provider_health(&cx.nats, &cx.subjects, id, cx.wait)
+            .await
+            .is_some()
+        {
+            legacy.insert(id.to_string());
+        }
+    }
+    legacy
+}
+
 /// `inventory`.
 pub async fn inventory(cx: &Ctx) -> anyhow::Result<Outcome> {
     let (hosts, pings, links) = tokio::try_join!(
@@ -402,7 +454,15 @@ pub async fn inventory(cx: &Ctx) -> anyhow::Result<Outcome> {
         cx.pings(None),
         async { Ok::<_, anyhow::Error>(cx.admin().await?.links(None).await?) },
     )?;
-    let links = link_views(links, &pings);
+    let legacy = legacy_providers(cx, &hosts, &pings).await;
+    let mut links = link_views(links, &pings);
+    for l in &mut links {
+        if l.status == "unreported"
+            && (legacy.contains(&l.link.target) || legacy.contains(&l.link.source_id))
+        {
+            l.status = NO_PING.into();
+        }
+    }
     let providers: Vec<ProviderView> = pings
         .iter()
         .map(|r| ProviderView {
@@ -452,11 +512,16 @@ pub async fn inventory(cx: &Ctx) -> anyhow::Result<Outcome> {
                 Some(reason) => format!("{}: {reason}", p.state),
                 None => p.state.clone(),
             };
+            let link_count = if legacy.contains(&p.id) {
+                "1.x: no ping".to_string()
+            } else {
+                answered.iter().map(|v| v.links).sum::<usize>().to_string()
+            };
             providers_t.row([
                 p.id.clone(),
                 h.host_id.clone(),
                 state,
-                answered.iter().map(|v| v.links).sum::<usize>().to_string(),
+                link_count,
                 answered
                     .iter()
                     .map(|v| v.failed_links)

@@ -20,7 +20,7 @@ use trellis_host::supervisor::{
     ProviderSpec, ProviderState, SupervisedProvider, SupervisorOptions,
 };
 use trellis_host::{Host, HostOptions, RunningComponent};
-use trellis_sdk::admin::ping_links;
+use trellis_sdk::admin::{ping_links, provider_health};
 use trellis_sdk::connect::NatsOptions;
 use trellis_sdk::link::LinkState;
 use trellis_sdk::store::StoredLink;
@@ -492,6 +492,10 @@ async fn wait_ready(
         })
         .collect();
     let mut ok = true;
+    // When every provider was running, and the providers found to speak only 1.x (they
+    // answer health, not link ping: their links are put but cannot be reported).
+    let mut all_running: Option<Instant> = None;
+    let mut legacy: std::collections::HashSet<String> = Default::default();
     loop {
         pending_providers.retain(|&i| {
             let provider = &running.providers[i];
@@ -517,10 +521,38 @@ async fn wait_ready(
             }
         });
         if pending_providers.is_empty() && !pending_links.is_empty() {
+            let since = *all_running.get_or_insert_with(Instant::now);
             let replies = ping_links(nats, subjects, None, Duration::from_millis(300))
                 .await
                 .unwrap_or_default();
+            // A provider silent to link ping a second after it runs is asked for its health.
+            if since.elapsed() >= Duration::from_secs(1) {
+                for l in &pending_links {
+                    let provider = if providers.contains(&l.target.as_str()) {
+                        &l.target
+                    } else {
+                        &l.source
+                    };
+                    let silent = !replies.iter().any(|r| &r.provider_id == provider);
+                    if silent
+                        && !legacy.contains(provider)
+                        && provider_health(nats, subjects, provider, Duration::from_millis(300))
+                            .await
+                            .is_some()
+                    {
+                        legacy.insert(provider.clone());
+                    }
+                }
+            }
             pending_links.retain(|l| {
+                if legacy.contains(&l.target) || legacy.contains(&l.source) {
+                    step(
+                        "✓",
+                        "link put",
+                        format!("{} (1.x provider: no ping)", describe(l)),
+                    );
+                    return false;
+                }
                 let status = replies.iter().flat_map(|r| &r.links).find(|s| {
                     s.link.source_id == l.source
                         && s.link.target == l.target

@@ -128,9 +128,16 @@ struct Up {
 
 impl Up {
     fn start(home: &Path, port: u16) -> Self {
+        Self::start_app(home, Path::new(APP), port)
+    }
+
+    /// `trellis up app` with its own nats-server (`COUNTER_PORT`: `port`).
+    fn start_app(home: &Path, app: &Path, port: u16) -> Self {
         let log = home.join("up.stderr");
         let child = cmd(home)
-            .args(["up", APP, "--nats-port", "0"])
+            .arg("up")
+            .arg(app)
+            .args(["--nats-port", "0"])
             .env("COUNTER_PORT", port.to_string())
             .env(
                 "TRELLIS_NATS_SERVER",
@@ -631,5 +638,71 @@ fn unmet_imports_are_named_before_anything_starts() {
         .find(|l| l.starts_with("wasi:keyvalue/store@0.2.0-draft"))
         .unwrap_or_default();
     assert!(kv.ends_with("link: kv (default)"), "{out}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A provider binary that speaks only the 1.x protocol (no link ping) under `up`: its links
+/// are reported as put ("1.x provider: no ping") without waiting out the ready timeout, and
+/// `inventory` and `link ping` say what it is instead of failing; Ctrl-C stops it.
+#[test]
+fn a_1x_provider_is_shown_honestly() {
+    let home = temp_home("legacy");
+    let app = home.join("app.yaml");
+    let hello = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/components/prebuilt/hello.wasm"
+    );
+    let legacy = common::workspace_bin("legacy-provider");
+    std::fs::write(
+        &app,
+        format!(
+            "name: legacy\ncomponents:\n  - id: hello\n    path: {hello}\nproviders:\n  - id: legacy\n    path: {}\nlinks:\n  - source: legacy\n    target: hello\n    wit: wasi:http/incoming-handler\n",
+            legacy.display()
+        ),
+    )
+    .expect("write");
+    let started = Instant::now();
+    let mut up = Up::start_app(&home, &app, free_port());
+    up.wait_for("ready in", Duration::from_secs(50));
+    let log = up.log();
+    assert!(
+        log.contains("link put") && log.contains("(1.x provider: no ping)"),
+        "{log}"
+    );
+    assert!(!log.contains("problems"), "{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "waited out the timeout"
+    );
+
+    let (code, out, err) = run(cmd(&home).args(["inventory"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1.x: no ping"), "{out}");
+    let (code, out, err) = run(cmd(&home).args(["inventory", "--json"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let inv: Value = serde_json::from_str(&out).expect("inventory JSON");
+    assert_eq!(inv["links"][0]["status"], "1.x provider: no ping", "{out}");
+
+    let (code, out, err) = run(cmd(&home).args(["link", "ping", "legacy"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("legacy: 1.x provider: no ping (it answers health: healthy (legacy ok))"),
+        "{out}"
+    );
+
+    let kids = children(up.child.id());
+    sigint(up.child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = up.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "up did not stop:\n{}", up.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}:\n{}", up.log());
+    for pid in kids {
+        assert!(!alive(pid), "process {pid} outlived `trellis up`");
+    }
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -11,6 +11,7 @@
 //! interface without a version (`wasi`, `keyvalue`, `store`).
 
 use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime_wasi::p2::IoError;
 
 use crate::state::HostState;
 
@@ -143,10 +144,7 @@ impl lattice_v2::Host for HostState {
 
 impl HostState {
     /// The description of a wasi:io error, which it consumes.
-    fn take_io_error(
-        &mut self,
-        error: Resource<wasmtime_wasi::p2::IoError>,
-    ) -> wasmtime::Result<String> {
+    fn take_io_error(&mut self, error: Resource<IoError>) -> wasmtime::Result<String> {
         let error = self.table().delete(error)?;
         Ok(format!("{error:?}"))
     }
@@ -160,23 +158,31 @@ impl HostState {
     }
 }
 
+/// The methods `wrpc:rpc/error.error` and `wasmcloud:bus/error.error` share (the same
+/// resource shape in two packages), implemented once for both traits.
+macro_rules! call_failure_methods {
+    () => {
+        fn from_io_error(
+            &mut self,
+            error: Resource<IoError>,
+        ) -> wasmtime::Result<Result<Resource<CallFailure>, Resource<IoError>>> {
+            let why = self.take_io_error(error)?;
+            Ok(Ok(self.push_failure(why)?))
+        }
+
+        fn to_debug_string(&mut self, failure: Resource<CallFailure>) -> wasmtime::Result<String> {
+            self.failure_text(&failure)
+        }
+
+        fn drop(&mut self, rep: Resource<CallFailure>) -> wasmtime::Result<()> {
+            self.table().delete(rep)?;
+            Ok(())
+        }
+    };
+}
+
 impl rpc_error::HostError for HostState {
-    fn from_io_error(
-        &mut self,
-        error: Resource<wasmtime_wasi::p2::IoError>,
-    ) -> wasmtime::Result<Result<Resource<CallFailure>, Resource<wasmtime_wasi::p2::IoError>>> {
-        let why = self.take_io_error(error)?;
-        Ok(Ok(self.push_failure(why)?))
-    }
-
-    fn to_debug_string(&mut self, failure: Resource<CallFailure>) -> wasmtime::Result<String> {
-        self.failure_text(&failure)
-    }
-
-    fn drop(&mut self, rep: Resource<CallFailure>) -> wasmtime::Result<()> {
-        self.table().delete(rep)?;
-        Ok(())
-    }
+    call_failure_methods!();
 }
 
 impl rpc_error::Host for HostState {}
@@ -191,22 +197,7 @@ impl bus_error::HostError for HostState {
         self.push_failure(why)
     }
 
-    fn from_io_error(
-        &mut self,
-        error: Resource<wasmtime_wasi::p2::IoError>,
-    ) -> wasmtime::Result<Result<Resource<CallFailure>, Resource<wasmtime_wasi::p2::IoError>>> {
-        let why = self.take_io_error(error)?;
-        Ok(Ok(self.push_failure(why)?))
-    }
-
-    fn to_debug_string(&mut self, failure: Resource<CallFailure>) -> wasmtime::Result<String> {
-        self.failure_text(&failure)
-    }
-
-    fn drop(&mut self, rep: Resource<CallFailure>) -> wasmtime::Result<()> {
-        self.table().delete(rep)?;
-        Ok(())
-    }
+    call_failure_methods!();
 }
 
 impl bus_error::Host for HostState {}

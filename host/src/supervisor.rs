@@ -271,13 +271,10 @@ async fn spawn(env: &SupervisorEnv, spec: &ProviderSpec) -> std::io::Result<Chil
 }
 
 async fn check_health(env: &SupervisorEnv, id: &str) -> HealthStatus {
-    let request = env.nats.request(env.subjects.health(id), "".into());
-    match tokio::time::timeout(Duration::from_secs(5), request).await {
-        Ok(Ok(msg)) => serde_json::from_slice(&msg.payload)
-            .unwrap_or_else(|e| HealthStatus::unhealthy(format!("unreadable health reply: {e}"))),
-        Ok(Err(err)) => HealthStatus::unhealthy(format!("health request failed: {err}")),
-        Err(_) => HealthStatus::unhealthy("no health reply within 5s"),
-    }
+    let wait = Duration::from_secs(5);
+    trellis_sdk::admin::provider_health(&env.nats, &env.subjects, id, wait)
+        .await
+        .unwrap_or_else(|| HealthStatus::unhealthy("no health reply within 5s"))
 }
 
 async fn stop_child(env: &SupervisorEnv, id: &str, child: &mut Child, grace: Duration) {

@@ -1,5 +1,6 @@
 //! Asking the lattice what runs in it: link ping and link purge to providers (Trellis
-//! extensions), host ping to hosts (the 1.x control subject, answered with an inventory).
+//! extensions), health to providers and host ping to hosts (1.x control subjects; health is
+//! all a 1.x provider answers about itself).
 //!
 //! All are scatter-gather requests: one message, answered by every instance that listens,
 //! collected until the wait runs out. The host and the CLI use these functions; the provider
@@ -180,6 +181,27 @@ pub async fn ping_links(
         None => subjects.link_ping_all(),
     };
     gather(nats, subject, b"{}".to_vec(), wait, usize::MAX).await
+}
+
+/// Asks provider `provider_id` for its health (the 1.x subject every provider answers):
+/// `None` when nothing answers within `wait`, an unhealthy status when the answer does not
+/// parse.
+pub async fn provider_health(
+    nats: &async_nats::Client,
+    subjects: &LatticeSubjects,
+    provider_id: &str,
+    wait: Duration,
+) -> Option<crate::provider::HealthStatus> {
+    use crate::provider::HealthStatus;
+    let request = nats.request(subjects.health(provider_id), "".into());
+    match tokio::time::timeout(wait, request).await {
+        Ok(Ok(msg)) => {
+            Some(serde_json::from_slice(&msg.payload).unwrap_or_else(|e| {
+                HealthStatus::unhealthy(format!("unreadable health reply: {e}"))
+            }))
+        }
+        Ok(Err(_)) | Err(_) => None,
+    }
 }
 
 /// Pings every host of the lattice, collecting their inventories for `wait`. Replies that

@@ -1,4 +1,4 @@
-//! Generated: the `wrpc:http/incoming-handler@0.1.0` bindings, both directions
+//! Generated: the `wrpc:http/{incoming,outgoing}-handler@0.1.0` bindings, both directions
 //! (`exports::…` to serve, `wrpc::…` to call). Hand logic is in the parent module.
 
 #![allow(missing_docs, clippy::all)]

@@ -1,12 +1,16 @@
-//! HTTP on the wire: `wrpc:http/incoming-handler@0.1.0`, what an http-server provider calls
-//! ([`client`]) and what a host serves for a component exporting `wasi:http/incoming-handler`
-//! ([`server`]: a [`server::Handler`] of `http::Request<Body>`, served over wRPC), with the conversions between the wire's fields, methods and schemes and the
-//! `http` crate's types.
+//! HTTP on the wire, both handlers wasmCloud 1.x speaks:
 //!
-//! The wire types are re-exported here: their bodies are plain `Stream`s of `Bytes` and their
-//! trailers plain futures, so the request and response records are what both sides work
-//! with. Both sides decode by hand what a hostile peer could make the generated decoders
-//! over-allocate for (header lists, bodies).
+//! - `wrpc:http/incoming-handler@0.1.0`: what an http-server provider calls ([`client`]) and
+//!   what a host serves for a component exporting `wasi:http/incoming-handler`
+//!   ([`server::Handler`], served by [`server::serve`]);
+//! - `wrpc:http/outgoing-handler@0.1.0`: what a host calls for a component's
+//!   `wasi:http/outgoing-handler` ([`client::send_outgoing`]) and what an http-client
+//!   provider serves ([`server::OutgoingHandler`], served by [`server::serve_outgoing`]).
+//!
+//! Handlers see only the `http` crate's types and a [`Body`] of `Bytes` frames; this module
+//! converts them to and from the wire's fields, methods and schemes. Both sides decode by
+//! hand what a hostile peer could make the generated decoders over-allocate for (header
+//! lists, bodies).
 
 pub mod bindings;
 pub mod client;

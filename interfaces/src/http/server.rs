@@ -1,5 +1,6 @@
-//! The serving side of `wrpc:http/incoming-handler@0.1.0`: what a host runs for a component
-//! exporting `wasi:http/incoming-handler`.
+//! The serving side of `wrpc:http/incoming-handler@0.1.0` (what a host runs for a component
+//! exporting `wasi:http/incoming-handler`) and of `wrpc:http/outgoing-handler@0.1.0` (what an
+//! http-client provider runs).
 //!
 //! A server implements [`Handler`], which sees only the `http` crate's types (see
 //! [`plain`](super::plain)), and [`serve`] runs it over wRPC. [`serve`] decodes each call's

@@ -4,18 +4,18 @@
 //! in the backend chosen; `wasi:config/runtime`; both `wasi:logging` packages; and
 //! `wasmcloud:secrets` answering the secrets granted with the component.
 
+mod support;
+
 use std::collections::HashMap;
-use std::time::Duration;
 
 use redis::AsyncCommands as _;
 use trellis_conformance::lattice::ProviderProcess;
+use trellis_host::Host;
 use trellis_host::secrets::{SecretValue, Secrets};
-use trellis_host::{Host, HostOptions};
 use trellis_sdk::store::StoredLink;
-use trellis_sdk::subjects::LatticeSubjects;
 use trellis_tests as common;
 use trellis_tests::components::trellis_test::components::compat;
-use trellis_wrpc_nats::{Client, Connection, TransportOptions};
+use trellis_wrpc_nats::Client;
 
 const COMPAT_WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -72,16 +72,7 @@ async fn setup() -> Setup {
     store.put_config("to-nats", &nats_cfg).await.unwrap();
     let own = config(&[("name", "compat"), ("colour", "blue")]);
     store.put_config("compat-own", &own).await.unwrap();
-    let host = Host::new(
-        common::nats().await,
-        HostOptions {
-            lattice: lattice.clone(),
-            nats_url: common::nats_url(),
-            ..HostOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let host = support::host(&lattice).await;
     let links = [
         StoredLink::new("compat", "kv-redis", "wasi", "keyvalue", KV)
             .with_target_config(["to-redis"]),
@@ -100,20 +91,7 @@ async fn setup() -> Setup {
         .start_component_granted("compat", COMPAT_WASM, &["compat-own".into()], secrets)
         .await
         .unwrap();
-    let conn = Connection::new(
-        common::nats().await,
-        TransportOptions {
-            timeout: Duration::from_secs(20),
-            ..TransportOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let client = conn.client(
-        LatticeSubjects::new(&lattice)
-            .unwrap()
-            .wrpc_prefix("compat"),
-    );
+    let client = support::caller(&lattice, "compat").await;
     // Ready once both links are served.
     common::eventually(|| compat::kv_get_via(&client, None, "nats", "data", "probe"))
         .await

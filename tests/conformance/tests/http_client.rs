@@ -5,6 +5,8 @@
 //! not allowed, a refused connection and a slow server each give the component the WASI
 //! error code, never a trap.
 
+mod support;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,12 +15,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use trellis_conformance::lattice::ProviderProcess;
-use trellis_host::{Host, HostOptions, read_component};
+use trellis_host::{Host, read_component};
 use trellis_sdk::store::StoredLink;
-use trellis_sdk::subjects::LatticeSubjects;
 use trellis_tests as common;
 use trellis_tests::components::trellis_test::components::compat;
-use trellis_wrpc_nats::{Client, Connection, TransportOptions};
+use trellis_wrpc_nats::Client;
 
 const COMPAT_WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -121,16 +122,7 @@ async fn setup(server: SocketAddr, allowed: &[SocketAddr]) -> Setup {
         .put_config("to-http", &link_cfg)
         .await
         .unwrap();
-    let host = Host::new(
-        common::nats().await,
-        HostOptions {
-            lattice: lattice.clone(),
-            nats_url: common::nats_url(),
-            ..HostOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let host = support::host(&lattice).await;
     let link = StoredLink::new(
         "linked",
         "http-client",
@@ -145,17 +137,7 @@ async fn setup(server: SocketAddr, allowed: &[SocketAddr]) -> Setup {
         let wasm = read_component(COMPAT_WASM).unwrap();
         components.push(host.start_component(id, wasm, &[]).await.unwrap());
     }
-    let conn = Connection::new(
-        common::nats().await,
-        TransportOptions {
-            timeout: Duration::from_secs(20),
-            ..TransportOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let subjects = LatticeSubjects::new(&lattice).unwrap();
-    let linked = conn.client(subjects.wrpc_prefix("linked"));
+    let linked = support::caller(&lattice, "linked").await;
     let url = format!("http://{server}/hello");
     let empty = Bytes::new();
     common::eventually(|| compat::http_request(&linked, None, "GET", &url, &empty))
@@ -166,7 +148,7 @@ async fn setup(server: SocketAddr, allowed: &[SocketAddr]) -> Setup {
         _provider: provider,
         _host: host,
         _components: components,
-        unlinked: conn.client(subjects.wrpc_prefix("unlinked")),
+        unlinked: support::caller(&lattice, "unlinked").await,
         linked,
     }
 }

@@ -2,6 +2,8 @@
 //! for keyvalue-redis and keyvalue-nats, backend outages, and a component using
 //! `wasi:keyvalue` in the host through each provider.
 
+mod support;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -266,10 +268,8 @@ async fn nats_outage_is_survived() {
 mod e2e {
     //! A component using `wasi:keyvalue` in the host, through each real provider.
     use super::*;
-    use trellis_host::{Host, HostOptions, read_component};
+    use trellis_host::read_component;
     use trellis_sdk::store::StoredLink;
-    use trellis_sdk::subjects::LatticeSubjects;
-    use trellis_wrpc_nats::{Connection, TransportOptions};
 
     use trellis_tests::components as caller;
 
@@ -280,16 +280,7 @@ mod e2e {
 
     async fn component_uses(p: &ProviderProcess, config: HashMap<String, String>) {
         p.store.put_config("e2e-kv", &config).await.unwrap();
-        let host = Host::new(
-            common::nats().await,
-            HostOptions {
-                lattice: p.lattice.clone(),
-                nats_url: common::nats_url(),
-                ..HostOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let host = crate::support::host(&p.lattice).await;
         host.admin()
             .put_link(
                 StoredLink::new("kv-comp", &p.id, "wasi", "keyvalue", KV)
@@ -301,14 +292,7 @@ mod e2e {
             .start_component("kv-comp", read_component(ECHO_WASM).unwrap(), &[])
             .await
             .unwrap();
-        let conn = Connection::new(common::nats().await, TransportOptions::default())
-            .await
-            .unwrap();
-        let client = conn.client(
-            LatticeSubjects::new(&p.lattice)
-                .unwrap()
-                .wrpc_prefix("kv-comp"),
-        );
+        let client = crate::support::caller(&p.lattice, "kv-comp").await;
         let mut summary = Err(String::new());
         for _ in 0..100 {
             summary = caller::trellis_test::components::echo::kv(&client, None, "app")

@@ -1,0 +1,54 @@
+//! `legacy-provider`: a provider speaking only the wasmCloud 1.x protocol, written without
+//! the Trellis SDK, for tests of how Trellis treats the 1.x provider binaries its users
+//! bring. It reads 1.x host data on stdin, answers `health` and `linkdefs.put`/`del` (and
+//! nothing of Trellis's own: no link ping), and on `default.shutdown` answers
+//! `shutting down` and exits.
+
+use std::io::BufRead as _;
+
+use base64::Engine as _;
+use futures::StreamExt as _;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let json = base64::engine::general_purpose::STANDARD.decode(line.trim())?;
+    let host_data: serde_json::Value = serde_json::from_slice(&json)?;
+    let field = |name: &str| {
+        host_data[name]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("host data has no {name}"))
+    };
+    let (lattice, provider, url) = (
+        field("lattice_rpc_prefix")?,
+        field("provider_key")?,
+        field("lattice_rpc_url")?,
+    );
+    let nats = async_nats::connect(&url).await?;
+    let prefix = format!("wasmbus.rpc.{lattice}.{provider}");
+    let mut subs = futures::stream::select_all([
+        nats.subscribe(format!("{prefix}.health")).await?,
+        nats.subscribe(format!("{prefix}.linkdefs.put")).await?,
+        nats.subscribe(format!("{prefix}.linkdefs.del")).await?,
+        nats.subscribe(format!("{prefix}.default.shutdown")).await?,
+    ]);
+    eprintln!("legacy-provider {provider} on lattice {lattice}");
+    while let Some(msg) = subs.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let answer: &[u8] = if msg.subject.ends_with(".health") {
+            br#"{"healthy":true,"message":"legacy ok"}"#
+        } else if msg.subject.ends_with(".shutdown") {
+            nats.publish(reply, "shutting down".into()).await?;
+            nats.flush().await?;
+            return Ok(());
+        } else {
+            br#"{"success":true}"#
+        };
+        nats.publish(reply, answer.to_vec().into()).await?;
+    }
+    Ok(())
+}
