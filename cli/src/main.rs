@@ -16,6 +16,7 @@ mod inspect;
 mod manifest;
 mod nats_server;
 mod output;
+mod package;
 mod session;
 mod up;
 
@@ -95,6 +96,36 @@ enum Command {
     /// Components on their own (no lattice needed).
     #[command(subcommand)]
     Component(ComponentCommand),
+    /// Provider binaries on their own (no lattice needed).
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProviderCommand {
+    /// Write a provider archive (`.par.gz`, the wasmCloud 1.x format, claims signed) around a
+    /// provider binary for this machine: what a 1.x host starts with `wash start provider
+    /// file://…`, and what a manifest's `path:` accepts. The signing keys are kept in the
+    /// Trellis home's `keys/` (created on first use).
+    Package {
+        /// The provider binary.
+        binary: PathBuf,
+        /// The provider's name in its claims (default: the binary's file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Its vendor.
+        #[arg(long, default_value = "trellis")]
+        vendor: String,
+        /// Its version.
+        #[arg(long)]
+        version: Option<String>,
+        /// Its revision.
+        #[arg(long)]
+        revision: Option<i32>,
+        /// The archive to write (default: NAME.par.gz here).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +301,38 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
     if let Command::Component(ComponentCommand::Inspect { wasm, manifest, id }) = cli.command {
         return inspect_component(&wasm, manifest.as_deref(), id);
     }
+    if let Command::Provider(ProviderCommand::Package {
+        binary,
+        name,
+        vendor,
+        version,
+        revision,
+        out,
+    }) = cli.command
+    {
+        let name = name
+            .or_else(|| binary.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "provider".into());
+        let opts = package::PackageOptions {
+            out: out.unwrap_or_else(|| PathBuf::from(format!("{name}.par.gz"))),
+            binary,
+            name,
+            vendor,
+            version,
+            revision,
+            keys_dir: home.join("keys"),
+        };
+        let done = package::package(&opts).await?;
+        println!(
+            "wrote {} ({} for {}): provider {} signed by {}",
+            done.path.display(),
+            opts.name,
+            done.target,
+            done.subject,
+            done.issuer
+        );
+        return Ok(exit::OK);
+    }
     // Follow the running `up` unless told otherwise.
     if let Some(state) = &running {
         if defaulted(matches, "lattice") {
@@ -350,7 +413,9 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         Command::Config(ConfigCommand::Get { name }) => commands::config_get(&cx, &name).await?,
         Command::Config(ConfigCommand::Del { name }) => commands::config_del(&cx, &name).await?,
         Command::Inventory => commands::inventory(&cx).await?,
-        Command::Up { .. } | Command::Down | Command::Component(_) => unreachable_command(),
+        Command::Up { .. } | Command::Down | Command::Component(_) | Command::Provider(_) => {
+            unreachable_command()
+        }
     };
     trellis_sdk::connect::final_flush(&cx.nats, trellis_sdk::connect::FINAL_FLUSH_TIMEOUT)
         .await

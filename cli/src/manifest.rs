@@ -350,83 +350,15 @@ impl Manifest {
     /// `base`).
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ManifestError> {
         let raw: Raw = serde_saphyr::from_str(text).map_err(|e| parse_error(path, &e))?;
-        let invalid =
-            |loc: &serde_saphyr::Location, field: String, message: String| ManifestError::Invalid {
-                path: path.to_path_buf(),
-                line: loc.line(),
-                column: loc.column(),
-                field,
-                message,
-            };
-        let token = |value: &Spanned<String>, field: String, kind: &'static str| {
-            trellis_sdk::subjects::validate_token(kind, &value.value)
-                .map_err(|e| invalid(&value.referenced, field, e.to_string()))
+        let mut check = Check {
+            path,
+            base,
+            ids: BTreeMap::new(),
         };
-        token(&raw.name, "name".into(), "app name")?;
-
-        let mut ids: BTreeMap<String, String> = BTreeMap::new();
-        let mut claim = |id: &Spanned<String>, field: String| {
-            if let Some(first) = ids.get(&id.value) {
-                return Err(invalid(
-                    &id.referenced,
-                    field,
-                    format!("id {:?} is already used by {first}", id.value),
-                ));
-            }
-            ids.insert(id.value.clone(), field);
-            Ok(())
-        };
-        let source = |kind: &str,
-                      field: &str,
-                      path_value: Option<Spanned<Text>>,
-                      reference: Option<Spanned<Text>>,
-                      at: &serde_saphyr::Location| {
-            match (path_value, reference) {
-                (Some(p), None) => Ok(Source::Path(base.join(p.value.0))),
-                (None, Some(r)) if !r.value.0.is_empty() => Ok(Source::Ref(r.value.0)),
-                (None, Some(r)) => Err(invalid(
-                    &r.referenced,
-                    format!("{field}.ref"),
-                    "is empty".into(),
-                )),
-                (Some(p), Some(_)) => Err(invalid(
-                    &p.referenced,
-                    field.to_string(),
-                    format!("a {kind} has either `path` or `ref`, not both"),
-                )),
-                (None, None) => Err(invalid(
-                    at,
-                    field.to_string(),
-                    format!("a {kind} needs `path` (a file) or `ref`"),
-                )),
-            }
-        };
-
-        // Components and providers share ids (a link names either) and their shape.
-        let mut unit = |kind: &'static str, list: &str, i: usize, u: RawUnit| {
-            let field = format!("{list}[{i}]");
-            token(&u.id, format!("{field}.id"), kind)?;
-            claim(&u.id, format!("{field}.id"))?;
-            let what = kind.trim_end_matches(" id");
-            let source = source(what, &field, u.path, u.reference, &u.id.referenced)?;
-            let mut secrets = BTreeMap::new();
-            for (name, secret) in u.secrets {
-                let at = format!("{field}.secrets.{name}");
-                let source = match (secret.value.env, secret.value.file) {
-                    (Some(var), None) if !var.is_empty() => SecretSource::Env(var),
-                    (None, Some(file)) if !file.is_empty() => SecretSource::File(base.join(file)),
-                    _ => {
-                        let why = "needs exactly one of `env: VARIABLE` or `file: path`";
-                        return Err(invalid(&secret.referenced, at, why.into()));
-                    }
-                };
-                secrets.insert(name, source);
-            }
-            Ok::<_, ManifestError>((u.id, source, plain(u.config), secrets))
-        };
+        check.token(&raw.name, "name".into(), "app name")?;
         let mut components = Vec::new();
         for (i, c) in raw.components.into_iter().enumerate() {
-            let (id, source, config, secrets) = unit("component id", "components", i, c)?;
+            let (id, source, config, secrets) = check.unit("component id", "components", i, c)?;
             components.push(Component {
                 id: id.value,
                 source,
@@ -436,15 +368,12 @@ impl Manifest {
         }
         let mut providers = Vec::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
-            let (id, source, config, secrets) = unit("provider id", "providers", i, p)?;
+            let (id, source, config, secrets) = check.unit("provider id", "providers", i, p)?;
             if !secrets.is_empty() {
                 let why = "`secrets` are for components; a provider takes its settings from \
                            `config` and its links";
-                return Err(invalid(
-                    &id.referenced,
-                    format!("providers[{i}].secrets"),
-                    why.into(),
-                ));
+                let field = format!("providers[{i}].secrets");
+                return Err(check.invalid(&id.referenced, field, why.into()));
             }
             providers.push(Provider {
                 id: id.value,
@@ -452,71 +381,196 @@ impl Manifest {
                 config,
             });
         }
-
         let mut links = Vec::new();
-        let mut seen: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
+        let mut seen = BTreeMap::new();
         for (i, l) in raw.links.into_iter().enumerate() {
-            let field = format!("links[{i}]");
-            for (end, value) in [("source", &l.source), ("target", &l.target)] {
-                if !ids.contains_key(&value.value) {
-                    let known: Vec<&str> = ids.keys().map(String::as_str).collect();
-                    return Err(invalid(
-                        &value.referenced,
-                        format!("{field}.{end}"),
-                        format!(
-                            "{:?} is not a component or provider of this manifest (defined: {})",
-                            value.value,
-                            if known.is_empty() {
-                                "none".to_string()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    ));
-                }
-            }
-            let (namespace, package, interfaces) = parse_wit(&l.wit.value)
-                .map_err(|m| invalid(&l.wit.referenced, format!("{field}.wit"), m))?;
-            let name = match &l.name {
-                Some(n) => {
-                    token(n, format!("{field}.name"), "link name")?;
-                    n.value.clone()
-                }
-                None => "default".to_string(),
-            };
-            let key = (
-                l.source.value.clone(),
-                namespace.clone(),
-                package.clone(),
-                name.clone(),
-            );
-            if let Some(first) = seen.insert(key, i) {
-                return Err(invalid(
-                    &l.source.referenced,
-                    field,
-                    format!(
-                        "links[{first}] already links {}'s {namespace}:{package} under the name {name:?}; \
-                         give one of them another `name`",
-                        l.source.value
-                    ),
-                ));
-            }
-            links.push(Link {
-                source: l.source.value,
-                target: l.target.value,
-                namespace,
-                package,
-                interfaces,
-                name,
-                source_config: plain(l.source_config),
-                target_config: plain(l.target_config),
-            });
+            links.push(check.link(i, l, &mut seen)?);
         }
         Ok(Self {
             name: raw.name.value,
             components,
             providers,
             links,
+        })
+    }
+}
+
+/// A component or provider as checked: its id, source, config and secrets.
+type Unit = (
+    Spanned<String>,
+    Source,
+    BTreeMap<String, String>,
+    BTreeMap<String, SecretSource>,
+);
+
+/// The checks of one manifest, each error naming the file, the place and the field.
+struct Check<'a> {
+    path: &'a Path,
+    base: &'a Path,
+    /// The ids defined so far (components and providers share them), with where.
+    ids: BTreeMap<String, String>,
+}
+
+impl Check<'_> {
+    fn invalid(
+        &self,
+        loc: &serde_saphyr::Location,
+        field: String,
+        message: String,
+    ) -> ManifestError {
+        ManifestError::Invalid {
+            path: self.path.to_path_buf(),
+            line: loc.line(),
+            column: loc.column(),
+            field,
+            message,
+        }
+    }
+
+    /// `value` is a valid NATS subject token (`kind` names it in the error).
+    fn token(
+        &self,
+        value: &Spanned<String>,
+        field: String,
+        kind: &'static str,
+    ) -> Result<(), ManifestError> {
+        trellis_sdk::subjects::validate_token(kind, &value.value)
+            .map_err(|e| self.invalid(&value.referenced, field, e.to_string()))
+    }
+
+    /// Records `id`, refusing one defined already.
+    fn claim(&mut self, id: &Spanned<String>, field: String) -> Result<(), ManifestError> {
+        if let Some(first) = self.ids.get(&id.value) {
+            let why = format!("id {:?} is already used by {first}", id.value);
+            return Err(self.invalid(&id.referenced, field, why));
+        }
+        self.ids.insert(id.value.clone(), field);
+        Ok(())
+    }
+
+    /// Where a `kind` comes from: exactly one of `path` and `ref`.
+    fn source(
+        &self,
+        kind: &str,
+        field: &str,
+        path_value: Option<Spanned<Text>>,
+        reference: Option<Spanned<Text>>,
+        at: &serde_saphyr::Location,
+    ) -> Result<Source, ManifestError> {
+        match (path_value, reference) {
+            (Some(p), None) => Ok(Source::Path(self.base.join(p.value.0))),
+            (None, Some(r)) if !r.value.0.is_empty() => Ok(Source::Ref(r.value.0)),
+            (None, Some(r)) => {
+                Err(self.invalid(&r.referenced, format!("{field}.ref"), "is empty".into()))
+            }
+            (Some(p), Some(_)) => Err(self.invalid(
+                &p.referenced,
+                field.to_string(),
+                format!("a {kind} has either `path` or `ref`, not both"),
+            )),
+            (None, None) => Err(self.invalid(
+                at,
+                field.to_string(),
+                format!("a {kind} needs `path` (a file) or `ref`"),
+            )),
+        }
+    }
+
+    /// Component or provider `i` of `list`: id, source, config and secrets.
+    fn unit(
+        &mut self,
+        kind: &'static str,
+        list: &str,
+        i: usize,
+        u: RawUnit,
+    ) -> Result<Unit, ManifestError> {
+        let field = format!("{list}[{i}]");
+        self.token(&u.id, format!("{field}.id"), kind)?;
+        self.claim(&u.id, format!("{field}.id"))?;
+        let what = kind.trim_end_matches(" id");
+        let source = self.source(what, &field, u.path, u.reference, &u.id.referenced)?;
+        let secrets = self.secrets(&field, u.secrets)?;
+        Ok((u.id, source, plain(u.config), secrets))
+    }
+
+    /// A unit's secrets: each from exactly one of an environment variable and a file.
+    fn secrets(
+        &self,
+        field: &str,
+        raw: BTreeMap<String, Spanned<RawSecret>>,
+    ) -> Result<BTreeMap<String, SecretSource>, ManifestError> {
+        let mut secrets = BTreeMap::new();
+        for (name, secret) in raw {
+            let source = match (secret.value.env, secret.value.file) {
+                (Some(var), None) if !var.is_empty() => SecretSource::Env(var),
+                (None, Some(file)) if !file.is_empty() => SecretSource::File(self.base.join(file)),
+                _ => {
+                    let why = "needs exactly one of `env: VARIABLE` or `file: path`";
+                    let at = format!("{field}.secrets.{name}");
+                    return Err(self.invalid(&secret.referenced, at, why.into()));
+                }
+            };
+            secrets.insert(name, source);
+        }
+        Ok(secrets)
+    }
+
+    /// Link `i`: both ends defined, a valid `wit`, and no other link of the same source,
+    /// package and name (`seen`: those so far, with their index).
+    fn link(
+        &self,
+        i: usize,
+        l: RawLink,
+        seen: &mut BTreeMap<(String, String, String, String), usize>,
+    ) -> Result<Link, ManifestError> {
+        let field = format!("links[{i}]");
+        for (end, value) in [("source", &l.source), ("target", &l.target)] {
+            if !self.ids.contains_key(&value.value) {
+                let known: Vec<&str> = self.ids.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                let why = format!(
+                    "{:?} is not a component or provider of this manifest (defined: {known})",
+                    value.value
+                );
+                return Err(self.invalid(&value.referenced, format!("{field}.{end}"), why));
+            }
+        }
+        let (namespace, package, interfaces) = parse_wit(&l.wit.value)
+            .map_err(|m| self.invalid(&l.wit.referenced, format!("{field}.wit"), m))?;
+        let name = match &l.name {
+            Some(n) => {
+                self.token(n, format!("{field}.name"), "link name")?;
+                n.value.clone()
+            }
+            None => "default".to_string(),
+        };
+        let key = (
+            l.source.value.clone(),
+            namespace.clone(),
+            package.clone(),
+            name.clone(),
+        );
+        if let Some(first) = seen.insert(key, i) {
+            let why = format!(
+                "links[{first}] already links {}'s {namespace}:{package} under the name {name:?}; \
+                 give one of them another `name`",
+                l.source.value
+            );
+            return Err(self.invalid(&l.source.referenced, field, why));
+        }
+        Ok(Link {
+            source: l.source.value,
+            target: l.target.value,
+            namespace,
+            package,
+            interfaces,
+            name,
+            source_config: plain(l.source_config),
+            target_config: plain(l.target_config),
         })
     }
 }

@@ -69,17 +69,18 @@ fn config_name(parts: &[&str]) -> String {
         .collect()
 }
 
-/// Where a provider named by `ref` lives: next to the `trellis` binary (a build or an
-/// install puts them together), else on PATH.
-fn provider_binary(source: &Source) -> anyhow::Result<PathBuf> {
+/// Where a provider's binary is: a `path:` as given, or the binary for this machine inside
+/// a provider archive (`.par.gz`/`.par`, unpacked once under the Trellis home); a `ref` next
+/// to the `trellis` binary (a build or an install puts them together), else on PATH.
+async fn provider_binary(source: &Source) -> anyhow::Result<PathBuf> {
     match source {
-        Source::Path(path) => {
-            if path.is_file() {
-                Ok(path.clone())
-            } else {
-                bail!("provider binary {} does not exist", path.display())
-            }
+        Source::Path(path) if !path.is_file() => {
+            bail!("provider binary {} does not exist", path.display())
         }
+        Source::Path(path) if is_archive(path) => {
+            crate::package::unpack(path, &session::home().join("providers")).await
+        }
+        Source::Path(path) => Ok(path.clone()),
         Source::Ref(name) => {
             let sibling = std::env::current_exe()
                 .ok()
@@ -100,6 +101,12 @@ fn provider_binary(source: &Source) -> anyhow::Result<PathBuf> {
                 })
         }
     }
+}
+
+/// Whether `path` names a provider archive.
+fn is_archive(path: &Path) -> bool {
+    let name = path.to_string_lossy();
+    name.ends_with(".par.gz") || name.ends_with(".par")
 }
 
 fn component_ref(source: &Source) -> String {
@@ -128,11 +135,11 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     // starting (the children are in their own process groups and would outlive us).
     let mut signals = Signals::new()?;
     let subjects = LatticeSubjects::new(&opts.lattice)?;
-    let provider_bins: Vec<PathBuf> = manifest
-        .providers
-        .iter()
-        .map(|p| provider_binary(&p.source).with_context(|| format!("provider {}", p.id)))
-        .collect::<anyhow::Result<_>>()?;
+    let mut provider_bins = Vec::new();
+    for p in &manifest.providers {
+        let binary = provider_binary(&p.source).await;
+        provider_bins.push(binary.with_context(|| format!("provider {}", p.id))?);
+    }
 
     let mut err = std::io::stderr().lock();
     let _ = writeln!(

@@ -641,9 +641,10 @@ fn unmet_imports_are_named_before_anything_starts() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
-/// A provider binary that speaks only the 1.x protocol (no link ping) under `up`: its links
-/// are reported as put ("1.x provider: no ping") without waiting out the ready timeout, and
-/// `inventory` and `link ping` say what it is instead of failing; Ctrl-C stops it.
+/// A provider binary that speaks only the 1.x protocol (no link ping), packaged as a 1.x
+/// provider archive by `trellis provider package` and given to `up` as that archive: its
+/// links are reported as put ("1.x provider: no ping") without waiting out the ready timeout,
+/// and `inventory` and `link ping` say what it is instead of failing; Ctrl-C stops it.
 #[test]
 fn a_1x_provider_is_shown_honestly() {
     let home = temp_home("legacy");
@@ -652,7 +653,24 @@ fn a_1x_provider_is_shown_honestly() {
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/components/prebuilt/hello.wasm"
     );
-    let legacy = common::workspace_bin("legacy-provider");
+    // Packaged as a 1.x provider archive, which the manifest gives as its `path:`.
+    let par = home.join("legacy.par.gz");
+    let binary = common::workspace_bin("legacy-provider");
+    let (code, out, err) = run(cmd(&home)
+        .args(["provider", "package"])
+        .arg(&binary)
+        .args(["--version", "0.1.0", "--out"])
+        .arg(&par));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("wrote") && out.contains("signed by A"),
+        "{out}"
+    );
+    for seed in ["issuer.nk", "legacy-provider_service.nk"] {
+        let seed = std::fs::read_to_string(home.join("keys").join(seed)).expect("a kept seed");
+        assert!(!out.contains(seed.trim()), "a seed was printed: {out}");
+    }
+    let legacy = par;
     std::fs::write(
         &app,
         format!(
