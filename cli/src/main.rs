@@ -271,6 +271,40 @@ fn inspect_component(
     })
 }
 
+/// `trellis provider …`.
+async fn provider_command(home: &std::path::Path, command: ProviderCommand) -> anyhow::Result<u8> {
+    let ProviderCommand::Package {
+        binary,
+        name,
+        vendor,
+        version,
+        revision,
+        out,
+    } = command;
+    let name = name
+        .or_else(|| binary.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "provider".into());
+    let opts = package::PackageOptions {
+        out: out.unwrap_or_else(|| PathBuf::from(format!("{name}.par.gz"))),
+        binary,
+        name,
+        vendor,
+        version,
+        revision,
+        keys_dir: home.join("keys"),
+    };
+    let done = package::package(&opts).await?;
+    println!(
+        "wrote {} ({} for {}): provider {} signed by {}",
+        done.path.display(),
+        opts.name,
+        done.target,
+        done.subject,
+        done.issuer
+    );
+    Ok(exit::OK)
+}
+
 async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
     let home = session::home();
     let running = session::running(&home);
@@ -301,37 +335,8 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
     if let Command::Component(ComponentCommand::Inspect { wasm, manifest, id }) = cli.command {
         return inspect_component(&wasm, manifest.as_deref(), id);
     }
-    if let Command::Provider(ProviderCommand::Package {
-        binary,
-        name,
-        vendor,
-        version,
-        revision,
-        out,
-    }) = cli.command
-    {
-        let name = name
-            .or_else(|| binary.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "provider".into());
-        let opts = package::PackageOptions {
-            out: out.unwrap_or_else(|| PathBuf::from(format!("{name}.par.gz"))),
-            binary,
-            name,
-            vendor,
-            version,
-            revision,
-            keys_dir: home.join("keys"),
-        };
-        let done = package::package(&opts).await?;
-        println!(
-            "wrote {} ({} for {}): provider {} signed by {}",
-            done.path.display(),
-            opts.name,
-            done.target,
-            done.subject,
-            done.issuer
-        );
-        return Ok(exit::OK);
+    if let Command::Provider(command) = cli.command {
+        return provider_command(&home, command).await;
     }
     // Follow the running `up` unless told otherwise.
     if let Some(state) = &running {
