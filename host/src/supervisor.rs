@@ -223,17 +223,92 @@ fn uuid_v4() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Forwards a child's output lines to the host log.
-fn forward(provider: String, stream: &'static str, out: impl AsyncRead + Unpin + Send + 'static) {
+/// The longest last line of a provider's stderr kept to explain its exit.
+const LAST_LINE_MAX: usize = 300;
+
+/// Forwards a child's output lines to the host log; the task answers the last non-empty line
+/// (ANSI escapes removed, at most [`LAST_LINE_MAX`] bytes), which says why a provider exited.
+fn forward(
+    provider: String,
+    stream: &'static str,
+    out: impl AsyncRead + Unpin + Send + 'static,
+) -> tokio::task::JoinHandle<Option<String>> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(out).lines();
+        let mut last = None;
         while let Ok(Some(line)) = lines.next_line().await {
             info!(provider, stream, "{line}");
+            let plain = strip_ansi(&line);
+            if !plain.trim().is_empty() {
+                last = Some(plain);
+            }
         }
-    });
+        last.map(|mut l| {
+            if l.len() > LAST_LINE_MAX {
+                let mut cut = LAST_LINE_MAX;
+                while !l.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                l.truncate(cut);
+                l.push('…');
+            }
+            l.trim().to_string()
+        })
+    })
 }
 
-async fn spawn(env: &SupervisorEnv, spec: &ProviderSpec) -> std::io::Result<Child> {
+/// `line` without ANSI escape sequences (a 1.x provider may colour its log).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (0x40..=0x7e).
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A running provider process and the task reading its stderr.
+struct Running {
+    child: Child,
+    stderr: Option<tokio::task::JoinHandle<Option<String>>>,
+}
+
+impl Running {
+    /// Why it exited: its status, and its last line on stderr when it wrote one.
+    async fn exit_reason(&mut self, exit: std::io::Result<std::process::ExitStatus>) -> String {
+        let status = match exit {
+            Ok(code) => format!("exited with {code}"),
+            Err(err) => return format!("cannot wait for it: {err}"),
+        };
+        // The pipe closes with the process; give the reader a moment to finish.
+        let last = match self.stderr.take() {
+            Some(task) => tokio::time::timeout(Duration::from_millis(500), task)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten(),
+            None => None,
+        };
+        match last {
+            Some(line) => format!("{status}: {line}"),
+            None => status,
+        }
+    }
+}
+
+async fn spawn(env: &SupervisorEnv, spec: &ProviderSpec) -> std::io::Result<Running> {
     let line = host_data(env, spec)
         .await
         .encode()
@@ -256,18 +331,27 @@ async fn spawn(env: &SupervisorEnv, spec: &ProviderSpec) -> std::io::Result<Chil
         }
     }
     let mut child = cmd.spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(line.as_bytes()).await?;
-        stdin.write_all(b"\r\n").await?;
-        stdin.shutdown().await?;
-    }
+    // Its output is read before its host data is written: a provider that fails at once
+    // (before reading stdin) must still say why.
     if let Some(out) = child.stdout.take() {
         forward(spec.id.clone(), "stdout", out);
     }
-    if let Some(err) = child.stderr.take() {
-        forward(spec.id.clone(), "stderr", err);
+    let stderr = child
+        .stderr
+        .take()
+        .map(|err| forward(spec.id.clone(), "stderr", err));
+    if let Some(mut stdin) = child.stdin.take() {
+        let written = async {
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.write_all(b"\r\n").await?;
+            stdin.shutdown().await
+        };
+        if let Err(err) = written.await {
+            // It exited (or closed stdin) already; its exit says why.
+            warn!(provider = spec.id, %err, "cannot hand the provider its host data");
+        }
     }
-    Ok(child)
+    Ok(Running { child, stderr })
 }
 
 async fn check_health(env: &SupervisorEnv, id: &str) -> HealthStatus {
@@ -312,8 +396,8 @@ async fn run(
         set(&status, |s| s.state = ProviderState::Starting);
         let started = Instant::now();
         let reason = match spawn(&env, &spec).await {
-            Ok(mut child) => {
-                let pid = child.id().unwrap_or_default();
+            Ok(mut running) => {
+                let pid = running.child.id().unwrap_or_default();
                 set(&status, |s| s.state = ProviderState::Running { pid });
                 info!(provider = id, pid, "provider started");
                 events::publish(
@@ -328,11 +412,8 @@ async fn run(
                 health.tick().await;
                 loop {
                     tokio::select! {
-                        exit = child.wait() => {
-                            break match exit {
-                                Ok(code) => format!("exited with {code}"),
-                                Err(err) => format!("cannot wait for it: {err}"),
-                            };
+                        exit = running.child.wait() => {
+                            break running.exit_reason(exit).await;
                         }
                         _ = health.tick() => {
                             let h = check_health(&env, &id).await;
@@ -345,7 +426,7 @@ async fn run(
                             set(&status, |s| s.health = Some(h));
                         }
                         _ = stopped(&mut stop) => {
-                            stop_child(&env, &id, &mut child, opts.shutdown_grace).await;
+                            stop_child(&env, &id, &mut running.child, opts.shutdown_grace).await;
                             info!(provider = id, "provider stopped");
                             set(&status, |s| s.state = ProviderState::Stopped);
                             return;

@@ -222,3 +222,47 @@ async fn a_provider_that_cannot_run_is_given_up_and_reported() {
     )
     .await;
 }
+
+/// A provider that exits says why: its last line on stderr (colour codes removed) is in the
+/// state's reason, which `up`, the host log and `inventory` show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exiting_provider_shows_its_last_error_line() {
+    let lattice = common::unique_lattice("lastline");
+    let host = support::host(&lattice).await;
+    let dir = std::env::temp_dir().join(format!("trellis-lastline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("failing-provider");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'starting up' >&2\nprintf '\\033[31mERROR\\033[0m cannot reach nats://10.0.0.1:4222: authorization violation\\n\\n' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let spec = ProviderSpec {
+        id: "failing".into(),
+        path: script,
+        config: HashMap::new(),
+    };
+    let provider = host
+        .start_provider(
+            spec,
+            SupervisorOptions {
+                max_restarts: 0,
+                ..fast()
+            },
+        )
+        .unwrap();
+    until("giving up", &provider, |s| {
+        matches!(s.state, ProviderState::GaveUp { .. })
+    })
+    .await;
+    let state = provider.status().state;
+    let ProviderState::GaveUp { reason } = &state else {
+        panic!("not given up: {state:?}");
+    };
+    assert_eq!(
+        reason,
+        "exited with exit status: 1: ERROR cannot reach nats://10.0.0.1:4222: authorization violation"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
