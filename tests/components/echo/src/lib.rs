@@ -10,7 +10,7 @@ wit_bindgen::generate!({
 use exports::trellis_test::components::echo::Guest;
 use trellis_test::greeter::greet;
 use wasi::config::store as config;
-use wasi::logging::logging;
+use wasi::logging0_1_0_draft::logging;
 
 struct Echo;
 
