@@ -156,6 +156,24 @@ impl Up {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Ctrl-C, then waits up to `within` for a clean exit.
+    fn interrupt(&mut self, within: Duration) {
+        sigint(self.child.id());
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "up did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success(), "{status}:\n{}", self.log());
+    }
+
     fn wait_for(&mut self, text: &str, within: Duration) {
         let deadline = Instant::now() + within;
         while !self.log().contains(text) {
@@ -243,16 +261,7 @@ fn up_runs_the_counter_app_and_ctrl_c_leaves_nothing() {
         kids.len() >= 3,
         "expected nats-server and two providers, got {kids:?}"
     );
-    sigint(up.child.id());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = up.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "up did not stop:\n{}", up.log());
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "{status}:\n{}", up.log());
+    up.interrupt(Duration::from_secs(60));
     for pid in kids {
         assert!(
             !alive(pid),
@@ -709,16 +718,7 @@ fn a_1x_provider_is_shown_honestly() {
     );
 
     let kids = children(up.child.id());
-    sigint(up.child.id());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = up.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "up did not stop:\n{}", up.log());
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "{status}:\n{}", up.log());
+    up.interrupt(Duration::from_secs(30));
     for pid in kids {
         assert!(!alive(pid), "process {pid} outlived `trellis up`");
     }

@@ -84,20 +84,28 @@ impl HostState {
     }
 }
 
-impl lattice_v1::HostCallTargetInterface for HostState {
-    fn new(
-        &mut self,
-        namespace: String,
-        package: String,
-        interface: String,
-    ) -> wasmtime::Result<Resource<CallTargetInterface>> {
-        self.new_target(namespace, package, interface)
-    }
+/// The `call-target-interface` resource of both bus versions (the same resource, generated
+/// twice).
+macro_rules! call_target_methods {
+    () => {
+        fn new(
+            &mut self,
+            namespace: String,
+            package: String,
+            interface: String,
+        ) -> wasmtime::Result<Resource<CallTargetInterface>> {
+            self.new_target(namespace, package, interface)
+        }
 
-    fn drop(&mut self, rep: Resource<CallTargetInterface>) -> wasmtime::Result<()> {
-        self.table().delete(rep)?;
-        Ok(())
-    }
+        fn drop(&mut self, rep: Resource<CallTargetInterface>) -> wasmtime::Result<()> {
+            self.table().delete(rep)?;
+            Ok(())
+        }
+    };
+}
+
+impl lattice_v1::HostCallTargetInterface for HostState {
+    call_target_methods!();
 }
 
 impl lattice_v1::Host for HostState {
@@ -116,19 +124,7 @@ impl lattice_v1::Host for HostState {
 }
 
 impl lattice_v2::HostCallTargetInterface for HostState {
-    fn new(
-        &mut self,
-        namespace: String,
-        package: String,
-        interface: String,
-    ) -> wasmtime::Result<Resource<CallTargetInterface>> {
-        self.new_target(namespace, package, interface)
-    }
-
-    fn drop(&mut self, rep: Resource<CallTargetInterface>) -> wasmtime::Result<()> {
-        self.table().delete(rep)?;
-        Ok(())
-    }
+    call_target_methods!();
 }
 
 impl lattice_v2::Host for HostState {

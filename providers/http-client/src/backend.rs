@@ -31,9 +31,9 @@ pub struct BodyError(pub String);
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// The system's root certificates could not be read.
-    #[error("cannot load the system's root certificates: {0}")]
-    Roots(std::io::Error),
+    /// rustls refused the TLS configuration.
+    #[error("cannot configure TLS: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 /// A pooled client.
@@ -47,22 +47,21 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend trusting the system's roots.
+    /// A backend trusting the system's roots (those it can read).
     pub fn new() -> Result<Self, BackendError> {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
-        if native.certs.is_empty()
-            && let Some(err) = native.errors.into_iter().next()
-        {
-            return Err(BackendError::Roots(std::io::Error::other(err.to_string())));
+        for err in &native.errors {
+            // Plain HTTP still works; HTTPS to a server these roots cannot verify fails with
+            // `tls-certificate-error`, which names the cause to the component.
+            tracing::warn!(error = %err, "cannot read some of the system's root certificates");
         }
         let (added, ignored) = roots.add_parsable_certificates(native.certs);
         tracing::debug!(added, ignored, "loaded the system's root certificates");
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| BackendError::Roots(std::io::Error::other(e)))?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
         Ok(Self {

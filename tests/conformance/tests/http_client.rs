@@ -153,6 +153,14 @@ async fn setup(server: SocketAddr, allowed: &[SocketAddr]) -> Setup {
     }
 }
 
+/// A GET through the component that must succeed: status, headers, body.
+async fn get(c: &Client, url: &str) -> (u16, Vec<(String, String)>, Bytes) {
+    compat::http_request(c, None, "GET", url, &Bytes::new())
+        .await
+        .expect("the component answers")
+        .expect("a response")
+}
+
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -166,16 +174,7 @@ async fn components_reach_allowed_hosts_through_the_http_client_provider() {
     let s = setup(addr, &[addr]).await;
     let c = &s.linked;
 
-    let (status, headers, body) = compat::http_request(
-        c,
-        None,
-        "GET",
-        &format!("http://{addr}/hello"),
-        &Bytes::new(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (status, headers, body) = get(c, &format!("http://{addr}/hello")).await;
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"hello from the server");
     assert_eq!(header(&headers, "x-method"), Some("GET"));
@@ -202,16 +201,7 @@ async fn components_reach_allowed_hosts_through_the_http_client_provider() {
     );
     assert!(body[..] == upload[..], "the echoed body differs");
     let n = 2 << 20;
-    let (_, _, body) = compat::http_request(
-        c,
-        None,
-        "GET",
-        &format!("http://{addr}/big/{n}"),
-        &Bytes::new(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (_, _, body) = get(c, &format!("http://{addr}/big/{n}")).await;
     assert_eq!(body.len(), n);
     assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
 }
@@ -244,15 +234,6 @@ async fn denied_refused_slow_and_unlinked_requests_are_wasi_errors() {
     let err = expect_err(&s.unlinked, format!("http://{addr}/hello")).await;
     assert_eq!(err, "ErrorCode::HttpRequestDenied");
     // The component serves on.
-    let (status, _, _) = compat::http_request(
-        c,
-        None,
-        "GET",
-        &format!("http://{addr}/hello"),
-        &Bytes::new(),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (status, _, _) = get(c, &format!("http://{addr}/hello")).await;
     assert_eq!(status, 200);
 }
