@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use trellis_interfaces::blobstore::{
-    self, ByteStream, ContainerInfo, Done, NameStream, ObjectId, ObjectInfo,
+    self, ByteStream, ContainerInfo, Done, NameStream, ObjectId, ObjectInfo, Upload,
 };
 
 /// Pieces a download is sent in, as a backend would send them.
@@ -185,15 +185,16 @@ impl<C: Send + 'static> blobstore::Handler<C> for MemBlobs {
         &self,
         _: C,
         id: ObjectId,
-        mut data: ByteStream,
+        mut data: Upload,
     ) -> Result<Done, String> {
         drop(self.existing(&id.container)?);
         let blobs = self.clone();
         Ok(Box::pin(async move {
-            // Stored only once whole: a reader never sees half an object.
+            // Stored only once whole, and only when the upload did not fail: a reader never
+            // sees half an object.
             let mut buf = Vec::new();
             while let Some(chunk) = data.next().await {
-                buf.extend_from_slice(&chunk);
+                buf.extend_from_slice(&chunk?);
             }
             blobs.lock().objects.insert(id, Bytes::from(buf));
             Ok(())

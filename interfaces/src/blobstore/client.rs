@@ -12,6 +12,7 @@ use trellis_wrpc_nats::wrpc_transport::{
 };
 
 use super::bindings::wrpc::blobstore0_2_0::{blobstore as w, types as wt};
+use super::bounded::BoundedBytes;
 use super::{ByteStream, ContainerInfo, Done, NameStream, ObjectId, ObjectInfo};
 use crate::CallError;
 use crate::error::fold;
@@ -128,11 +129,23 @@ where
         start: u64,
         end: u64,
     ) -> Res<(ByteStream, Done)> {
-        let call =
-            w::get_container_data(self.wrpc, self.cx.clone(), &wire_id(id), start, end).await;
-        let (res, io) = call.map_err(CallError::Transport)?;
+        // The data (field 0) and how the transfer ended (field 1) of the result's tuple; the
+        // data read in bounded pieces.
+        let paths: [&[Option<usize>]; 2] = [&[Some(0), Some(0)], &[Some(0), Some(1)]];
+        let call = self
+            .wrpc
+            .invoke_values::<_, _, (Result<(BoundedBytes, Done), String>,)>(
+                self.cx.clone(),
+                super::INSTANCE,
+                "get-container-data",
+                (wire_id(id), start, end),
+                paths,
+            )
+            .await;
+        let ((res,), io) = call.map_err(CallError::Transport)?;
         drive(io, "a blob download");
-        res.map_err(CallError::Interface)
+        res.map(|(BoundedBytes(data), done)| (data, done))
+            .map_err(CallError::Interface)
     }
 
     /// `write-container-data`: stores `data` as `id`, and returns once the provider has

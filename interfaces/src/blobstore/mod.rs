@@ -2,16 +2,16 @@
 //! send for `wasi:blobstore@0.2.0-draft`.
 //!
 //! A provider implements [`Handler`] and serves it with [`serve`]; a host calls a provider
-//! through [`Client`]. Object data moves as streams of [`Bytes`] both ways, never whole: an
-//! upload arrives as a [`ByteStream`] the handler consumes at its pace, and a download is a
-//! stream the handler produces. Errors are the interface's plain strings.
-//!
-//! Not yet bounded here: the streams are read with `wrpc-transport`'s generated `stream<u8>`
-//! decoder, which can hold up to 128 of the sender's chunks, and a download is not paced to
-//! the caller's reading (the HTTP module does both; the blobstore providers will need it).
+//! through [`Client`]. Object data moves as streams of [`Bytes`] both ways, never whole, in
+//! bounded memory: an upload arrives as an [`Upload`] the handler consumes at its pace (read
+//! in bounded pieces; its last item an error if the upload failed), and a download is a
+//! stream the handler produces, pulled only as fast as the caller reads it (paced), and read
+//! by the client in bounded pieces. Errors are the interface's plain strings.
 
 pub mod bindings;
+mod bounded;
 mod client;
+mod upload;
 mod wire;
 
 use std::future::Future;
@@ -30,6 +30,9 @@ use crate::{Invocations, ServeError};
 
 /// Object data, in pieces.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+/// An upload's data, in pieces; an `Err` item (the last) says the upload failed part-way
+/// (the caller went away, or its stream was malformed): the object must not be stored.
+pub type Upload = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 /// Object names, in chunks.
 pub type NameStream = Pin<Box<dyn Stream<Item = Vec<String>> + Send>>;
 /// How a streamed transfer ended: `Err` when it failed part-way (the stream then ends early).
@@ -155,28 +158,37 @@ pub trait Handler<C: Send + 'static>: Clone + Send + Sync + 'static {
     /// Whether object `id` exists.
     fn has_object(&self, cx: C, id: ObjectId) -> impl Future<Output = Result<bool, String>> + Send;
     /// Stores `data` as object `id`. Answers as soon as the upload is accepted; the returned
-    /// future says when it is stored (or why not). A reader must never see half an object.
+    /// future says when it is stored (or why not). A reader must never see half an object,
+    /// and an upload whose stream ends with an error must not be stored.
     fn write_container_data(
         &self,
         cx: C,
         id: ObjectId,
-        data: ByteStream,
+        data: Upload,
     ) -> impl Future<Output = Result<Done, String>> + Send;
 }
 
-/// Serves `handler` on `server`.
+/// Serves `handler` on `server`: the generated bindings, with `write-container-data` read
+/// by hand (see `upload.rs`) and downloads paced to the caller.
 pub async fn serve<S, H>(server: &S, handler: H) -> Result<Invocations, ServeError>
 where
-    S: wrpc_transport::Serve,
-    S::Context: Send + 'static,
+    S: wrpc_transport::Serve<
+            Incoming = trellis_wrpc_nats::Incoming,
+            Outgoing = trellis_wrpc_nats::Outgoing,
+        >,
+    S::Context: trellis_wrpc_nats::CallPacer + Send + 'static,
     H: Handler<S::Context>,
 {
-    bindings::serve(server, wire::Wire(handler))
+    let failed = |error| ServeError {
+        interface: INSTANCE,
+        error,
+    };
+    let generated = bindings::serve(server, wire::Wire(handler.clone()))
         .await
-        .map_err(|error| ServeError {
-            interface: INSTANCE,
-            error,
-        })
+        .map_err(failed)?;
+    upload::serve(server, handler, generated)
+        .await
+        .map_err(failed)
 }
 
 /// The parameter checks of the interface: none are needed (no function takes a list of

@@ -3,6 +3,8 @@
 
 use super::bindings::exports::wrpc::blobstore0_2_0::blobstore as w;
 use super::bindings::wrpc::blobstore0_2_0::types as wt;
+use trellis_wrpc_nats::CallPacer;
+
 use super::{ByteStream, Done, Handler, NameStream, ObjectId};
 
 /// A [`Handler`] as the generated bindings serve it.
@@ -18,7 +20,7 @@ fn id(id: wt::ObjectId) -> ObjectId {
     }
 }
 
-impl<C: Send + 'static, H: Handler<C>> w::Handler<C> for Wire<H> {
+impl<C: CallPacer + Send + 'static, H: Handler<C>> w::Handler<C> for Wire<H> {
     async fn clear_container(&self, cx: C, name: String) -> WireResult<()> {
         Ok(self.0.clear_container(cx, name).await)
     }
@@ -76,7 +78,10 @@ impl<C: Send + 'static, H: Handler<C>> w::Handler<C> for Wire<H> {
         start: u64,
         end: u64,
     ) -> WireResult<(ByteStream, Done)> {
-        Ok(self.0.get_container_data(cx, id(object), start, end).await)
+        // Produced only as fast as the caller takes it.
+        let pacer = cx.pacer().clone();
+        let answer = self.0.get_container_data(cx, id(object), start, end).await;
+        Ok(answer.map(|(data, done)| (Box::pin(pacer.pace(data)) as ByteStream, done)))
     }
 
     async fn get_object_info(&self, cx: C, object: wt::ObjectId) -> WireResult<wt::ObjectMetadata> {
@@ -95,12 +100,15 @@ impl<C: Send + 'static, H: Handler<C>> w::Handler<C> for Wire<H> {
         Ok(self.0.move_object(cx, id(src), id(dest)).await)
     }
 
+    /// Not reached: `upload.rs` serves this function in the generated one's place (this is
+    /// what it would do, without the upload's failure).
     async fn write_container_data(
         &self,
         cx: C,
         object: wt::ObjectId,
         data: ByteStream,
     ) -> WireResult<Done> {
+        let data = Box::pin(futures::StreamExt::map(data, Ok));
         Ok(self.0.write_container_data(cx, id(object), data).await)
     }
 }
