@@ -1,0 +1,148 @@
+//! The blobstore-fs provider binary over the lattice, called as a linked component calls it:
+//! container lifecycle, objects streamed both ways (3 MiB), inclusive ranges at the edges,
+//! listing by page with no loss or duplicate, copy and move across containers, names with
+//! unicode, spaces and slashes, typed not-found errors, and hostile names refused.
+//! (The security table of the file system itself is in the provider's unit tests.)
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use trellis_conformance::lattice::ProviderProcess;
+use trellis_interfaces::CallError;
+use trellis_interfaces::blobstore::{ByteStream, Client, ObjectId};
+use trellis_sdk::runtime::LinkedClient;
+use trellis_tests as common;
+
+fn pattern(len: usize) -> (Bytes, ByteStream) {
+    let data = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let pieces: Vec<Bytes> = (0..len)
+        .step_by(100 << 10)
+        .map(|i| data.slice(i..(i + (100 << 10)).min(len)))
+        .collect();
+    (data, Box::pin(futures::stream::iter(pieces)))
+}
+
+async fn read(bs: &Client<'_, LinkedClient>, id: &ObjectId, start: u64, end: u64) -> Vec<u8> {
+    let (data, done) = bs.get_container_data(id, start, end).await.expect("read");
+    let pieces: Vec<Bytes> = data.collect().await;
+    done.await.expect("read to the end");
+    pieces.concat()
+}
+
+/// The provider with a link whose root is a fresh directory.
+async fn linked() -> (ProviderProcess, LinkedClient, std::path::PathBuf) {
+    let p = ProviderProcess::start("blobstore-fs", "blobs").await;
+    let root = std::env::temp_dir().join(format!(
+        "trellis-blobs-{}",
+        &common::unique_lattice("")[1..9]
+    ));
+    let config: HashMap<String, String> = [("root".to_string(), root.display().to_string())].into();
+    let c = p
+        .link("app", "wasi", "blobstore", &["blobstore"], config)
+        .await;
+    let bs = Client::new(&c, ());
+    common::eventually(|| async {
+        Ok::<_, anyhow::Error>(bs.container_exists("x").await.map_err(|e| format!("{e:?}")))
+    })
+    .await
+    .unwrap()
+    .expect("the link is served");
+    (p, c, root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobstore_fs_conforms() {
+    let (_p, c, root) = linked().await;
+    let bs = Client::new(&c, ());
+    bs.create_container("a").await.unwrap();
+    bs.create_container("b").await.unwrap();
+    assert!(bs.container_exists("a").await.unwrap());
+    assert!(!bs.container_exists("nope").await.unwrap());
+    assert!(bs.get_container_info("a").await.unwrap().created_at > 1_600_000_000);
+
+    // 3 MiB both ways; ranges inclusive, cut at the end, empty past it.
+    let big = ObjectId::new("a", "dir/sub/big file ü.bin");
+    let (data, stream) = pattern(3 << 20);
+    bs.write_container_data(&big, stream).await.unwrap();
+    assert_eq!(bs.get_object_info(&big).await.unwrap().size, 3 << 20);
+    assert!(read(&bs, &big, 0, u64::MAX).await == data[..]);
+    assert_eq!(read(&bs, &big, 5, 5).await, data[5..6]);
+    assert_eq!(
+        read(&bs, &big, (3 << 20) - 2, u64::MAX).await,
+        data[(3 << 20) - 2..]
+    );
+    assert!(read(&bs, &big, 3 << 20, (3 << 20) + 10).await.is_empty());
+    let empty = ObjectId::new("a", "empty");
+    bs.write_container_data(&empty, Box::pin(futures::stream::empty()))
+        .await
+        .unwrap();
+    assert_eq!(bs.get_object_info(&empty).await.unwrap().size, 0);
+
+    // 2,500 objects listed by page: no loss, no duplicate.
+    for i in 0..2500 {
+        let id = ObjectId::new("b", format!("n/{i:05}"));
+        let one: ByteStream = Box::pin(futures::stream::iter([Bytes::from(i.to_string())]));
+        bs.write_container_data(&id, one).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (names, done) = bs
+            .list_container_objects("b", Some(700), Some(offset))
+            .await
+            .unwrap();
+        let page: Vec<String> = names.collect::<Vec<_>>().await.concat();
+        done.await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        offset += page.len() as u64;
+        seen.extend(page);
+    }
+    let expected: Vec<String> = (0..2500).map(|i| format!("n/{i:05}")).collect();
+    assert_eq!(seen, expected);
+
+    // Copy and move across containers.
+    let copy = ObjectId::new("b", "copy of big");
+    bs.copy_object(&big, &copy).await.unwrap();
+    assert!(read(&bs, &copy, 0, u64::MAX).await == data[..]);
+    let moved = ObjectId::new("a", "moved/here");
+    bs.move_object(&copy, &moved).await.unwrap();
+    assert!(!bs.has_object(&copy).await.unwrap());
+    assert!(bs.has_object(&moved).await.unwrap());
+
+    // Typed not-found errors with the name; deleting an absent object succeeds.
+    let missing = ObjectId::new("a", "missing");
+    match bs.get_object_info(&missing).await {
+        Err(CallError::Interface(e)) => assert!(e.contains("a/missing does not exist"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    bs.delete_object(&missing).await.unwrap();
+    match bs.get_container_info("nope").await {
+        Err(CallError::Interface(e)) => assert!(e.contains("container nope does not exist"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Hostile names are refused with the reason, and the root is untouched.
+    match bs.delete_container("..").await {
+        Err(CallError::Interface(e)) => assert!(e.contains("invalid container name"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let escape = ObjectId::new("a", "../../escape");
+    let (_, stream) = pattern(10);
+    assert!(matches!(
+        bs.write_container_data(&escape, stream).await,
+        Err(CallError::Interface(_))
+    ));
+
+    bs.delete_objects("b", &["n/00000", "n/00001"])
+        .await
+        .unwrap();
+    bs.clear_container("a").await.unwrap();
+    let (names, _) = bs.list_container_objects("a", None, None).await.unwrap();
+    assert!(names.collect::<Vec<_>>().await.concat().is_empty());
+    bs.delete_container("a").await.unwrap();
+    assert!(!bs.container_exists("a").await.unwrap());
+    assert!(root.join("b").is_dir(), "the root itself is intact");
+    let _ = std::fs::remove_dir_all(&root);
+}
