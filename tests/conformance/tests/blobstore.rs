@@ -2,17 +2,28 @@
 //! container lifecycle, objects streamed both ways (3 MiB), inclusive ranges at the edges,
 //! listing by page with no loss or duplicate, copy and move across containers, names with
 //! unicode, spaces and slashes, typed not-found errors, and hostile names refused.
-//! (The security table of the file system itself is in the provider's unit tests.)
+//! A component in the host stores and reads blobs through it. (The security table of the
+//! file system itself is in the provider's unit tests.)
+
+mod support;
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
 use trellis_conformance::lattice::ProviderProcess;
+use trellis_host::read_component;
 use trellis_interfaces::CallError;
 use trellis_interfaces::blobstore::{ByteStream, Client, ObjectId};
 use trellis_sdk::runtime::LinkedClient;
+use trellis_sdk::store::StoredLink;
 use trellis_tests as common;
+use trellis_tests::components::trellis_test::components::echo;
+
+const ECHO_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../components/prebuilt/echo.wasm"
+);
 
 fn pattern(len: usize) -> (Bytes, ByteStream) {
     let data = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
@@ -144,5 +155,51 @@ async fn blobstore_fs_conforms() {
     bs.delete_container("a").await.unwrap();
     assert!(!bs.container_exists("a").await.unwrap());
     assert!(root.join("b").is_dir(), "the root itself is intact");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A component in the host storing and reading a blob through blobstore-fs: created,
+/// written as a stream, read back checked, listed, deleted.
+#[test]
+fn a_component_stores_blobs_through_blobstore_fs() {
+    common::run_with_large_stacks(component_round_trip());
+}
+
+async fn component_round_trip() {
+    let p = ProviderProcess::start("blobstore-fs", "blobs-e2e").await;
+    let root = std::env::temp_dir().join(format!(
+        "trellis-blobs-{}",
+        &common::unique_lattice("")[1..9]
+    ));
+    let config: HashMap<String, String> = [("root".to_string(), root.display().to_string())].into();
+    p.store.put_config("blob-root", &config).await.unwrap();
+    let host = support::host(&p.lattice).await;
+    host.admin()
+        .put_link(
+            StoredLink::new("blob-comp", &p.id, "wasi", "blobstore", ["blobstore"])
+                .with_target_config(["blob-root"]),
+        )
+        .await
+        .unwrap();
+    let _c = host
+        .start_component("blob-comp", read_component(ECHO_WASM).unwrap(), &[])
+        .await
+        .unwrap();
+    let client = support::caller(&p.lattice, "blob-comp").await;
+    let call = |size: u32| echo::blob(&client, None, "photos", "2026/cat.jpg", size);
+    let res = common::eventually(|| call(1000)).await.unwrap();
+    assert_eq!(
+        res.unwrap(),
+        "size=1000 read=1000 mismatches=0 listed=2026/cat.jpg had=true gone=true"
+    );
+    let size = 3 << 20;
+    assert_eq!(
+        call(size).await.unwrap().unwrap(),
+        format!("size={size} read={size} mismatches=0 listed=2026/cat.jpg had=true gone=true")
+    );
+    assert!(
+        root.join("photos").is_dir(),
+        "the container is a directory of the root"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
