@@ -156,6 +156,20 @@ pub fn redis_url() -> String {
     }
 }
 
+/// A process's memory from `/proc/{pid}/status`, in KiB: (resident now, peak resident).
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// A binary of this workspace (a provider, the host), next to the running test's own
 /// directory: `cargo test --workspace` builds them all. Panics when it is missing.
 pub fn workspace_bin(name: &str) -> std::path::PathBuf {

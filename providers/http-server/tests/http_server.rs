@@ -13,6 +13,7 @@ use futures::StreamExt as _;
 use http_body_util::BodyExt as _;
 use support::*;
 use trellis_sdk::link::LinkState;
+use trellis_tests as common;
 
 fn addr_cfg(addr: std::net::SocketAddr) -> (&'static str, String) {
     ("address", addr.to_string())
@@ -255,7 +256,7 @@ async fn streaming() {
     .await;
     wait_served(addr, "/", None, "web").await;
     let pid = l.provider.pid();
-    let (rss_before, _) = memory_kib(pid);
+    let (rss_before, _) = common::memory_kib(pid);
 
     // Upload: 1 GiB streamed in 64 KiB chunks without a length, hashed by the component
     // (slower than the provider, which must not buffer what it cannot send yet).
@@ -270,7 +271,7 @@ async fn streaming() {
     assert_eq!(res.status(), 200);
     assert_eq!(text(res).await, format!("{UPLOAD} {expected:016x}"));
 
-    let (_, peak_upload) = memory_kib(pid);
+    let (_, peak_upload) = common::memory_kib(pid);
     eprintln!("provider peak after the upload: {peak_upload} KiB");
     // Download: 100 MiB streamed back, checked against the component's pattern as it comes,
     // to a client that stops reading for a while after the first chunk (what the provider
@@ -284,7 +285,7 @@ async fn streaming() {
         let chunk = chunk.expect("download failed");
         if seen == 0 {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let (rss, _) = memory_kib(pid);
+            let (rss, _) = common::memory_kib(pid);
             eprintln!("provider memory with the client stalled: {rss} KiB");
         }
         for (i, b) in chunk.iter().enumerate() {
@@ -294,7 +295,7 @@ async fn streaming() {
     }
     assert_eq!(seen, SIZE);
 
-    let (rss_after, peak) = memory_kib(pid);
+    let (rss_after, peak) = common::memory_kib(pid);
     eprintln!("provider memory: {rss_before} KiB before, {rss_after} KiB after, peak {peak} KiB");
     // The flow window (4 MiB), the pacing slack (2 MiB), the response body's read-ahead
     // (a few 64 KiB pieces), hyper and NATS buffers and the allocator: about 15 MiB measured

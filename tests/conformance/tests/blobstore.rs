@@ -203,3 +203,128 @@ async fn component_round_trip() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A caller that goes silent mid-upload: the provider's read of the upload times out, the
+/// upload fails, and neither the object nor its temporary file is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_upload_leaves_nothing() {
+    let p = ProviderProcess::start_with("blobstore-fs", "blobs-cut", &["--rpc-timeout-ms", "1000"])
+        .await;
+    let root = std::env::temp_dir().join(format!(
+        "trellis-blobs-{}",
+        &common::unique_lattice("")[1..9]
+    ));
+    let config: HashMap<String, String> = [("root".to_string(), root.display().to_string())].into();
+    let c = p
+        .link("app", "wasi", "blobstore", &["blobstore"], config)
+        .await;
+    let bs = Client::new(&c, ());
+    common::eventually(|| async {
+        Ok::<_, anyhow::Error>(bs.create_container("c").await.map_err(|e| format!("{e:?}")))
+    })
+    .await
+    .unwrap()
+    .expect("the link is served");
+    let container = root.join("c");
+    let files = || -> Vec<String> {
+        std::fs::read_dir(&container)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // 100 KiB, then silence.
+    let first = futures::stream::iter([Bytes::from(vec![7u8; 100 << 10])]);
+    let data: ByteStream = Box::pin(first.chain(futures::stream::pending()));
+    let c2 = c.clone();
+    let upload = tokio::spawn(async move {
+        let bs = Client::new(&c2, ());
+        bs.write_container_data(&ObjectId::new("c", "partial"), data)
+            .await
+    });
+    let started = std::time::Instant::now();
+    while files().is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the upload never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(files()[0].starts_with(".trellis-upload-"), "{:?}", files());
+    upload.abort();
+    // The provider's idle timeout (1 s) fails the upload; its temporary file goes.
+    while !files().is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "left behind: {:?}",
+            files()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!bs.has_object(&ObjectId::new("c", "partial")).await.unwrap());
+    let (names, _) = bs.list_container_objects("c", None, None).await.unwrap();
+    assert!(names.collect::<Vec<_>>().await.concat().is_empty());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// 1 GiB written and read back through the provider in bounded memory: its peak resident
+/// memory stays under 64 MiB (the data never sits whole anywhere but on disk).
+#[test]
+fn a_gibibyte_object_streams_through_in_bounded_memory() {
+    common::run_with_large_stacks(gibibyte());
+}
+
+async fn gibibyte() {
+    const SIZE: u64 = 1 << 30;
+    const PIECE: usize = 256 << 10;
+    let p =
+        ProviderProcess::start_with("blobstore-fs", "blobs-big", &["--rpc-timeout-ms", "60000"])
+            .await;
+    let root = std::env::temp_dir().join(format!(
+        "trellis-blobs-{}",
+        &common::unique_lattice("")[1..9]
+    ));
+    let config: HashMap<String, String> = [("root".to_string(), root.display().to_string())].into();
+    let c = p
+        .link("app", "wasi", "blobstore", &["blobstore"], config)
+        .await;
+    let bs = Client::new(&c, ());
+    common::eventually(|| async {
+        Ok::<_, anyhow::Error>(
+            bs.create_container("big")
+                .await
+                .map_err(|e| format!("{e:?}")),
+        )
+    })
+    .await
+    .unwrap()
+    .expect("the link is served");
+    let id = ObjectId::new("big", "gib");
+    // The same 256 KiB piece, 4096 times; its byte sum tells a whole read from a short one.
+    let piece = Bytes::from((0..PIECE).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let piece_sum: u64 = piece.iter().map(|b| u64::from(*b)).sum();
+    let pieces = SIZE / PIECE as u64;
+    let upload: ByteStream = Box::pin(futures::stream::repeat(piece).take(pieces as usize));
+    bs.write_container_data(&id, upload).await.expect("stored");
+    assert_eq!(bs.get_object_info(&id).await.unwrap().size, SIZE);
+    let (data, done) = bs.get_container_data(&id, 0, u64::MAX).await.expect("read");
+    let (len, sum) = data
+        .fold((0u64, 0u64), |(len, sum), b| async move {
+            (
+                len + b.len() as u64,
+                sum + b.iter().map(|x| u64::from(*x)).sum::<u64>(),
+            )
+        })
+        .await;
+    done.await.expect("read to the end");
+    assert_eq!(len, SIZE);
+    assert_eq!(sum, piece_sum * pieces);
+    let (_, peak) = common::memory_kib(p.pid());
+    eprintln!("blobstore-fs peak resident memory after 1 GiB each way: {peak} KiB");
+    assert!(
+        peak < 64 << 10,
+        "the provider's peak memory was {peak} KiB for 1 GiB each way"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -272,20 +272,6 @@ pub fn fnv1a(h: u64, data: &[u8]) -> u64 {
 
 pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// Resident and peak resident memory of process `pid`, in KiB.
-pub fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// A runtime with large thread stacks: the futures of streaming interfaces are large in
 /// unoptimised builds.
 pub fn runtime() -> tokio::runtime::Runtime {
