@@ -144,8 +144,19 @@ impl Drop for OwnNats {
     }
 }
 
-/// The URL of the redis-server started by `scripts/services.sh start redis`; panics when it
-/// is not set.
+/// The URL of the S3-compatible server (moto) started by `scripts/services.sh start s3`;
+/// panics when it is not set.
+pub fn s3_url() -> String {
+    match std::env::var("TRELLIS_S3_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "TRELLIS_S3_URL is not set: start the test services first \
+             (`eval \"$(scripts/services.sh start nats redis s3 && scripts/services.sh env)\"`)"
+        ),
+    }
+}
+
+/// The test Redis server's URL (`TRELLIS_REDIS_URL`); panics when it is not set.
 pub fn redis_url() -> String {
     match std::env::var("TRELLIS_REDIS_URL") {
         Ok(url) if !url.is_empty() => url,

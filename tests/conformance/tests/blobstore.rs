@@ -1,7 +1,9 @@
-//! The blobstore-fs provider binary over the lattice, called as a linked component calls it:
+//! The blobstore providers over the lattice, called as a linked component calls them: one
+//! suite (`conforms`) for blobstore-fs and blobstore-s3 (against the S3-compatible server) —
 //! container lifecycle, objects streamed both ways (3 MiB), inclusive ranges at the edges,
 //! listing by page with no loss or duplicate, copy and move across containers, names with
-//! unicode, spaces and slashes, typed not-found errors, and hostile names refused.
+//! unicode, spaces and slashes, typed not-found errors; then what is each one's own (hostile
+//! names for fs; multipart uploads and container aliases for S3).
 //! A component in the host stores and reads blobs through it. (The security table of the
 //! file system itself is in the provider's unit tests.)
 
@@ -41,39 +43,103 @@ async fn read(bs: &Client<'_, LinkedClient>, id: &ObjectId, start: u64, end: u64
     pieces.concat()
 }
 
-/// The provider with a link whose root is a fresh directory.
-async fn linked() -> (ProviderProcess, LinkedClient, std::path::PathBuf) {
-    let p = ProviderProcess::start("blobstore-fs", "blobs").await;
-    let root = std::env::temp_dir().join(format!(
-        "trellis-blobs-{}",
-        &common::unique_lattice("")[1..9]
-    ));
-    let config: HashMap<String, String> = [("root".to_string(), root.display().to_string())].into();
+/// `bin` linked with `config` (and waited for).
+async fn linked(bin: &str, config: HashMap<String, String>) -> (ProviderProcess, LinkedClient) {
+    let p = ProviderProcess::start(bin, &format!("{bin}-conf")).await;
     let c = p
         .link("app", "wasi", "blobstore", &["blobstore"], config)
         .await;
     let bs = Client::new(&c, ());
     common::eventually(|| async {
-        Ok::<_, anyhow::Error>(bs.container_exists("x").await.map_err(|e| format!("{e:?}")))
+        Ok::<_, anyhow::Error>(
+            bs.container_exists("probe-x")
+                .await
+                .map_err(|e| format!("{e:?}")),
+        )
     })
     .await
     .unwrap()
     .expect("the link is served");
-    (p, c, root)
+    (p, c)
+}
+
+/// A fresh directory for blobstore-fs.
+fn fresh_root() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "trellis-blobs-{}",
+        &common::unique_lattice("")[1..9]
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobstore_fs_conforms() {
-    let (_p, c, root) = linked().await;
+    let root = fresh_root();
+    let config = [("root".to_string(), root.display().to_string())].into();
+    let (_p, c) = linked("blobstore-fs", config).await;
+    conforms(&c, "conf-a", "conf-b").await;
+    assert!(root.join("conf-b").is_dir(), "the root itself is intact");
+    // Hostile names are refused with the reason, and the root is untouched.
     let bs = Client::new(&c, ());
-    bs.create_container("a").await.unwrap();
-    bs.create_container("b").await.unwrap();
-    assert!(bs.container_exists("a").await.unwrap());
+    match bs.delete_container("..").await {
+        Err(CallError::Interface(e)) => assert!(e.contains("invalid container name"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let escape = ObjectId::new("conf-b", "../../escape");
+    let (_, stream) = pattern(10);
+    assert!(matches!(
+        bs.write_container_data(&escape, stream).await,
+        Err(CallError::Interface(_))
+    ));
+    assert!(!root.parent().unwrap().join("escape").exists());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobstore_s3_conforms() {
+    let suffix = &common::unique_lattice("")[1..9];
+    let (a, b) = (format!("conf-a-{suffix}"), format!("conf-b-{suffix}"));
+    let config: HashMap<String, String> = [
+        ("endpoint", common::s3_url()),
+        ("access_key_id", "test".to_string()),
+        ("secret_access_key", "test".to_string()),
+        ("force_path_style", "true".to_string()),
+        // Multipart above 5 MiB, in 5 MiB parts: the 12 MiB object below takes three.
+        ("multipart_threshold", "5MiB".to_string()),
+        ("part_size", "5MiB".to_string()),
+        // Container `photos` is the bucket of the same name as `a`.
+        ("container.photos", a.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let (_p, c) = linked("blobstore-s3", config).await;
+    conforms(&c, &a, &b).await;
+    // Multipart: 12 MiB in three parts, read back whole; through an alias.
+    let bs = Client::new(&c, ());
+    bs.create_container(&a).await.unwrap();
+    let id = ObjectId::new("photos", "multi/part.bin");
+    let (data, stream) = pattern(12 << 20);
+    bs.write_container_data(&id, stream).await.unwrap();
+    assert_eq!(bs.get_object_info(&id).await.unwrap().size, 12 << 20);
+    assert!(read(&bs, &id, 0, u64::MAX).await == data[..]);
+    assert!(
+        bs.has_object(&ObjectId::new(&a, "multi/part.bin"))
+            .await
+            .unwrap()
+    );
+}
+
+/// What every blobstore provider does, on two fresh containers `a` and `b`.
+async fn conforms(c: &LinkedClient, a: &str, b: &str) {
+    let bs = Client::new(c, ());
+    bs.create_container(a).await.unwrap();
+    bs.create_container(b).await.unwrap();
+    assert!(bs.container_exists(a).await.unwrap());
     assert!(!bs.container_exists("nope").await.unwrap());
-    assert!(bs.get_container_info("a").await.unwrap().created_at > 1_600_000_000);
+    assert!(bs.get_container_info(a).await.unwrap().created_at > 1_600_000_000);
 
     // 3 MiB both ways; ranges inclusive, cut at the end, empty past it.
-    let big = ObjectId::new("a", "dir/sub/big file ü.bin");
+    let big = ObjectId::new(a, "dir/sub/big file ü.bin");
     let (data, stream) = pattern(3 << 20);
     bs.write_container_data(&big, stream).await.unwrap();
     assert_eq!(bs.get_object_info(&big).await.unwrap().size, 3 << 20);
@@ -84,7 +150,7 @@ async fn blobstore_fs_conforms() {
         data[(3 << 20) - 2..]
     );
     assert!(read(&bs, &big, 3 << 20, (3 << 20) + 10).await.is_empty());
-    let empty = ObjectId::new("a", "empty");
+    let empty = ObjectId::new(a, "empty");
     bs.write_container_data(&empty, Box::pin(futures::stream::empty()))
         .await
         .unwrap();
@@ -92,7 +158,7 @@ async fn blobstore_fs_conforms() {
 
     // 2,500 objects listed by page: no loss, no duplicate.
     for i in 0..2500 {
-        let id = ObjectId::new("b", format!("n/{i:05}"));
+        let id = ObjectId::new(b, format!("n/{i:05}"));
         let one: ByteStream = Box::pin(futures::stream::iter([Bytes::from(i.to_string())]));
         bs.write_container_data(&id, one).await.unwrap();
     }
@@ -100,7 +166,7 @@ async fn blobstore_fs_conforms() {
     let mut offset = 0;
     loop {
         let (names, done) = bs
-            .list_container_objects("b", Some(700), Some(offset))
+            .list_container_objects(b, Some(700), Some(offset))
             .await
             .unwrap();
         let page: Vec<String> = names.collect::<Vec<_>>().await.concat();
@@ -115,18 +181,20 @@ async fn blobstore_fs_conforms() {
     assert_eq!(seen, expected);
 
     // Copy and move across containers.
-    let copy = ObjectId::new("b", "copy of big");
+    let copy = ObjectId::new(b, "copy of big");
     bs.copy_object(&big, &copy).await.unwrap();
     assert!(read(&bs, &copy, 0, u64::MAX).await == data[..]);
-    let moved = ObjectId::new("a", "moved/here");
+    let moved = ObjectId::new(a, "moved/here");
     bs.move_object(&copy, &moved).await.unwrap();
     assert!(!bs.has_object(&copy).await.unwrap());
     assert!(bs.has_object(&moved).await.unwrap());
 
     // Typed not-found errors with the name; deleting an absent object succeeds.
-    let missing = ObjectId::new("a", "missing");
+    let missing = ObjectId::new(a, "missing");
     match bs.get_object_info(&missing).await {
-        Err(CallError::Interface(e)) => assert!(e.contains("a/missing does not exist"), "{e}"),
+        Err(CallError::Interface(e)) => {
+            assert!(e.contains(&format!("{a}/missing does not exist")), "{e}")
+        }
         other => panic!("{other:?}"),
     }
     bs.delete_object(&missing).await.unwrap();
@@ -134,28 +202,12 @@ async fn blobstore_fs_conforms() {
         Err(CallError::Interface(e)) => assert!(e.contains("container nope does not exist"), "{e}"),
         other => panic!("{other:?}"),
     }
-    // Hostile names are refused with the reason, and the root is untouched.
-    match bs.delete_container("..").await {
-        Err(CallError::Interface(e)) => assert!(e.contains("invalid container name"), "{e}"),
-        other => panic!("{other:?}"),
-    }
-    let escape = ObjectId::new("a", "../../escape");
-    let (_, stream) = pattern(10);
-    assert!(matches!(
-        bs.write_container_data(&escape, stream).await,
-        Err(CallError::Interface(_))
-    ));
-
-    bs.delete_objects("b", &["n/00000", "n/00001"])
-        .await
-        .unwrap();
-    bs.clear_container("a").await.unwrap();
-    let (names, _) = bs.list_container_objects("a", None, None).await.unwrap();
+    bs.delete_objects(b, &["n/00000", "n/00001"]).await.unwrap();
+    bs.clear_container(a).await.unwrap();
+    let (names, _) = bs.list_container_objects(a, None, None).await.unwrap();
     assert!(names.collect::<Vec<_>>().await.concat().is_empty());
-    bs.delete_container("a").await.unwrap();
-    assert!(!bs.container_exists("a").await.unwrap());
-    assert!(root.join("b").is_dir(), "the root itself is intact");
-    let _ = std::fs::remove_dir_all(&root);
+    bs.delete_container(a).await.unwrap();
+    assert!(!bs.container_exists(a).await.unwrap());
 }
 
 /// A component in the host storing and reading a blob through blobstore-fs: created,

@@ -1,0 +1,541 @@
+//! One link's S3 client and every blobstore operation on it.
+//!
+//! Containers are buckets (through the link's aliases); objects are keys. Memory stays
+//! bounded both ways: an upload is buffered one part at a time (a small one goes whole as one
+//! `PutObject`; above the threshold a multipart upload, aborted if the upload or a part
+//! fails), a read streams the object's body as S3 sends it, and a listing fetches its pages
+//! (`ListObjectsV2` continuation tokens) as the caller takes them. S3 keeps no creation time:
+//! `created_at` is the object's last modification (its creation, unless overwritten).
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as S3Bytes;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
+    Delete, ObjectIdentifier,
+};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use trellis_interfaces::blobstore::{
+    ByteStream, ContainerInfo, Done, NameStream, ObjectInfo, Upload,
+};
+
+use crate::settings::LinkSettings;
+
+/// Why an operation failed, as the component reads it.
+pub type Error = String;
+
+/// Keys per listing page (S3's maximum).
+const PAGE: i32 = 1000;
+
+/// A link's S3 client and settings.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    settings: LinkSettings,
+}
+
+/// What a failed request means: not-found as such, anything else with S3's reason.
+fn failed<E, R>(what: &str, err: &SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if is_not_found(err) {
+        return format!("{what} does not exist");
+    }
+    format!("{what}: {}", DisplayErrorContext(err))
+}
+
+/// Whether `err` says the bucket or key does not exist.
+fn is_not_found<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    match err {
+        SdkError::ServiceError(e) => matches!(
+            e.err().code(),
+            Some("NoSuchBucket" | "NoSuchKey" | "NotFound" | "404")
+        ),
+        _ => false,
+    }
+}
+
+/// `key` as a `copy_source` path segment: percent-encoded but for unreserved bytes and `/`.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Store {
+    /// The client `settings` describe.
+    pub fn new(settings: LinkSettings) -> Self {
+        let credentials = Credentials::new(
+            &settings.access_key_id,
+            settings.secret_access_key.expose(),
+            settings
+                .session_token
+                .as_ref()
+                .map(|t| t.expose().to_string()),
+            None,
+            "trellis-link",
+        );
+        let mut config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()))
+            .credentials_provider(credentials)
+            .force_path_style(settings.path_style);
+        if let Some(endpoint) = &settings.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        Self {
+            client: Client::from_conf(config.build()),
+            settings,
+        }
+    }
+
+    fn bucket<'a>(&'a self, container: &'a str) -> Result<&'a str, Error> {
+        if container.is_empty() {
+            return Err("invalid container name \"\": empty".into());
+        }
+        Ok(self.settings.bucket(container))
+    }
+
+    pub async fn create_container(&self, name: &str) -> Result<(), Error> {
+        let bucket = self.bucket(name)?;
+        let mut request = self.client.create_bucket().bucket(bucket);
+        // us-east-1 is the one region that takes no location constraint.
+        if self.settings.region != "us-east-1" {
+            let constraint = BucketLocationConstraint::from(self.settings.region.as_str());
+            let config = CreateBucketConfiguration::builder()
+                .location_constraint(constraint)
+                .build();
+            request = request.create_bucket_configuration(config);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error().and_then(|s| s.code())
+                    == Some("BucketAlreadyOwnedByYou") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(failed(&format!("container {name}"), &e)),
+        }
+    }
+
+    pub async fn container_exists(&self, name: &str) -> Result<bool, Error> {
+        match self
+            .client
+            .head_bucket()
+            .bucket(self.bucket(name)?)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(failed(&format!("container {name}"), &e)),
+        }
+    }
+
+    pub async fn container_info(&self, name: &str) -> Result<ContainerInfo, Error> {
+        let bucket = self.bucket(name)?;
+        let buckets = self
+            .client
+            .list_buckets()
+            .send()
+            .await
+            .map_err(|e| failed("the bucket list", &e))?;
+        let found = buckets.buckets().iter().find(|b| b.name() == Some(bucket));
+        let Some(found) = found else {
+            return Err(format!("container {name} does not exist"));
+        };
+        let created_at = found
+            .creation_date()
+            .map(|d| u64::try_from(d.secs()).unwrap_or(0))
+            .unwrap_or(0);
+        Ok(ContainerInfo { created_at })
+    }
+
+    /// One page of keys from `token`; the next page's token.
+    async fn page(
+        &self,
+        name: &str,
+        token: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), Error> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket(name)?)
+            .max_keys(PAGE)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| failed(&format!("container {name}"), &e))?;
+        let keys = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        let next = out
+            .is_truncated()
+            .unwrap_or(false)
+            .then(|| out.next_continuation_token().map(str::to_string))
+            .flatten();
+        Ok((keys, next))
+    }
+
+    /// The container's keys from `offset`, at most `limit`, fetched page by page as the
+    /// stream is read; the `Done` says whether a page failed.
+    pub async fn list(
+        &self,
+        name: &str,
+        limit: Option<u64>,
+        offset: Option<u64>,
+    ) -> Result<(NameStream, Done), Error> {
+        // The first page now, so a missing container is this call's error.
+        let first = self.page(name, None).await?;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
+        let store = self.clone();
+        let name = name.to_string();
+        // Each step yields a page and fetches the one after it (one page ahead, no more).
+        let pages = futures::stream::unfold(Some((first, Some(done_tx))), move |state| {
+            let (store, name) = (store.clone(), name.clone());
+            async move {
+                let ((keys, next), mut done) = state?;
+                let following = match next {
+                    None => {
+                        if let Some(tx) = done.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                        None
+                    }
+                    Some(token) => match store.page(&name, Some(token)).await {
+                        Ok(page) => Some((page, done)),
+                        Err(err) => {
+                            if let Some(tx) = done.take() {
+                                let _ = tx.send(Err(err));
+                            }
+                            None
+                        }
+                    },
+                };
+                Some((keys, following))
+            }
+        });
+        let skip = usize::try_from(offset.unwrap_or(0)).unwrap_or(usize::MAX);
+        let take = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let names = pages
+            .flat_map(futures::stream::iter)
+            .skip(skip)
+            .take(take)
+            .chunks(PAGE as usize);
+        let done: Done = Box::pin(async move { done_rx.await.unwrap_or(Ok(())) });
+        Ok((Box::pin(names), done))
+    }
+
+    /// Deletes `keys` (at most 1000 per request).
+    async fn delete_keys(&self, name: &str, keys: Vec<String>) -> Result<(), Error> {
+        let bucket = self.bucket(name)?;
+        for batch in keys.chunks(PAGE as usize) {
+            let objects = batch
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(k)
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| e.to_string())?;
+            self.client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| failed(&format!("container {name}"), &e))?;
+        }
+        Ok(())
+    }
+
+    pub async fn clear_container(&self, name: &str) -> Result<(), Error> {
+        loop {
+            let (keys, next) = self.page(name, None).await?;
+            if keys.is_empty() {
+                return Ok(());
+            }
+            self.delete_keys(name, keys).await?;
+            if next.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    pub async fn delete_container(&self, name: &str) -> Result<(), Error> {
+        self.clear_container(name).await?;
+        self.client
+            .delete_bucket()
+            .bucket(self.bucket(name)?)
+            .send()
+            .await
+            .map_err(|e| failed(&format!("container {name}"), &e))?;
+        Ok(())
+    }
+
+    pub async fn delete_objects(&self, name: &str, keys: Vec<String>) -> Result<(), Error> {
+        self.delete_keys(name, keys).await
+    }
+
+    pub async fn object_info(&self, container: &str, key: &str) -> Result<ObjectInfo, Error> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(self.bucket(container)?)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed(&format!("object {container}/{key}"), &e))?;
+        Ok(ObjectInfo {
+            created_at: out
+                .last_modified()
+                .map(|d| u64::try_from(d.secs()).unwrap_or(0))
+                .unwrap_or(0),
+            size: u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0),
+        })
+    }
+
+    pub async fn has_object(&self, container: &str, key: &str) -> Result<bool, Error> {
+        match self
+            .client
+            .head_object()
+            .bucket(self.bucket(container)?)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(failed(&format!("object {container}/{key}"), &e)),
+        }
+    }
+
+    pub async fn delete_object(&self, container: &str, key: &str) -> Result<(), Error> {
+        self.client
+            .delete_object()
+            .bucket(self.bucket(container)?)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed(&format!("object {container}/{key}"), &e))?;
+        Ok(())
+    }
+
+    /// Copies an object (server side), across buckets too; `then_delete` makes it a move.
+    pub async fn copy(
+        &self,
+        src: (&str, &str),
+        dest: (&str, &str),
+        then_delete: bool,
+    ) -> Result<(), Error> {
+        let source = format!("{}/{}", self.bucket(src.0)?, encode_key(src.1));
+        self.client
+            .copy_object()
+            .bucket(self.bucket(dest.0)?)
+            .key(dest.1)
+            .copy_source(source)
+            .send()
+            .await
+            .map_err(|e| failed(&format!("object {}/{}", src.0, src.1), &e))?;
+        if then_delete {
+            self.delete_object(src.0, src.1).await?;
+        }
+        Ok(())
+    }
+
+    /// Bytes `start..=end` of an object as S3 sends them; a range past the end is cut at the
+    /// end (empty past it).
+    pub async fn read(
+        &self,
+        container: &str,
+        key: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<(ByteStream, Done), Error> {
+        if start > end {
+            return Err(format!("bad range: start {start} is after end {end}"));
+        }
+        let what = format!("object {container}/{key}");
+        let request = self
+            .client
+            .get_object()
+            .bucket(self.bucket(container)?)
+            .key(key)
+            .range(format!("bytes={start}-{end}"));
+        let out = match request.send().await {
+            Ok(out) => out,
+            // Starting past the end: nothing to read (the object exists, or this says so).
+            Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("InvalidRange") => {
+                let none: ByteStream = Box::pin(futures::stream::empty());
+                return Ok((none, Box::pin(async { Ok(()) })));
+            }
+            Err(e) => return Err(failed(&what, &e)),
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
+        let body = futures::stream::unfold(
+            (out.body, Some(done_tx)),
+            move |(mut body, mut done)| async move {
+                match body.next().await {
+                    Some(Ok(bytes)) => Some((bytes, (body, done))),
+                    Some(Err(err)) => {
+                        if let Some(tx) = done.take() {
+                            let _ = tx.send(Err(format!("reading the object failed: {err}")));
+                        }
+                        None
+                    }
+                    None => {
+                        if let Some(tx) = done.take() {
+                            let _ = tx.send(Ok(()));
+                        }
+                        None
+                    }
+                }
+            },
+        );
+        let done: Done = Box::pin(async move { done_rx.await.unwrap_or(Ok(())) });
+        Ok((Box::pin(body), done))
+    }
+
+    /// Stores `data` as an object: whole if it ends within the threshold, else multipart,
+    /// one part buffered at a time; a failed upload is aborted and stores nothing.
+    pub async fn write(&self, container: &str, key: &str, mut data: Upload) -> Result<(), Error> {
+        let bucket = self.bucket(container)?.to_string();
+        let what = format!("object {container}/{key}");
+        let threshold = usize::try_from(self.settings.multipart_threshold).unwrap_or(usize::MAX);
+        let mut first = BytesMut::new();
+        while first.len() <= threshold {
+            match data.next().await {
+                Some(Ok(piece)) => first.extend_from_slice(&piece),
+                Some(Err(why)) => return Err(format!("the object was not stored: {why}")),
+                None => {
+                    self.client
+                        .put_object()
+                        .bucket(&bucket)
+                        .key(key)
+                        .body(S3Bytes::from(first.freeze()))
+                        .send()
+                        .await
+                        .map_err(|e| failed(&what, &e))?;
+                    return Ok(());
+                }
+            }
+        }
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed(&what, &e))?;
+        let Some(id) = upload.upload_id().map(str::to_string) else {
+            return Err(format!("{what}: S3 gave no upload id"));
+        };
+        match self.upload_parts(&bucket, key, &id, first, data).await {
+            Ok(parts) => {
+                let completed = CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build();
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&bucket)
+                    .key(key)
+                    .upload_id(&id)
+                    .multipart_upload(completed)
+                    .send()
+                    .await
+                    .map_err(|e| failed(&what, &e))?;
+                Ok(())
+            }
+            Err(err) => {
+                let aborted = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&bucket)
+                    .key(key)
+                    .upload_id(&id)
+                    .send()
+                    .await;
+                if let Err(e) = aborted {
+                    tracing::warn!(error = %DisplayErrorContext(&e), "cannot abort a failed multipart upload");
+                }
+                Err(format!("the object was not stored: {err}"))
+            }
+        }
+    }
+
+    /// Sends the upload's parts, `buffered` first; the completed parts, in order.
+    async fn upload_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        mut buffered: BytesMut,
+        mut data: Upload,
+    ) -> Result<Vec<CompletedPart>, Error> {
+        let part_size = usize::try_from(self.settings.part_size).unwrap_or(usize::MAX);
+        let mut parts = Vec::new();
+        let mut ended = false;
+        while !ended || !buffered.is_empty() {
+            while !ended && buffered.len() < part_size {
+                match data.next().await {
+                    Some(Ok(piece)) => buffered.extend_from_slice(&piece),
+                    Some(Err(why)) => return Err(why),
+                    None => ended = true,
+                }
+            }
+            let take = buffered.len().min(part_size);
+            let part: Bytes = buffered.split_to(take).freeze();
+            let number =
+                i32::try_from(parts.len() + 1).map_err(|_| "too many parts".to_string())?;
+            let sent = self
+                .client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(number)
+                .body(S3Bytes::from(part))
+                .send()
+                .await
+                .map_err(|e| failed(&format!("part {number}"), &e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(sent.e_tag().map(str::to_string))
+                    .build(),
+            );
+        }
+        Ok(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_sources_are_percent_encoded_but_for_slashes() {
+        assert_eq!(encode_key("a/b c/ü.txt"), "a/b%20c/%C3%BC.txt");
+        assert_eq!(encode_key("plain-key_1.~"), "plain-key_1.~");
+    }
+}
