@@ -156,6 +156,22 @@ pub fn s3_url() -> String {
     }
 }
 
+/// The Azure blob emulator's account URL (Azurite, account `devstoreaccount1`), started by
+/// `scripts/services.sh start azure`; panics when it is not set.
+pub fn azure_url() -> String {
+    match std::env::var("TRELLIS_AZURE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "TRELLIS_AZURE_URL is not set: start the test services first \
+             (`eval \"$(scripts/services.sh start nats redis s3 azure && scripts/services.sh env)\"`)"
+        ),
+    }
+}
+
+/// The Azure emulator's well-known account key (public: it is Azurite's documented default).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
 /// The test Redis server's URL (`TRELLIS_REDIS_URL`); panics when it is not set.
 pub fn redis_url() -> String {
     match std::env::var("TRELLIS_REDIS_URL") {

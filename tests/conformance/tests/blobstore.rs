@@ -1,5 +1,6 @@
 //! The blobstore providers over the lattice, called as a linked component calls them: one
-//! suite (`conforms`) for blobstore-fs and blobstore-s3 (against the S3-compatible server) —
+//! suite (`conforms`) for blobstore-fs, blobstore-s3 (against the S3-compatible server) and
+//! blobstore-azure (against the Azure blob emulator) —
 //! container lifecycle, objects streamed both ways (3 MiB), inclusive ranges at the edges,
 //! listing by page with no loss or duplicate, copy and move across containers, names with
 //! unicode, spaces and slashes, typed not-found errors; then what is each one's own (hostile
@@ -127,6 +128,24 @@ async fn blobstore_s3_conforms() {
             .await
             .unwrap()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobstore_azure_conforms() {
+    let suffix = &common::unique_lattice("")[1..9];
+    let (a, b) = (format!("conf-a-{suffix}"), format!("conf-b-{suffix}"));
+    let config: HashMap<String, String> = [
+        ("endpoint", common::azure_url()),
+        ("account", "devstoreaccount1".to_string()),
+        ("access_key", common::AZURITE_KEY.to_string()),
+        // 1 MiB blocks: the 3 MiB object of the suite is staged in three.
+        ("block_size", "1MiB".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let (_p, c) = linked("blobstore-azure", config).await;
+    conforms(&c, &a, &b).await;
 }
 
 /// What every blobstore provider does, on two fresh containers `a` and `b`.
