@@ -85,8 +85,14 @@ impl Store {
             None,
             "trellis-link",
         );
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
         let mut config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(https)
             .region(Region::new(settings.region.clone()))
             .credentials_provider(credentials)
             .force_path_style(settings.path_style);
