@@ -168,6 +168,197 @@ pub trait Handler<C: Send + 'static>: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Done, String>> + Send;
 }
 
+/// A blobstore addressed by plain names: what a provider implements when each call only
+/// needs its link's store (a bucket service, a root directory). [`ByLink`] turns the
+/// provider's per-link lookup ([`Stores`]) into a [`Handler`].
+///
+/// The operations are those of [`Handler`], without the call context; `copy` moves when
+/// `then_delete` is set; `write` answers once the object is stored.
+pub trait Store: Send + Sync + 'static {
+    /// Creates container `name` (succeeds when it exists).
+    fn create_container(&self, name: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Whether container `name` exists.
+    fn container_exists(&self, name: &str) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Deletes container `name` and everything in it.
+    fn delete_container(&self, name: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Deletes every object of container `name`.
+    fn clear_container(&self, name: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// What the interface says of container `name`.
+    fn container_info(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<ContainerInfo, String>> + Send;
+    /// The names of `name`'s objects from `offset`, at most `limit`, in chunks.
+    fn list(
+        &self,
+        name: &str,
+        limit: Option<u64>,
+        offset: Option<u64>,
+    ) -> impl Future<Output = Result<(NameStream, Done), String>> + Send;
+    /// Copies (or, `then_delete`, moves) object `src` to `dest`: (container, name) each.
+    fn copy(
+        &self,
+        src: (&str, &str),
+        dest: (&str, &str),
+        then_delete: bool,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Deletes an object; deleting an absent one succeeds.
+    fn delete_object(
+        &self,
+        container: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Deletes the objects `names` of `container`.
+    fn delete_objects(
+        &self,
+        container: &str,
+        names: Vec<String>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Bytes `start..=end` of an object as a stream, and how the transfer ended.
+    fn read(
+        &self,
+        container: &str,
+        name: &str,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<(ByteStream, Done), String>> + Send;
+    /// What the interface says of an object.
+    fn object_info(
+        &self,
+        container: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<ObjectInfo, String>> + Send;
+    /// Whether an object exists.
+    fn has_object(
+        &self,
+        container: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Stores `data` as an object; an upload ending with an error stores nothing.
+    fn write(
+        &self,
+        container: &str,
+        name: &str,
+        data: Upload,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// How a provider finds the [`Store`] of a call (its link's).
+pub trait Stores<C>: Clone + Send + Sync + 'static {
+    /// The store type.
+    type Store: Store;
+    /// The store of the call with context `cx`, or why there is none.
+    fn store(&self, cx: &C) -> Result<std::sync::Arc<Self::Store>, String>;
+}
+
+/// A [`Handler`] made of a provider's [`Stores`]: each call runs on its link's store.
+#[derive(Clone)]
+pub struct ByLink<S>(pub S);
+
+impl<C: Send + 'static, S: Stores<C>> Handler<C> for ByLink<S> {
+    async fn create_container(&self, cx: C, name: String) -> Result<(), String> {
+        self.0.store(&cx)?.create_container(&name).await
+    }
+
+    async fn container_exists(&self, cx: C, name: String) -> Result<bool, String> {
+        self.0.store(&cx)?.container_exists(&name).await
+    }
+
+    async fn delete_container(&self, cx: C, name: String) -> Result<(), String> {
+        self.0.store(&cx)?.delete_container(&name).await
+    }
+
+    async fn clear_container(&self, cx: C, name: String) -> Result<(), String> {
+        self.0.store(&cx)?.clear_container(&name).await
+    }
+
+    async fn get_container_info(&self, cx: C, name: String) -> Result<ContainerInfo, String> {
+        self.0.store(&cx)?.container_info(&name).await
+    }
+
+    async fn list_container_objects(
+        &self,
+        cx: C,
+        name: String,
+        limit: Option<u64>,
+        offset: Option<u64>,
+    ) -> Result<(NameStream, Done), String> {
+        self.0.store(&cx)?.list(&name, limit, offset).await
+    }
+
+    async fn copy_object(&self, cx: C, src: ObjectId, dest: ObjectId) -> Result<(), String> {
+        let (src, dest) = (
+            (&*src.container, &*src.object),
+            (&*dest.container, &*dest.object),
+        );
+        self.0.store(&cx)?.copy(src, dest, false).await
+    }
+
+    async fn move_object(&self, cx: C, src: ObjectId, dest: ObjectId) -> Result<(), String> {
+        let (src, dest) = (
+            (&*src.container, &*src.object),
+            (&*dest.container, &*dest.object),
+        );
+        self.0.store(&cx)?.copy(src, dest, true).await
+    }
+
+    async fn delete_object(&self, cx: C, id: ObjectId) -> Result<(), String> {
+        self.0
+            .store(&cx)?
+            .delete_object(&id.container, &id.object)
+            .await
+    }
+
+    async fn delete_objects(
+        &self,
+        cx: C,
+        container: String,
+        objects: Vec<String>,
+    ) -> Result<(), String> {
+        self.0.store(&cx)?.delete_objects(&container, objects).await
+    }
+
+    async fn get_container_data(
+        &self,
+        cx: C,
+        id: ObjectId,
+        start: u64,
+        end: u64,
+    ) -> Result<(ByteStream, Done), String> {
+        self.0
+            .store(&cx)?
+            .read(&id.container, &id.object, start, end)
+            .await
+    }
+
+    async fn get_object_info(&self, cx: C, id: ObjectId) -> Result<ObjectInfo, String> {
+        self.0
+            .store(&cx)?
+            .object_info(&id.container, &id.object)
+            .await
+    }
+
+    async fn has_object(&self, cx: C, id: ObjectId) -> Result<bool, String> {
+        self.0
+            .store(&cx)?
+            .has_object(&id.container, &id.object)
+            .await
+    }
+
+    async fn write_container_data(
+        &self,
+        cx: C,
+        id: ObjectId,
+        data: Upload,
+    ) -> Result<Done, String> {
+        // The upload runs as the data comes; the `Done` says when it is stored.
+        let store = self.0.store(&cx)?;
+        Ok(Box::pin(async move {
+            store.write(&id.container, &id.object, data).await
+        }))
+    }
+}
+
 /// Serves `handler` on `server`: the generated bindings, with `write-container-data` read
 /// by hand (see `upload.rs`) and downloads paced to the caller.
 pub async fn serve<S, H>(server: &S, handler: H) -> Result<Invocations, ServeError>

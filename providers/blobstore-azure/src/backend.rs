@@ -14,7 +14,7 @@ use azure_storage_blobs::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use trellis_interfaces::blobstore::{
-    ByteStream, ContainerInfo, Done, NameStream, ObjectInfo, Upload,
+    self, ByteStream, ContainerInfo, Done, NameStream, ObjectInfo, Upload,
 };
 
 use crate::settings::LinkSettings;
@@ -95,52 +95,6 @@ impl Store {
         Ok(self.container(container)?.blob_client(key))
     }
 
-    pub async fn create_container(&self, name: &str) -> Result<(), Error> {
-        match self.container(name)?.create().await {
-            Ok(_) => Ok(()),
-            // Already there: nothing to do, as in 1.x.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::HttpResponse {
-                        status: StatusCode::Conflict,
-                        ..
-                    }
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(failed(&format!("container {name}"), &e)),
-        }
-    }
-
-    pub async fn container_exists(&self, name: &str) -> Result<bool, Error> {
-        self.container(name)?
-            .exists()
-            .await
-            .map_err(|e| failed(&format!("container {name}"), &e))
-    }
-
-    pub async fn container_info(&self, name: &str) -> Result<ContainerInfo, Error> {
-        let properties = self
-            .container(name)?
-            .get_properties()
-            .await
-            .map_err(|e| failed(&format!("container {name}"), &e))?;
-        // Azure reports a container's last modification, no creation time.
-        Ok(ContainerInfo {
-            created_at: secs(properties.container.last_modified),
-        })
-    }
-
-    pub async fn delete_container(&self, name: &str) -> Result<(), Error> {
-        self.container(name)?
-            .delete()
-            .await
-            .map_err(|e| failed(&format!("container {name}"), &e))?;
-        Ok(())
-    }
-
     /// Every blob name of the container, page by page.
     fn pages(
         &self,
@@ -160,7 +114,67 @@ impl Store {
         }))
     }
 
-    pub async fn clear_container(&self, name: &str) -> Result<(), Error> {
+    /// A failed write: a missing container said as such.
+    fn write_failed(&self, container: &str, what: &str, err: &azure_core::Error) -> Error {
+        let missing = matches!(
+            err.kind(),
+            ErrorKind::HttpResponse { error_code: Some(code), .. } if code == "ContainerNotFound"
+        );
+        if missing {
+            return format!("container {container} does not exist");
+        }
+        failed(what, err)
+    }
+}
+
+impl blobstore::Store for Store {
+    async fn create_container(&self, name: &str) -> Result<(), Error> {
+        match self.container(name)?.create().await {
+            Ok(_) => Ok(()),
+            // Already there: nothing to do, as in 1.x.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::HttpResponse {
+                        status: StatusCode::Conflict,
+                        ..
+                    }
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(failed(&format!("container {name}"), &e)),
+        }
+    }
+
+    async fn container_exists(&self, name: &str) -> Result<bool, Error> {
+        self.container(name)?
+            .exists()
+            .await
+            .map_err(|e| failed(&format!("container {name}"), &e))
+    }
+
+    async fn container_info(&self, name: &str) -> Result<ContainerInfo, Error> {
+        let properties = self
+            .container(name)?
+            .get_properties()
+            .await
+            .map_err(|e| failed(&format!("container {name}"), &e))?;
+        // Azure reports a container's last modification, no creation time.
+        Ok(ContainerInfo {
+            created_at: secs(properties.container.last_modified),
+        })
+    }
+
+    async fn delete_container(&self, name: &str) -> Result<(), Error> {
+        self.container(name)?
+            .delete()
+            .await
+            .map_err(|e| failed(&format!("container {name}"), &e))?;
+        Ok(())
+    }
+
+    async fn clear_container(&self, name: &str) -> Result<(), Error> {
         // All names first: deleting while paging would move the pages under the cursor.
         let mut names = Vec::new();
         let mut pages = Box::pin(self.pages(name)?);
@@ -175,7 +189,7 @@ impl Store {
 
     /// The container's names from `offset`, at most `limit`, fetched as the stream is read;
     /// the first page now, so a missing container is this call's error.
-    pub async fn list(
+    async fn list(
         &self,
         name: &str,
         limit: Option<u64>,
@@ -214,7 +228,7 @@ impl Store {
         Ok((Box::pin(names), done))
     }
 
-    pub async fn object_info(&self, container: &str, key: &str) -> Result<ObjectInfo, Error> {
+    async fn object_info(&self, container: &str, key: &str) -> Result<ObjectInfo, Error> {
         let properties = self
             .blob(container, key)?
             .get_properties()
@@ -227,7 +241,7 @@ impl Store {
         })
     }
 
-    pub async fn has_object(&self, container: &str, key: &str) -> Result<bool, Error> {
+    async fn has_object(&self, container: &str, key: &str) -> Result<bool, Error> {
         match self.blob(container, key)?.exists().await {
             Ok(found) => Ok(found),
             Err(e) => Err(failed(&format!("object {container}/{key}"), &e)),
@@ -235,7 +249,7 @@ impl Store {
     }
 
     /// Deletes a blob; deleting an absent one succeeds.
-    pub async fn delete_object(&self, container: &str, key: &str) -> Result<(), Error> {
+    async fn delete_object(&self, container: &str, key: &str) -> Result<(), Error> {
         match self.blob(container, key)?.delete().await {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) && !e.to_string().contains("ContainerNotFound") => Ok(()),
@@ -244,7 +258,7 @@ impl Store {
     }
 
     /// Deletes `keys` of the container.
-    pub async fn delete_objects(&self, container: &str, keys: Vec<String>) -> Result<(), Error> {
+    async fn delete_objects(&self, container: &str, keys: Vec<String>) -> Result<(), Error> {
         for key in keys {
             self.delete_object(container, &key).await?;
         }
@@ -253,7 +267,7 @@ impl Store {
 
     /// Copies a blob (server side, synchronous for the service's own copies), across
     /// containers too; `then_delete` makes it a move.
-    pub async fn copy(
+    async fn copy(
         &self,
         src: (&str, &str),
         dest: (&str, &str),
@@ -278,7 +292,7 @@ impl Store {
 
     /// Bytes `start..=end` of a blob, fetched in chunks as the stream is read; a range past
     /// the end is cut at the end (empty past it).
-    pub async fn read(
+    async fn read(
         &self,
         container: &str,
         key: &str,
@@ -352,7 +366,7 @@ impl Store {
     /// Stores `data` as a block blob: whole in one request if it ends within a block, else
     /// each block staged as it fills and the list committed at the end; a failed upload
     /// commits nothing.
-    pub async fn write(&self, container: &str, key: &str, mut data: Upload) -> Result<(), Error> {
+    async fn write(&self, container: &str, key: &str, mut data: Upload) -> Result<(), Error> {
         let blob = self.blob(container, key)?;
         let what = format!("object {container}/{key}");
         let block_size = usize::try_from(self.settings.block_size).unwrap_or(usize::MAX);
@@ -393,17 +407,5 @@ impl Store {
             .await
             .map_err(|e| self.write_failed(container, &what, &e))?;
         Ok(())
-    }
-
-    /// A failed write: a missing container said as such.
-    fn write_failed(&self, container: &str, what: &str, err: &azure_core::Error) -> Error {
-        let missing = matches!(
-            err.kind(),
-            ErrorKind::HttpResponse { error_code: Some(code), .. } if code == "ContainerNotFound"
-        );
-        if missing {
-            return format!("container {container} does not exist");
-        }
-        failed(what, err)
     }
 }

@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
         let azure = handlers::BlobAzure::default();
         run_provider(azure.clone(), |handle| async move {
             let server = handle.server().with_param_checks(blobstore::param_checks());
-            handle.serve(blobstore::serve(&server, azure).await?)?;
+            handle.serve(blobstore::serve(&server, blobstore::ByLink(azure)).await?)?;
             Ok(())
         })
         .await

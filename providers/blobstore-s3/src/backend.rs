@@ -18,7 +18,7 @@ use aws_sdk_s3::types::{
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use trellis_interfaces::blobstore::{
-    ByteStream, ContainerInfo, Done, NameStream, ObjectInfo, Upload,
+    self, ByteStream, ContainerInfo, Done, NameStream, ObjectInfo, Upload,
 };
 
 use crate::settings::LinkSettings;
@@ -112,62 +112,6 @@ impl Store {
         Ok(self.settings.bucket(container))
     }
 
-    pub async fn create_container(&self, name: &str) -> Result<(), Error> {
-        let bucket = self.bucket(name)?;
-        let mut request = self.client.create_bucket().bucket(bucket);
-        // us-east-1 is the one region that takes no location constraint.
-        if self.settings.region != "us-east-1" {
-            let constraint = BucketLocationConstraint::from(self.settings.region.as_str());
-            let config = CreateBucketConfiguration::builder()
-                .location_constraint(constraint)
-                .build();
-            request = request.create_bucket_configuration(config);
-        }
-        match request.send().await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error().and_then(|s| s.code())
-                    == Some("BucketAlreadyOwnedByYou") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(failed(&format!("container {name}"), &e)),
-        }
-    }
-
-    pub async fn container_exists(&self, name: &str) -> Result<bool, Error> {
-        match self
-            .client
-            .head_bucket()
-            .bucket(self.bucket(name)?)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(failed(&format!("container {name}"), &e)),
-        }
-    }
-
-    pub async fn container_info(&self, name: &str) -> Result<ContainerInfo, Error> {
-        let bucket = self.bucket(name)?;
-        let buckets = self
-            .client
-            .list_buckets()
-            .send()
-            .await
-            .map_err(|e| failed("the bucket list", &e))?;
-        let found = buckets.buckets().iter().find(|b| b.name() == Some(bucket));
-        let Some(found) = found else {
-            return Err(format!("container {name} does not exist"));
-        };
-        let created_at = found
-            .creation_date()
-            .map(|d| u64::try_from(d.secs()).unwrap_or(0))
-            .unwrap_or(0);
-        Ok(ContainerInfo { created_at })
-    }
-
     /// One page of keys from `token`; the next page's token.
     async fn page(
         &self,
@@ -196,9 +140,141 @@ impl Store {
         Ok((keys, next))
     }
 
+    /// Deletes `keys` (at most 1000 per request).
+    async fn delete_keys(&self, name: &str, keys: Vec<String>) -> Result<(), Error> {
+        let bucket = self.bucket(name)?;
+        for batch in keys.chunks(PAGE as usize) {
+            let objects = batch
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(k)
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| e.to_string())?;
+            self.client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| failed(&format!("container {name}"), &e))?;
+        }
+        Ok(())
+    }
+
+    /// Sends the upload's parts, `buffered` first; the completed parts, in order.
+    async fn upload_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        mut buffered: BytesMut,
+        mut data: Upload,
+    ) -> Result<Vec<CompletedPart>, Error> {
+        let part_size = usize::try_from(self.settings.part_size).unwrap_or(usize::MAX);
+        let mut parts = Vec::new();
+        let mut ended = false;
+        while !ended || !buffered.is_empty() {
+            while !ended && buffered.len() < part_size {
+                match data.next().await {
+                    Some(Ok(piece)) => buffered.extend_from_slice(&piece),
+                    Some(Err(why)) => return Err(why),
+                    None => ended = true,
+                }
+            }
+            let take = buffered.len().min(part_size);
+            let part: Bytes = buffered.split_to(take).freeze();
+            let number =
+                i32::try_from(parts.len() + 1).map_err(|_| "too many parts".to_string())?;
+            let sent = self
+                .client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(number)
+                .body(S3Bytes::from(part))
+                .send()
+                .await
+                .map_err(|e| failed(&format!("part {number}"), &e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(sent.e_tag().map(str::to_string))
+                    .build(),
+            );
+        }
+        Ok(parts)
+    }
+}
+
+impl blobstore::Store for Store {
+    async fn create_container(&self, name: &str) -> Result<(), Error> {
+        let bucket = self.bucket(name)?;
+        let mut request = self.client.create_bucket().bucket(bucket);
+        // us-east-1 is the one region that takes no location constraint.
+        if self.settings.region != "us-east-1" {
+            let constraint = BucketLocationConstraint::from(self.settings.region.as_str());
+            let config = CreateBucketConfiguration::builder()
+                .location_constraint(constraint)
+                .build();
+            request = request.create_bucket_configuration(config);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error().and_then(|s| s.code())
+                    == Some("BucketAlreadyOwnedByYou") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(failed(&format!("container {name}"), &e)),
+        }
+    }
+
+    async fn container_exists(&self, name: &str) -> Result<bool, Error> {
+        match self
+            .client
+            .head_bucket()
+            .bucket(self.bucket(name)?)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(failed(&format!("container {name}"), &e)),
+        }
+    }
+
+    async fn container_info(&self, name: &str) -> Result<ContainerInfo, Error> {
+        let bucket = self.bucket(name)?;
+        let buckets = self
+            .client
+            .list_buckets()
+            .send()
+            .await
+            .map_err(|e| failed("the bucket list", &e))?;
+        let found = buckets.buckets().iter().find(|b| b.name() == Some(bucket));
+        let Some(found) = found else {
+            return Err(format!("container {name} does not exist"));
+        };
+        let created_at = found
+            .creation_date()
+            .map(|d| u64::try_from(d.secs()).unwrap_or(0))
+            .unwrap_or(0);
+        Ok(ContainerInfo { created_at })
+    }
+
     /// The container's keys from `offset`, at most `limit`, fetched page by page as the
     /// stream is read; the `Done` says whether a page failed.
-    pub async fn list(
+    async fn list(
         &self,
         name: &str,
         limit: Option<u64>,
@@ -245,36 +321,7 @@ impl Store {
         Ok((Box::pin(names), done))
     }
 
-    /// Deletes `keys` (at most 1000 per request).
-    async fn delete_keys(&self, name: &str, keys: Vec<String>) -> Result<(), Error> {
-        let bucket = self.bucket(name)?;
-        for batch in keys.chunks(PAGE as usize) {
-            let objects = batch
-                .iter()
-                .map(|k| {
-                    ObjectIdentifier::builder()
-                        .key(k)
-                        .build()
-                        .map_err(|e| e.to_string())
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let delete = Delete::builder()
-                .set_objects(Some(objects))
-                .quiet(true)
-                .build()
-                .map_err(|e| e.to_string())?;
-            self.client
-                .delete_objects()
-                .bucket(bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(|e| failed(&format!("container {name}"), &e))?;
-        }
-        Ok(())
-    }
-
-    pub async fn clear_container(&self, name: &str) -> Result<(), Error> {
+    async fn clear_container(&self, name: &str) -> Result<(), Error> {
         loop {
             let (keys, next) = self.page(name, None).await?;
             if keys.is_empty() {
@@ -287,7 +334,7 @@ impl Store {
         }
     }
 
-    pub async fn delete_container(&self, name: &str) -> Result<(), Error> {
+    async fn delete_container(&self, name: &str) -> Result<(), Error> {
         self.clear_container(name).await?;
         self.client
             .delete_bucket()
@@ -298,11 +345,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delete_objects(&self, name: &str, keys: Vec<String>) -> Result<(), Error> {
+    async fn delete_objects(&self, name: &str, keys: Vec<String>) -> Result<(), Error> {
         self.delete_keys(name, keys).await
     }
 
-    pub async fn object_info(&self, container: &str, key: &str) -> Result<ObjectInfo, Error> {
+    async fn object_info(&self, container: &str, key: &str) -> Result<ObjectInfo, Error> {
         let out = self
             .client
             .head_object()
@@ -320,7 +367,7 @@ impl Store {
         })
     }
 
-    pub async fn has_object(&self, container: &str, key: &str) -> Result<bool, Error> {
+    async fn has_object(&self, container: &str, key: &str) -> Result<bool, Error> {
         match self
             .client
             .head_object()
@@ -335,7 +382,7 @@ impl Store {
         }
     }
 
-    pub async fn delete_object(&self, container: &str, key: &str) -> Result<(), Error> {
+    async fn delete_object(&self, container: &str, key: &str) -> Result<(), Error> {
         self.client
             .delete_object()
             .bucket(self.bucket(container)?)
@@ -347,7 +394,7 @@ impl Store {
     }
 
     /// Copies an object (server side), across buckets too; `then_delete` makes it a move.
-    pub async fn copy(
+    async fn copy(
         &self,
         src: (&str, &str),
         dest: (&str, &str),
@@ -370,7 +417,7 @@ impl Store {
 
     /// Bytes `start..=end` of an object as S3 sends them; a range past the end is cut at the
     /// end (empty past it).
-    pub async fn read(
+    async fn read(
         &self,
         container: &str,
         key: &str,
@@ -423,7 +470,7 @@ impl Store {
 
     /// Stores `data` as an object: whole if it ends within the threshold, else multipart,
     /// one part buffered at a time; a failed upload is aborted and stores nothing.
-    pub async fn write(&self, container: &str, key: &str, mut data: Upload) -> Result<(), Error> {
+    async fn write(&self, container: &str, key: &str, mut data: Upload) -> Result<(), Error> {
         let bucket = self.bucket(container)?.to_string();
         let what = format!("object {container}/{key}");
         let threshold = usize::try_from(self.settings.multipart_threshold).unwrap_or(usize::MAX);
@@ -487,51 +534,6 @@ impl Store {
                 Err(format!("the object was not stored: {err}"))
             }
         }
-    }
-
-    /// Sends the upload's parts, `buffered` first; the completed parts, in order.
-    async fn upload_parts(
-        &self,
-        bucket: &str,
-        key: &str,
-        id: &str,
-        mut buffered: BytesMut,
-        mut data: Upload,
-    ) -> Result<Vec<CompletedPart>, Error> {
-        let part_size = usize::try_from(self.settings.part_size).unwrap_or(usize::MAX);
-        let mut parts = Vec::new();
-        let mut ended = false;
-        while !ended || !buffered.is_empty() {
-            while !ended && buffered.len() < part_size {
-                match data.next().await {
-                    Some(Ok(piece)) => buffered.extend_from_slice(&piece),
-                    Some(Err(why)) => return Err(why),
-                    None => ended = true,
-                }
-            }
-            let take = buffered.len().min(part_size);
-            let part: Bytes = buffered.split_to(take).freeze();
-            let number =
-                i32::try_from(parts.len() + 1).map_err(|_| "too many parts".to_string())?;
-            let sent = self
-                .client
-                .upload_part()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(id)
-                .part_number(number)
-                .body(S3Bytes::from(part))
-                .send()
-                .await
-                .map_err(|e| failed(&format!("part {number}"), &e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(sent.e_tag().map(str::to_string))
-                    .build(),
-            );
-        }
-        Ok(parts)
     }
 }
 

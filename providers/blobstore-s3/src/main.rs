@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
         let s3 = handlers::BlobS3::default();
         run_provider(s3.clone(), |handle| async move {
             let server = handle.server().with_param_checks(blobstore::param_checks());
-            handle.serve(blobstore::serve(&server, s3).await?)?;
+            handle.serve(blobstore::serve(&server, blobstore::ByLink(s3)).await?)?;
             Ok(())
         })
         .await
