@@ -168,6 +168,30 @@ pub trait Handler<C: Send + 'static>: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Done, String>> + Send;
 }
 
+/// A download made of `pieces`: their bytes until the first error, and a [`Done`] that says
+/// whether one came (the wire has no error in a byte stream; its `future<result>` says it).
+pub fn download<S>(pieces: S) -> (ByteStream, Done)
+where
+    S: Stream<Item = Result<Bytes, String>> + Send + 'static,
+{
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let state = (Box::pin(pieces), Some(done_tx));
+    let data = futures::stream::unfold(state, |(mut pieces, mut done)| async move {
+        let outcome = match futures::StreamExt::next(&mut pieces).await {
+            Some(Ok(bytes)) => return Some((bytes, (pieces, done))),
+            Some(Err(err)) => Err(err),
+            None => Ok(()),
+        };
+        if let Some(tx) = done.take() {
+            let _ = tx.send(outcome);
+        }
+        None
+    });
+    // A reader that stops early drops the sender: nothing failed.
+    let done: Done = Box::pin(async move { done_rx.await.unwrap_or(Ok(())) });
+    (Box::pin(data), done)
+}
+
 /// A blobstore addressed by plain names: what a provider implements when each call only
 /// needs its link's store (a bucket service, a root directory). [`ByLink`] turns the
 /// provider's per-link lookup ([`Stores`]) into a [`Handler`].

@@ -303,11 +303,8 @@ impl blobstore::Store for Store {
             return Err(format!("bad range: start {start} is after end {end}"));
         }
         let size = self.object_info(container, key).await?.size;
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
         if start >= size {
-            let _ = done_tx.send(Ok(()));
-            let done: Done = Box::pin(async move { done_rx.await.unwrap_or(Ok(())) });
-            return Ok((Box::pin(futures::stream::empty()), done));
+            return Ok(blobstore::download(futures::stream::empty()));
         }
         let stop = end.saturating_add(1).min(size);
         let what = format!("object {container}/{key}");
@@ -317,50 +314,21 @@ impl blobstore::Store for Store {
             .range(start..stop)
             .chunk_size(CHUNK)
             .into_stream();
-        let data = futures::stream::unfold(
-            (
-                Box::pin(chunks),
-                None::<azure_core::ResponseBody>,
-                Some(done_tx),
-            ),
-            move |(mut chunks, mut body, mut done)| {
+        // Each chunk is a ranged request whose body streams as it arrives.
+        let pieces = chunks
+            .map(move |chunk| {
                 let what = what.clone();
-                async move {
-                    loop {
-                        if let Some(mut b) = body.take() {
-                            match b.next().await {
-                                Some(Ok(bytes)) => return Some((bytes, (chunks, Some(b), done))),
-                                Some(Err(e)) => {
-                                    if let Some(tx) = done.take() {
-                                        let _ = tx.send(Err(failed(&what, &e)));
-                                    }
-                                    return None;
-                                }
-                                // This chunk is read: on to the next.
-                                None => {}
-                            }
-                        }
-                        match chunks.next().await {
-                            Some(Ok(response)) => body = Some(response.data),
-                            Some(Err(e)) => {
-                                if let Some(tx) = done.take() {
-                                    let _ = tx.send(Err(failed(&what, &e)));
-                                }
-                                return None;
-                            }
-                            None => {
-                                if let Some(tx) = done.take() {
-                                    let _ = tx.send(Ok(()));
-                                }
-                                return None;
-                            }
-                        }
-                    }
+                match chunk {
+                    Ok(response) => response
+                        .data
+                        .map(move |piece| piece.map_err(|e| failed(&what, &e)))
+                        .boxed(),
+                    Err(e) => futures::stream::once(futures::future::ready(Err(failed(&what, &e))))
+                        .boxed(),
                 }
-            },
-        );
-        let done: Done = Box::pin(async move { done_rx.await.unwrap_or(Ok(())) });
-        Ok((Box::pin(data), done))
+            })
+            .flatten();
+        Ok(blobstore::download(pieces))
     }
 
     /// Stores `data` as a block blob: whole in one request if it ends within a block, else

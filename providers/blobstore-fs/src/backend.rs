@@ -355,29 +355,15 @@ impl Root {
             Ok((Some(file.into_std()), last - start + 1))
         })
         .await?;
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
         let Some(file) = file else {
-            let _ = done_tx.send(Ok(()));
-            let done: Done = Box::pin(async move { done_rx.await.unwrap_or(Ok(())) });
-            return Ok((Box::pin(futures::stream::empty()), done));
+            return Ok(trellis_interfaces::blobstore::download(
+                futures::stream::empty(),
+            ));
         };
         let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
-        let pieces = tokio_util::io::ReaderStream::with_capacity(reader, PIECE);
-        let mut done_tx = Some(done_tx);
-        let data = pieces.filter_map(move |piece| {
-            let out = match piece {
-                Ok(bytes) => Some(bytes),
-                Err(err) => {
-                    if let Some(tx) = done_tx.take() {
-                        let _ = tx.send(Err(format!("reading the object failed: {err}")));
-                    }
-                    None
-                }
-            };
-            futures::future::ready(out)
-        });
-        let done: Done = Box::pin(async move { done_rx.await.unwrap_or(Ok(())) });
-        Ok((Box::pin(data), done))
+        let pieces = tokio_util::io::ReaderStream::with_capacity(reader, PIECE)
+            .map(|piece| piece.map_err(|e| format!("reading the object failed: {e}")));
+        Ok(trellis_interfaces::blobstore::download(pieces))
     }
 
     /// Starts storing `data` as an object: the container must exist; parents are created; the

@@ -438,34 +438,18 @@ impl blobstore::Store for Store {
             Ok(out) => out,
             // Starting past the end: nothing to read (the object exists, or this says so).
             Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("InvalidRange") => {
-                let none: ByteStream = Box::pin(futures::stream::empty());
-                return Ok((none, Box::pin(async { Ok(()) })));
+                return Ok(blobstore::download(futures::stream::empty()));
             }
             Err(e) => return Err(failed(&what, &e)),
         };
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
-        let body = futures::stream::unfold(
-            (out.body, Some(done_tx)),
-            move |(mut body, mut done)| async move {
-                match body.next().await {
-                    Some(Ok(bytes)) => Some((bytes, (body, done))),
-                    Some(Err(err)) => {
-                        if let Some(tx) = done.take() {
-                            let _ = tx.send(Err(format!("reading the object failed: {err}")));
-                        }
-                        None
-                    }
-                    None => {
-                        if let Some(tx) = done.take() {
-                            let _ = tx.send(Ok(()));
-                        }
-                        None
-                    }
-                }
-            },
-        );
-        let done: Done = Box::pin(async move { done_rx.await.unwrap_or(Ok(())) });
-        Ok((Box::pin(body), done))
+        let pieces = futures::stream::unfold(out.body, |mut body| async move {
+            let piece = body.next().await?;
+            Some((
+                piece.map_err(|e| format!("reading the object failed: {e}")),
+                body,
+            ))
+        });
+        Ok(blobstore::download(pieces))
     }
 
     /// Stores `data` as an object: whole if it ends within the threshold, else multipart,
