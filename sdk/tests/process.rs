@@ -86,7 +86,8 @@ fn sigterm_and_wait(child: &mut Child) {
 }
 
 async fn wait_for_provider(nats: &async_nats::Client, subjects: &LatticeSubjects) {
-    for _ in 0..100 {
+    // Up to 30 s: a debug build starting on a loaded 2-core machine.
+    for _ in 0..300 {
         let replies =
             admin::ping_links(nats, subjects, Some("counter"), Duration::from_millis(100))
                 .await
@@ -143,6 +144,13 @@ async fn host_data_on_stdin_then_host_shutdown() {
     let mut stdin = child.stdin.take().unwrap();
     write!(stdin, "{}\r\n", hd.encode().unwrap()).unwrap();
     drop(stdin);
+    // Its log is read as it comes (an unread pipe would stall it once full).
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+        log
+    });
 
     let nats = common::nats().await;
     wait_for_provider(&nats, &subjects).await;
@@ -162,8 +170,7 @@ async fn host_data_on_stdin_then_host_shutdown() {
     let status = wait_exit(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status}");
     // Its log, written to a pipe as a 1.x host reads it: plain text, no colour codes.
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let log = log.join().unwrap();
     assert!(log.contains("shutdown requested"), "{log}");
     assert!(
         !log.contains('\x1b'),
