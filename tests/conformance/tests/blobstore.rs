@@ -46,7 +46,25 @@ async fn read(bs: &Client<'_, LinkedClient>, id: &ObjectId, start: u64, end: u64
 
 /// `bin` linked with `config` (and waited for).
 async fn linked(bin: &str, config: HashMap<String, String>) -> (ProviderProcess, LinkedClient) {
-    let p = ProviderProcess::start(bin, &format!("{bin}-conf")).await;
+    linked_with(bin, &[], config).await
+}
+
+/// blobstore-fs (started with `args`) linked with a fresh root; the root.
+async fn fs_linked(args: &[&str]) -> (ProviderProcess, LinkedClient, std::path::PathBuf) {
+    let root = fresh_root();
+    let config = [("root".to_string(), root.display().to_string())].into();
+    let (p, c) = linked_with("blobstore-fs", args, config).await;
+    (p, c, root)
+}
+
+/// [`linked`], the provider started with `args`.
+async fn linked_with(
+    bin: &str,
+    args: &[&str],
+    config: HashMap<String, String>,
+) -> (ProviderProcess, LinkedClient) {
+    let id = format!("{bin}-{}", &common::unique_lattice("")[1..9]);
+    let p = ProviderProcess::start_with(bin, &id, args).await;
     let c = p
         .link("app", "wasi", "blobstore", &["blobstore"], config)
         .await;
@@ -74,9 +92,7 @@ fn fresh_root() -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobstore_fs_conforms() {
-    let root = fresh_root();
-    let config = [("root".to_string(), root.display().to_string())].into();
-    let (_p, c) = linked("blobstore-fs", config).await;
+    let (_p, c, root) = fs_linked(&[]).await;
     conforms(&c, "conf-a", "conf-b").await;
     assert!(root.join("conf-b").is_dir(), "the root itself is intact");
     // Hostile names are refused with the reason, and the root is untouched.
@@ -238,10 +254,7 @@ fn a_component_stores_blobs_through_blobstore_fs() {
 
 async fn component_round_trip() {
     let p = ProviderProcess::start("blobstore-fs", "blobs-e2e").await;
-    let root = std::env::temp_dir().join(format!(
-        "trellis-blobs-{}",
-        &common::unique_lattice("")[1..9]
-    ));
+    let root = fresh_root();
     let config: HashMap<String, String> = [("root".to_string(), root.display().to_string())].into();
     p.store.put_config("blob-root", &config).await.unwrap();
     let host = support::host(&p.lattice).await;
@@ -279,23 +292,9 @@ async fn component_round_trip() {
 /// upload fails, and neither the object nor its temporary file is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_upload_leaves_nothing() {
-    let p = ProviderProcess::start_with("blobstore-fs", "blobs-cut", &["--rpc-timeout-ms", "1000"])
-        .await;
-    let root = std::env::temp_dir().join(format!(
-        "trellis-blobs-{}",
-        &common::unique_lattice("")[1..9]
-    ));
-    let config: HashMap<String, String> = [("root".to_string(), root.display().to_string())].into();
-    let c = p
-        .link("app", "wasi", "blobstore", &["blobstore"], config)
-        .await;
+    let (_p, c, root) = fs_linked(&["--rpc-timeout-ms", "1000"]).await;
     let bs = Client::new(&c, ());
-    common::eventually(|| async {
-        Ok::<_, anyhow::Error>(bs.create_container("c").await.map_err(|e| format!("{e:?}")))
-    })
-    .await
-    .unwrap()
-    .expect("the link is served");
+    bs.create_container("c").await.unwrap();
     let container = root.join("c");
     let files = || -> Vec<String> {
         std::fs::read_dir(&container)
@@ -349,28 +348,9 @@ fn a_gibibyte_object_streams_through_in_bounded_memory() {
 async fn gibibyte() {
     const SIZE: u64 = 1 << 30;
     const PIECE: usize = 256 << 10;
-    let p =
-        ProviderProcess::start_with("blobstore-fs", "blobs-big", &["--rpc-timeout-ms", "60000"])
-            .await;
-    let root = std::env::temp_dir().join(format!(
-        "trellis-blobs-{}",
-        &common::unique_lattice("")[1..9]
-    ));
-    let config: HashMap<String, String> = [("root".to_string(), root.display().to_string())].into();
-    let c = p
-        .link("app", "wasi", "blobstore", &["blobstore"], config)
-        .await;
+    let (p, c, root) = fs_linked(&["--rpc-timeout-ms", "60000"]).await;
     let bs = Client::new(&c, ());
-    common::eventually(|| async {
-        Ok::<_, anyhow::Error>(
-            bs.create_container("big")
-                .await
-                .map_err(|e| format!("{e:?}")),
-        )
-    })
-    .await
-    .unwrap()
-    .expect("the link is served");
+    bs.create_container("big").await.unwrap();
     let id = ObjectId::new("big", "gib");
     // The same 256 KiB piece, 4096 times; its byte sum tells a whole read from a short one.
     let piece = Bytes::from((0..PIECE).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
