@@ -4,8 +4,8 @@
 #   scripts/build-components.sh           # refresh the committed prebuilt copies
 #   scripts/build-components.sh --check   # rebuild and compare with the committed copies
 #
-# The prebuilt copies (tests/components/prebuilt/, and examples/counter/counter.wasm for the
-# example app) are committed so tests never need the wasm target. Builds are reproducible:
+# The prebuilt copies (tests/components/prebuilt/, and examples/*/NAME.wasm for the
+# example apps) are committed so tests never need the wasm target. Builds are reproducible:
 # paths are remapped, so the components' bytes do not depend on where the checkout or cargo's
 # registry is (and every component is inside the components' workspace: cargo hashes a member
 # outside it by its absolute path, which changes the code's layout). `--check` fails when a
@@ -40,6 +40,7 @@ for wasm in "$target_dir"/wasm32-wasip2/release/*.wasm; do
   case "$name" in
     # The example app's component lives with its manifest.
     counter.wasm) committed=examples/counter/counter.wasm ;;
+    files.wasm) committed=examples/files/files.wasm ;;
     *) committed=tests/components/prebuilt/$name ;;
   esac
   if $check; then

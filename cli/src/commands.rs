@@ -233,13 +233,20 @@ fn ping_table(replies: &[PingReply]) -> Table {
                 state,
                 calls,
                 refused,
+                delivery,
                 ..
             } = s;
-            let state = match state {
+            let mut state = match state {
                 LinkState::Active => "active".to_string(),
                 LinkState::Failed { error } => format!("failed: {error}"),
                 LinkState::Purged => "purged".to_string(),
             };
+            if let Some(d) = delivery {
+                state.push_str(&format!(
+                    " (delivered {}, retried {}, dead-lettered {}, dropped {}, queued {}, lag {})",
+                    d.delivered, d.retried, d.dead_lettered, d.dropped, d.queued, d.lag
+                ));
+            }
             t.row([
                 r.provider_id.clone(),
                 r.instance_id.clone(),

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use trellis_host::imports::{ComponentWorld, ServedBy, served_by};
+use trellis_host::imports::{ComponentWorld, ServedBy, linked_as, served_by};
 
 use crate::manifest::Link;
 
@@ -59,7 +59,8 @@ fn served(id: &str, name: &str, links: Option<&[Link]>) -> Served {
     if !by.needs_link() {
         return Served::Host;
     }
-    let Some((ns, pkg, iface)) = interface(name) else {
+    let carrier = linked_as(name);
+    let Some((ns, pkg, iface)) = interface(&carrier) else {
         return Served::Unmet("a bare function import: only interfaces can be linked".into());
     };
     let Some(links) = links else {

@@ -6,6 +6,8 @@
 //! - link and config round trips and a failed link in `link ping` (exit code 3), on the
 //!   test services' NATS with a lattice of their own.
 //! - a broken manifest fails before anything starts, naming file, line, column and field.
+//! - `up` of the example files app: a file uploaded over HTTP lands in blobstore-fs's root,
+//!   is listed, downloaded byte for byte, deleted.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -17,6 +19,7 @@ use serde_json::Value;
 use trellis_tests as common;
 
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/counter/app.yaml");
+const FILES_APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/files/app.yaml");
 
 fn trellis() -> PathBuf {
     common::workspace_bin("trellis")
@@ -133,12 +136,17 @@ impl Up {
 
     /// `trellis up app` with its own nats-server (`COUNTER_PORT`: `port`).
     fn start_app(home: &Path, app: &Path, port: u16) -> Self {
+        Self::start_app_with(home, app, &[("COUNTER_PORT", port.to_string())])
+    }
+
+    /// `trellis up app` with its own nats-server and `env`.
+    fn start_app_with(home: &Path, app: &Path, env: &[(&str, String)]) -> Self {
         let log = home.join("up.stderr");
         let child = cmd(home)
             .arg("up")
             .arg(app)
             .args(["--nats-port", "0"])
-            .env("COUNTER_PORT", port.to_string())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env(
                 "TRELLIS_NATS_SERVER",
                 std::env::var("TRELLIS_NATS_SERVER").expect(
@@ -722,5 +730,97 @@ fn a_1x_provider_is_shown_honestly() {
     for pid in kids {
         assert!(!alive(pid), "process {pid} outlived `trellis up`");
     }
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// One HTTP/1.1 request over a fresh connection: status and body.
+fn request(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes)?;
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP response head"))?;
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    let mut body = bytes[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = unchunk(&body);
+    }
+    Ok((status, body))
+}
+
+/// A chunked body decoded (the test's own responses: well formed).
+fn unchunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[end + 2..end + 2 + size]);
+        data = &data[end + 2 + size + 2..];
+    }
+    out
+}
+
+#[test]
+fn up_runs_the_files_app_and_streams_files_both_ways() {
+    let home = temp_home("files");
+    let root = home.join("blobs");
+    let port = free_port();
+    let env = [
+        ("FILES_PORT", port.to_string()),
+        ("FILES_ROOT", root.display().to_string()),
+    ];
+    let mut up = Up::start_app_with(&home, Path::new(FILES_APP), &env);
+    up.wait_for("ready in", Duration::from_secs(180));
+
+    // 8 MiB up: streamed by the component into blobstore-fs, landing under the root.
+    let data: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
+    let (status, body) = request(port, "PUT", "/files/photos/big%20one.bin", &data).expect("PUT");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 201, "{text}\n{}", up.log());
+    assert_eq!(
+        text,
+        format!("stored photos/big one.bin ({} bytes)\n", data.len())
+    );
+    let stored = std::fs::read(root.join("files/photos/big one.bin")).expect("on disk");
+    assert!(stored == data, "the stored file differs");
+
+    let (status, body) = request(port, "GET", "/files/", b"").expect("list");
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"photos/big one.bin\n"[..])
+    );
+    let (status, body) = request(port, "GET", "/files/photos/big%20one.bin", b"").expect("GET");
+    assert_eq!(status, 200);
+    assert!(
+        body == data,
+        "downloaded {} bytes, not the file",
+        body.len()
+    );
+    let (status, body) = request(port, "GET", "/files/nothing-here", b"").expect("GET");
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+
+    let (status, _) = request(port, "DELETE", "/files/photos/big%20one.bin", b"").expect("DEL");
+    assert_eq!(status, 204);
+    assert!(!root.join("files/photos/big one.bin").exists());
+    up.interrupt(Duration::from_secs(60));
     let _ = std::fs::remove_dir_all(&home);
 }

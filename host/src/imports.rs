@@ -26,6 +26,27 @@ const HOST_VIA_LINK: &[&str] = &[
     "wasi:http/outgoing-handler",
 ];
 
+/// Imports served by the link of another interface of their package: `wasi:blobstore`'s
+/// `container` and `types` hold the resources of `blobstore`, whose link carries all three
+/// (they are one wRPC interface, `wrpc:blobstore/blobstore`).
+const LINKED_AS: &[(&str, &str)] = &[
+    ("wasi:blobstore/container", "wasi:blobstore/blobstore"),
+    ("wasi:blobstore/types", "wasi:blobstore/blobstore"),
+];
+
+/// The import whose link serves `name`: itself, or the interface of its package that
+/// carries it (`wasi:blobstore/types@0.2.0-draft` → `wasi:blobstore/blobstore@0.2.0-draft`).
+pub fn linked_as(name: &str) -> std::borrow::Cow<'_, str> {
+    for (import, carrier) in LINKED_AS {
+        if let Some(rest) = name.strip_prefix(import)
+            && (rest.is_empty() || rest.starts_with('@'))
+        {
+            return format!("{carrier}{rest}").into();
+        }
+    }
+    name.into()
+}
+
 /// What serves one import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServedBy {
@@ -144,6 +165,22 @@ mod tests {
             ServedBy::Link
         );
         assert_eq!(served_by("acme:billing/invoices"), ServedBy::Link);
+        assert_eq!(
+            linked_as("wasi:blobstore/types@0.2.0-draft"),
+            "wasi:blobstore/blobstore@0.2.0-draft"
+        );
+        assert_eq!(
+            linked_as("wasi:blobstore/container"),
+            "wasi:blobstore/blobstore"
+        );
+        assert_eq!(
+            linked_as("wasi:blobstore/containers"),
+            "wasi:blobstore/containers"
+        );
+        assert_eq!(
+            linked_as("wasi:keyvalue/atomics@0.2.0-draft"),
+            "wasi:keyvalue/atomics@0.2.0-draft"
+        );
         assert_eq!(served_by("wasi:nn/graph@0.2.0-rc"), ServedBy::Nothing);
     }
 

@@ -41,8 +41,9 @@ pub struct ProviderConfig {
     pub rpc_timeout: Duration,
     /// Most calls served at once; further calls wait in NATS.
     pub max_concurrent_calls: usize,
-    /// Longest a served call may run before it is cancelled.
-    pub call_deadline: Duration,
+    /// Longest a served call may run before it is cancelled; `None`: the provider's own
+    /// default ([`crate::provider::Provider::call_deadline`]).
+    pub call_deadline: Option<Duration>,
     /// Longest graceful shutdown waits for in-flight calls.
     pub shutdown_deadline: Duration,
     /// Whether links are pulled from the lattice store (and followed live).
@@ -95,9 +96,10 @@ pub struct StandaloneArgs {
     /// Most calls served at once.
     #[arg(long, env = "TRELLIS_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
     pub max_concurrent_calls: usize,
-    /// Longest a served call may run, in milliseconds.
-    #[arg(long, env = "TRELLIS_CALL_DEADLINE_MS", default_value_t = 30_000)]
-    pub call_deadline_ms: u64,
+    /// Longest a served call may run, in milliseconds (default: the provider's own, 30 s for
+    /// most; longer for providers whose calls stream whole objects).
+    #[arg(long, env = "TRELLIS_CALL_DEADLINE_MS")]
+    pub call_deadline_ms: Option<u64>,
     /// Longest graceful shutdown waits for in-flight calls, in milliseconds.
     #[arg(long, env = "TRELLIS_SHUTDOWN_DEADLINE_MS", default_value_t = 10_000)]
     pub shutdown_deadline_ms: u64,
@@ -130,7 +132,7 @@ impl ProviderConfig {
             secrets: HashMap::new(),
             rpc_timeout: Duration::from_secs(10),
             max_concurrent_calls: 1024,
-            call_deadline: Duration::from_secs(30),
+            call_deadline: None,
             shutdown_deadline: Duration::from_secs(10),
             pull_links: true,
             structured_logging: false,
@@ -207,7 +209,9 @@ impl ProviderConfig {
         cfg.config = parse_entries(&args.config)?;
         cfg.rpc_timeout = Duration::from_millis(args.rpc_timeout_ms.max(1));
         cfg.max_concurrent_calls = args.max_concurrent_calls.max(1);
-        cfg.call_deadline = Duration::from_millis(args.call_deadline_ms.max(1));
+        cfg.call_deadline = args
+            .call_deadline_ms
+            .map(|ms| Duration::from_millis(ms.max(1)));
         cfg.shutdown_deadline = Duration::from_millis(args.shutdown_deadline_ms);
         cfg.pull_links = !args.no_pull_links;
         Ok(cfg)

@@ -69,6 +69,61 @@ pub struct NatsOptions {
     pub max_reconnect_delay: Duration,
 }
 
+impl NatsOptions {
+    /// Another NATS server than the lattice's, as a link's config names it: `url`, and its
+    /// credentials (`creds_file`, `jwt` + `seed`, `nkey`, `token`, or `user` + `password`)
+    /// and `tls_ca_file`; `None` when the config has no `url` (the link uses the lattice's
+    /// connection). `name` is the connection name the server shows. Secrets stay out of
+    /// errors and `Debug`.
+    pub fn from_link_config(
+        values: &crate::config::ConfigValues<'_>,
+        name: &str,
+    ) -> Result<Option<Self>, crate::config::ConfigValueError> {
+        let get = |key: &str| values.get(key);
+        let auth = if let Some(path) = get("creds_file") {
+            NatsAuth::CredsFile(path.into())
+        } else if let (Some(jwt), Some(seed)) = (get("jwt"), get("seed")) {
+            NatsAuth::Jwt {
+                jwt: jwt.into(),
+                seed: seed.into(),
+            }
+        } else if let Some(seed) = get("nkey") {
+            NatsAuth::NkeySeed(seed.into())
+        } else if let Some(token) = get("token") {
+            NatsAuth::Token(token.into())
+        } else if let Some(user) = get("user") {
+            NatsAuth::UserPassword {
+                user,
+                password: get("password").unwrap_or_default().into(),
+            }
+        } else {
+            NatsAuth::None
+        };
+        let Some(url) = get("url") else {
+            if matches!(auth, NatsAuth::None) {
+                return Ok(None);
+            }
+            return Err(crate::config::ConfigValueError::new(
+                "url",
+                "credentials are given but no url",
+            ));
+        };
+        let mut opts = NatsOptions {
+            url,
+            auth,
+            name: Some(name.to_string()),
+            // Reconnect quickly: the backend must be usable within moments of coming back.
+            max_reconnect_delay: Duration::from_millis(250),
+            ..NatsOptions::default()
+        };
+        if let Some(ca) = get("tls_ca_file") {
+            opts.tls.required = true;
+            opts.tls.ca_file = Some(ca.into());
+        }
+        Ok(Some(opts))
+    }
+}
+
 impl Default for NatsOptions {
     fn default() -> Self {
         Self {

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod config;
 pub mod connect;
+pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod host_data;

@@ -277,6 +277,9 @@ pub struct LinkStatus {
     pub refused: u64,
     /// When it was last put (Unix milliseconds).
     pub updated_ms: u64,
+    /// What the provider delivered over it, for links it delivers events over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::delivery::DeliverySnapshot>,
 }
 
 fn now_ms() -> u64 {
@@ -291,6 +294,9 @@ fn now_ms() -> u64 {
 pub struct LinkTable {
     provider_id: String,
     links: BTreeMap<LinkKey, LinkEntry>,
+    /// Delivery counters of links this provider delivers events over (kept apart from the
+    /// entries: a provider starts delivering while its link is still being set up).
+    deliveries: BTreeMap<LinkKey, Arc<crate::delivery::DeliveryStats>>,
 }
 
 impl LinkTable {
@@ -299,6 +305,7 @@ impl LinkTable {
         Self {
             provider_id: provider_id.into(),
             links: BTreeMap::new(),
+            deliveries: BTreeMap::new(),
         }
     }
 
@@ -350,7 +357,13 @@ impl LinkTable {
 
     /// Removes the link `key`, returning it.
     pub fn remove_key(&mut self, key: &LinkKey) -> Option<LinkEntry> {
+        self.deliveries.remove(key);
         self.links.remove(key)
+    }
+
+    /// The delivery counters of link `key` (made on first use; they go with the link).
+    pub fn delivery_stats(&mut self, key: &LinkKey) -> Arc<crate::delivery::DeliveryStats> {
+        Arc::clone(self.deliveries.entry(key.clone()).or_default())
     }
 
     /// Removes every link `selector` matches and returns them.
@@ -361,7 +374,7 @@ impl LinkTable {
             .filter(|k| selector.matches(k))
             .cloned()
             .collect();
-        keys.iter().filter_map(|k| self.links.remove(k)).collect()
+        keys.iter().filter_map(|k| self.remove_key(k)).collect()
     }
 
     /// Marks every link `selector` matches as purged; returns the definitions that were not
@@ -436,6 +449,10 @@ impl LinkTable {
                 calls: e.calls,
                 refused: e.refused,
                 updated_ms: e.updated_ms,
+                delivery: self
+                    .deliveries
+                    .get(&e.definition.key())
+                    .map(|d| d.snapshot()),
             })
             .collect()
     }

@@ -21,6 +21,22 @@ pub struct LinkConfig<'a> {
     pub config: &'a HashMap<String, String>,
     /// Whether this replaces an earlier version of the same link (its config changed).
     pub is_update: bool,
+    /// The provider's runtime: clients for the link's target, delivery counters.
+    pub handle: crate::runtime::ProviderHandle,
+}
+
+impl LinkConfig<'_> {
+    /// A client for calling the link's target (the provider being its source): a component
+    /// a provider delivers events to.
+    pub fn linked_client(&self) -> crate::runtime::LinkedClient {
+        self.handle.linked_client(self.link)
+    }
+
+    /// This link's delivery counters, which `link ping` shows: pass them to
+    /// [`crate::delivery::Delivery::start`].
+    pub fn delivery_stats(&self) -> std::sync::Arc<crate::delivery::DeliveryStats> {
+        self.handle.inner.table().delivery_stats(&self.link.key())
+    }
 }
 
 /// Health of a provider, as answered to the host's health checks.
@@ -50,6 +66,9 @@ impl HealthStatus {
         }
     }
 }
+
+/// [`Provider::call_deadline`] unless a provider says otherwise.
+pub const DEFAULT_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A capability provider's reactions to lattice events.
 pub trait Provider: Send + Sync + 'static {
@@ -109,6 +128,14 @@ pub trait Provider: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send {
         let _ = config;
         async { Ok(()) }
+    }
+
+    /// Longest one served call may run before it is cancelled, unless the configuration says
+    /// otherwise (`--call-deadline-ms`). Providers whose calls stream whole objects raise
+    /// it: a transfer that still moves must not be cut by a total; one that stalls is cut by
+    /// the transport's idle timeout (`--rpc-timeout-ms`) all the same.
+    fn call_deadline(&self) -> std::time::Duration {
+        DEFAULT_CALL_DEADLINE
     }
 
     /// Answers a health check. An error or a panic here is reported as unhealthy; it never

@@ -1032,7 +1032,7 @@ async fn provider_calls_its_linked_component_with_1x_headers() {
 async fn calls_past_their_deadline_are_cancelled_and_concurrency_is_bounded() {
     let lattice = common::unique_lattice("limits");
     let mut config = ProviderConfig::standalone(&lattice, PROVIDER, &common::nats_url()).unwrap();
-    config.call_deadline = Duration::from_millis(300);
+    config.call_deadline = Some(Duration::from_millis(300));
     config.max_concurrent_calls = 2;
     let f = start_with(config).await;
     f.push_put(&link("comp", "default", &[])).await;

@@ -33,17 +33,40 @@ fn wire_id(id: &ObjectId) -> wt::ObjectId {
     }
 }
 
-/// Drives a call's remaining I/O (a streamed result arriving) on its own task.
-fn drive<F>(io: Option<F>, what: &'static str)
+/// Drives a call's remaining I/O (a streamed result arriving) on its own task, and ties
+/// `done` to it: the returned [`Done`] says how the transfer ended — `done`'s own answer, or
+/// the I/O's failure if that comes first. (A `future` result whose I/O fails never resolves
+/// by itself: without this a caller would wait for it for ever, as when the provider cancels
+/// the call part-way.)
+fn drive<F>(io: Option<F>, done: Done, what: &'static str) -> Done
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let Some(io) = io else {
+        return done;
+    };
+    let mut io = tokio::spawn(io);
+    Box::pin(async move {
+        let mut done = done;
+        tokio::select! {
+            answer = &mut done => answer,
+            ended = &mut io => match ended {
+                // All I/O is in, the answer with it.
+                Ok(Ok(())) => done.await,
+                Ok(Err(err)) => Err(format!("{what} failed: {err:#}")),
+                Err(err) => Err(format!("{what} failed: its I/O task ended: {err}")),
+            },
+        }
+    })
+}
+
+/// Lets a refused call's remaining I/O (if any) finish on its own task.
+fn finish<F>(io: Option<F>)
 where
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     if let Some(io) = io {
-        tokio::spawn(async move {
-            if let Err(err) = io.await {
-                tracing::debug!(error = %format!("{err:#}"), "{what} ended with an error");
-            }
-        });
+        tokio::spawn(io);
     }
 }
 
@@ -143,9 +166,13 @@ where
             )
             .await;
         let ((res,), io) = call.map_err(CallError::Transport)?;
-        drive(io, "a blob download");
-        res.map(|(BoundedBytes(data), done)| (data, done))
-            .map_err(CallError::Interface)
+        match res {
+            Ok((BoundedBytes(data), done)) => Ok((data, drive(io, done, "the download"))),
+            Err(err) => {
+                finish(io);
+                Err(CallError::Interface(err))
+            }
+        }
     }
 
     /// `write-container-data`: stores `data` as `id`, and returns once the provider has
@@ -153,33 +180,19 @@ where
     pub async fn write_container_data(&self, id: &ObjectId, data: ByteStream) -> Res<()> {
         let call = w::write_container_data(self.wrpc, self.cx.clone(), &wire_id(id), data).await;
         let (res, io) = call.map_err(CallError::Transport)?;
-        // The upload streams while the provider answers.
-        let io = io.map(tokio::spawn);
-        let done = match res {
-            Ok(done) => done.await.map_err(CallError::Interface),
+        match res {
+            // The upload streams while the provider stores it; `done` is its answer, or
+            // the upload's failure.
+            Ok(done) => drive(io, done, "the upload")
+                .await
+                .map_err(CallError::Interface),
             Err(refused) => {
                 // Refused before storing anything: the provider's reason is the answer, not
                 // what the abandoned upload then runs into.
-                if let Some(io) = io {
-                    io.abort();
-                }
-                return Err(CallError::Interface(refused));
-            }
-        };
-        if let Some(io) = io {
-            match io.await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    return Err(CallError::Transport(err.context("the upload failed")));
-                }
-                Err(err) => {
-                    return Err(CallError::Transport(
-                        anyhow::Error::new(err).context("the upload task failed"),
-                    ));
-                }
+                drop(io);
+                Err(CallError::Interface(refused))
             }
         }
-        done
     }
 
     /// `list-container-objects`: the names of `name`'s objects in chunks, and how the
@@ -202,9 +215,13 @@ where
             )
             .await;
         let ((res,), io) = call.map_err(CallError::Transport)?;
-        drive(io, "an object listing");
-        res.map(|(Names(names), done)| (names, done))
-            .map_err(CallError::Interface)
+        match res {
+            Ok((Names(names), done)) => Ok((names, drive(io, done, "the listing"))),
+            Err(err) => {
+                finish(io);
+                Err(CallError::Interface(err))
+            }
+        }
     }
 }
 

@@ -28,6 +28,12 @@ pub const INSTANCE: &str = "wrpc:blobstore/blobstore@0.2.0";
 
 use crate::{Invocations, ServeError};
 
+/// The call deadline blobstore providers serve with (`Provider::call_deadline`): a call
+/// moves a whole object, which takes as long as its size and the backend make it, so no
+/// short total applies. A transfer that stalls is cut by the transport's idle timeout
+/// instead (the caller's upload going silent, or its download not being read).
+pub const CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Object data, in pieces.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 /// An upload's data, in pieces; an `Err` item (the last) says the upload failed part-way

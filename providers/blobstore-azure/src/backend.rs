@@ -24,8 +24,9 @@ pub type Error = String;
 
 /// Blobs per listing page.
 const PAGE: u32 = 1000;
-/// Bytes fetched per ranged request of a read.
-const CHUNK: u64 = 1 << 20;
+/// Bytes fetched per ranged request of a read: each request costs a round trip before its
+/// first byte, and a response body streams as it arrives (memory does not grow with it).
+const CHUNK: u64 = 8 << 20;
 
 /// A link's client and settings.
 #[derive(Clone, Debug)]

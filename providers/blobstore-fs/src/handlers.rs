@@ -37,6 +37,10 @@ impl BlobFs {
 }
 
 impl Provider for BlobFs {
+    fn call_deadline(&self) -> std::time::Duration {
+        blobstore::CALL_DEADLINE
+    }
+
     async fn receive_link_config_as_target(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
         let settings = LinkSettings::parse(link.config)?;
         let path = match settings.root {

@@ -15,6 +15,8 @@ use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
     Delete, ObjectIdentifier,
 };
+use std::collections::VecDeque;
+
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
 use trellis_interfaces::blobstore::{
@@ -28,6 +30,66 @@ pub type Error = String;
 
 /// Keys per listing page (S3's maximum).
 const PAGE: i32 = 1000;
+
+/// An upload's bytes not yet sent, copied as they arrive into buffers of exactly a part's
+/// size: what is held is the parts themselves, not the received pieces (which may share
+/// larger read buffers) nor a buffer grown piece by piece (whose capacity doubles past the
+/// part).
+struct Parts {
+    size: usize,
+    full: VecDeque<Bytes>,
+    filling: BytesMut,
+    len: usize,
+}
+
+impl Parts {
+    fn new(size: usize) -> Self {
+        Self {
+            size: size.max(1),
+            full: VecDeque::new(),
+            filling: BytesMut::new(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, mut piece: Bytes) {
+        self.len += piece.len();
+        while !piece.is_empty() {
+            if self.filling.capacity() == 0 {
+                self.filling = BytesMut::with_capacity(self.size);
+            }
+            let take = (self.size - self.filling.len()).min(piece.len());
+            self.filling.extend_from_slice(&piece.split_to(take));
+            if self.filling.len() == self.size {
+                self.full
+                    .push_back(std::mem::take(&mut self.filling).freeze());
+            }
+        }
+    }
+
+    /// The next part to send: a full one, or (`last`) what is left.
+    fn next_part(&mut self, last: bool) -> Option<Bytes> {
+        let part = match self.full.pop_front() {
+            Some(part) => part,
+            None if last && !self.filling.is_empty() => std::mem::take(&mut self.filling).freeze(),
+            None => return None,
+        };
+        self.len -= part.len();
+        Some(part)
+    }
+
+    /// Everything held, as one buffer (a whole small object).
+    fn all(mut self) -> Bytes {
+        if self.full.is_empty() {
+            return self.filling.freeze();
+        }
+        let mut all = BytesMut::with_capacity(self.len);
+        while let Some(part) = self.next_part(true) {
+            all.extend_from_slice(&part);
+        }
+        all.freeze()
+    }
+}
 
 /// A link's S3 client and settings.
 #[derive(Clone, Debug)]
@@ -175,22 +237,22 @@ impl Store {
         bucket: &str,
         key: &str,
         id: &str,
-        mut buffered: BytesMut,
+        mut buffered: Parts,
         mut data: Upload,
     ) -> Result<Vec<CompletedPart>, Error> {
-        let part_size = usize::try_from(self.settings.part_size).unwrap_or(usize::MAX);
         let mut parts = Vec::new();
         let mut ended = false;
-        while !ended || !buffered.is_empty() {
-            while !ended && buffered.len() < part_size {
+        loop {
+            while !ended && buffered.full.is_empty() {
                 match data.next().await {
-                    Some(Ok(piece)) => buffered.extend_from_slice(&piece),
+                    Some(Ok(piece)) => buffered.push(piece),
                     Some(Err(why)) => return Err(why),
                     None => ended = true,
                 }
             }
-            let take = buffered.len().min(part_size);
-            let part: Bytes = buffered.split_to(take).freeze();
+            let Some(part) = buffered.next_part(ended) else {
+                break;
+            };
             let number =
                 i32::try_from(parts.len() + 1).map_err(|_| "too many parts".to_string())?;
             let sent = self
@@ -212,6 +274,97 @@ impl Store {
             );
         }
         Ok(parts)
+    }
+
+    /// Copies `source` (`bucket/key`, `size` bytes) to `dest` as a multipart upload of
+    /// `UploadPartCopy` ranges; aborted if a part fails.
+    async fn copy_parts(&self, source: &str, size: u64, dest: (&str, &str)) -> Result<(), Error> {
+        let (bucket, key) = dest;
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed(&format!("object {bucket}/{key}"), &e))?;
+        let Some(id) = upload.upload_id().map(str::to_string) else {
+            return Err("S3 gave no upload id".into());
+        };
+        let part_size = self.settings.copy_part_size;
+        let mut parts = Vec::new();
+        let mut result = Ok(());
+        let mut start = 0;
+        while start < size {
+            let end = (start + part_size).min(size) - 1;
+            let Ok(number) = i32::try_from(parts.len() + 1) else {
+                result = Err("too many parts".to_string());
+                break;
+            };
+            let sent = self
+                .client
+                .upload_part_copy()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&id)
+                .part_number(number)
+                .copy_source(source)
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .send()
+                .await;
+            match sent {
+                Ok(out) => parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(
+                            out.copy_part_result()
+                                .and_then(|r| r.e_tag())
+                                .map(str::to_string),
+                        )
+                        .build(),
+                ),
+                Err(e) => {
+                    result = Err(failed(&format!("part {number}"), &e));
+                    break;
+                }
+            }
+            start = end + 1;
+        }
+        if result.is_ok() {
+            let completed = CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build();
+            let done = self
+                .client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&id)
+                .multipart_upload(completed)
+                .send()
+                .await;
+            match done {
+                Ok(_) => return Ok(()),
+                Err(e) => result = Err(failed(&format!("object {bucket}/{key}"), &e)),
+            }
+        }
+        self.abort(bucket, key, &id).await;
+        result
+    }
+
+    /// Aborts multipart upload `id` (a failed upload or copy), logging if even that fails.
+    async fn abort(&self, bucket: &str, key: &str, id: &str) {
+        let aborted = self
+            .client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .send()
+            .await;
+        if let Err(e) = aborted {
+            tracing::warn!(error = %DisplayErrorContext(&e), "cannot abort a failed multipart upload");
+        }
     }
 }
 
@@ -394,21 +547,32 @@ impl blobstore::Store for Store {
     }
 
     /// Copies an object (server side), across buckets too; `then_delete` makes it a move.
+    /// One `CopyObject` up to the copy threshold (S3 copies at most 5 GiB so), part by part
+    /// above it.
     async fn copy(
         &self,
         src: (&str, &str),
         dest: (&str, &str),
         then_delete: bool,
     ) -> Result<(), Error> {
+        let what = format!("object {}/{}", src.0, src.1);
         let source = format!("{}/{}", self.bucket(src.0)?, encode_key(src.1));
-        self.client
-            .copy_object()
-            .bucket(self.bucket(dest.0)?)
-            .key(dest.1)
-            .copy_source(source)
-            .send()
-            .await
-            .map_err(|e| failed(&format!("object {}/{}", src.0, src.1), &e))?;
+        let dest_bucket = self.bucket(dest.0)?.to_string();
+        let size = self.object_info(src.0, src.1).await?.size;
+        if size > self.settings.copy_threshold {
+            self.copy_parts(&source, size, (&dest_bucket, dest.1))
+                .await
+                .map_err(|e| format!("{what} was not copied: {e}"))?;
+        } else {
+            self.client
+                .copy_object()
+                .bucket(&dest_bucket)
+                .key(dest.1)
+                .copy_source(source)
+                .send()
+                .await
+                .map_err(|e| failed(&what, &e))?;
+        }
         if then_delete {
             self.delete_object(src.0, src.1).await?;
         }
@@ -458,17 +622,18 @@ impl blobstore::Store for Store {
         let bucket = self.bucket(container)?.to_string();
         let what = format!("object {container}/{key}");
         let threshold = usize::try_from(self.settings.multipart_threshold).unwrap_or(usize::MAX);
-        let mut first = BytesMut::new();
-        while first.len() <= threshold {
+        let part_size = usize::try_from(self.settings.part_size).unwrap_or(usize::MAX);
+        let mut first = Parts::new(part_size);
+        while first.len <= threshold {
             match data.next().await {
-                Some(Ok(piece)) => first.extend_from_slice(&piece),
+                Some(Ok(piece)) => first.push(piece),
                 Some(Err(why)) => return Err(format!("the object was not stored: {why}")),
                 None => {
                     self.client
                         .put_object()
                         .bucket(&bucket)
                         .key(key)
-                        .body(S3Bytes::from(first.freeze()))
+                        .body(S3Bytes::from(first.all()))
                         .send()
                         .await
                         .map_err(|e| failed(&what, &e))?;
@@ -504,17 +669,7 @@ impl blobstore::Store for Store {
                 Ok(())
             }
             Err(err) => {
-                let aborted = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&bucket)
-                    .key(key)
-                    .upload_id(&id)
-                    .send()
-                    .await;
-                if let Err(e) = aborted {
-                    tracing::warn!(error = %DisplayErrorContext(&e), "cannot abort a failed multipart upload");
-                }
+                self.abort(&bucket, key, &id).await;
                 Err(format!("the object was not stored: {err}"))
             }
         }
@@ -524,6 +679,25 @@ impl blobstore::Store for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_are_cut_into_exact_parts() {
+        let mut p = Parts::new(5);
+        for piece in ["abc", "defg", "hijklmnopq", "r"] {
+            p.push(Bytes::from(piece));
+        }
+        assert_eq!(p.len, 18);
+        assert_eq!(p.next_part(false).as_deref(), Some(&b"abcde"[..]));
+        assert_eq!(p.next_part(false).as_deref(), Some(&b"fghij"[..]));
+        assert_eq!(p.next_part(false).as_deref(), Some(&b"klmno"[..]));
+        assert_eq!(p.next_part(false), None, "pqr is not a full part");
+        assert_eq!(p.next_part(true).as_deref(), Some(&b"pqr"[..]));
+        assert_eq!((p.len, p.next_part(true)), (0, None));
+
+        let mut small = Parts::new(4);
+        small.push(Bytes::from("abcdefg"));
+        assert_eq!(small.all(), "abcdefg");
+    }
 
     #[test]
     fn copy_sources_are_percent_encoded_but_for_slashes() {

@@ -20,6 +20,10 @@ pub struct BlobS3 {
 }
 
 impl Provider for BlobS3 {
+    fn call_deadline(&self) -> std::time::Duration {
+        blobstore::CALL_DEADLINE
+    }
+
     async fn receive_link_config_as_target(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
         let settings = LinkSettings::parse(link.config)?;
         self.links.insert(link.link, Store::new(settings));

@@ -14,6 +14,11 @@ pub type ConfigError = ConfigValueError;
 pub const MIN_PART: u64 = 5 << 20;
 /// Default part size, and the size above which an upload goes multipart.
 pub const DEFAULT_PART: u64 = 8 << 20;
+/// S3's largest object one `CopyObject` copies (and its largest part): larger ones are copied
+/// part by part.
+pub const MAX_SINGLE_COPY: u64 = 5 << 30;
+/// Default size of each part of a multipart copy.
+pub const DEFAULT_COPY_PART: u64 = 512 << 20;
 
 /// A link's settings.
 #[derive(Debug, Clone)]
@@ -37,6 +42,10 @@ pub struct LinkSettings {
     pub multipart_threshold: u64,
     /// The size of each part.
     pub part_size: u64,
+    /// Objects larger than this are copied part by part (`UploadPartCopy`).
+    pub copy_threshold: u64,
+    /// The size of each part of such a copy.
+    pub copy_part_size: u64,
 }
 
 impl LinkSettings {
@@ -67,6 +76,24 @@ impl LinkSettings {
         let multipart_threshold = values
             .byte_size("multipart_threshold")?
             .unwrap_or(part_size);
+        let copy_threshold = values
+            .byte_size("copy_threshold")?
+            .unwrap_or(MAX_SINGLE_COPY);
+        let copy_part_size = values
+            .byte_size("copy_part_size")?
+            .unwrap_or(DEFAULT_COPY_PART);
+        if !(MIN_PART..=MAX_SINGLE_COPY).contains(&copy_threshold) {
+            return Err(ConfigValueError::new(
+                "copy_threshold",
+                "between 5 MiB and 5 GiB (S3's single-copy limit)",
+            ));
+        }
+        if !(MIN_PART..=MAX_SINGLE_COPY).contains(&copy_part_size) {
+            return Err(ConfigValueError::new(
+                "copy_part_size",
+                "between 5 MiB and 5 GiB (S3's part limits)",
+            ));
+        }
         let aliases = config
             .iter()
             .filter_map(|(k, v)| {
@@ -90,6 +117,8 @@ impl LinkSettings {
             aliases,
             multipart_threshold,
             part_size,
+            copy_threshold,
+            copy_part_size,
         })
     }
 
@@ -128,6 +157,8 @@ mod tests {
         assert_eq!(s.region, "us-east-1");
         assert_eq!(s.part_size, 16 << 20);
         assert_eq!(s.multipart_threshold, 16 << 20);
+        assert_eq!(s.copy_threshold, 5 << 30);
+        assert_eq!(s.copy_part_size, 512 << 20);
         assert!(!format!("{s:?}").contains("very-secret"));
         let err = parse(&[
             ("access_key_id", "a"),
@@ -137,5 +168,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("part_size"), "{err}");
+        let err = parse(&[
+            ("access_key_id", "a"),
+            ("secret_access_key", "b"),
+            ("copy_threshold", "6GiB"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("copy_threshold"), "{err}");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use trellis_sdk::config::{ConfigValueError, ConfigValues};
-use trellis_sdk::connect::{NatsAuth, NatsOptions};
+use trellis_sdk::connect::NatsOptions;
 
 /// Default time one operation may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,47 +51,7 @@ impl LinkSettings {
     pub fn parse(config: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let values = ConfigValues::new(config);
         let get = |name: &str| values.get(name);
-        let auth = if let Some(path) = get("creds_file") {
-            NatsAuth::CredsFile(path.into())
-        } else if let (Some(jwt), Some(seed)) = (get("jwt"), get("seed")) {
-            NatsAuth::Jwt {
-                jwt: jwt.into(),
-                seed: seed.into(),
-            }
-        } else if let Some(seed) = get("nkey") {
-            NatsAuth::NkeySeed(seed.into())
-        } else if let Some(token) = get("token") {
-            NatsAuth::Token(token.into())
-        } else if let Some(user) = get("user") {
-            NatsAuth::UserPassword {
-                user,
-                password: get("password").unwrap_or_default().into(),
-            }
-        } else {
-            NatsAuth::None
-        };
-        let server = match get("url") {
-            Some(url) => {
-                let mut opts = NatsOptions {
-                    url,
-                    auth,
-                    name: Some("keyvalue-nats".into()),
-                    // Reconnect quickly: the backend must be usable within moments of
-                    // coming back.
-                    max_reconnect_delay: Duration::from_millis(250),
-                    ..NatsOptions::default()
-                };
-                if let Some(ca) = get("tls_ca_file") {
-                    opts.tls.required = true;
-                    opts.tls.ca_file = Some(ca.into());
-                }
-                Some(opts)
-            }
-            None if !matches!(auth, NatsAuth::None) => {
-                return Err(bad("url", "credentials are given but no url"));
-            }
-            None => None,
-        };
+        let server = NatsOptions::from_link_config(&values, "keyvalue-nats")?;
         let auto_create = values.flag("auto_create")?;
         let timeout = values.millis("timeout_ms", DEFAULT_TIMEOUT)?;
         let page = values.number_in("page_size", 1..=100_000, DEFAULT_PAGE)?;

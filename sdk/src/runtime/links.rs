@@ -16,7 +16,7 @@ use futures::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::Inner;
+use super::{Inner, ProviderHandle};
 use crate::events::{self, kind};
 use crate::link::{LinkDefinition, LinkKey, LinkRole, LinkSelector, LinkState, PutOutcome};
 use crate::provider::{LinkConfig, Provider};
@@ -168,7 +168,11 @@ pub(crate) async fn run<P: Provider>(
 }
 
 /// Applies one put: new and changed links reach the provider; the same link again does not.
-async fn put<P: Provider>(inner: &Inner, provider: &P, link: LinkDefinition) -> Result<(), String> {
+async fn put<P: Provider>(
+    inner: &Arc<Inner>,
+    provider: &P,
+    link: LinkDefinition,
+) -> Result<(), String> {
     if let Err(err) = link.validate() {
         return Err(err.to_string());
     }
@@ -190,6 +194,9 @@ async fn put<P: Provider>(inner: &Inner, provider: &P, link: LinkDefinition) -> 
                 link: &link,
                 config: &link.target_config,
                 is_update,
+                handle: ProviderHandle {
+                    inner: Arc::clone(inner),
+                },
             };
             guarded(
                 "receive_link_config_as_target",
@@ -202,6 +209,9 @@ async fn put<P: Provider>(inner: &Inner, provider: &P, link: LinkDefinition) -> 
                 link: &link,
                 config: &link.source_config,
                 is_update,
+                handle: ProviderHandle {
+                    inner: Arc::clone(inner),
+                },
             };
             guarded(
                 "receive_link_config_as_source",

@@ -163,9 +163,10 @@ impl ProviderHandle {
     /// lattice store, and answers control subjects. Serve exports with
     /// [`ProviderHandle::serve`] afterwards.
     pub async fn start<P: Provider>(
-        config: ProviderConfig,
+        mut config: ProviderConfig,
         provider: Arc<P>,
     ) -> Result<Self, RuntimeError> {
+        config.call_deadline = Some(config.call_deadline.unwrap_or(provider.call_deadline()));
         let subjects = LatticeSubjects::new(&config.lattice).map_err(ConfigError::from)?;
         provider.init(&config).await.map_err(RuntimeError::Init)?;
         let nats = config.nats.connect().await?;

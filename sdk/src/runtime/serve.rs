@@ -273,7 +273,10 @@ where
 {
     inner.inflight.fetch_add(1, Ordering::AcqRel);
     let inner = Arc::clone(inner);
-    let deadline = inner.config.call_deadline;
+    let deadline = inner
+        .config
+        .call_deadline
+        .unwrap_or(crate::provider::DEFAULT_CALL_DEADLINE);
     let span = tracing::debug_span!("wrpc.call", instance, func);
     async move {
         match tokio::time::timeout(deadline, fut).await {

@@ -4,7 +4,8 @@
 //! container lifecycle, objects streamed both ways (3 MiB), inclusive ranges at the edges,
 //! listing by page with no loss or duplicate, copy and move across containers, names with
 //! unicode, spaces and slashes, typed not-found errors; then what is each one's own (hostile
-//! names for fs; multipart uploads and container aliases for S3).
+//! names for fs; multipart uploads and copies and container aliases for S3), 1 GiB each way
+//! in bounded memory through each, and a stalled reader.
 //! A component in the host stores and reads blobs through it. (The security table of the
 //! file system itself is in the provider's unit tests.)
 
@@ -111,24 +112,55 @@ async fn blobstore_fs_conforms() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blobstore_s3_conforms() {
+/// Two fresh container (bucket) names.
+fn two_containers() -> (String, String) {
     let suffix = &common::unique_lattice("")[1..9];
-    let (a, b) = (format!("conf-a-{suffix}"), format!("conf-b-{suffix}"));
-    let config: HashMap<String, String> = [
+    (format!("conf-a-{suffix}"), format!("conf-b-{suffix}"))
+}
+
+fn config(pairs: &[(&str, String)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// blobstore-s3's link config for the S3-compatible server, and `extra`.
+fn s3_config(extra: &[(&str, String)]) -> HashMap<String, String> {
+    let mut c = config(&[
         ("endpoint", common::s3_url()),
         ("access_key_id", "test".to_string()),
         ("secret_access_key", "test".to_string()),
         ("force_path_style", "true".to_string()),
-        // Multipart above 5 MiB, in 5 MiB parts: the 12 MiB object below takes three.
+    ]);
+    c.extend(config(extra));
+    c
+}
+
+/// blobstore-azure's link config for the emulator, and `extra`.
+fn azure_config(extra: &[(&str, String)]) -> HashMap<String, String> {
+    let mut c = config(&[
+        ("endpoint", common::azure_url()),
+        ("account", "devstoreaccount1".to_string()),
+        ("access_key", common::AZURITE_KEY.to_string()),
+    ]);
+    c.extend(config(extra));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobstore_s3_conforms() {
+    let (a, b) = two_containers();
+    let config = s3_config(&[
+        // Multipart above 5 MiB, in 5 MiB parts: the 12 MiB object below takes three; so
+        // does its copy.
         ("multipart_threshold", "5MiB".to_string()),
         ("part_size", "5MiB".to_string()),
+        ("copy_threshold", "5MiB".to_string()),
+        ("copy_part_size", "5MiB".to_string()),
         // Container `photos` is the bucket of the same name as `a`.
         ("container.photos", a.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    ]);
     let (_p, c) = linked("blobstore-s3", config).await;
     conforms(&c, &a, &b).await;
     // Multipart: 12 MiB in three parts, read back whole; through an alias.
@@ -144,25 +176,28 @@ async fn blobstore_s3_conforms() {
             .await
             .unwrap()
     );
+    // Above the copy threshold a copy goes part by part (UploadPartCopy), whole and exact.
+    let copy = ObjectId::new(&a, "multi/copy.bin");
+    bs.copy_object(&id, &copy).await.unwrap();
+    assert_eq!(bs.get_object_info(&copy).await.unwrap().size, 12 << 20);
+    assert!(read(&bs, &copy, 0, u64::MAX).await == data[..]);
+    assert_eq!(
+        read(&bs, &copy, (5 << 20) - 3, (5 << 20) + 2).await,
+        data[(5 << 20) - 3..(5 << 20) + 3]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobstore_azure_conforms() {
-    let suffix = &common::unique_lattice("")[1..9];
-    let (a, b) = (format!("conf-a-{suffix}"), format!("conf-b-{suffix}"));
-    let config: HashMap<String, String> = [
-        ("endpoint", common::azure_url()),
-        ("account", "devstoreaccount1".to_string()),
-        ("access_key", common::AZURITE_KEY.to_string()),
-        // 1 MiB blocks: the 3 MiB object of the suite is staged in three.
-        ("block_size", "1MiB".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let (a, b) = two_containers();
+    // 1 MiB blocks: the 3 MiB object of the suite is staged in three.
+    let config = azure_config(&[("block_size", "1MiB".to_string())]);
     let (_p, c) = linked("blobstore-azure", config).await;
     conforms(&c, &a, &b).await;
 }
+
+/// Objects the suite lists by page.
+const LISTED: usize = 5000;
 
 /// What every blobstore provider does, on two fresh containers `a` and `b`.
 async fn conforms(c: &LinkedClient, a: &str, b: &str) {
@@ -191,12 +226,17 @@ async fn conforms(c: &LinkedClient, a: &str, b: &str) {
         .unwrap();
     assert_eq!(bs.get_object_info(&empty).await.unwrap().size, 0);
 
-    // 2,500 objects listed by page: no loss, no duplicate.
-    for i in 0..2500 {
-        let id = ObjectId::new(b, format!("n/{i:05}"));
-        let one: ByteStream = Box::pin(futures::stream::iter([Bytes::from(i.to_string())]));
-        bs.write_container_data(&id, one).await.unwrap();
-    }
+    // 5,000 objects (written 32 at a time) listed by page: no loss, no duplicate.
+    futures::stream::iter(0..LISTED)
+        .for_each_concurrent(32, |i| {
+            let bs = &bs;
+            async move {
+                let id = ObjectId::new(b, format!("n/{i:05}"));
+                let one: ByteStream = Box::pin(futures::stream::iter([Bytes::from(i.to_string())]));
+                bs.write_container_data(&id, one).await.unwrap();
+            }
+        })
+        .await;
     let mut seen = Vec::new();
     let mut offset = 0;
     loop {
@@ -212,7 +252,7 @@ async fn conforms(c: &LinkedClient, a: &str, b: &str) {
         offset += page.len() as u64;
         seen.extend(page);
     }
-    let expected: Vec<String> = (0..2500).map(|i| format!("n/{i:05}")).collect();
+    let expected: Vec<String> = (0..LISTED).map(|i| format!("n/{i:05}")).collect();
     assert_eq!(seen, expected);
 
     // Copy and move across containers.
@@ -338,44 +378,152 @@ async fn an_abandoned_upload_leaves_nothing() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// 1 GiB written and read back through the provider in bounded memory: its peak resident
-/// memory stays under 64 MiB (the data never sits whole anywhere but on disk).
+/// 1 GiB written and read back through each provider in bounded memory: its peak resident
+/// memory stays under 64 MiB (the data never sits whole anywhere but in the backend).
 #[test]
-fn a_gibibyte_object_streams_through_in_bounded_memory() {
-    common::run_with_large_stacks(gibibyte());
+fn a_gibibyte_object_streams_through_blobstore_fs_in_bounded_memory() {
+    common::run_with_large_stacks(async {
+        let (p, c, root) = fs_linked(&["--rpc-timeout-ms", "60000"]).await;
+        gibibyte(&p, &c, "big").await;
+        let _ = std::fs::remove_dir_all(&root);
+    });
 }
 
-async fn gibibyte() {
-    const SIZE: u64 = 1 << 30;
-    const PIECE: usize = 256 << 10;
-    let (p, c, root) = fs_linked(&["--rpc-timeout-ms", "60000"]).await;
-    let bs = Client::new(&c, ());
-    bs.create_container("big").await.unwrap();
-    let id = ObjectId::new("big", "gib");
-    // The same 256 KiB piece, 4096 times; its byte sum tells a whole read from a short one.
+#[test]
+fn a_gibibyte_object_streams_through_blobstore_s3_in_bounded_memory() {
+    common::run_with_large_stacks(async {
+        let (p, c) = linked_with(
+            "blobstore-s3",
+            &["--rpc-timeout-ms", "60000"],
+            s3_config(&[]),
+        )
+        .await;
+        let (bucket, _) = two_containers();
+        gibibyte(&p, &c, &bucket).await;
+        Client::new(&c, ()).delete_container(&bucket).await.unwrap();
+    });
+}
+
+#[test]
+fn a_gibibyte_object_streams_through_blobstore_azure_in_bounded_memory() {
+    common::run_with_large_stacks(async {
+        let config = azure_config(&[]);
+        let (p, c) = linked_with("blobstore-azure", &["--rpc-timeout-ms", "60000"], config).await;
+        let (container, _) = two_containers();
+        gibibyte(&p, &c, &container).await;
+        Client::new(&c, ())
+            .delete_container(&container)
+            .await
+            .unwrap();
+    });
+}
+
+/// The same 256 KiB piece, 4096 times: 1 GiB, as a stream; its byte sum tells a whole read
+/// from a short one.
+const PIECE: usize = 256 << 10;
+
+fn repeated(pieces: usize) -> (ByteStream, u64) {
     let piece = Bytes::from((0..PIECE).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
-    let piece_sum: u64 = piece.iter().map(|b| u64::from(*b)).sum();
-    let pieces = SIZE / PIECE as u64;
-    let upload: ByteStream = Box::pin(futures::stream::repeat(piece).take(pieces as usize));
+    let sum: u64 = piece.iter().map(|b| u64::from(*b)).sum();
+    (
+        Box::pin(futures::stream::repeat(piece).take(pieces)),
+        sum * pieces as u64,
+    )
+}
+
+/// Length and byte sum of a read.
+async fn length_and_sum(data: ByteStream) -> (u64, u64) {
+    data.fold((0u64, 0u64), |(len, sum), b| async move {
+        (
+            len + b.len() as u64,
+            sum + b.iter().map(|x| u64::from(*x)).sum::<u64>(),
+        )
+    })
+    .await
+}
+
+async fn gibibyte(p: &ProviderProcess, c: &LinkedClient, container: &str) {
+    const SIZE: u64 = 1 << 30;
+    let bs = Client::new(c, ());
+    bs.create_container(container).await.unwrap();
+    let id = ObjectId::new(container, "gib");
+    let (upload, expected_sum) = repeated((SIZE / PIECE as u64) as usize);
+    let (_, peak_idle) = common::memory_kib(p.pid());
     bs.write_container_data(&id, upload).await.expect("stored");
     assert_eq!(bs.get_object_info(&id).await.unwrap().size, SIZE);
+    let (_, peak_up) = common::memory_kib(p.pid());
     let (data, done) = bs.get_container_data(&id, 0, u64::MAX).await.expect("read");
-    let (len, sum) = data
-        .fold((0u64, 0u64), |(len, sum), b| async move {
-            (
-                len + b.len() as u64,
-                sum + b.iter().map(|x| u64::from(*x)).sum::<u64>(),
-            )
-        })
-        .await;
+    let (len, sum) = length_and_sum(data).await;
     done.await.expect("read to the end");
     assert_eq!(len, SIZE);
-    assert_eq!(sum, piece_sum * pieces);
+    assert_eq!(sum, expected_sum);
     let (_, peak) = common::memory_kib(p.pid());
-    eprintln!("blobstore-fs peak resident memory after 1 GiB each way: {peak} KiB");
+    eprintln!(
+        "{} peak resident memory: {peak_idle} KiB linked, {peak_up} KiB after 1 GiB in, {peak} KiB after 1 GiB out",
+        p.id
+    );
     assert!(
         peak < 64 << 10,
-        "the provider's peak memory was {peak} KiB for 1 GiB each way"
+        "{}'s peak memory was {peak} KiB for 1 GiB each way",
+        p.id
     );
+    bs.delete_object(&id).await.unwrap();
+}
+
+/// A reader that stops reading stalls the download: the provider does not read the object
+/// ahead into memory (its resident memory stays far below the object while the reader
+/// waits), and once the reader goes on it gets every byte.
+#[test]
+fn a_stalled_reader_stalls_the_download() {
+    common::run_with_large_stacks(async {
+        const PIECES: usize = 1024; // 256 MiB
+        let (p, c, root) = fs_linked(&["--rpc-timeout-ms", "60000"]).await;
+        let bs = Client::new(&c, ());
+        bs.create_container("slow").await.unwrap();
+        let id = ObjectId::new("slow", "quarter-gib");
+        let (upload, expected_sum) = repeated(PIECES);
+        bs.write_container_data(&id, upload).await.expect("stored");
+        let (mut data, done) = bs.get_container_data(&id, 0, u64::MAX).await.expect("read");
+        let first = data.next().await.expect("a first piece");
+        // The reader stops. Were the provider reading ahead regardless, it would hold the
+        // rest (255 MiB) within these two seconds: loopback moves that in well under one.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let (now, _) = common::memory_kib(p.pid());
+        assert!(
+            now < 64 << 10,
+            "the provider holds {now} KiB while its reader is stalled"
+        );
+        let (len, sum) = length_and_sum(data).await;
+        done.await.expect("read to the end after the stall");
+        let first_sum: u64 = first.iter().map(|b| u64::from(*b)).sum();
+        assert_eq!(len + first.len() as u64, (PIECES * PIECE) as u64);
+        assert_eq!(sum + first_sum, expected_sum);
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
+
+/// An upload the provider cuts at its call deadline fails at the caller with an error, soon:
+/// it neither hangs nor stores anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_at_the_deadline_fails_at_the_caller() {
+    let (_p, c, root) = fs_linked(&["--call-deadline-ms", "1000"]).await;
+    let bs = Client::new(&c, ());
+    bs.create_container("c").await.unwrap();
+    // A piece every 100 ms, for ten seconds.
+    let slow: ByteStream = Box::pin(futures::stream::iter(0..100).then(|_| async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Bytes::from(vec![1u8; 1024])
+    }));
+    let started = std::time::Instant::now();
+    let id = ObjectId::new("c", "slow");
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        bs.write_container_data(&id, slow),
+    )
+    .await
+    .expect("the caller hangs");
+    eprintln!("after {:?}: {result:?}", started.elapsed());
+    assert!(result.is_err(), "{result:?}");
+    assert!(!bs.has_object(&id).await.unwrap());
     let _ = std::fs::remove_dir_all(&root);
 }

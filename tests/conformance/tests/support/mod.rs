@@ -1,6 +1,9 @@
 //! What the end-to-end suites share: a host on a test lattice, and a client calling the
 //! components it runs.
 
+// Each suite uses some of these helpers, not all.
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 use trellis_host::{Host, HostOptions};

@@ -1,0 +1,125 @@
+//! The provider's links and the consumer interface. A target link (component → provider)
+//! keeps the NATS client its publishes and requests use; a source link (provider →
+//! component) keeps its running subscription, replaced when the link changes and stopped when
+//! it goes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use trellis_interfaces::messaging::{Consumer, Message};
+use trellis_sdk::link::{LinkDefinition, LinkKey, LinkStates};
+use trellis_sdk::provider::{LinkConfig, Provider};
+use trellis_sdk::runtime::CallContext;
+
+use crate::backend::{self, Subscription};
+use crate::settings::{SourceSettings, TargetSettings};
+
+/// The longest request a component may ask for.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The provider: each target link's client and each source link's subscription.
+#[derive(Clone, Default)]
+pub struct MessagingNats {
+    targets: LinkStates<async_nats::Client>,
+    sources: Arc<Mutex<HashMap<LinkKey, Subscription>>>,
+}
+
+fn sources(p: &MessagingNats) -> std::sync::MutexGuard<'_, HashMap<LinkKey, Subscription>> {
+    p.sources.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The durable consumer a source link uses unless its config names one: one per link, so
+/// instances of this provider serving the same link share it (and split its messages).
+fn default_consumer(link: &LinkDefinition) -> String {
+    let raw = format!("trellis-{}-{}-{}", link.source_id, link.target, link.name);
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect()
+}
+
+impl Provider for MessagingNats {
+    async fn receive_link_config_as_target(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
+        let settings = TargetSettings::parse(link.config)?;
+        let nats = backend::connect(settings.server.as_ref(), link.handle.nats()).await?;
+        self.targets.insert(link.link, nats);
+        Ok(())
+    }
+
+    async fn receive_link_config_as_source(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
+        let settings = SourceSettings::parse(link.config, &default_consumer(link.link))?;
+        // The old subscription (a changed link) stops before the new one starts.
+        sources(self).remove(&link.link.key());
+        let nats = backend::connect(settings.server.as_ref(), link.handle.nats()).await?;
+        let subscription =
+            backend::subscribe(nats, settings, link.linked_client(), link.delivery_stats()).await?;
+        sources(self).insert(link.link.key(), subscription);
+        Ok(())
+    }
+
+    async fn delete_link_as_target(&self, link: &LinkDefinition) -> anyhow::Result<()> {
+        self.targets.remove(link);
+        Ok(())
+    }
+
+    async fn delete_link_as_source(&self, link: &LinkDefinition) -> anyhow::Result<()> {
+        sources(self).remove(&link.key());
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> anyhow::Result<()> {
+        sources(self).clear();
+        Ok(())
+    }
+}
+
+impl MessagingNats {
+    fn client(&self, cx: &CallContext) -> Result<Arc<async_nats::Client>, String> {
+        self.targets
+            .get(&cx.link)
+            .ok_or_else(|| "this link has no messaging-nats settings (yet)".to_string())
+    }
+}
+
+impl Consumer<CallContext> for MessagingNats {
+    async fn request(
+        &self,
+        cx: CallContext,
+        subject: String,
+        body: Bytes,
+        timeout_ms: u32,
+    ) -> Result<Message, String> {
+        let nats = self.client(&cx)?;
+        let timeout = Duration::from_millis(u64::from(timeout_ms)).min(MAX_REQUEST_TIMEOUT);
+        let request = async_nats::Request::new()
+            .payload(body)
+            .timeout(Some(timeout));
+        let reply = nats
+            .send_request(subject.clone(), request)
+            .await
+            .map_err(|e| format!("request on {subject} failed: {e}"))?;
+        Ok(Message {
+            subject: reply.subject.to_string(),
+            body: reply.payload,
+            reply_to: None,
+        })
+    }
+
+    async fn publish(&self, cx: CallContext, msg: Message) -> Result<(), String> {
+        let nats = self.client(&cx)?;
+        let subject = msg.subject.clone();
+        let sent = match msg.reply_to {
+            Some(reply) => nats.publish_with_reply(msg.subject, reply, msg.body).await,
+            None => nats.publish(msg.subject, msg.body).await,
+        };
+        sent.map_err(|e| format!("publish on {subject} failed: {e}"))
+    }
+}
