@@ -13,7 +13,7 @@ command -v python3 >/dev/null || { echo "test: python3 is required" >&2; exit 1;
 # Private service directory per run, so parallel runs and leftovers never collide.
 export TRELLIS_RUN="${TRELLIS_RUN:-$(mktemp -d /tmp/trellis-test.XXXXXX)}"
 trap 'scripts/services.sh stop' EXIT
-scripts/services.sh start nats redis s3 azure
+scripts/services.sh start nats redis s3 azure kafka
 eval "$(scripts/services.sh env)"
 
 # The committed prebuilt test components must be what their sources build to (skipped, and

@@ -7,3 +7,4 @@
 
 pub mod keyvalue;
 pub mod lattice;
+pub mod messaging;

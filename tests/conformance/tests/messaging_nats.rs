@@ -9,145 +9,21 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt as _;
 use trellis_conformance::lattice::ProviderProcess;
+use trellis_conformance::messaging::{Recorder, deliver_to, delivered, fast_retries, stand_in};
 use trellis_host::read_component;
-use trellis_interfaces::messaging::{self, ConsumerClient, Message, MessageHandler};
+use trellis_interfaces::messaging::{ConsumerClient, Message, MessageHandler};
 use trellis_sdk::store::StoredLink;
-use trellis_sdk::subjects::LatticeSubjects;
 use trellis_tests as common;
-use trellis_wrpc_nats::{Connection, TransportOptions};
 
 const MESSENGER_WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../components/prebuilt/messenger.wasm"
 );
-
-/// What the stand-in component saw, and how it fails.
-#[derive(Clone, Default)]
-struct Recorder {
-    handled: Arc<Mutex<Vec<Message>>>,
-    tries: Arc<Mutex<HashMap<Bytes, u32>>>,
-    /// Fail the first two tries of messages whose body is a multiple of five.
-    flaky: bool,
-}
-
-impl MessageHandler<trellis_wrpc_nats::ServeContext> for Recorder {
-    async fn handle_message(
-        &self,
-        _cx: trellis_wrpc_nats::ServeContext,
-        msg: Message,
-    ) -> Result<(), String> {
-        let tries = {
-            let mut t = self.tries.lock().unwrap();
-            let n = t.entry(msg.body.clone()).or_insert(0);
-            *n += 1;
-            *n
-        };
-        let seq: u64 = std::str::from_utf8(&msg.body)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1);
-        if self.flaky && seq.is_multiple_of(5) && tries <= 2 {
-            return Err(format!("failing {seq} on try {tries}"));
-        }
-        self.handled.lock().unwrap().push(msg);
-        Ok(())
-    }
-}
-
-impl Recorder {
-    /// Messages handled, readiness probes aside.
-    fn count(&self) -> usize {
-        self.handled
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| !m.subject.ends_with(".probe"))
-            .count()
-    }
-
-    /// Waits until `n` messages were handled (at most `limit`).
-    async fn wait_for(&self, n: usize, limit: Duration) {
-        let started = std::time::Instant::now();
-        while self.count() < n {
-            assert!(
-                started.elapsed() < limit,
-                "only {} of {n} messages handled",
-                self.count()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The bodies handled per subject, in handling order.
-    fn by_subject(&self) -> HashMap<String, Vec<u64>> {
-        let mut out: HashMap<String, Vec<u64>> = HashMap::new();
-        for m in self.handled.lock().unwrap().iter() {
-            let seq = std::str::from_utf8(&m.body).unwrap().parse().unwrap();
-            out.entry(m.subject.clone()).or_default().push(seq);
-        }
-        out
-    }
-}
-
-/// Serves `recorder` as component `id` on `lattice` until the returned task is dropped.
-async fn stand_in(lattice: &str, id: &str, recorder: Recorder) -> Vec<tokio::task::JoinHandle<()>> {
-    let conn = Connection::new(common::nats().await, TransportOptions::default())
-        .await
-        .expect("connection");
-    let prefix = LatticeSubjects::new(lattice).unwrap().wrpc_prefix(id);
-    let server = conn.server(prefix, None);
-    let invocations = messaging::serve_handler(&server, recorder)
-        .await
-        .expect("serve the handler");
-    invocations
-        .into_iter()
-        .map(|(_, _, mut calls)| {
-            tokio::spawn(async move {
-                while let Some(call) = calls.next().await {
-                    if let Ok(call) = call {
-                        tokio::spawn(call);
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-/// Links provider `p` to component `comp` for `handler`, with `config` as source config.
-async fn deliver_to(p: &ProviderProcess, comp: &str, config: &[(&str, String)]) {
-    let name = format!("{comp}-subs");
-    let config: HashMap<String, String> = config
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    p.store.put_config(&name, &config).await.unwrap();
-    p.store
-        .put_link(
-            StoredLink::new(&p.id, comp, "wasmcloud", "messaging", ["handler"])
-                .with_source_config([name]),
-        )
-        .await
-        .unwrap();
-}
-
-/// The delivery counters `link ping` shows for `p`'s links.
-async fn delivered(p: &ProviderProcess) -> Vec<trellis_sdk::delivery::DeliverySnapshot> {
-    let nats = common::nats().await;
-    let subjects = LatticeSubjects::new(&p.lattice).unwrap();
-    trellis_sdk::admin::ping_links(&nats, &subjects, Some(&p.id), Duration::from_millis(500))
-        .await
-        .unwrap()
-        .into_iter()
-        .flat_map(|r| r.links)
-        .filter_map(|l| l.delivery)
-        .collect()
-}
 
 /// Publishes `n` messages round-robin on `subjects` (body: the sequence number).
 async fn publish_all(nats: &async_nats::Client, subjects: &[String], n: u64) {
@@ -177,17 +53,6 @@ fn assert_in_order(recorder: &Recorder, subjects: &[String], n: u64) {
             "{subject}: out of order or duplicated"
         );
     }
-}
-
-/// Source config with quick retries (and `extra`).
-fn fast_retries(extra: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
-    let mut c = vec![
-        ("retry_backoff_ms", "5".to_string()),
-        ("max_retry_backoff_ms", "20".to_string()),
-        ("handler_timeout_ms", "5000".to_string()),
-    ];
-    c.extend(extra);
-    c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,26 +266,7 @@ impl MessageHandler<trellis_wrpc_nats::ServeContext> for Poisoned {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spent_messages_go_to_the_dead_letter_subject() {
     let p = ProviderProcess::start("messaging-nats", "msg-dlq").await;
-    let conn = Connection::new(common::nats().await, TransportOptions::default())
-        .await
-        .unwrap();
-    let server = conn.server(
-        LatticeSubjects::new(&p.lattice)
-            .unwrap()
-            .wrpc_prefix("comp"),
-        None,
-    );
-    let invocations = messaging::serve_handler(&server, Poisoned).await.unwrap();
-    let _serving: Vec<_> = invocations
-        .into_iter()
-        .map(|(_, _, mut calls)| {
-            tokio::spawn(async move {
-                while let Some(Ok(call)) = calls.next().await {
-                    tokio::spawn(call);
-                }
-            })
-        })
-        .collect();
+    let _comp = stand_in(&p.lattice, "comp", Poisoned).await;
     let tag = &common::unique_lattice("")[1..9];
     let nats = common::nats().await;
     let mut dlq = nats.subscribe(format!("dlq.{tag}")).await.unwrap();
