@@ -59,6 +59,28 @@ impl Default for DeliveryOptions {
 }
 
 impl DeliveryOptions {
+    /// The options a link's config sets, the defaults for the rest: `lanes`, `lane_queue`,
+    /// `max_attempts`, `handler_timeout_ms`, `retry_backoff_ms`, `max_retry_backoff_ms`
+    /// (one set of keys for every provider that delivers events).
+    pub fn from_config(
+        values: &crate::config::ConfigValues<'_>,
+    ) -> Result<Self, crate::config::ConfigValueError> {
+        let d = Self::default();
+        Ok(Self {
+            lanes: values.number_in("lanes", 1..=1024, d.lanes)?,
+            lane_queue: values.number_in("lane_queue", 1..=10_000, d.lane_queue)?,
+            deadline: values.millis("handler_timeout_ms", d.deadline)?,
+            attempts: u32::try_from(values.number_in(
+                "max_attempts",
+                1..=1000,
+                d.attempts as usize,
+            )?)
+            .unwrap_or(d.attempts),
+            first_backoff: values.millis("retry_backoff_ms", d.first_backoff)?,
+            max_backoff: values.millis("max_retry_backoff_ms", d.max_backoff)?,
+        })
+    }
+
     /// The wait before attempt `attempt` (2 is the first retry).
     pub fn backoff(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(2).min(31);
@@ -490,6 +512,26 @@ mod tests {
         // The deadline (5 s) ends the hung attempt, and the lane moves on.
         fourth.await.unwrap();
         assert!(stats.snapshot().dropped >= 1);
+    }
+
+    #[test]
+    fn options_come_from_link_config_keys() {
+        let map: std::collections::HashMap<String, String> = [
+            ("MAX_ATTEMPTS", "3"),
+            ("handler_timeout_ms", "1500"),
+            ("lanes", "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let o = DeliveryOptions::from_config(&crate::config::ConfigValues::new(&map)).unwrap();
+        assert_eq!((o.attempts, o.lanes, o.lane_queue), (3, 2, 64));
+        assert_eq!(o.deadline, Duration::from_millis(1500));
+        let bad: std::collections::HashMap<String, String> =
+            [("max_attempts".to_string(), "0".to_string())].into();
+        let err =
+            DeliveryOptions::from_config(&crate::config::ConfigValues::new(&bad)).unwrap_err();
+        assert!(err.to_string().contains("max_attempts"), "{err}");
     }
 
     #[test]

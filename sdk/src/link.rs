@@ -627,6 +627,11 @@ impl<T> LinkStates<T> {
         Some(state)
     }
 
+    /// Forgets every link's state (a provider shutting down).
+    pub fn clear(&self) {
+        self.write().buckets.clear();
+    }
+
     /// The state of `link`, if it has one.
     pub fn get(&self, link: &LinkDefinition) -> Option<Arc<T>> {
         let map = self.read();

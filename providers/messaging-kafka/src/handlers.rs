@@ -2,13 +2,10 @@
 //! keeps the producer its publishes use; a source link (provider → component) keeps its
 //! group member, replaced when the link changes and stopped when it goes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use bytes::Bytes;
 use rdkafka::producer::FutureProducer;
 use trellis_interfaces::messaging::{Consumer, Message};
-use trellis_sdk::link::{LinkDefinition, LinkKey, LinkStates};
+use trellis_sdk::link::{LinkDefinition, LinkStates};
 use trellis_sdk::provider::{LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
@@ -19,11 +16,7 @@ use crate::settings::{SourceSettings, TargetSettings, valid_topic};
 #[derive(Clone, Default)]
 pub struct MessagingKafka {
     targets: LinkStates<FutureProducer>,
-    sources: Arc<Mutex<HashMap<LinkKey, Subscription>>>,
-}
-
-fn sources(p: &MessagingKafka) -> std::sync::MutexGuard<'_, HashMap<LinkKey, Subscription>> {
-    p.sources.lock().unwrap_or_else(|e| e.into_inner())
+    sources: LinkStates<Subscription>,
 }
 
 /// The consumer group a source link joins unless its config names one: one per link, so
@@ -43,10 +36,10 @@ impl Provider for MessagingKafka {
     async fn receive_link_config_as_source(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
         let settings = SourceSettings::parse(link.config, &default_group(link.link))?;
         // The old member (a changed link) leaves before the new one joins.
-        sources(self).remove(&link.link.key());
+        self.sources.remove(link.link);
         let subscription =
             backend::subscribe(settings, link.linked_client(), link.delivery_stats())?;
-        sources(self).insert(link.link.key(), subscription);
+        self.sources.insert(link.link, subscription);
         Ok(())
     }
 
@@ -56,12 +49,12 @@ impl Provider for MessagingKafka {
     }
 
     async fn delete_link_as_source(&self, link: &LinkDefinition) -> anyhow::Result<()> {
-        sources(self).remove(&link.key());
+        self.sources.remove(link);
         Ok(())
     }
 
     async fn shutdown(&self) -> anyhow::Result<()> {
-        sources(self).clear();
+        self.sources.clear();
         Ok(())
     }
 }

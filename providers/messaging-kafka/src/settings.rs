@@ -189,7 +189,6 @@ impl SourceSettings {
                 format!("{t:?} is not a valid Kafka topic"),
             ));
         }
-        let defaults = DeliveryOptions::default();
         Ok(Self {
             connection: Connection::parse(&values)?,
             topics,
@@ -200,15 +199,7 @@ impl SourceSettings {
             session_timeout: values.millis("session_timeout_ms", Duration::from_secs(10))?,
             heartbeat_interval: values.millis("heartbeat_interval_ms", Duration::from_secs(3))?,
             dead_letter_topic,
-            delivery: DeliveryOptions {
-                lanes: values.number_in("lanes", 1..=1024, defaults.lanes)?,
-                lane_queue: values.number_in("lane_queue", 1..=10_000, defaults.lane_queue)?,
-                deadline: values.millis("handler_timeout_ms", defaults.deadline)?,
-                attempts: values.number_in("max_attempts", 1..=1000, defaults.attempts as usize)?
-                    as u32,
-                first_backoff: values.millis("retry_backoff_ms", defaults.first_backoff)?,
-                max_backoff: values.millis("max_retry_backoff_ms", defaults.max_backoff)?,
-            },
+            delivery: DeliveryOptions::from_config(&values)?,
         })
     }
 }

@@ -3,13 +3,12 @@
 //! component) keeps its running subscription, replaced when the link changes and stopped when
 //! it goes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use trellis_interfaces::messaging::{Consumer, Message};
-use trellis_sdk::link::{LinkDefinition, LinkKey, LinkStates};
+use trellis_sdk::link::{LinkDefinition, LinkStates};
 use trellis_sdk::provider::{LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
@@ -23,11 +22,7 @@ const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Clone, Default)]
 pub struct MessagingNats {
     targets: LinkStates<async_nats::Client>,
-    sources: Arc<Mutex<HashMap<LinkKey, Subscription>>>,
-}
-
-fn sources(p: &MessagingNats) -> std::sync::MutexGuard<'_, HashMap<LinkKey, Subscription>> {
-    p.sources.lock().unwrap_or_else(|e| e.into_inner())
+    sources: LinkStates<Subscription>,
 }
 
 /// The durable consumer a source link uses unless its config names one: one per link, so
@@ -57,11 +52,11 @@ impl Provider for MessagingNats {
     async fn receive_link_config_as_source(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
         let settings = SourceSettings::parse(link.config, &default_consumer(link.link))?;
         // The old subscription (a changed link) stops before the new one starts.
-        sources(self).remove(&link.link.key());
+        self.sources.remove(link.link);
         let nats = backend::connect(settings.server.as_ref(), link.handle.nats()).await?;
         let subscription =
             backend::subscribe(nats, settings, link.linked_client(), link.delivery_stats()).await?;
-        sources(self).insert(link.link.key(), subscription);
+        self.sources.insert(link.link, subscription);
         Ok(())
     }
 
@@ -71,12 +66,12 @@ impl Provider for MessagingNats {
     }
 
     async fn delete_link_as_source(&self, link: &LinkDefinition) -> anyhow::Result<()> {
-        sources(self).remove(&link.key());
+        self.sources.remove(link);
         Ok(())
     }
 
     async fn shutdown(&self) -> anyhow::Result<()> {
-        sources(self).clear();
+        self.sources.clear();
         Ok(())
     }
 }

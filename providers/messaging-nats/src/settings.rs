@@ -112,16 +112,7 @@ impl SourceSettings {
         {
             return Err(bad("subscriptions", format!("{s:?} is not a NATS subject")));
         }
-        let defaults = DeliveryOptions::default();
-        let delivery = DeliveryOptions {
-            lanes: values.number_in("lanes", 1..=1024, defaults.lanes)?,
-            lane_queue: values.number_in("lane_queue", 1..=10_000, defaults.lane_queue)?,
-            deadline: values.millis("handler_timeout_ms", defaults.deadline)?,
-            attempts: values.number_in("max_attempts", 1..=1000, defaults.attempts as usize)?
-                as u32,
-            first_backoff: values.millis("retry_backoff_ms", defaults.first_backoff)?,
-            max_backoff: values.millis("max_retry_backoff_ms", defaults.max_backoff)?,
-        };
+        let delivery = DeliveryOptions::from_config(&values)?;
         let source = match values.get("stream") {
             Some(stream) => {
                 let consumer = values
