@@ -41,6 +41,7 @@ for wasm in "$target_dir"/wasm32-wasip2/release/*.wasm; do
     # The example app's component lives with its manifest.
     counter.wasm) committed=examples/counter/counter.wasm ;;
     files.wasm) committed=examples/files/files.wasm ;;
+    events.wasm) committed=examples/events/events.wasm ;;
     *) committed=tests/components/prebuilt/$name ;;
   esac
   if $check; then

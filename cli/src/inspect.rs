@@ -44,7 +44,12 @@ pub fn classify(id: &str, world: &ComponentWorld, links: Option<&[Link]>) -> Vec
         .iter()
         .map(|name| Import {
             name: name.clone(),
-            served: served(id, name, links),
+            served: if world.types_only.contains(name) {
+                // Types only: nothing to call, nothing to serve.
+                Served::Host
+            } else {
+                served(id, name, links)
+            },
         })
         .collect()
 }
@@ -150,8 +155,10 @@ mod tests {
                 "wasi:http/outgoing-handler@0.2.6".into(),
                 "acme:billing/invoices@1.0.0".into(),
                 "wasi:nn/graph@0.2.0-rc".into(),
+                "acme:billing/types@1.0.0".into(),
             ],
             exports: vec!["wasi:http/incoming-handler@0.2.6".into()],
+            types_only: vec!["acme:billing/types@1.0.0".into()],
         };
         let links = [
             link("app", "kv", "wasi:keyvalue/store,atomics", "default"),
@@ -167,6 +174,11 @@ mod tests {
         assert_eq!(
             imports[2].served,
             Served::Links(vec!["kv (default)".into()])
+        );
+        assert_eq!(
+            imports[6].served,
+            Served::Host,
+            "types only: nothing to serve"
         );
         let unmet = unmet_lines("app", &imports);
         assert_eq!(unmet.len(), 3, "{unmet:#?}");

@@ -6,6 +6,8 @@
 //! - link and config round trips and a failed link in `link ping` (exit code 3), on the
 //!   test services' NATS with a lattice of their own.
 //! - a broken manifest fails before anything starts, naming file, line, column and field.
+//! - `up` of the example events app: messages published on the lattice's NATS are counted
+//!   per subject by the component, and the counts come back over HTTP.
 //! - `up` of the example files app: a file uploaded over HTTP lands in blobstore-fs's root,
 //!   is listed, downloaded byte for byte, deleted.
 
@@ -20,6 +22,7 @@ use trellis_tests as common;
 
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/counter/app.yaml");
 const FILES_APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/files/app.yaml");
+const EVENTS_APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/events/app.yaml");
 
 fn trellis() -> PathBuf {
     common::workspace_bin("trellis")
@@ -821,6 +824,49 @@ fn up_runs_the_files_app_and_streams_files_both_ways() {
     let (status, _) = request(port, "DELETE", "/files/photos/big%20one.bin", b"").expect("DEL");
     assert_eq!(status, 204);
     assert!(!root.join("files/photos/big one.bin").exists());
+    up.interrupt(Duration::from_secs(60));
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn up_runs_the_events_app_and_counts_messages() {
+    let home = temp_home("events");
+    let port = free_port();
+    let env = [("EVENTS_PORT", port.to_string())];
+    let mut up = Up::start_app_with(&home, Path::new(EVENTS_APP), &env);
+    up.wait_for("ready in", Duration::from_secs(180));
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("up.json")).expect("up.json"))
+            .expect("up.json is JSON");
+    let nats_url = state["nats_url"].as_str().expect("nats_url").to_string();
+    // Ten messages on each of three subjects, on the lattice's own NATS.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let nats = async_nats::connect(&nats_url).await.expect("connect");
+        for i in 0..30 {
+            let subject = format!("events.{}", ["a", "b", "c"][i % 3]);
+            nats.publish(subject, "hi".into()).await.expect("publish");
+        }
+        nats.flush().await.expect("flush");
+    });
+    let expected = "events.a 10\nevents.b 10\nevents.c 10\n";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = request(port, "GET", "/counts", b"").expect("GET /counts");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if status == 200 && body == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counts: {status} {body:?}\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, out, err) = run(cmd(&home).args(["link", "ping"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("delivered 30"), "{out}");
     up.interrupt(Duration::from_secs(60));
     let _ = std::fs::remove_dir_all(&home);
 }

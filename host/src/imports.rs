@@ -93,6 +93,9 @@ pub struct ComponentWorld {
     pub imports: Vec<String>,
     /// The same for its exports.
     pub exports: Vec<String>,
+    /// Imported interfaces without functions (types only, such as
+    /// `wasmcloud:messaging/types`): nothing serves them, nothing needs to.
+    pub types_only: Vec<String>,
 }
 
 /// Why a component's imports and exports could not be read.
@@ -134,12 +137,51 @@ pub fn inspect(wasm: &[u8]) -> Result<ComponentWorld, InspectError> {
             _ => {}
         }
     }
+    world.types_only = types_only(wasm, &world.imports);
     Ok(world)
+}
+
+/// Which of `imports` are instances exporting no function. Found by validating the
+/// component (no compilation); a component that does not validate has none here, and the
+/// host's own load reports why.
+fn types_only(wasm: &[u8], imports: &[String]) -> Vec<String> {
+    use wasmparser::component_types::ComponentEntityType;
+    let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all());
+    let Ok(types) = validator.validate_all(wasm) else {
+        return Vec::new();
+    };
+    imports
+        .iter()
+        .filter(|name| match types.component_entity_type_of_import(name) {
+            Some(ComponentEntityType::Instance(id)) => types[id]
+                .exports
+                .values()
+                .all(|e| !matches!(e, ComponentEntityType::Func(_))),
+            _ => false,
+        })
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imports_without_functions_are_types_only() {
+        let wasm = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/components/prebuilt/messenger.wasm"
+        ))
+        .expect("prebuilt messenger");
+        let world = inspect(&wasm).expect("a component");
+        // As imported: an interface whose functions the component does not use (wasi:io's
+        // `error`, here) counts as types only too.
+        let has = |name: &str| world.types_only.iter().any(|i| i == name);
+        assert!(has("wasmcloud:messaging/types@0.2.0"), "{world:?}");
+        assert!(!has("wasmcloud:messaging/consumer@0.2.0"), "{world:?}");
+        assert!(!has("wasi:io/streams@0.2.6"), "{world:?}");
+    }
 
     #[test]
     fn imports_are_classified_as_1x_hosts_link_them() {

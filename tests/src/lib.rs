@@ -144,6 +144,76 @@ impl Drop for OwnNats {
     }
 }
 
+/// A Kafka-compatible broker (tansu, in-memory) owned by one test, to stop and restart it,
+/// on a free loopback port. Killed on drop. A restart loses its topics and groups (memory
+/// storage).
+pub struct OwnKafka {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnKafka {
+    /// Starts one; panics if `TRELLIS_TANSU` (set by scripts/services.sh) is missing.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port");
+        let mut me = Self { port, child: None };
+        me.restart();
+        me
+    }
+
+    /// Its `host:port`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the broker on the same port, waiting until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        let bin = std::env::var("TRELLIS_TANSU").unwrap_or_else(|_| {
+            panic!("TRELLIS_TANSU is not set: start the test services (scripts/services.sh start kafka)")
+        });
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = std::process::Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("own Kafka broker did not start on port {}", self.port);
+    }
+
+    /// Kills it (the port stays reserved for [`OwnKafka::restart`]).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnKafka {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// The URL of the S3-compatible server (moto) started by `scripts/services.sh start s3`;
 /// panics when it is not set.
 pub fn s3_url() -> String {

@@ -10,7 +10,9 @@
 //! was not yet handled is not committed, and the partition's next owner reads it again.
 //!
 //! Reading waits while the engine's lanes are full (librdkafka's own prefetch is capped
-//! small), so a slow component leaves the backlog in Kafka.
+//! small), so a slow component leaves the backlog in Kafka. After a total broker outage the
+//! group member is rebuilt once a broker answers again; the delivery engine (and what it
+//! holds) carries on across members.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -185,6 +188,26 @@ pub fn subscribe(
     stats: Arc<DeliveryStats>,
 ) -> anyhow::Result<Subscription> {
     let positions = Positions::default();
+    // Fail the link now if the config does not make a client (the member is rebuilt later
+    // from the same config).
+    drop(member(&settings, &positions)?);
+    let deliver = ToComponent {
+        component,
+        producer: producer(&settings.connection)?,
+        dead_letter: settings.dead_letter_topic.clone(),
+    };
+    let delivery = Delivery::start(deliver, settings.delivery.clone(), stats);
+    let supervisor = tokio::spawn(supervise(settings, delivery, positions));
+    Ok(Subscription {
+        tasks: vec![supervisor],
+    })
+}
+
+/// A consumer group member for `settings`, subscribed to its topics.
+fn member(
+    settings: &SourceSettings,
+    positions: &Positions,
+) -> anyhow::Result<StreamConsumer<GroupContext>> {
     let mut config = client_config(&settings.connection);
     config
         .set("group.id", &settings.group_id)
@@ -200,40 +223,93 @@ pub fn subscribe(
             settings.heartbeat_interval.as_millis().to_string(),
         )
         // librdkafka's prefetch stays small: the backlog belongs in Kafka.
-        .set("queued.max.messages.kbytes", "4096");
+        .set("queued.max.messages.kbytes", "4096")
+        // A subscribed topic created (or recreated) later is found within seconds, not at
+        // librdkafka's default five minutes.
+        .set("topic.metadata.refresh.interval.ms", "5000");
     let consumer: StreamConsumer<GroupContext> = config.create_with_context(GroupContext {
-        positions: Arc::clone(&positions),
+        positions: Arc::clone(positions),
     })?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let consumer = Arc::new(consumer);
-    let deliver = ToComponent {
-        component,
-        producer: producer(&settings.connection)?,
-        dead_letter: settings.dead_letter_topic.clone(),
-    };
-    let delivery = Delivery::start(deliver, settings.delivery.clone(), stats);
-    let reader = tokio::spawn(read(
-        Arc::clone(&consumer),
-        delivery,
-        Arc::clone(&positions),
-    ));
-    let committer = tokio::spawn(commit_handled(consumer, positions));
-    Ok(Subscription {
-        tasks: vec![reader, committer],
-    })
+    Ok(consumer)
+}
+
+/// Why [`read`] returned.
+enum Ended {
+    /// The delivery engine stopped: the link is going.
+    Stopped,
+    /// Every broker went away: once one answers again, the member is rebuilt (a fresh join;
+    /// librdkafka's own member can stay wedged in a group the brokers forgot).
+    BrokersDown,
+}
+
+/// Runs group members one after another for as long as the link lives.
+async fn supervise(
+    settings: SourceSettings,
+    delivery: Delivery<ToComponent>,
+    positions: Positions,
+) {
+    loop {
+        let consumer = match member(&settings, &positions) {
+            Ok(consumer) => Arc::new(consumer),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot create the Kafka consumer; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let committer = tokio::spawn(commit_handled(
+            Arc::clone(&consumer),
+            Arc::clone(&positions),
+        ));
+        let ended = read(&consumer, &delivery, &positions).await;
+        // What was handled goes to the group before this member leaves.
+        let tpl = take(&positions);
+        if tpl.count() > 0 {
+            let _ = consumer.commit(&tpl, CommitMode::Async);
+        }
+        committer.abort();
+        drop(consumer);
+        match ended {
+            Ended::Stopped => return,
+            Ended::BrokersDown => {
+                tracing::warn!("every Kafka broker went away; rejoining once one answers");
+                wait_for_a_broker(&settings.connection.brokers).await;
+            }
+        }
+    }
+}
+
+/// Returns once a TCP connection to one of `brokers` (`host:port,…`) succeeds.
+async fn wait_for_a_broker(brokers: &str) {
+    loop {
+        for broker in brokers.split(',').map(str::trim) {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(broker),
+            );
+            if let Ok(Ok(_)) = attempt.await {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Reads records and submits each on its partition's lane; its position becomes committable
 /// once its delivery ended.
 async fn read(
-    consumer: Arc<StreamConsumer<GroupContext>>,
-    delivery: Delivery<ToComponent>,
-    positions: Positions,
-) {
+    consumer: &StreamConsumer<GroupContext>,
+    delivery: &Delivery<ToComponent>,
+    positions: &Positions,
+) -> Ended {
     loop {
         let record = match consumer.recv().await {
             Ok(record) => record,
+            Err(err) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) => {
+                return Ended::BrokersDown;
+            }
             Err(err) => {
                 // librdkafka reconnects by itself; a failed poll is only noted.
                 tracing::warn!(error = %err, "Kafka consumer error");
@@ -255,7 +331,7 @@ async fn read(
             reply_to,
         };
         drop(record);
-        let positions = Arc::clone(&positions);
+        let positions = Arc::clone(positions);
         let key = (topic.clone(), partition);
         let done = move |_outcome: Outcome| {
             // Dropped records are committed past too: their attempts are spent, and
@@ -265,7 +341,7 @@ async fn read(
             *next = (*next).max(offset + 1);
         };
         if delivery.submit(key, message, done).await.is_err() {
-            break;
+            return Ended::Stopped;
         }
     }
 }

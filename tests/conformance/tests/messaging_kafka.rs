@@ -32,41 +32,50 @@ fn brokers() -> String {
     })
 }
 
-/// A fresh topic of [`PARTITIONS`] partitions.
+/// A fresh topic of [`PARTITIONS`] partitions on the test broker.
 async fn topic(tag: &str) -> String {
     let name = format!("trellis-{tag}-{}", &common::unique_lattice("")[1..9]);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin client");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(&name, PARTITIONS, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topic");
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    create_topic(&brokers(), &name).await.expect("create topic");
     name
 }
 
-fn producer() -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer")
+/// Creates `name` ([`PARTITIONS`] partitions) on `brokers`.
+async fn create_topic(brokers: &str, name: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await?;
+    for result in created {
+        result.map_err(|(topic, code)| anyhow::anyhow!("{topic}: {code}"))?;
+    }
+    Ok(())
 }
 
-/// Produces records `range` to `topic`, record `seq` to partition `seq % PARTITIONS`.
+/// Produces records `range` to `topic` on the test broker, record `seq` to partition
+/// `seq % PARTITIONS`.
 async fn produce(topic: &str, range: std::ops::Range<u64>) {
-    let producer = producer();
+    produce_on(&brokers(), topic, range, &[0, 1, 2, 3]).await;
+}
+
+/// Produces records `range` to `topic` on `brokers`, record `seq` to partition
+/// `partitions[seq % partitions.len()]`.
+async fn produce_on(brokers: &str, topic: &str, range: std::ops::Range<u64>, partitions: &[i32]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
     let sends = range.map(|seq| {
         let producer = &producer;
         async move {
             let body = seq.to_string();
             let record: FutureRecord<'_, (), String> = FutureRecord::to(topic)
-                .partition((seq % PARTITIONS as u64) as i32)
+                .partition(partitions[(seq % partitions.len() as u64) as usize])
                 .payload(&body);
             producer
                 .send(record, Duration::from_secs(10))
@@ -78,10 +87,15 @@ async fn produce(topic: &str, range: std::ops::Range<u64>) {
     futures::future::join_all(sends).await;
 }
 
-/// The source config of a link delivering `topic` with group `group`.
+/// The source config of a link delivering `topic` of the test broker with group `group`.
 fn source(topic: &str, group: &str) -> Vec<(&'static str, String)> {
+    source_on(&brokers(), topic, group)
+}
+
+/// The source config of a link delivering `topic` of `brokers` with group `group`.
+fn source_on(brokers: &str, topic: &str, group: &str) -> Vec<(&'static str, String)> {
     fast_retries(vec![
-        ("brokers", brokers()),
+        ("brokers", brokers.to_string()),
         ("topics", topic.to_string()),
         ("group_id", group.to_string()),
         ("session_timeout_ms", "2000".to_string()),
@@ -258,4 +272,41 @@ async fn a_component_publishes_with_its_reply_to() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not a valid Kafka topic"), "{err}");
+}
+
+/// The broker stops and comes back; the provider, still running, reconnects, rejoins its
+/// group and delivers what comes next. The test broker keeps everything in memory, so a
+/// restart also loses the topic (recreated here), its records and the group's offsets:
+/// records reuse offsets the consumer had read past on partitions it kept. That loss is the
+/// test broker's, not a real cluster's; the records after the restart go to partitions that
+/// had none before, so what is checked is the recovery, not the broker's amnesia.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_is_rejoined_without_restarting_the_provider() {
+    let mut broker = common::OwnKafka::start();
+    let topic = format!("trellis-restart-{}", &common::unique_lattice("")[1..9]);
+    create_topic(&broker.brokers(), &topic).await.unwrap();
+    let lattice = common::unique_lattice("kafka-restart");
+    let recorder = Recorder::default();
+    let _comp = stand_in(&lattice, "comp", recorder.clone()).await;
+    let mut p = ProviderProcess::start_in("messaging-kafka", "kafka-restart", &lattice, &[]).await;
+    deliver_to(&p, "comp", &source_on(&broker.brokers(), &topic, "restart")).await;
+    produce_on(&broker.brokers(), &topic, 0..500, &[0, 1]).await;
+    recorder.wait_for(500, Duration::from_secs(120)).await;
+    // Handled positions are committed within 200 ms; then the broker goes, and (memory
+    // storage) its topics and groups with it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.restart();
+    let started = std::time::Instant::now();
+    while let Err(err) = create_topic(&broker.brokers(), &topic).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cannot recreate the topic: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    produce_on(&broker.brokers(), &topic, 500..1000, &[2, 3]).await;
+    recorder
+        .wait_for_distinct(1000, Duration::from_secs(180))
+        .await;
+    assert!(p.is_running(), "the provider restarted or died");
 }

@@ -246,6 +246,70 @@ async fn two_instances_split_a_jetstream_consumer_with_nothing_lost_or_doubled()
     js.delete_stream(&stream).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_delivery_survives_a_server_restart() {
+    let mut own = common::OwnNats::start();
+    let client = async_nats::connect(own.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let tag = &common::unique_lattice("")[1..9];
+    let stream = format!("TRELLIS_RESTART_{tag}");
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("restart.{tag}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = ProviderProcess::start("messaging-nats", "msg-restart").await;
+    let recorder = Recorder::default();
+    let _comp = stand_in(&p.lattice, "comp", recorder.clone()).await;
+    deliver_to(
+        &p,
+        "comp",
+        &fast_retries(vec![
+            ("url", own.url()),
+            ("subscriptions", format!("restart.{tag}.>")),
+            ("stream", stream.clone()),
+        ]),
+    )
+    .await;
+    // Published until acknowledged: the server may be restarting.
+    let publish = |seq: u64| {
+        let js = js.clone();
+        let subject = format!("restart.{tag}.{}", seq % 3);
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let sent = async {
+                    js.publish(subject.clone(), Bytes::from(seq.to_string()))
+                        .await?
+                        .await
+                        .map_err(anyhow::Error::from)
+                };
+                match sent.await {
+                    Ok(_) => return,
+                    Err(err) => assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "cannot publish {seq}: {err}"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    for seq in 0..500 {
+        publish(seq).await;
+    }
+    recorder.wait_for(200, Duration::from_secs(60)).await;
+    own.restart();
+    for seq in 500..1000 {
+        publish(seq).await;
+    }
+    recorder
+        .wait_for_distinct(1000, Duration::from_secs(120))
+        .await;
+}
+
 /// Always fails for body "poison".
 #[derive(Clone)]
 struct Poisoned;
