@@ -23,7 +23,7 @@ use trellis_interfaces::blobstore::{ByteStream, ContainerInfo, Done, ObjectInfo,
 /// Temporary files of uploads in progress start with this; names that do are refused.
 const TEMP_PREFIX: &str = ".trellis-upload-";
 /// The largest piece of an object read at once.
-const PIECE: usize = 64 << 10;
+const PIECE: usize = 256 << 10;
 /// Names per chunk of a listing.
 const NAMES_PER_CHUNK: usize = 1000;
 
@@ -387,7 +387,12 @@ impl Root {
     }
 }
 
-/// Writes `data` into the temporary file, then renames it to `name` (or deletes it).
+/// Upload pieces gathered for one blocking write: a tokio file write per piece would cost a
+/// thread hand-off and a copy each.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// Writes `data` into the temporary file (in batches of about [`WRITE_BATCH`] bytes), syncs
+/// it, then renames it to `name` — or deletes it if anything failed.
 async fn store(
     mut data: Upload,
     parent: Dir,
@@ -395,20 +400,50 @@ async fn store(
     file: std::fs::File,
     name: String,
 ) -> Result<(), Error> {
-    let mut file = tokio::fs::File::from_std(file);
+    let mut file = Some(file);
+    let mut batch: Vec<bytes::Bytes> = Vec::new();
+    let mut batched = 0;
     let mut outcome: std::io::Result<()> = Ok(());
-    while let Some(piece) = data.next().await {
-        let written = match piece {
-            Ok(bytes) => tokio::io::AsyncWriteExt::write_all(&mut file, &bytes).await,
-            Err(why) => Err(std::io::Error::other(why)),
+    loop {
+        let ended = match data.next().await {
+            Some(Ok(piece)) => {
+                batched += piece.len();
+                batch.push(piece);
+                false
+            }
+            Some(Err(why)) => {
+                outcome = Err(std::io::Error::other(why));
+                break;
+            }
+            None => true,
         };
-        if let Err(err) = written {
-            outcome = Err(err);
+        if batched >= WRITE_BATCH || ended {
+            let pieces = std::mem::take(&mut batch);
+            batched = 0;
+            let last = ended;
+            let Some(mut f) = file.take() else { break };
+            let task = blocking(move || {
+                use std::io::Write as _;
+                let written = pieces.iter().try_for_each(|p| f.write_all(p));
+                // The whole object is written: make it durable before it gets its name.
+                let written = written.and_then(|()| if last { f.sync_all() } else { Ok(()) });
+                Ok((f, written))
+            });
+            match task.await {
+                Ok((back, Ok(()))) => file = Some(back),
+                Ok((_, Err(err))) => {
+                    outcome = Err(err);
+                    break;
+                }
+                Err(why) => {
+                    outcome = Err(std::io::Error::other(why));
+                    break;
+                }
+            }
+        }
+        if ended {
             break;
         }
-    }
-    if outcome.is_ok() {
-        outcome = file.sync_all().await;
     }
     drop(file);
     blocking(move || finish(&parent, &temp, &name, outcome)).await

@@ -6,7 +6,7 @@
 //! unicode, spaces and slashes, typed not-found errors; then what is each one's own (hostile
 //! names for fs; multipart uploads and copies and container aliases for S3), 1 GiB each way
 //! in bounded memory through each, and a stalled reader.
-//! A component in the host stores and reads blobs through it. (The security table of the
+//! A component in the host stores and reads blobs through each. (The security table of the
 //! file system itself is in the provider's unit tests.)
 
 mod support;
@@ -285,23 +285,49 @@ async fn conforms(c: &LinkedClient, a: &str, b: &str) {
     assert!(!bs.container_exists(a).await.unwrap());
 }
 
-/// A component in the host storing and reading a blob through blobstore-fs: created,
+/// A component in the host storing and reading a blob through each provider: created,
 /// written as a stream, read back checked, listed, deleted.
 #[test]
 fn a_component_stores_blobs_through_blobstore_fs() {
-    common::run_with_large_stacks(component_round_trip());
+    common::run_with_large_stacks(async {
+        let root = fresh_root();
+        let config = [("root".to_string(), root.display().to_string())].into();
+        component_round_trip("blobstore-fs", config).await;
+        assert!(
+            root.join("photos").is_dir(),
+            "the container is a directory of the root"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    });
 }
 
-async fn component_round_trip() {
-    let p = ProviderProcess::start("blobstore-fs", "blobs-e2e").await;
-    let root = fresh_root();
-    let config: HashMap<String, String> = [("root".to_string(), root.display().to_string())].into();
-    p.store.put_config("blob-root", &config).await.unwrap();
+#[test]
+fn a_component_stores_blobs_through_blobstore_s3() {
+    common::run_with_large_stacks(async {
+        // The component's container `photos` is a bucket of this test's own.
+        let (bucket, _) = two_containers();
+        let config = s3_config(&[("container.photos", bucket)]);
+        component_round_trip("blobstore-s3", config).await;
+    });
+}
+
+#[test]
+fn a_component_stores_blobs_through_blobstore_azure() {
+    common::run_with_large_stacks(async {
+        let (container, _) = two_containers();
+        let config = azure_config(&[("container.photos", container)]);
+        component_round_trip("blobstore-azure", config).await;
+    });
+}
+
+async fn component_round_trip(bin: &str, config: HashMap<String, String>) {
+    let p = ProviderProcess::start(bin, &format!("{bin}-e2e")).await;
+    p.store.put_config("blob-config", &config).await.unwrap();
     let host = support::host(&p.lattice).await;
     host.admin()
         .put_link(
             StoredLink::new("blob-comp", &p.id, "wasi", "blobstore", ["blobstore"])
-                .with_target_config(["blob-root"]),
+                .with_target_config(["blob-config"]),
         )
         .await
         .unwrap();
@@ -321,11 +347,6 @@ async fn component_round_trip() {
         call(size).await.unwrap().unwrap(),
         format!("size={size} read={size} mismatches=0 listed=2026/cat.jpg had=true gone=true")
     );
-    assert!(
-        root.join("photos").is_dir(),
-        "the container is a directory of the root"
-    );
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// A caller that goes silent mid-upload: the provider's read of the upload times out, the
