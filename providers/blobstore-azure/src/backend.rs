@@ -309,13 +309,26 @@ impl blobstore::Store for Store {
         }
         let stop = end.saturating_add(1).min(size);
         let what = format!("object {container}/{key}");
-        let chunks = self
+        let requests = self
             .blob(container, key)?
             .get()
             .range(start..stop)
             .chunk_size(CHUNK)
             .into_stream();
-        // Each chunk is a ranged request whose body streams as it arrives.
+        // Each chunk is a ranged request whose body streams as it arrives. The next request
+        // goes out while the current body is still being read (one ahead: its body waits in
+        // the socket, not in memory), so the emulator's or service's time to first byte is
+        // not paid between chunks.
+        let (ahead, mut next) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut requests = requests;
+            while let Some(response) = requests.next().await {
+                if ahead.send(response).await.is_err() {
+                    break; // the reader went away
+                }
+            }
+        });
+        let chunks = futures::stream::poll_fn(move |cx| next.poll_recv(cx));
         let pieces = chunks
             .map(move |chunk| {
                 let what = what.clone();
