@@ -47,6 +47,33 @@ pub fn unique_lattice(tag: &str) -> String {
     format!("t{}-{tag}", uuid::Uuid::new_v4().simple())
 }
 
+/// A free loopback port (for a server a test owns).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// Whether something accepts connections on `port` within `tries` × 50 ms.
+fn listening(port: u16, tries: u32) -> bool {
+    for _ in 0..tries {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Kills and reaps a server a test owns, if it runs.
+fn stop(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// A nats-server owned by one test (to stop and restart it), on a free loopback port, with
 /// JetStream in a temporary directory. Killed on drop.
 pub struct OwnNats {
@@ -65,10 +92,7 @@ impl OwnNats {
     /// Starts one with `extra_config` appended to its configuration file (for example an
     /// `authorization { … }` block).
     pub fn start_with_config(extra_config: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("no free port");
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "trellis-own-nats-{}",
             uuid::Uuid::new_v4().simple()
@@ -115,11 +139,8 @@ impl OwnNats {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if listening(self.port, 100) {
+            return;
         }
         let log = std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default();
         panic!(
@@ -130,10 +151,7 @@ impl OwnNats {
 
     /// Kills it (the port stays reserved for [`OwnNats::restart`]).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
     }
 }
 
@@ -155,10 +173,7 @@ pub struct OwnKafka {
 impl OwnKafka {
     /// Starts one; panics if `TRELLIS_TANSU` (set by scripts/services.sh) is missing.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("no free port");
+        let port = free_port();
         let mut me = Self { port, child: None };
         me.restart();
         me
@@ -190,21 +205,15 @@ impl OwnKafka {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if listening(self.port, 200) {
+            return;
         }
         panic!("own Kafka broker did not start on port {}", self.port);
     }
 
     /// Kills it (the port stays reserved for [`OwnKafka::restart`]).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
     }
 }
 
@@ -296,10 +305,7 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts one; panics if `TRELLIS_REDIS_SERVER` (set by scripts/services.sh) is missing.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("no free port");
+        let port = free_port();
         let mut me = Self { port, child: None };
         me.restart();
         me
@@ -325,21 +331,15 @@ impl OwnRedis {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if listening(self.port, 100) {
+            return;
         }
         panic!("own redis-server did not start on port {}", self.port);
     }
 
     /// Kills it (the port stays reserved for [`OwnRedis::restart`]).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.child);
     }
 }
 
