@@ -174,12 +174,36 @@ pub trait Handler<C: Send + 'static>: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Done, String>> + Send;
 }
 
+/// How many pieces a download reads ahead of its caller (see [`download`]).
+const READ_AHEAD: usize = 8;
+
 /// A download made of `pieces`: their bytes until the first error, and a [`Done`] that says
 /// whether one came (the wire has no error in a byte stream; its `future<result>` says it).
+///
+/// The pieces are pulled by a task of their own, at most [`READ_AHEAD`] ahead of the caller:
+/// reading the backend (a socket, a file) then overlaps sending to the caller instead of
+/// taking turns with it, while a stalled caller still stalls the backend within a few
+/// pieces. A caller that goes away ends the task and drops the backend's stream.
 pub fn download<S>(pieces: S) -> (ByteStream, Done)
 where
     S: Stream<Item = Result<Bytes, String>> + Send + 'static,
 {
+    let (ahead, mut next) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        let mut pieces = Box::pin(pieces);
+        loop {
+            let piece = tokio::select! {
+                piece = futures::StreamExt::next(&mut pieces) => piece,
+                () = ahead.closed() => break, // the caller went away mid-wait
+            };
+            let Some(piece) = piece else { break };
+            let last = piece.is_err();
+            if ahead.send(piece).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    let pieces = futures::stream::poll_fn(move |cx| next.poll_recv(cx));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
     let state = (Box::pin(pieces), Some(done_tx));
     let data = futures::stream::unfold(state, |(mut pieces, mut done)| async move {

@@ -16,6 +16,8 @@ use aws_sdk_s3::types::{
     Delete, ObjectIdentifier,
 };
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
@@ -30,6 +32,9 @@ pub type Error = String;
 
 /// Keys per listing page (S3's maximum).
 const PAGE: i32 = 1000;
+
+/// A part on its way to S3.
+type Sending<'a> = Pin<Box<dyn Future<Output = Result<CompletedPart, Error>> + Send + 'a>>;
 
 /// An upload's bytes not yet sent, copied as they arrive into buffers of exactly a part's
 /// size: what is held is the parts themselves, not the received pieces (which may share
@@ -232,6 +237,9 @@ impl Store {
     }
 
     /// Sends the upload's parts, `buffered` first; the completed parts, in order.
+    ///
+    /// A part is sent while the next one fills from the caller (two parts in memory at
+    /// most): the caller's stream and S3 then move at once instead of taking turns.
     async fn upload_parts(
         &self,
         bucket: &str,
@@ -242,38 +250,63 @@ impl Store {
     ) -> Result<Vec<CompletedPart>, Error> {
         let mut parts = Vec::new();
         let mut ended = false;
+        let mut sending: Option<Sending<'_>> = None;
         loop {
-            while !ended && buffered.full.is_empty() {
-                match data.next().await {
-                    Some(Ok(piece)) => buffered.push(piece),
-                    Some(Err(why)) => return Err(why),
-                    None => ended = true,
+            let fill = async {
+                while !ended && buffered.full.is_empty() {
+                    match data.next().await {
+                        Some(Ok(piece)) => buffered.push(piece),
+                        Some(Err(why)) => return Err(why),
+                        None => ended = true,
+                    }
                 }
+                Ok(())
+            };
+            match sending.take() {
+                Some(send) => {
+                    let (sent, filled) = tokio::join!(send, fill);
+                    parts.push(sent?);
+                    filled?;
+                }
+                None => fill.await?,
             }
             let Some(part) = buffered.next_part(ended) else {
                 break;
             };
             let number =
                 i32::try_from(parts.len() + 1).map_err(|_| "too many parts".to_string())?;
-            let sent = self
-                .client
-                .upload_part()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(id)
-                .part_number(number)
-                .body(S3Bytes::from(part))
-                .send()
-                .await
-                .map_err(|e| failed(&format!("part {number}"), &e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(sent.e_tag().map(str::to_string))
-                    .build(),
-            );
+            sending = Some(Box::pin(self.send_part(bucket, key, id, number, part)));
+        }
+        if let Some(send) = sending {
+            parts.push(send.await?);
         }
         Ok(parts)
+    }
+
+    /// Sends part `number` of upload `id`.
+    async fn send_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+        number: i32,
+        part: Bytes,
+    ) -> Result<CompletedPart, Error> {
+        let sent = self
+            .client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .body(S3Bytes::from(part))
+            .send()
+            .await
+            .map_err(|e| failed(&format!("part {number}"), &e))?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(sent.e_tag().map(str::to_string))
+            .build())
     }
 
     /// Copies `source` (`bucket/key`, `size` bytes) to `dest` as a multipart upload of
