@@ -115,7 +115,10 @@ EOF
 start_redis() {
   apt_install redis-server redis-server
   local port; port=$(free_port)
-  spawn redis redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no
+  # Keyspace notifications of string sets and deletes: keyvalue-redis's watching links need
+  # them (their tests and the examples run against this server).
+  spawn redis redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+    --notify-keyspace-events 'K$g'
   wait_for redis 20 redis-cli -p "$port" ping
   record TRELLIS_REDIS_URL "redis://127.0.0.1:$port"
   record TRELLIS_REDIS_PID "$(cat "$TRELLIS_RUN/redis.pid")"

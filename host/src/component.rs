@@ -173,15 +173,22 @@ pub(crate) struct Exports {
     pub(crate) functions: Vec<(String, String, ComponentFunc)>,
     /// It exports `wasi:http/incoming-handler`.
     pub(crate) http: bool,
+    /// It exports `wasi:keyvalue/watcher` (served as the wire's watcher).
+    pub(crate) watcher: bool,
 }
 
 impl Exports {
     pub(crate) fn of(engine: &Engine, component: &Component) -> Self {
         let mut functions = Vec::new();
         let mut http = false;
+        let mut watcher = false;
         for (export, item) in component.component_type().exports(engine) {
             if export.starts_with(crate::http::INCOMING_HANDLER) {
                 http = true;
+                continue;
+            }
+            if export == crate::watcher::EXPORT {
+                watcher = true;
                 continue;
             }
             match item {
@@ -198,7 +205,11 @@ impl Exports {
                 _ => {}
             }
         }
-        Self { functions, http }
+        Self {
+            functions,
+            http,
+            watcher,
+        }
     }
 }
 
@@ -266,6 +277,34 @@ impl Serving {
             .into_iter()
             .map(|(instance, func, calls)| {
                 let what = format!("{} {instance}.{func} (wasi:http)", self.id);
+                self.spawn(what, calls.map(|r| r.map(|fut| ((), fut))))
+            })
+            .collect())
+    }
+
+    /// Serves the component's keyvalue watcher as `wrpc:keyvalue/watcher@0.2.0-draft`.
+    pub(crate) async fn watcher(
+        &self,
+        pre: &InstancePre<HostState>,
+        make_store: &MakeStore,
+    ) -> Result<Vec<JoinHandle<()>>, ComponentError> {
+        let serve_err = |error: anyhow::Error| ComponentError::Serve {
+            export: crate::watcher::EXPORT.into(),
+            error,
+        };
+        let watcher = crate::watcher::ComponentWatcher::new(
+            Arc::clone(&self.id),
+            pre,
+            Arc::clone(make_store),
+        )
+        .map_err(|e| serve_err(e.into()))?;
+        let invocations = trellis_interfaces::keyvalue::serve_watcher(&self.server, watcher)
+            .await
+            .map_err(|e| serve_err(e.error))?;
+        Ok(invocations
+            .into_iter()
+            .map(|(instance, func, calls)| {
+                let what = format!("{} {instance}.{func}", self.id);
                 self.spawn(what, calls.map(|r| r.map(|fut| ((), fut))))
             })
             .collect())

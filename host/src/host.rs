@@ -321,6 +321,9 @@ impl Host {
         if exports.http {
             tasks.extend(serving.http(&pre, &make_store).await.map_err(failed)?);
         }
+        if exports.watcher {
+            tasks.extend(serving.watcher(&pre, &make_store).await.map_err(failed)?);
+        }
         let functions = serving.functions(exports.functions, &pre, &host_resources, &make_store);
         tasks.extend(functions.await.map_err(failed)?);
 

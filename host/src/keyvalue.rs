@@ -17,7 +17,7 @@ use wasmtime::component::Resource;
 
 use crate::state::HostState;
 
-mod guest {
+pub(crate) mod guest {
     wasmtime::component::bindgen!({
         path: "../wit/deps/keyvalue",
         world: "wasi:keyvalue/imports@0.2.0-draft",
@@ -31,6 +31,13 @@ use guest::wasi::keyvalue::{atomics, batch, store};
 /// An open bucket: its name.
 #[derive(Debug)]
 pub struct Bucket(String);
+
+impl Bucket {
+    /// The bucket called `name` (a watcher's, handed in by the provider).
+    pub(crate) fn named(name: String) -> Self {
+        Self(name)
+    }
+}
 
 /// A failed call as the component sees it: the transport's reason becomes `other`.
 fn to_guest(err: CallError<keyvalue::Error>) -> store::Error {

@@ -47,6 +47,7 @@ pub mod secrets;
 mod shapes;
 mod state;
 pub mod supervisor;
+mod watcher;
 
 pub use component::ComponentError;
 pub use fetch::FetchError;

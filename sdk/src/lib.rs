@@ -14,3 +14,4 @@ pub mod runtime;
 pub mod secret;
 pub mod store;
 pub mod subjects;
+pub mod task;

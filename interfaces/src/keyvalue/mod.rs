@@ -32,6 +32,8 @@
 
 pub mod bindings;
 mod client;
+pub mod watch_bindings;
+pub mod watcher;
 mod wire;
 
 use std::future::Future;
@@ -40,6 +42,7 @@ use bytes::Bytes;
 use trellis_wrpc_nats::wire_shape::ParamChecks;
 
 pub use client::Client;
+pub use watcher::{Change, WATCHER, Watcher, WatcherClient, serve_watcher};
 
 /// The wire instance of `store`.
 pub const STORE: &str = "wrpc:keyvalue/store@0.2.0-draft";

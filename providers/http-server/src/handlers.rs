@@ -24,6 +24,7 @@ use tracing::{Instrument as _, debug, warn};
 use trellis_sdk::error::TransportError;
 use trellis_sdk::link::LinkDefinition;
 use trellis_sdk::runtime::{LinkedClient, ProviderHandle};
+use trellis_sdk::task::AbortOnDrop;
 use trellis_wrpc_nats::Pacer;
 
 use trellis_interfaces::http::client::{self, WireRequest, WireResponse};
@@ -252,11 +253,11 @@ async fn call(
             // read it all): keep sending it while the response streams, stop when the client
             // is gone.
             let io = io.map(|io| {
-                AbortOnDrop(tokio::spawn(async move {
+                AbortOnDrop::spawn(async move {
                     if let Err(e) = io.await {
                         debug!(error = %format!("{e:#}"), "request body transfer ended early");
                     }
-                }))
+                })
             });
             from_wire(response, io, upload).unwrap_or_else(|why| {
                 warn!(component, why, "the component's response is not valid HTTP");
@@ -352,15 +353,6 @@ impl UploadWatch {
             return;
         }
         notified.await;
-    }
-}
-
-/// Aborts the task when dropped: the transfer ends with the request.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -217,6 +217,25 @@ impl Bucket {
         Ok(())
     }
 
+    /// Changes of the keys matching `filters` (stored forms, NATS wildcards allowed) from
+    /// now on.
+    pub async fn watch(&self, filters: &[String]) -> Result<kv::Watch, Error> {
+        self.kv
+            .watch_many(filters)
+            .await
+            .map_err(|e| other("watch", &e))
+    }
+
+    /// The value a watched put of `key` carries: `stored` itself, or the large value it
+    /// marks (as it is now).
+    pub async fn watched_value(&self, key: &str, stored: Bytes) -> Result<Option<Bytes>, Error> {
+        if stored.starts_with(MARKER) {
+            self.get(key).await
+        } else {
+            Ok(Some(stored))
+        }
+    }
+
     /// Deletes `key` (a missing key is fine).
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
         let stored = keys::encode(key);

@@ -18,7 +18,8 @@ use trellis_sdk::runtime::CallContext;
 use crate::backend::{Backend, Bucket};
 use trellis_interfaces::keyvalue::{self, Error, Items, KeyPage};
 
-use crate::settings::LinkSettings;
+use crate::settings::{LinkSettings, WatchSettings};
+use crate::watch::{self, Watching};
 
 /// Batch operations run this many backend requests at once.
 const BATCH_CONCURRENCY: usize = 32;
@@ -29,10 +30,11 @@ struct LinkState {
     backend: Option<Arc<Backend>>,
 }
 
-/// The provider: per-link state, shared connections.
+/// The provider: per-link state, each watching link's watch, shared connections.
 #[derive(Clone, Default)]
 pub struct NatsKv {
     links: LinkStates<LinkState>,
+    watches: LinkStates<Watching>,
     pool: Arc<Mutex<HashMap<String, Arc<Backend>>>>,
     lattice: Arc<OnceLock<async_nats::Client>>,
 }
@@ -60,6 +62,33 @@ fn pool_key(opts: &NatsOptions, domain: Option<&str>) -> String {
 }
 
 impl NatsKv {
+    /// The shared connection to the server `settings` names (`None`: the lattice's own).
+    async fn server_backend(
+        &self,
+        settings: &LinkSettings,
+    ) -> anyhow::Result<Option<Arc<Backend>>> {
+        let Some(opts) = &settings.server else {
+            return Ok(None);
+        };
+        let key = pool_key(opts, settings.js_domain.as_deref());
+        let existing = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(b) = existing {
+            return Ok(Some(b));
+        }
+        let client = opts.connect().await?;
+        let backend = Arc::new(Backend::new(client, settings.js_domain.as_deref()));
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Arc::clone(&backend));
+        Ok(Some(backend))
+    }
+
     /// The lattice's own connection, used by links that name no server.
     pub fn set_lattice_nats(&self, client: async_nats::Client) {
         let _ = self.lattice.set(client);
@@ -154,32 +183,46 @@ fn timed_out(timeout: Duration) -> Error {
 impl Provider for NatsKv {
     async fn receive_link_config_as_target(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
         let settings = LinkSettings::parse(link.config)?;
-        let backend = match &settings.server {
-            None => None,
-            Some(opts) => {
-                let key = pool_key(opts, settings.js_domain.as_deref());
-                let existing = self
-                    .pool
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&key)
-                    .cloned();
-                match existing {
-                    Some(b) => Some(b),
-                    None => {
-                        let client = opts.connect().await?;
-                        let backend = Arc::new(Backend::new(client, settings.js_domain.as_deref()));
-                        self.pool
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(key, Arc::clone(&backend));
-                        Some(backend)
-                    }
-                }
-            }
-        };
+        let backend = self.server_backend(&settings).await?;
         self.links
             .insert(link.link, LinkState { settings, backend });
+        Ok(())
+    }
+
+    /// A link from this provider to a component's watcher (`watch` in its config).
+    async fn receive_link_config_as_source(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
+        let settings = WatchSettings::parse(link.config)?;
+        // A changed link: the old watch stops before the new one starts.
+        self.watches.remove(link.link);
+        let backend = match self.server_backend(&settings.server).await? {
+            Some(b) => b,
+            None => {
+                self.set_lattice_nats(link.handle.nats().clone());
+                self.lattice_backend(settings.server.js_domain.as_deref())?
+            }
+        };
+        let bucket = backend
+            .bucket(&settings.kv_bucket, settings.server.auto_create)
+            .await
+            .map_err(|e| anyhow::anyhow!("watch bucket {:?}: {e}", settings.kv_bucket))?;
+        let watching = watch::start(
+            settings,
+            bucket,
+            link.linked_client(),
+            link.delivery_stats(),
+        )
+        .await?;
+        self.watches.insert(link.link, watching);
+        Ok(())
+    }
+
+    async fn delete_link_as_source(&self, link: &LinkDefinition) -> anyhow::Result<()> {
+        self.watches.remove(link);
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> anyhow::Result<()> {
+        self.watches.clear();
         Ok(())
     }
 

@@ -1,15 +1,17 @@
 //! `keyvalue-nats`: serves `wasi:keyvalue` (store, atomics, batch) from NATS JetStream
-//! key-value buckets.
+//! key-value buckets, and tells watching components of changes (`wasi:keyvalue/watcher`).
 //!
 //! Each link names its NATS server (default: the lattice's own) and which buckets it may use
 //! (`settings`, see the README); links with the same server and credentials share one
-//! connection (`backend`); `handlers` implements the keyvalue interface on it. Started by a
+//! connection (`backend`); `handlers` implements the keyvalue interface on it; `watch` runs
+//! a watching link's KV watch into its component's watcher. Started by a
 //! host (host data on stdin) or standalone (`keyvalue-nats --provider-id kv`).
 
 mod backend;
 mod handlers;
 mod keys;
 mod settings;
+mod watch;
 
 use trellis_interfaces::keyvalue;
 use trellis_sdk::runtime::{provider_runtime, run_provider};

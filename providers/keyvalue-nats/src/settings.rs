@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use trellis_interfaces::keyvalue::watcher::{Watch, WatchConfig};
 use trellis_sdk::config::{ConfigValueError, ConfigValues};
 use trellis_sdk::connect::NatsOptions;
+use trellis_sdk::delivery::DeliveryOptions;
 
 /// Default time one operation may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,6 +89,50 @@ impl LinkSettings {
     }
 }
 
+/// A watching link's settings (the provider is its source, a component's watcher its
+/// target): the server and buckets as for a target link, which keys of which bucket to
+/// watch, and how changes are delivered.
+#[derive(Debug)]
+pub struct WatchSettings {
+    /// The server, credentials and bucket mapping.
+    pub server: LinkSettings,
+    /// The bucket the component is told of (`watch_bucket`).
+    pub bucket: String,
+    /// The JetStream KV bucket it maps to.
+    pub kv_bucket: String,
+    /// The watched keys (exact, or NATS wildcards `*` and `>`) and changes.
+    pub watches: Vec<Watch>,
+    /// Lanes, attempts, deadline and backoff of the delivery engine.
+    pub delivery: DeliveryOptions,
+}
+
+impl WatchSettings {
+    /// Parses a watching link's config: `watch` (`SET@key,DEL@key`, 1.x's syntax),
+    /// `watch_bucket` (default `default`), the server keys of a target link and the
+    /// delivery keys.
+    pub fn parse(config: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let server = LinkSettings::parse(config)?;
+        let values = ConfigValues::new(config);
+        let WatchConfig { watches, bucket } =
+            WatchConfig::parse(values.get("watch"), values.get("watch_bucket"))
+                .map_err(|(key, message)| bad(key, message))?;
+        let kv_bucket = server.resolve(&bucket).ok_or_else(|| {
+            bad(
+                "watch_bucket",
+                format!("bucket {bucket:?} is not one this link maps (see bucket.<name>)"),
+            )
+        })?;
+        let delivery = DeliveryOptions::from_config(&values)?;
+        Ok(Self {
+            server,
+            bucket,
+            kv_bucket,
+            watches,
+            delivery,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +170,22 @@ mod tests {
         ]))
         .unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn watching_links_name_a_mapped_bucket() {
+        let s = WatchSettings::parse(&cfg(&[("watch", "SET@in.>"), ("bucket.app", "APP")]))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("not one this link maps"), "{s}");
+        let s = WatchSettings::parse(&cfg(&[
+            ("watch", "SET@in.>,DEL@in.>"),
+            ("bucket.app", "APP"),
+            ("watch_bucket", "app"),
+        ]))
+        .unwrap();
+        assert_eq!((s.bucket.as_str(), s.kv_bucket.as_str()), ("app", "APP"));
+        let err = WatchSettings::parse(&cfg(&[])).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
     }
 }

@@ -22,6 +22,18 @@ pub enum PoolError {
 /// (url, password, database): what one shared connection serves.
 type PoolKey = (String, String, i64);
 
+/// A client of `settings`' server and database `db` (for connections of their own, such as
+/// a subscription's).
+pub fn client(settings: &LinkSettings, db: i64) -> Result<redis::Client, PoolError> {
+    let bad = |e: redis::RedisError| PoolError::BadUrl(format!("{:?}", e.kind()));
+    let info = settings.url.expose().into_connection_info().map_err(bad)?;
+    let mut redis = info.redis_settings().clone().set_db(db);
+    if let Some(password) = &settings.password {
+        redis = redis.set_password(password.expose());
+    }
+    redis::Client::open(info.set_redis_settings(redis)).map_err(bad)
+}
+
 /// Connections by (url, password, db); entries live as long as the provider.
 #[derive(Clone, Default)]
 pub struct Pool {
@@ -42,18 +54,7 @@ impl Pool {
         if let Some(conn) = conns.get(&key) {
             return Ok(conn.clone());
         }
-        let info = key
-            .0
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| PoolError::BadUrl(format!("{:?}", e.kind())))?;
-        let mut redis = info.redis_settings().clone().set_db(db);
-        if let Some(password) = &settings.password {
-            redis = redis.set_password(password.expose());
-        }
-        let info = info.set_redis_settings(redis);
-        let client =
-            redis::Client::open(info).map_err(|e| PoolError::BadUrl(format!("{:?}", e.kind())))?;
+        let client = client(settings, db)?;
         // Reconnect quickly (the backend must be usable within moments of coming back).
         // Every request is bounded by the link's timeout where it is made (`Bucket::run`),
         // reconnect waits included; a response timeout here would only arm a second timer

@@ -16,7 +16,8 @@ use trellis_sdk::runtime::CallContext;
 use trellis_interfaces::keyvalue::{self, Error, Items, KeyPage};
 
 use crate::backend::Pool;
-use crate::settings::LinkSettings;
+use crate::settings::{LinkSettings, WatchSettings};
+use crate::watch::{self, Watching};
 
 /// One link: its settings and the connections of the databases its buckets use.
 struct LinkState {
@@ -24,10 +25,11 @@ struct LinkState {
     conns: HashMap<i64, ConnectionManager>,
 }
 
-/// The provider: per-link state and the shared pool.
+/// The provider: per-link state, each watching link's subscription, and the shared pool.
 #[derive(Clone, Default)]
 pub struct RedisKv {
     links: LinkStates<LinkState>,
+    watches: LinkStates<Watching>,
     pool: Pool,
 }
 
@@ -125,10 +127,36 @@ impl Provider for RedisKv {
         self.links.remove(link);
         Ok(())
     }
+
+    /// A link from this provider to a component's watcher (`watch` in its config).
+    async fn receive_link_config_as_source(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
+        let settings = WatchSettings::parse(link.config)?;
+        // A changed link: the old subscription stops before the new one starts.
+        self.watches.remove(link.link);
+        let watching = watch::start(
+            settings,
+            &self.pool,
+            link.linked_client(),
+            link.delivery_stats(),
+        )
+        .await?;
+        self.watches.insert(link.link, watching);
+        Ok(())
+    }
+
+    async fn delete_link_as_source(&self, link: &LinkDefinition) -> anyhow::Result<()> {
+        self.watches.remove(link);
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> anyhow::Result<()> {
+        self.watches.clear();
+        Ok(())
+    }
 }
 
 /// Escapes glob characters so a prefix matches only itself in `SCAN … MATCH`.
-fn glob_escape(prefix: &str) -> String {
+pub(crate) fn glob_escape(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 2);
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

@@ -1,13 +1,16 @@
-//! `keyvalue-redis`: serves `wasi:keyvalue` (store, atomics, batch) from Redis.
+//! `keyvalue-redis`: serves `wasi:keyvalue` (store, atomics, batch) from Redis, and tells
+//! watching components of changes (`wasi:keyvalue/watcher`).
 //!
 //! Each link names its Redis server and which buckets it may use (`settings`, see the
 //! README); links pointing at the same server and credentials share one reconnecting
-//! connection (`backend`); `handlers` implements the keyvalue interface on it. Started by a
+//! connection (`backend`); `handlers` implements the keyvalue interface on it; `watch` turns
+//! keyspace notifications into calls of a watching link's component. Started by a
 //! host (host data on stdin) or standalone (`keyvalue-redis --provider-id kv-redis`).
 
 mod backend;
 mod handlers;
 mod settings;
+mod watch;
 
 use trellis_interfaces::keyvalue;
 use trellis_sdk::runtime::{provider_runtime, run_provider};

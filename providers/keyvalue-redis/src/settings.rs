@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use trellis_interfaces::keyvalue::watcher::{Watch, WatchConfig};
 use trellis_sdk::config::{ConfigValueError, ConfigValues};
+use trellis_sdk::delivery::DeliveryOptions;
 use trellis_sdk::secret::Secret;
 
 /// Default server when a link names none.
@@ -128,6 +130,50 @@ impl LinkSettings {
             return (!clash).then_some(target);
         }
         None
+    }
+}
+
+/// A watching link's settings (the provider is its source, a component's watcher its
+/// target): the server and buckets as for a target link, which keys of which bucket to
+/// watch, and how changes are delivered.
+#[derive(Debug)]
+pub struct WatchSettings {
+    /// The server, credentials and bucket mapping.
+    pub server: LinkSettings,
+    /// The bucket the watched keys belong to (`watch_bucket`), as the component is told.
+    pub bucket: String,
+    /// Where that bucket's keys live.
+    pub target: BucketTarget,
+    /// The watched keys (Redis glob patterns, within the bucket) and changes.
+    pub watches: Vec<Watch>,
+    /// Lanes, attempts, deadline and backoff of the delivery engine.
+    pub delivery: DeliveryOptions,
+}
+
+impl WatchSettings {
+    /// Parses a watching link's config: `watch` (`SET@key,DEL@key`, 1.x's syntax; keys may
+    /// be Redis glob patterns), `watch_bucket` (default `default`), the server keys of a
+    /// target link and the delivery keys.
+    pub fn parse(config: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let server = LinkSettings::parse(config)?;
+        let values = ConfigValues::new(config);
+        let WatchConfig { watches, bucket } =
+            WatchConfig::parse(values.get("watch"), values.get("watch_bucket"))
+                .map_err(|(key, message)| bad(key, message))?;
+        let target = server.resolve(&bucket).ok_or_else(|| {
+            bad(
+                "watch_bucket",
+                format!("bucket {bucket:?} is not one this link maps (see bucket.<name>)"),
+            )
+        })?;
+        let delivery = DeliveryOptions::from_config(&values)?;
+        Ok(Self {
+            server,
+            bucket,
+            target,
+            watches,
+            delivery,
+        })
     }
 }
 
@@ -298,6 +344,36 @@ mod tests {
             (vec![("auto_create", "yes")], "auto_create"),
         ] {
             let err = LinkSettings::parse(&cfg(&pairs)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn watching_links_name_keys_of_a_mapped_bucket() {
+        let s = WatchSettings::parse(&cfg(&[
+            ("watch", "SET@in:*,DEL@in:*"),
+            ("bucket.0", "0/"),
+            ("watch_bucket", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(s.bucket, "0");
+        assert_eq!(s.target.prefix, "");
+        assert!(s.watches[0].set && s.watches[0].delete);
+        let s = WatchSettings::parse(&cfg(&[("watch", "SET@k")])).unwrap();
+        assert_eq!(
+            (s.bucket.as_str(), s.target.prefix.as_str()),
+            ("default", "default:")
+        );
+        for (pairs, needle) in [
+            (vec![], "\"watch\": missing"),
+            (vec![("watch", "GET@k")], "SET or DEL"),
+            (
+                vec![("watch", "SET@k"), ("watch_bucket", "nope")],
+                "not one this link maps",
+            ),
+            (vec![("watch", "SET@k"), ("lanes", "0")], "lanes"),
+        ] {
+            let err = WatchSettings::parse(&cfg(&pairs)).unwrap_err().to_string();
             assert!(err.contains(needle), "{pairs:?}: {err}");
         }
     }

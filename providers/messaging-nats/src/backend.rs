@@ -13,6 +13,7 @@ use trellis_interfaces::messaging::{HandlerClient, Message};
 use trellis_sdk::connect::NatsOptions;
 use trellis_sdk::delivery::{Deliver, Delivery, DeliveryStats, Outcome};
 use trellis_sdk::runtime::LinkedClient;
+use trellis_sdk::task::AbortOnDrop;
 
 use crate::settings::{Source, SourceSettings};
 
@@ -74,15 +75,7 @@ fn header_text(text: &str) -> String {
 
 /// A running subscription; dropping it stops reading and abandons what is in flight (a
 /// JetStream consumer redelivers it).
-pub struct Subscription {
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
+pub type Subscription = AbortOnDrop;
 
 /// Starts delivering `settings`' subjects to `component`.
 pub async fn subscribe(
@@ -107,7 +100,7 @@ pub async fn subscribe(
                 };
                 subs.push(sub);
             }
-            tokio::spawn(read_core(futures::stream::select_all(subs), delivery))
+            AbortOnDrop::spawn(read_core(futures::stream::select_all(subs), delivery))
         }
         Source::JetStream {
             stream,
@@ -138,10 +131,10 @@ pub async fn subscribe(
                 .messages()
                 .await
                 .map_err(|e| anyhow::anyhow!("JetStream consumer: {e}"))?;
-            tokio::spawn(read_jetstream(messages, delivery))
+            AbortOnDrop::spawn(read_jetstream(messages, delivery))
         }
     };
-    Ok(Subscription { reader })
+    Ok(reader)
 }
 
 /// Core NATS: each message submitted on its subject's lane; nothing to acknowledge.

@@ -8,3 +8,4 @@
 pub mod keyvalue;
 pub mod lattice;
 pub mod messaging;
+pub mod watch;

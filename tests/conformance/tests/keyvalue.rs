@@ -314,6 +314,82 @@ mod e2e {
         assert_eq!(err, "Error::NoSuchStore");
     }
 
+    const WATCHER_WASM: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../components/prebuilt/watcher.wasm"
+    );
+
+    /// A component exporting `wasi:keyvalue/watcher` (it copies each change to `copy.KEY`
+    /// through the bucket it is handed) watches `key` through the provider: the copy
+    /// appears in the backend, and goes when the key does.
+    async fn component_watches(
+        p: &ProviderProcess,
+        server: HashMap<String, String>,
+        spec: &str,
+        key: &str,
+    ) {
+        p.store.put_config("e2e-watch-kv", &server).await.unwrap();
+        let host = crate::support::host(&p.lattice).await;
+        host.admin()
+            .put_link(
+                StoredLink::new("kv-watcher", &p.id, "wasi", "keyvalue", ["store"])
+                    .with_target_config(["e2e-watch-kv"]),
+            )
+            .await
+            .unwrap();
+        let _c = host
+            .start_component("kv-watcher", read_component(WATCHER_WASM).unwrap(), &[])
+            .await
+            .unwrap();
+        let mut watch_config = server.clone();
+        watch_config.insert("watch".into(), spec.into());
+        watch_config.insert("watch_bucket".into(), BUCKET.into());
+        trellis_conformance::watch::watch_link(p, "kv-watcher", watch_config).await;
+        let writer = p.link("writer", "wrpc", "keyvalue", &KV, server).await;
+        keyvalue::wait_linked(&writer).await;
+
+        let store = kv(&writer);
+        let copy = format!("copy.{key}");
+        let value = bytes::Bytes::from_static(b"watched");
+        // The watch starts once its link is accepted: set the key until the copy shows.
+        let started = Instant::now();
+        while store.get(BUCKET, &copy).await.unwrap() != Some(value.clone()) {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "no copy of {key}"
+            );
+            store.set(BUCKET, key, &value).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        store.delete(BUCKET, key).await.unwrap();
+        while store.get(BUCKET, &copy).await.unwrap().is_some() {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "the copy stayed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn component_watches_redis() {
+        let p = ProviderProcess::start("keyvalue-redis", "kv-redis-e2e-watch").await;
+        let server = config(&[
+            ("url", common::redis_url()),
+            (&format!("bucket.{BUCKET}"), format!("/{}:", unique("ew"))),
+        ]);
+        component_watches(&p, server, "SET@in:*,DEL@in:*", "in:a").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn component_watches_nats() {
+        let p = ProviderProcess::start("keyvalue-nats", "kv-nats-e2e-watch").await;
+        let name = unique("EW_");
+        create_kv(&common::nats().await, &name).await;
+        let server = config(&[(&format!("bucket.{BUCKET}"), name)]);
+        component_watches(&p, server, "SET@in.>,DEL@in.>", "in.a").await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn component_uses_redis() {
         let p = ProviderProcess::start("keyvalue-redis", "kv-redis-e2e").await;
@@ -333,5 +409,96 @@ mod e2e {
         let name = unique("E_");
         create_kv(&common::nats().await, &name).await;
         component_uses(&p, config(&[("bucket.app", name)])).await;
+    }
+}
+
+mod watch {
+    //! `wasi:keyvalue/watcher`: each provider tells a watching component of changes.
+    use super::*;
+    use trellis_conformance::watch::{self, Changes, Keys};
+    use trellis_sdk::link::LinkState;
+
+    /// Keys under the prefix `in:` (and one not).
+    const REDIS_STYLE_KEYS: Keys = Keys {
+        a: "in:a",
+        b: "in:b",
+        unwatched: "out:x",
+        flaky: "in:flaky",
+        probe: "in:probe",
+    };
+
+    fn with_watch(mut c: HashMap<String, String>, spec: &str) -> HashMap<String, String> {
+        c.insert("watch".into(), spec.into());
+        c.insert("watch_bucket".into(), BUCKET.into());
+        c.insert("retry_backoff_ms".into(), "5".into());
+        c
+    }
+
+    async fn watching(
+        p: &ProviderProcess,
+        server: HashMap<String, String>,
+        spec: &str,
+        keys: &Keys,
+    ) {
+        let writer = p
+            .link("comp-w", "wrpc", "keyvalue", &KV, server.clone())
+            .await;
+        keyvalue::wait_linked(&writer).await;
+        let changes = Changes {
+            fail_first: Some(keys.flaky.to_string()),
+            ..Default::default()
+        };
+        let _served = watch::stand_in(&p.lattice, "watching-comp", changes.clone()).await;
+        watch::watch_link(p, "watching-comp", with_watch(server, spec)).await;
+        watch::scenario(&writer, &changes, BUCKET, keys).await;
+        let stats = trellis_conformance::messaging::delivered(p).await;
+        assert_eq!(stats.len(), 1, "{stats:?}");
+        assert!(
+            stats[0].delivered >= 5 && stats[0].retried >= 1,
+            "{stats:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_tells_a_watching_component_of_changes() {
+        let p = ProviderProcess::start("keyvalue-redis", "kv-redis-watch").await;
+        let server = config(&[
+            ("url", common::redis_url()),
+            (&format!("bucket.{BUCKET}"), format!("/{}:", unique("w"))),
+        ]);
+        watching(&p, server, "SET@in:*,DEL@in:*", &REDIS_STYLE_KEYS).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats_tells_a_watching_component_of_changes() {
+        let p = ProviderProcess::start("keyvalue-nats", "kv-nats-watch").await;
+        let bucket = unique("W_");
+        create_kv(&common::nats().await, &bucket).await;
+        let server = config(&[(&format!("bucket.{BUCKET}"), bucket)]);
+        // The same prefix as Redis's: keys with `:` are not NATS subjects (they are stored
+        // encoded), and a prefix still matches them.
+        watching(&p, server, "SET@in:*,DEL@in:*", &REDIS_STYLE_KEYS).await;
+    }
+
+    /// A Redis that does not publish keyspace notifications fails the link with the command
+    /// that fixes it, instead of a watch that never fires.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_without_notifications_fails_the_link_saying_how_to_fix_it() {
+        let redis = common::OwnRedis::start();
+        let p = ProviderProcess::start("keyvalue-redis", "kv-redis-nonotify").await;
+        let server = config(&[
+            ("url", redis.url()),
+            (&format!("bucket.{BUCKET}"), String::new()),
+        ]);
+        watch::watch_link(&p, "watching-comp", with_watch(server, "SET@k")).await;
+        match watch::source_link_state(&p).await {
+            LinkState::Failed { error } => {
+                assert!(
+                    error.contains("CONFIG SET notify-keyspace-events K$g"),
+                    "{error}"
+                )
+            }
+            other => panic!("the link should have failed: {other:?}"),
+        }
     }
 }
