@@ -820,6 +820,12 @@ fn up_runs_the_files_app_and_streams_files_both_ways() {
     );
     let (status, body) = request(port, "GET", "/files/nothing-here", b"").expect("GET");
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    // A malformed escape or a name trying to leave the root: refused, nothing touched.
+    let (status, body) = request(port, "GET", "/files/bad%zzescape", b"").expect("GET");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = request(port, "PUT", "/files/..%2F..%2Fescaped", b"x").expect("PUT");
+    assert_eq!(status, 400, "an escaping name");
+    assert!(!root.parent().unwrap().join("escaped").exists());
 
     let (status, _) = request(port, "DELETE", "/files/photos/big%20one.bin", b"").expect("DEL");
     assert_eq!(status, 204);

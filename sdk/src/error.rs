@@ -4,7 +4,8 @@
 //! implement `std::error::Error` and carry a message that names the offending thing without
 //! ever including a secret.
 
-/// A name that cannot be used as a subject token (lattice, component id, link name, …).
+/// A name that cannot be used as a subject token (lattice, component id, link name, …) or
+/// a subject.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("invalid {kind} {value:?}: {reason}")]
 pub struct InvalidName {

@@ -58,6 +58,43 @@ pub fn validate_token(kind: &'static str, value: &str) -> Result<(), InvalidName
     }
 }
 
+/// Checks that `value` is a whole NATS subject: tokens separated by `.`, none empty, no white
+/// space or control characters, at most 4096 bytes; `*` and `>` only as whole tokens (`>`
+/// last), and only when `wildcards` (a subscription's, not a publish's subject).
+pub fn validate_subject(
+    kind: &'static str,
+    value: &str,
+    wildcards: bool,
+) -> Result<(), InvalidName> {
+    let tokens: Vec<&str> = value.split('.').collect();
+    let reason =
+        if value.is_empty() {
+            Some("it is empty")
+        } else if value.len() > 4096 {
+            Some("it is longer than 4096 bytes")
+        } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some("it contains white space or a control character")
+        } else if tokens.iter().any(|t| t.is_empty()) {
+            Some("it has an empty token (a leading, trailing or doubled '.')")
+        } else if !wildcards && tokens.iter().any(|t| *t == "*" || *t == ">") {
+            Some("it contains a wildcard ('*' or '>'), which only a subscription may use")
+        } else if tokens.iter().enumerate().any(|(i, t)| {
+            t.len() > 1 && t.contains(['*', '>']) || (*t == ">" && i + 1 != tokens.len())
+        }) {
+            Some("'*' and '>' must be whole tokens, '>' the last")
+        } else {
+            None
+        };
+    match reason {
+        Some(reason) => Err(InvalidName {
+            kind,
+            value: value.chars().take(64).collect(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Subjects of one lattice. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LatticeSubjects {
@@ -194,5 +231,19 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn whole_subjects_are_checked() {
+        for ok in ["a", "a.b", "orders.eu-1", "_INBOX.x"] {
+            assert!(validate_subject("subject", ok, false).is_ok(), "{ok}");
+        }
+        for ok in ["a.*", "a.>", "*.b", ">"] {
+            assert!(validate_subject("subject", ok, true).is_ok(), "{ok}");
+            assert!(validate_subject("subject", ok, false).is_err(), "{ok}");
+        }
+        for bad in ["", "a b", "a..b", ".a", "a.", "a.>.b", "a*", "a.b>", "a\tb"] {
+            assert!(validate_subject("subject", bad, true).is_err(), "{bad:?}");
+        }
     }
 }

@@ -46,7 +46,8 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often handled positions are committed.
 const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
-fn client_config(connection: &Connection) -> ClientConfig {
+/// The client settings of `connection` (brokers, security).
+pub fn client_config(connection: &Connection) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in connection.client_config() {
         config.set(key, value);

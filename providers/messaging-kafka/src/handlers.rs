@@ -1,21 +1,36 @@
 //! The provider's links and the consumer interface. A target link (component → provider)
-//! keeps the producer its publishes use; a source link (provider → component) keeps its
-//! group member, replaced when the link changes and stopped when it goes.
+//! keeps the producer its publishes use and, once it makes a request, the reader of its
+//! reply topic; a source link (provider → component) keeps its group member, replaced when
+//! the link changes and stopped when it goes.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::producer::FutureProducer;
+use tokio::sync::OnceCell;
 use trellis_interfaces::messaging::{Consumer, Message};
 use trellis_sdk::link::{LinkDefinition, LinkStates};
 use trellis_sdk::provider::{LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
 use crate::backend::{self, Subscription};
+use crate::replies::{self, Replies};
 use crate::settings::{SourceSettings, TargetSettings, valid_topic};
+
+/// The longest request a component may ask for.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A target link: its settings, its producer, its reply reader once needed.
+struct Target {
+    settings: TargetSettings,
+    producer: FutureProducer,
+    replies: OnceCell<Replies>,
+}
 
 /// The provider: each target link's producer and each source link's group member.
 #[derive(Clone, Default)]
 pub struct MessagingKafka {
-    targets: LinkStates<FutureProducer>,
+    targets: LinkStates<Target>,
     sources: LinkStates<Subscription>,
 }
 
@@ -28,8 +43,15 @@ fn default_group(link: &LinkDefinition) -> String {
 impl Provider for MessagingKafka {
     async fn receive_link_config_as_target(&self, link: LinkConfig<'_>) -> anyhow::Result<()> {
         let settings = TargetSettings::parse(link.config)?;
-        self.targets
-            .insert(link.link, backend::producer(&settings.connection)?);
+        let producer = backend::producer(&settings.connection)?;
+        self.targets.insert(
+            link.link,
+            Target {
+                settings,
+                producer,
+                replies: OnceCell::new(),
+            },
+        );
         Ok(())
     }
 
@@ -59,30 +81,61 @@ impl Provider for MessagingKafka {
     }
 }
 
+impl MessagingKafka {
+    fn target(&self, cx: &CallContext) -> Result<std::sync::Arc<Target>, String> {
+        self.targets
+            .get(&cx.link)
+            .ok_or_else(|| "this link has no messaging-kafka settings (yet)".to_string())
+    }
+}
+
 impl Consumer<CallContext> for MessagingKafka {
-    /// Kafka has no request/reply: said plainly, so a component can publish with a
-    /// `reply-to` instead (it travels as the `reply-to` header, and the handler of the
-    /// request sees it as the message's `reply_to`).
+    /// Publishes the request with `reply-to` `REPLY_TOPIC#ID` and waits for the answer
+    /// carrying that id on the link's `reply_topic` (see `replies`); a link without one
+    /// refuses requests saying so.
     async fn request(
         &self,
-        _cx: CallContext,
+        cx: CallContext,
         subject: String,
-        _body: Bytes,
-        _timeout_ms: u32,
+        body: Bytes,
+        timeout_ms: u32,
     ) -> Result<Message, String> {
-        Err(format!(
-            "request on {subject}: Kafka has no request/reply; publish with reply_to and handle the answer as a message"
-        ))
+        if !valid_topic(&subject) {
+            return Err(format!("{subject:?} is not a valid Kafka topic"));
+        }
+        let target = self.target(&cx)?;
+        let Some(topic) = &target.settings.reply_topic else {
+            return Err(format!(
+                "request on {subject}: this link names no reply_topic to read answers from"
+            ));
+        };
+        let replies = target
+            .replies
+            .get_or_try_init(|| Replies::start(&target.settings.connection, topic))
+            .await?;
+        let timeout = Duration::from_millis(u64::from(timeout_ms)).min(MAX_REQUEST_TIMEOUT);
+        replies
+            .request(&target.producer, subject, body, timeout)
+            .await
     }
 
+    /// Publishes `msg`; a subject `TOPIC#ID` (a request's `reply_to`) is an answer: it goes
+    /// to `TOPIC` with the request's id in a header.
     async fn publish(&self, cx: CallContext, msg: Message) -> Result<(), String> {
-        if !valid_topic(&msg.subject) {
+        let (topic, id) = replies::split_reply(&msg.subject);
+        if !valid_topic(topic) {
             return Err(format!("{:?} is not a valid Kafka topic", msg.subject));
         }
-        let producer = self
-            .targets
-            .get(&cx.link)
-            .ok_or_else(|| "this link has no messaging-kafka settings (yet)".to_string())?;
-        backend::publish(&producer, &msg, &[]).await
+        let target = self.target(&cx)?;
+        match id {
+            None => backend::publish(&target.producer, &msg, &[]).await,
+            Some(id) => {
+                let answer = Message {
+                    subject: topic.to_string(),
+                    ..msg.clone()
+                };
+                backend::publish(&target.producer, &answer, &[(replies::CORRELATION, id)]).await
+            }
+        }
     }
 }

@@ -4,11 +4,13 @@
 //! only once its record and every earlier one of its partition were handled.
 //!
 //! `settings` parses each link's config (see the README); `backend` runs a link's consumer
-//! group member into the SDK's delivery engine and commits what was handled; `handlers`
-//! keeps the links and serves the consumer interface.
+//! group member into the SDK's delivery engine and commits what was handled; `replies`
+//! gives requests their answers from a reply topic; `handlers` keeps the links and serves
+//! the consumer interface.
 
 mod backend;
 mod handlers;
+mod replies;
 mod settings;
 
 use trellis_interfaces::messaging;

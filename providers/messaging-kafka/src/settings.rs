@@ -112,13 +112,27 @@ impl Connection {
 pub struct TargetSettings {
     /// The brokers.
     pub connection: Connection,
+    /// Where the answers to this link's requests are read from (`reply_topic`); without
+    /// one, requests are refused saying so.
+    pub reply_topic: Option<String>,
 }
 
 impl TargetSettings {
     /// Parses a target link's config.
     pub fn parse(config: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let values = ConfigValues::new(config);
+        let reply_topic = values.get("reply_topic");
+        if let Some(topic) = &reply_topic
+            && !valid_topic(topic)
+        {
+            return Err(bad(
+                "reply_topic",
+                format!("{topic:?} is not a valid Kafka topic"),
+            ));
+        }
         Ok(Self {
-            connection: Connection::parse(&ConfigValues::new(config))?,
+            connection: Connection::parse(&values)?,
+            reply_topic,
         })
     }
 }

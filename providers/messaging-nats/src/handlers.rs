@@ -11,6 +11,7 @@ use trellis_interfaces::messaging::{Consumer, Message};
 use trellis_sdk::link::{LinkDefinition, LinkStates};
 use trellis_sdk::provider::{LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
+use trellis_sdk::subjects::validate_subject;
 
 use crate::backend::{self, Subscription};
 use crate::settings::{SourceSettings, TargetSettings};
@@ -84,6 +85,11 @@ impl MessagingNats {
     }
 }
 
+/// A component's subject, checked before it reaches NATS: a whole subject, no wildcards.
+fn publishable(subject: &str) -> Result<(), String> {
+    validate_subject("subject", subject, false).map_err(|e| e.to_string())
+}
+
 impl Consumer<CallContext> for MessagingNats {
     async fn request(
         &self,
@@ -92,6 +98,7 @@ impl Consumer<CallContext> for MessagingNats {
         body: Bytes,
         timeout_ms: u32,
     ) -> Result<Message, String> {
+        publishable(&subject)?;
         let nats = self.client(&cx)?;
         let timeout = Duration::from_millis(u64::from(timeout_ms)).min(MAX_REQUEST_TIMEOUT);
         let request = async_nats::Request::new()
@@ -109,6 +116,10 @@ impl Consumer<CallContext> for MessagingNats {
     }
 
     async fn publish(&self, cx: CallContext, msg: Message) -> Result<(), String> {
+        publishable(&msg.subject)?;
+        if let Some(reply) = &msg.reply_to {
+            publishable(reply)?;
+        }
         let nats = self.client(&cx)?;
         let subject = msg.subject.clone();
         let sent = match msg.reply_to {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use trellis_sdk::config::{ConfigValueError, ConfigValues};
 use trellis_sdk::connect::NatsOptions;
 use trellis_sdk::delivery::DeliveryOptions;
+use trellis_sdk::subjects::validate_subject;
 
 /// Why a link's configuration is unusable.
 pub type ConfigError = ConfigValueError;
@@ -106,11 +107,9 @@ impl SourceSettings {
                 "required: the subjects to deliver (comma separated)",
             ));
         }
-        if let Some(s) = subjects
-            .iter()
-            .find(|s| s.is_empty() || s.contains(char::is_whitespace))
-        {
-            return Err(bad("subscriptions", format!("{s:?} is not a NATS subject")));
+        for s in &subjects {
+            validate_subject("subscription", s, true)
+                .map_err(|e| bad("subscriptions", e.to_string()))?;
         }
         let delivery = DeliveryOptions::from_config(&values)?;
         let source = match values.get("stream") {

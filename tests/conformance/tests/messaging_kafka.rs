@@ -3,7 +3,9 @@
 //! handled, in offset order per partition, by a handler that fails the first two tries of
 //! every fifth; the provider killed (`kill -9`) mid-stream and restarted: every record
 //! handled at least once; two instances in one group split the partitions with nothing
-//! lost or handled twice; and a component's publish (with its `reply-to`) reaching the topic.
+//! lost or handled twice; a component's publish (with its `reply-to`) reaching the topic;
+//! requests answered through the link's reply topic, each with its own answer; and records
+//! whose attempts are spent going to the dead-letter topic.
 //!
 //! The broker's group join takes about half the session timeout, so the links use a 2 s
 //! session (500 ms heartbeats).
@@ -256,12 +258,12 @@ async fn a_component_publishes_with_its_reply_to() {
         .headers()
         .and_then(|h| h.iter().find(|h| h.key == "reply-to").and_then(|h| h.value));
     assert_eq!(reply, Some(&b"answers"[..]));
-    // Requests are refused plainly (Kafka has no request/reply).
+    // A link without a reply topic refuses requests, saying what is missing.
     let err = consumer
         .request(&topic, &Bytes::from("x"), 100)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("no request/reply"), "{err}");
+    assert!(err.to_string().contains("names no reply_topic"), "{err}");
     // A subject that cannot be a topic is refused before anything is sent.
     let err = consumer
         .publish(Message {
@@ -309,4 +311,143 @@ async fn a_restarted_broker_is_rejoined_without_restarting_the_provider() {
         .wait_for_distinct(1000, Duration::from_secs(180))
         .await;
     assert!(p.is_running(), "the provider restarted or died");
+}
+
+/// Answers each request it is handed, upper-cased, by publishing to its `reply_to` through
+/// the provider (as a component would).
+#[derive(Clone)]
+struct Answerer(trellis_sdk::runtime::LinkedClient);
+
+impl trellis_interfaces::messaging::MessageHandler<trellis_wrpc_nats::ServeContext> for Answerer {
+    async fn handle_message(
+        &self,
+        _: trellis_wrpc_nats::ServeContext,
+        msg: Message,
+    ) -> Result<(), String> {
+        let reply_to = msg.reply_to.ok_or("no reply_to")?;
+        ConsumerClient::new(&self.0, ())
+            .publish(Message {
+                subject: reply_to,
+                body: Bytes::from(msg.body.to_ascii_uppercase()),
+                reply_to: None,
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_answered_through_the_reply_topic() {
+    let (requests, answers) = (topic("requests").await, topic("answers").await);
+    let p = ProviderProcess::start("messaging-kafka", "kafka-request").await;
+    let broker: HashMap<String, String> = [("brokers".to_string(), brokers())].into();
+    let mut asker = broker.clone();
+    asker.insert("reply_topic".into(), answers.clone());
+    let c = p
+        .link("app", "wasmcloud", "messaging", &["consumer"], asker)
+        .await;
+    let responder = p
+        .link("responder", "wasmcloud", "messaging", &["consumer"], broker)
+        .await;
+    let _served = stand_in(&p.lattice, "responder", Answerer(responder)).await;
+    deliver_to(
+        &p,
+        "responder",
+        &source(&requests, &format!("g-{requests}")),
+    )
+    .await;
+
+    let consumer = ConsumerClient::new(&c, ());
+    // The first answer waits for the responder's group to form (a few seconds here).
+    let first = common::eventually(|| async {
+        Ok::<_, anyhow::Error>(
+            consumer
+                .request(&requests, &Bytes::from("first"), 30_000)
+                .await,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(first.body, Bytes::from("FIRST"));
+    assert_eq!(first.subject, answers);
+    // Concurrent requests each get their own answer.
+    let asks = (0..8).map(|i| {
+        let consumer = &consumer;
+        let requests = &requests;
+        async move {
+            let body = Bytes::from(format!("ask {i}"));
+            let answer = consumer.request(requests, &body, 30_000).await.unwrap();
+            (body, answer.body)
+        }
+    });
+    for (asked, answer) in futures::future::join_all(asks).await {
+        assert_eq!(answer, Bytes::from(asked.to_ascii_uppercase()));
+    }
+    // Nobody answers on a topic nobody reads: the request times out, saying where it waited.
+    let silent = topic("silent").await;
+    let err = consumer
+        .request(&silent, &Bytes::from("x"), 500)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no answer on"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_records_go_to_the_dead_letter_topic() {
+    let (input, dead) = (topic("dlq-in").await, topic("dlq").await);
+    let p = ProviderProcess::start("messaging-kafka", "kafka-dlq").await;
+    // Fails the first two tries of every fifth record: with two attempts, those are spent.
+    let recorder = Recorder {
+        flaky: true,
+        ..Default::default()
+    };
+    let _served = stand_in(&p.lattice, "dlq-comp", recorder.clone()).await;
+    let mut config = source(&input, &format!("g-{input}"));
+    config.push(("max_attempts", "2".to_string()));
+    config.push(("dead_letter_topic", dead.clone()));
+    deliver_to(&p, "dlq-comp", &config).await;
+    produce(&input, 0..20).await;
+    // 16 records handled (0, 5, 10 and 15 are spent), 4 dead-lettered.
+    recorder.wait_for(16, Duration::from_secs(60)).await;
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("reader-{dead}"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "2000")
+        .set("heartbeat.interval.ms", "500")
+        .create()
+        .unwrap();
+    reader.subscribe(&[&dead]).unwrap();
+    let mut letters = HashSet::new();
+    while letters.len() < 4 {
+        let record = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+            .await
+            .expect("a dead letter")
+            .unwrap();
+        let header = |key: &str| {
+            record
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == key).and_then(|h| h.value))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(
+            header("trellis-original-topic").as_deref(),
+            Some(input.as_str())
+        );
+        assert!(
+            header("trellis-dead-letter-reason").is_some_and(|r| r.contains("failing")),
+            "{:?}",
+            header("trellis-dead-letter-reason")
+        );
+        letters.insert(String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned());
+    }
+    let expected: HashSet<String> = ["0", "5", "10", "15"].map(String::from).into();
+    assert_eq!(letters, expected);
+    let stats = delivered(&p).await;
+    assert_eq!(
+        stats.iter().map(|s| s.dead_lettered).sum::<u64>(),
+        4,
+        "{stats:?}"
+    );
 }

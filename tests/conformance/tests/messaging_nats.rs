@@ -440,6 +440,21 @@ async fn components_publish_and_request_through_the_provider() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&format!("nobody.{tag}")), "{err}");
+    // Subjects a publish cannot use are refused before anything reaches NATS.
+    for bad in ["", "has space", "a..b", "wild.*", "all.>"] {
+        let msg = Message {
+            subject: bad.into(),
+            body: Bytes::new(),
+            reply_to: None,
+        };
+        let err = consumer.publish(msg).await.unwrap_err().to_string();
+        assert!(err.contains("invalid subject"), "{bad:?}: {err}");
+        let err = consumer.request(bad, &Bytes::new(), 100).await.unwrap_err();
+        assert!(
+            err.to_string().contains("invalid subject"),
+            "{bad:?}: {err}"
+        );
+    }
 }
 
 /// The messenger component in the host: messages on a subscribed subject reach it through

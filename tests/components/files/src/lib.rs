@@ -3,7 +3,8 @@
 //! it arrives and a download leaves as the blobstore sends it — so file size is not bounded
 //! by the component's memory.
 //!
-//! Routes (`NAME` may contain `/`; `%XX` escapes are decoded):
+//! Routes (`NAME` may contain `/`; `%XX` escapes are decoded; a malformed escape, or a name
+//! with an empty, `.` or `..` part, is `400`):
 //! - `PUT /files/NAME` — stores the request body: `201` and `stored NAME (N bytes)`.
 //! - `GET /files/NAME` — the file, with its `content-length`; `404` if there is none.
 //! - `DELETE /files/NAME` — removes it: `204`.
@@ -45,6 +46,13 @@ impl Guest for Files {
             Some(name) => name,
             None => return text(out, 400, "bad %-escape in the name\n"),
         };
+        if !name.is_empty() && !plain_name(&name) {
+            return text(
+                out,
+                400,
+                "bad name: no empty, '.' or '..' parts, no control characters\n",
+            );
+        }
         let container = match container() {
             Ok(c) => c,
             Err(e) => return text(out, 502, &format!("blobstore: {e}\n")),
@@ -162,6 +170,16 @@ fn pump(input: &InputStream, output: &OutputStream) -> Result<u64, String> {
         .blocking_flush()
         .map_err(|e| format!("flush: {e:?}"))?;
     Ok(moved)
+}
+
+/// Whether `name` is an ordinary file name: `/`-separated parts, none empty, `.` or `..`,
+/// no control characters. Refused here with a plain `400` (the blobstore provider refuses
+/// them too, but its refusal would read as a backend failure).
+fn plain_name(name: &str) -> bool {
+    !name.chars().any(char::is_control)
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
 /// `%XX` escapes decoded; `None` if one is malformed or the result is not UTF-8.
