@@ -23,7 +23,7 @@ fi
 # Private service directory, and the services stopped however the run ends (as test.sh does).
 export TRELLIS_RUN="${TRELLIS_RUN:-$(mktemp -d /tmp/trellis-bench.XXXXXX)}"
 trap 'scripts/services.sh stop' EXIT
-scripts/services.sh start nats redis s3 azure
+scripts/services.sh start nats redis s3 azure kafka
 eval "$(scripts/services.sh env)"
 # The keyvalue and HTTP benchmarks start the provider binaries: build them in release first.
 cargo build --release --bins
@@ -31,4 +31,5 @@ cargo bench -p trellis-wrpc-nats --bench transport
 cargo bench -p trellis-host --bench host
 cargo bench -p trellis-conformance --bench keyvalue
 cargo bench -p trellis-conformance --bench blobstore
+cargo bench -p trellis-conformance --bench messaging
 cargo bench -p trellis-provider-http-server --bench http

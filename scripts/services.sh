@@ -160,6 +160,7 @@ start_kafka() {
     --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/
   wait_for kafka 30 tcp_open "$port"
   record TRELLIS_KAFKA_BROKERS "127.0.0.1:$port"
+  record TRELLIS_KAFKA_PID "$(cat "$TRELLIS_RUN/kafka.pid")"
   record TRELLIS_TANSU "$tansu"
   log "Kafka API (tansu) on 127.0.0.1:$port"
 }

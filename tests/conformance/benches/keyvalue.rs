@@ -41,6 +41,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{StreamExt as _, stream};
 use tokio::sync::oneshot;
+use trellis_conformance::cpu::{Probe, cpu_time, service_pid};
 use trellis_conformance::keyvalue;
 use trellis_conformance::lattice::ProviderProcess;
 use trellis_host::{Host, HostOptions, read_component};
@@ -149,28 +150,9 @@ fn row(name: &str, s: Stats, bk: Stats, nats: Stats) {
     );
 }
 
-/// A process whose CPU time is sampled: a label and its pid.
-type Probe = (&'static str, u32);
-
-/// CPU time every thread of `pid` has used so far (`/proc/{pid}/task/*/schedstat`, whose
-/// first field is nanoseconds on a CPU); `None` where there is no `/proc`.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let mut ns = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(Duration::from_nanos(ns))
-}
-
 /// The probes that were found.
 fn probes(candidates: &[Option<Probe>]) -> Vec<Probe> {
     candidates.iter().flatten().copied().collect()
-}
-
-/// The pid `scripts/services.sh` recorded in `var` for a server it started, if any.
-fn service_pid(var: &str) -> Option<u32> {
-    std::env::var(var).ok()?.parse().ok()
 }
 
 /// The CPU time each probed process spent per call of one path, in microseconds.

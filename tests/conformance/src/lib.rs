@@ -5,6 +5,7 @@
 //! would. The per-provider test files (in `tests/`) start the real provider binary and its
 //! real backend and hand the suite a client.
 
+pub mod cpu;
 pub mod keyvalue;
 pub mod lattice;
 pub mod messaging;
