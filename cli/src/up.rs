@@ -183,7 +183,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         &manifest,
         &opts,
         nats.clone(),
-        &nats_url,
+        &nats_opts,
         &provider_bins,
         &home,
         wasm,
@@ -277,7 +277,7 @@ async fn start(
     manifest: &Manifest,
     opts: &UpOptions,
     nats: async_nats::Client,
-    nats_url: &str,
+    nats_opts: &NatsOptions,
     provider_bins: &[PathBuf],
     home: &Path,
     mut wasm: HashMap<String, Vec<u8>>,
@@ -287,7 +287,10 @@ async fn start(
         HostOptions {
             lattice: opts.lattice.clone(),
             host_id: format!("trellis-up-{}", std::process::id()),
-            nats_url: nats_url.to_string(),
+            // The providers join as `up` did: same server, credentials and TLS.
+            nats_url: nats_opts.url.clone(),
+            nats_auth: nats_opts.auth.clone(),
+            nats_tls: nats_opts.tls.clone(),
             limits: Limits::default(),
             cache_dir: Some(home.join("compiled")),
             ..HostOptions::default()

@@ -218,6 +218,67 @@ impl Drop for Up {
     }
 }
 
+/// `trellis up` joined to a nats-server that lets in only holders of a user JWT, over TLS:
+/// the host and both providers it starts join with the credentials file and CA `up` was
+/// given (before, the providers crash-looped), and the app answers.
+#[test]
+fn up_joins_a_lattice_requiring_user_jwts_and_tls_with_every_process() {
+    let secure = trellis_tests::secure_nats::SecureNats::start();
+    let home = temp_home("secure");
+    let port = free_port();
+    let log = home.join("up.stderr");
+    let child = cmd(&home)
+        .args(["--nats-url", &secure.url()])
+        .arg("--nats-creds")
+        .arg(&secure.creds_file)
+        .arg("--nats-tls-ca")
+        .arg(&secure.ca_file)
+        .args(["up", APP])
+        .env("COUNTER_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn trellis up");
+    let mut up = Up { child, log };
+    up.wait_for("ready in", Duration::from_secs(180));
+    let counts: Vec<String> = (0..3).map(|_| get(port).expect("GET /")).collect();
+    assert_eq!(counts, ["1\n", "2\n", "3\n"], "{}", up.log());
+    let log = up.log();
+    assert!(!log.contains("exited"), "a provider exited:\n{log}");
+    // The user's seed is never printed.
+    assert!(
+        !log.contains(&secure.user_seed),
+        "the seed leaked into up's output"
+    );
+    // Both providers run (they crash-looped when the host passed them no credentials).
+    let joined = |c: &mut Command| {
+        c.args(["--nats-url", &secure.url()])
+            .arg("--nats-tls-ca")
+            .arg(&secure.ca_file);
+    };
+    let mut inventory = cmd(&home);
+    joined(&mut inventory);
+    inventory.arg("--nats-creds").arg(&secure.creds_file);
+    let (code, out, err) = run(inventory.args(["inventory", "--json"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let inv: Value = serde_json::from_str(&out).expect("inventory JSON");
+    let states: Vec<&str> = inv["hosts"][0]["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .map(|p| p["state"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(states, ["running", "running"], "{out}");
+    // The server does require the credentials: without them, nothing joins.
+    let mut anonymous = cmd(&home);
+    joined(&mut anonymous);
+    let (code, out, err) = run(anonymous.args(["inventory", "--json"]));
+    assert_ne!(code, 0, "joined without credentials: {out}");
+    assert!(err.to_lowercase().contains("authoriz"), "{err}");
+    up.interrupt(Duration::from_secs(60));
+    let _ = std::fs::remove_dir_all(&home);
+}
+
 #[test]
 fn up_runs_the_counter_app_and_ctrl_c_leaves_nothing() {
     let home = temp_home("up");

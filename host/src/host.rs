@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use trellis_sdk::connect::{NatsAuth, TlsOptions};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -33,6 +34,11 @@ pub struct HostOptions {
     pub host_id: String,
     /// The NATS URL handed to the providers this host starts.
     pub nats_url: String,
+    /// The credentials handed to the providers this host starts (in their host data: JWT
+    /// and seed as 1.x passes them, the rest as Trellis's extension). Usually the host's own.
+    pub nats_auth: NatsAuth,
+    /// The TLS settings handed to the providers this host starts.
+    pub nats_tls: TlsOptions,
     /// Limits of every instance.
     pub limits: Limits,
     /// Where compiled components are cached (none: compile every time).
@@ -47,6 +53,8 @@ impl Default for HostOptions {
             lattice: "default".into(),
             host_id: format!("trellis-host-{}", std::process::id()),
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_auth: NatsAuth::None,
+            nats_tls: TlsOptions::default(),
             limits: Limits::default(),
             cache_dir: None,
             call_timeout: Duration::from_secs(10),
@@ -190,6 +198,8 @@ impl Host {
         let env = SupervisorEnv {
             nats: inner.nats.clone(),
             nats_url: inner.opts.nats_url.clone(),
+            nats_auth: inner.opts.nats_auth.clone(),
+            nats_tls: inner.opts.nats_tls.clone(),
             subjects: inner.subjects.clone(),
             store: inner.store.clone(),
             host_id: inner.opts.host_id.clone(),

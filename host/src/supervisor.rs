@@ -108,6 +108,8 @@ pub struct ProviderStatus {
 pub(crate) struct SupervisorEnv {
     pub(crate) nats: async_nats::Client,
     pub(crate) nats_url: String,
+    pub(crate) nats_auth: trellis_sdk::connect::NatsAuth,
+    pub(crate) nats_tls: trellis_sdk::connect::TlsOptions,
     pub(crate) subjects: LatticeSubjects,
     pub(crate) store: LatticeStore,
     pub(crate) host_id: String,
@@ -192,7 +194,10 @@ fn set(status: &Mutex<ProviderStatus>, f: impl FnOnce(&mut ProviderStatus)) {
     f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
-async fn host_data(env: &SupervisorEnv, spec: &ProviderSpec) -> HostData {
+async fn host_data(
+    env: &SupervisorEnv,
+    spec: &ProviderSpec,
+) -> Result<HostData, trellis_sdk::connect::CredsError> {
     let links: Vec<LinkDefinition> = match env.store.links_for(&spec.id).await {
         Ok((links, broken)) => {
             for (link, err) in broken {
@@ -205,7 +210,7 @@ async fn host_data(env: &SupervisorEnv, spec: &ProviderSpec) -> HostData {
             Vec::new()
         }
     };
-    HostData {
+    let mut data = HostData {
         host_id: env.host_id.clone(),
         lattice_rpc_prefix: env.subjects.lattice().to_string(),
         lattice_rpc_url: env.nats_url.clone(),
@@ -216,7 +221,10 @@ async fn host_data(env: &SupervisorEnv, spec: &ProviderSpec) -> HostData {
         default_rpc_timeout_ms: u64::try_from(env.rpc_timeout.as_millis()).ok(),
         log_level: Some("info".into()),
         ..HostData::new()
-    }
+    };
+    // The provider joins as the host does (credentials and TLS alike).
+    data.set_nats_credentials(&env.nats_auth, &env.nats_tls)?;
+    Ok(data)
 }
 
 fn uuid_v4() -> String {
@@ -311,6 +319,7 @@ impl Running {
 async fn spawn(env: &SupervisorEnv, spec: &ProviderSpec) -> std::io::Result<Running> {
     let line = host_data(env, spec)
         .await
+        .map_err(std::io::Error::other)?
         .encode()
         .map_err(std::io::Error::other)?;
     let mut cmd = Command::new(&spec.path);

@@ -107,17 +107,17 @@ async fn messages_reach_the_component_and_its_replies_reach_the_provider() {
     );
 
     // The component's own errors come back as the interface's error value.
-    let no_reply = Message {
-        reply_to: None,
+    let failing = Message {
+        body: Bytes::from("fail"),
         ..msg
     };
     let err = handler
-        .handle_message(no_reply)
+        .handle_message(failing)
         .await
         .split()
         .unwrap()
         .unwrap_err();
-    assert!(err.contains("no reply subject"), "{err}");
+    assert!(err.contains("asked to fail"), "{err}");
 
     // A message whose body claims 2^32 - 1 bytes with none behind them. The runtime's reader
     // would reserve room for that many list elements at once and abort the host (this

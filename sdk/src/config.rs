@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::connect::{NatsArgs, NatsAuth, NatsOptions};
+use crate::connect::{NatsArgs, NatsOptions};
 use crate::error::InvalidName;
 use crate::host_data::{HostData, HostDataError, SecretValue};
 use crate::link::LinkDefinition;
@@ -159,16 +159,7 @@ impl ProviderConfig {
     pub fn from_host_data(hd: HostData) -> Result<Self, ConfigError> {
         validate_token("lattice name", &hd.lattice_rpc_prefix)?;
         validate_token("provider id", &hd.provider_key)?;
-        let auth = if !hd.lattice_rpc_user_jwt.is_empty() {
-            NatsAuth::Jwt {
-                jwt: hd.lattice_rpc_user_jwt.clone(),
-                seed: hd.lattice_rpc_user_seed.clone(),
-            }
-        } else if !hd.lattice_rpc_user_seed.is_empty() {
-            NatsAuth::NkeySeed(hd.lattice_rpc_user_seed.clone())
-        } else {
-            NatsAuth::None
-        };
+        let (auth, tls) = hd.nats_credentials();
         let url = if hd.lattice_rpc_url.is_empty() {
             NatsOptions::default().url
         } else {
@@ -177,6 +168,7 @@ impl ProviderConfig {
         let nats = NatsOptions {
             url,
             auth,
+            tls,
             name: Some(hd.provider_key.clone()),
             ..NatsOptions::default()
         };
@@ -387,6 +379,7 @@ impl<'a> ConfigValues<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connect::NatsAuth;
 
     #[test]
     fn lists_and_sizes_parse() {

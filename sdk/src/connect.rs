@@ -39,8 +39,54 @@ pub enum NatsAuth {
     CredsFile(PathBuf),
 }
 
+/// A NATS `.creds` file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredsError {
+    /// It cannot be read.
+    #[error("cannot read the credentials file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It lacks the user JWT or the seed.
+    #[error("the credentials file {path} has no {missing}")]
+    Incomplete {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        missing: &'static str,
+    },
+}
+
+/// The user JWT and nkey seed of a NATS `.creds` file (the first line inside each of its
+/// `-----BEGIN NATS USER JWT-----` and `-----BEGIN USER NKEY SEED-----` blocks).
+pub fn read_creds(path: &std::path::Path) -> Result<(Secret, Secret), CredsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CredsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let block = |marker: &str| {
+        let mut lines = text.lines().skip_while(|l| !l.contains(marker));
+        lines.next()?;
+        lines
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .filter(|l| !l.starts_with("---"))
+            .map(Secret::new)
+    };
+    let missing = |missing| CredsError::Incomplete {
+        path: path.to_path_buf(),
+        missing,
+    };
+    let jwt = block("BEGIN NATS USER JWT").ok_or_else(|| missing("user JWT"))?;
+    let seed = block("BEGIN USER NKEY SEED").ok_or_else(|| missing("nkey seed"))?;
+    Ok((jwt, seed))
+}
+
 /// TLS settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsOptions {
     /// Require TLS even if the URL does not say `tls://`.
     pub required: bool,

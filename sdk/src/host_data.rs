@@ -6,12 +6,14 @@
 //! forever or reading unbounded input.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, BufReader};
 
+use crate::connect::{NatsAuth, TlsOptions};
 use crate::link::LinkDefinition;
 use crate::secret::Secret;
 
@@ -68,6 +70,36 @@ pub struct HostData {
     pub env_values: HashMap<String, String>,
     /// Legacy: cluster issuers.
     pub cluster_issuers: Vec<String>,
+    /// *Trellis*: the lattice credentials and TLS settings 1.x host data has no field for
+    /// (1.x providers ignore it; JWT and seed travel in the 1.x fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trellis_nats: Option<NatsExtras>,
+}
+
+/// The NATS settings a Trellis host passes beyond 1.x's JWT and seed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NatsExtras {
+    /// User name (with `password`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Password of `user`.
+    #[serde(skip_serializing_if = "Secret::is_empty")]
+    pub password: Secret,
+    /// Authentication token.
+    #[serde(skip_serializing_if = "Secret::is_empty")]
+    pub token: Secret,
+    /// TLS is required.
+    pub tls_required: bool,
+    /// PEM roots to trust.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// PEM client key (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -130,6 +162,73 @@ impl HostData {
     pub fn decode(line: &str) -> Result<Self, HostDataError> {
         let bytes = base64::engine::general_purpose::STANDARD.decode(line.trim())?;
         Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// Sets the credentials and TLS settings a provider joins the lattice with: JWT and seed
+    /// in the 1.x fields (a `.creds` file is read into them, so 1.x providers can use it
+    /// too), the rest in [`HostData::trellis_nats`].
+    pub fn set_nats_credentials(
+        &mut self,
+        auth: &NatsAuth,
+        tls: &TlsOptions,
+    ) -> Result<(), crate::connect::CredsError> {
+        let mut extras = NatsExtras {
+            tls_required: tls.required,
+            tls_ca_file: tls.ca_file.clone(),
+            tls_client_cert: tls.client_cert.clone(),
+            tls_client_key: tls.client_key.clone(),
+            ..NatsExtras::default()
+        };
+        match auth {
+            NatsAuth::None => {}
+            NatsAuth::UserPassword { user, password } => {
+                extras.user = Some(user.clone());
+                extras.password = password.clone();
+            }
+            NatsAuth::Token(token) => extras.token = token.clone(),
+            NatsAuth::NkeySeed(seed) => self.lattice_rpc_user_seed = seed.clone(),
+            NatsAuth::Jwt { jwt, seed } => {
+                self.lattice_rpc_user_jwt = jwt.clone();
+                self.lattice_rpc_user_seed = seed.clone();
+            }
+            NatsAuth::CredsFile(path) => {
+                let (jwt, seed) = crate::connect::read_creds(path)?;
+                self.lattice_rpc_user_jwt = jwt;
+                self.lattice_rpc_user_seed = seed;
+            }
+        }
+        self.trellis_nats = (extras != NatsExtras::default()).then_some(extras);
+        Ok(())
+    }
+
+    /// The credentials and TLS settings host data gives: 1.x's JWT (with its seed) or seed
+    /// first, then the Trellis extension's user/password or token.
+    pub fn nats_credentials(&self) -> (NatsAuth, TlsOptions) {
+        let extras = self.trellis_nats.clone().unwrap_or_default();
+        let auth = if !self.lattice_rpc_user_jwt.is_empty() {
+            NatsAuth::Jwt {
+                jwt: self.lattice_rpc_user_jwt.clone(),
+                seed: self.lattice_rpc_user_seed.clone(),
+            }
+        } else if !self.lattice_rpc_user_seed.is_empty() {
+            NatsAuth::NkeySeed(self.lattice_rpc_user_seed.clone())
+        } else if let Some(user) = extras.user {
+            NatsAuth::UserPassword {
+                user,
+                password: extras.password,
+            }
+        } else if !extras.token.is_empty() {
+            NatsAuth::Token(extras.token)
+        } else {
+            NatsAuth::None
+        };
+        let tls = TlsOptions {
+            required: extras.tls_required,
+            ca_file: extras.tls_ca_file,
+            client_cert: extras.tls_client_cert,
+            client_key: extras.tls_client_key,
+        };
+        (auth, tls)
     }
 
     /// Host data with every field a 1.x reader requires present.
@@ -219,5 +318,58 @@ mod tests {
         let not_json = base64::engine::general_purpose::STANDARD.encode("[1,2]");
         let err = HostData::read_from(not_json.as_bytes(), Duration::from_secs(1)).await;
         assert!(matches!(err, Err(HostDataError::Json(_))), "{err:?}");
+    }
+
+    #[test]
+    fn credentials_travel_in_1x_fields_and_the_extension() {
+        let dir = std::env::temp_dir().join(format!("trellis-hd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let creds = dir.join("u.creds");
+        std::fs::write(
+            &creds,
+            "-----BEGIN NATS USER JWT-----\neyJhbGc.x.y\n------END NATS USER JWT------\n\n\
+             ***** IMPORTANT *****\n\n-----BEGIN USER NKEY SEED-----\nSUAEXAMPLE\n\
+             ------END USER NKEY SEED------\n",
+        )
+        .unwrap();
+        let tls = TlsOptions {
+            required: true,
+            ca_file: Some("/ca.pem".into()),
+            ..TlsOptions::default()
+        };
+        let mut hd = HostData::new();
+        hd.set_nats_credentials(&NatsAuth::CredsFile(creds.clone()), &tls)
+            .unwrap();
+        assert_eq!(hd.lattice_rpc_user_jwt.expose(), "eyJhbGc.x.y");
+        assert_eq!(hd.lattice_rpc_user_seed.expose(), "SUAEXAMPLE");
+        let back = HostData::decode(&hd.encode().unwrap()).unwrap();
+        let (auth, tls_back) = back.nats_credentials();
+        assert!(matches!(auth, NatsAuth::Jwt { .. }));
+        assert_eq!(tls_back, tls);
+
+        let mut hd = HostData::new();
+        let auth = NatsAuth::UserPassword {
+            user: "app".into(),
+            password: Secret::new("pw"),
+        };
+        hd.set_nats_credentials(&auth, &TlsOptions::default())
+            .unwrap();
+        let back = HostData::decode(&hd.encode().unwrap()).unwrap();
+        match back.nats_credentials().0 {
+            NatsAuth::UserPassword { user, password } => {
+                assert_eq!((user.as_str(), password.expose()), ("app", "pw"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing to add: no extension at all (what a 1.x host sends).
+        let mut hd = HostData::new();
+        hd.set_nats_credentials(&NatsAuth::None, &TlsOptions::default())
+            .unwrap();
+        assert!(hd.trellis_nats.is_none());
+
+        std::fs::write(&creds, "no blocks here").unwrap();
+        let err = crate::connect::read_creds(&creds).unwrap_err().to_string();
+        assert!(err.contains("has no user JWT"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

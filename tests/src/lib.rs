@@ -12,6 +12,8 @@ mod lattice;
 mod mem_blobs;
 mod mem_kv;
 mod readme;
+pub mod secure_nats;
+pub mod tls;
 pub use lattice::{
     caller, eventually, fresh_server, keep_serving, provider, run_with_large_stacks,
     spawn_invocations,
@@ -299,14 +301,29 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
 pub struct OwnRedis {
     /// Its port.
     pub port: u16,
+    args: Vec<String>,
     child: Option<std::process::Child>,
 }
 
 impl OwnRedis {
     /// Starts one; panics if `TRELLIS_REDIS_SERVER` (set by scripts/services.sh) is missing.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts one with further arguments; `{port}` in them stands for its port (which the
+    /// plain listener leaves alone when one of them says `--port 0`: a TLS-only server).
+    pub fn start_with(args: &[&str]) -> Self {
         let port = free_port();
-        let mut me = Self { port, child: None };
+        let args = args
+            .iter()
+            .map(|a| a.replace("{port}", &port.to_string()))
+            .collect();
+        let mut me = Self {
+            port,
+            args,
+            child: None,
+        };
         me.restart();
         me
     }
@@ -326,6 +343,7 @@ impl OwnRedis {
         let child = std::process::Command::new(&bin)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -89,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
     let mut opts = HostOptions {
         lattice: args.lattice.clone(),
         nats_url,
+        nats_auth: nats_opts.auth.clone(),
+        nats_tls: nats_opts.tls.clone(),
         limits: Limits {
             max_memory_bytes: args.max_memory_mib << 20,
             execution_deadline: Duration::from_millis(args.deadline_ms),

@@ -1,5 +1,6 @@
 //! Redis connections shared by links: one reconnecting, multiplexed connection per (server,
-//! credentials, database), created lazily so a link can be put before Redis is up.
+//! credentials, CA, database), created lazily so a link can be put before Redis is up;
+//! `rediss://` goes over TLS (rustls), trusting the system's roots or the link's CA file.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,10 +18,18 @@ pub enum PoolError {
     /// The URL does not parse.
     #[error("invalid Redis URL: {0}")]
     BadUrl(String),
+    /// The CA file cannot be read.
+    #[error("cannot read tls_ca_file {path}: {reason}")]
+    BadCa {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
-/// (url, password, database): what one shared connection serves.
-type PoolKey = (String, String, i64);
+/// (url, password, CA file, database): what one shared connection serves.
+type PoolKey = (String, String, String, i64);
 
 /// A client of `settings`' server and database `db` (for connections of their own, such as
 /// a subscription's).
@@ -31,7 +40,21 @@ pub fn client(settings: &LinkSettings, db: i64) -> Result<redis::Client, PoolErr
     if let Some(password) = &settings.password {
         redis = redis.set_password(password.expose());
     }
-    redis::Client::open(info.set_redis_settings(redis)).map_err(bad)
+    let info = info.set_redis_settings(redis);
+    match &settings.tls_ca_file {
+        None => redis::Client::open(info).map_err(bad),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| PoolError::BadCa {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(info, certs).map_err(bad)
+        }
+    }
 }
 
 /// Connections by (url, password, db); entries live as long as the provider.
@@ -49,7 +72,12 @@ impl Pool {
             .as_ref()
             .map(|p| p.expose().to_string())
             .unwrap_or_default();
-        let key = (settings.url.expose().to_string(), password, db);
+        let ca = settings
+            .tls_ca_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let key = (settings.url.expose().to_string(), password, ca, db);
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(conn) = conns.get(&key) {
             return Ok(conn.clone());

@@ -54,6 +54,8 @@ pub struct LinkSettings {
     pub url: Secret,
     /// Password from config, if not in the URL.
     pub password: Option<Secret>,
+    /// PEM roots to trust for `rediss://` instead of the system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// The URL's database (0 if none).
     pub url_db: i64,
     /// Configured buckets.
@@ -82,6 +84,10 @@ impl LinkSettings {
         let raw_url = values.get("url").unwrap_or_else(|| DEFAULT_URL.to_string());
         let (url, url_db) = split_db(&raw_url)?;
         let password = values.get("password").map(Secret::new);
+        let tls_ca_file = values.get("tls_ca_file").map(std::path::PathBuf::from);
+        if tls_ca_file.is_some() && !raw_url.starts_with("rediss://") {
+            return Err(bad("tls_ca_file", "needs a rediss:// (TLS) url"));
+        }
         let auto_create = values.flag("auto_create")?;
         let timeout = values.millis("timeout_ms", DEFAULT_TIMEOUT)?;
         let page = values.number_in("scan_count", 1..=100_000, DEFAULT_PAGE)?;
@@ -103,6 +109,7 @@ impl LinkSettings {
         Ok(Self {
             url: Secret::new(url),
             password,
+            tls_ca_file,
             url_db,
             buckets,
             auto_create,
@@ -183,15 +190,8 @@ fn split_db(url: &str) -> Result<(String, i64), ConfigError> {
         .find("://")
         .ok_or_else(|| bad("url", "not a redis:// URL"))?;
     let scheme = &url[..scheme_end];
-    if scheme == "rediss" {
-        // Said at link time rather than failing every call: this build has no TLS client.
-        return Err(bad(
-            "url",
-            "rediss:// (TLS) is not supported by this build of keyvalue-redis yet",
-        ));
-    }
-    if scheme != "redis" {
-        return Err(bad("url", "not a redis:// URL"));
+    if scheme != "redis" && scheme != "rediss" {
+        return Err(bad("url", "not a redis:// or rediss:// URL"));
     }
     let rest = &url[scheme_end + 3..];
     match rest.split_once('/') {
@@ -271,13 +271,21 @@ mod tests {
     }
 
     #[test]
-    fn tls_urls_are_refused_with_the_reason() {
-        let err = split_db("rediss://127.0.0.1:6380/1")
+    fn tls_urls_keep_their_scheme() {
+        let (url, db) = split_db("rediss://127.0.0.1:6380/1").unwrap();
+        assert_eq!((url.as_str(), db), ("rediss://127.0.0.1:6380", 1));
+        let err = split_db("http://127.0.0.1:6379").unwrap_err().to_string();
+        assert!(err.contains("not a redis:// or rediss:// URL"), "{err}");
+        let s = LinkSettings::parse(&cfg(&[("url", "rediss://h:1"), ("tls_ca_file", "/ca.pem")]))
+            .unwrap();
+        assert_eq!(
+            s.tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        let err = LinkSettings::parse(&cfg(&[("url", "redis://h:1"), ("tls_ca_file", "/ca.pem")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("rediss:// (TLS) is not supported"), "{err}");
-        let err = split_db("http://127.0.0.1:6379").unwrap_err().to_string();
-        assert!(err.contains("not a redis:// URL"), "{err}");
+        assert!(err.contains("rediss://"), "{err}");
     }
 
     #[test]

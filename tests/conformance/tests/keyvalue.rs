@@ -27,6 +27,15 @@ fn unique(tag: &str) -> String {
 }
 
 async fn redis_links(p: &ProviderProcess, url: &str) -> (LinkedClient, LinkedClient) {
+    redis_links_with(p, url, &[]).await
+}
+
+/// [`redis_links`] with `extra` config on both links.
+async fn redis_links_with(
+    p: &ProviderProcess,
+    url: &str,
+    extra: &[(&str, String)],
+) -> (LinkedClient, LinkedClient) {
     // Each link maps the same bucket name to its own prefix in the shared test server.
     let a = p
         .link(
@@ -34,10 +43,16 @@ async fn redis_links(p: &ProviderProcess, url: &str) -> (LinkedClient, LinkedCli
             "wrpc",
             "keyvalue",
             &KV,
-            config(&[
-                ("url", url.to_string()),
-                (&format!("bucket.{BUCKET}"), format!("/{}:", unique("a"))),
-            ]),
+            config(
+                &[
+                    &[
+                        ("url", url.to_string()),
+                        (&format!("bucket.{BUCKET}"), format!("/{}:", unique("a"))),
+                    ][..],
+                    extra,
+                ]
+                .concat(),
+            ),
         )
         .await;
     let b = p
@@ -46,10 +61,16 @@ async fn redis_links(p: &ProviderProcess, url: &str) -> (LinkedClient, LinkedCli
             "wrpc",
             "keyvalue",
             &KV,
-            config(&[
-                ("URL", url.to_string()),
-                (&format!("bucket.{BUCKET}"), format!("/{}:", unique("b"))),
-            ]),
+            config(
+                &[
+                    &[
+                        ("URL", url.to_string()),
+                        (&format!("bucket.{BUCKET}"), format!("/{}:", unique("b"))),
+                    ][..],
+                    extra,
+                ]
+                .concat(),
+            ),
         )
         .await;
     (a, b)
@@ -60,6 +81,89 @@ async fn redis_conforms() {
     let p = ProviderProcess::start("keyvalue-redis", "kv-redis").await;
     let (a, b) = redis_links(&p, &common::redis_url()).await;
     keyvalue::run_all(&a, &b).await;
+}
+
+/// The answer to a `get` once the provider has the link (before, the call is refused or
+/// says "(yet)").
+async fn first_answer(c: &LinkedClient) -> Result<Option<bytes::Bytes>, Error> {
+    for _ in 0..100 {
+        match kv(c).get("default", "k").await.split() {
+            Err(_) => {}
+            Ok(Err(Error::Other(m))) if m.contains("(yet)") => {}
+            Ok(answer) => return answer,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the link was never set up");
+}
+
+/// keyvalue-redis over TLS (`rediss://`, trusting the test's CA through `tls_ca_file`) to a
+/// redis-server that speaks only TLS and requires a password: the whole suite passes; a
+/// wrong password is `access-denied`; without the CA the server is not trusted and calls fail
+/// saying Redis is unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_password_conforms() {
+    let dir = std::env::temp_dir().join(format!("trellis-redis-tls-{}", unique("")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certs = trellis_tests::tls::certificates(&dir);
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (cert, key, ca) = (path(&certs.cert), path(&certs.key), path(&certs.ca));
+    let redis = common::OwnRedis::start_with(&[
+        "--port",
+        "0",
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        "s3cret-pw",
+    ]);
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let p = ProviderProcess::start("keyvalue-redis", "kv-redis-tls").await;
+    let trusted = [
+        ("password", "s3cret-pw".to_string()),
+        ("tls_ca_file", ca.clone()),
+    ];
+    let (a, b) = redis_links_with(&p, &url, &trusted).await;
+    keyvalue::run_all(&a, &b).await;
+
+    let wrong = p
+        .link(
+            "comp-wrong",
+            "wrpc",
+            "keyvalue",
+            &KV,
+            config(&[
+                ("url", url.clone()),
+                ("password", "not-it".to_string()),
+                ("tls_ca_file", ca.clone()),
+            ]),
+        )
+        .await;
+    assert_eq!(first_answer(&wrong).await.unwrap_err(), Error::AccessDenied);
+
+    let untrusting = p
+        .link(
+            "comp-untrusting",
+            "wrpc",
+            "keyvalue",
+            &KV,
+            config(&[("url", url.clone()), ("password", "s3cret-pw".to_string())]),
+        )
+        .await;
+    let err = first_answer(&untrusting).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Other(m) if m.contains("Redis unavailable")),
+        "{err:?}"
+    );
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A `set-many` whose list declares 2³² − 1 tuples with nothing behind them. wrpc-transport's

@@ -1,6 +1,7 @@
 //! Test component for messaging: every message it handles that has a reply subject is
 //! answered, upper-cased, on it through the linked `wasmcloud:messaging/consumer`; one
-//! without is handled with nothing to answer (the messaging benchmark's load).
+//! without is handled with nothing to answer (the messaging benchmark's load); one whose
+//! body is `fail` fails (for tests of a component's errors).
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -16,6 +17,9 @@ struct Messenger;
 
 impl Guest for Messenger {
     fn handle_message(msg: BrokerMessage) -> Result<(), String> {
+        if msg.body == b"fail" {
+            return Err(format!("asked to fail (on {})", msg.subject));
+        }
         let Some(reply_to) = msg.reply_to else {
             return Ok(());
         };
