@@ -30,6 +30,7 @@ cargo build --release --bins
 cargo bench -p trellis-wrpc-nats --bench transport
 cargo bench -p trellis-host --bench host
 cargo bench -p trellis-conformance --bench keyvalue
+cargo bench -p trellis-conformance --bench listing
 cargo bench -p trellis-conformance --bench blobstore
 cargo bench -p trellis-conformance --bench messaging
 cargo bench -p trellis-provider-http-server --bench http

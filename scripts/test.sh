@@ -27,7 +27,8 @@ log="$TRELLIS_RUN/test-output.log"
   cargo build --workspace --examples --bins
   # Every target but the benchmarks (they are programs that measure; scripts/bench.sh runs
   # them in release; clippy --all-targets checks that they build).
-  cargo test --workspace --lib --bins --tests --examples "$@"
+  # Every binary runs even when one fails, so one run reports every failure.
+  cargo test --workspace --no-fail-fast --lib --bins --tests --examples "$@"
   # Doc tests (examples in the API docs) are not part of the above.
   cargo test --workspace --doc "$@"
 } 2>&1 | tee "$log"

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store::ObjectStore};
 use bytes::Bytes;
-use futures::StreamExt as _;
 use tokio::io::AsyncReadExt as _;
 
 use crate::keys;
@@ -109,6 +108,7 @@ impl Backend {
             large_name,
             large: tokio::sync::Mutex::new(large),
             max_inline,
+            listings: Default::default(),
         });
         self.buckets
             .lock()
@@ -125,6 +125,7 @@ pub struct Bucket {
     large_name: String,
     large: tokio::sync::Mutex<Option<ObjectStore>>,
     max_inline: usize,
+    listings: crate::listing::Listings,
 }
 
 impl Bucket {
@@ -320,60 +321,14 @@ impl Bucket {
         )))
     }
 
-    /// One page of keys after stream sequence `cursor`, and the cursor of the next page.
-    ///
-    /// The cursor is the stream sequence of the last key returned: the server delivers the
-    /// latest entry of every key in sequence order, so resuming after it loses nothing. A
-    /// key written while a listing is under way may be listed again (its entry moved).
+    /// One page of the bucket's keys after `cursor` (see `listing`).
     pub async fn list(
         &self,
         cursor: Option<u64>,
         page: usize,
     ) -> Result<(Vec<String>, Option<u64>), Error> {
-        let stream = &self.kv.stream;
-        let consumer = stream
-            .create_consumer(jetstream::consumer::push::OrderedConfig {
-                deliver_subject: self.js.client().new_inbox(),
-                filter_subject: format!("{}>", self.kv.prefix),
-                headers_only: true,
-                replay_policy: jetstream::consumer::ReplayPolicy::Instant,
-                deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
+        self.listings
+            .page(&self.kv.stream, &self.kv.prefix, cursor, page)
             .await
-            .map_err(|e| other("list", &e))?;
-        if consumer.cached_info().num_pending == 0 {
-            return Ok((Vec::new(), None));
-        }
-        let mut messages = consumer.messages().await.map_err(|e| other("list", &e))?;
-        let after = cursor.unwrap_or(0);
-        let mut keys = Vec::new();
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| other("list", &e))?;
-            let info = message
-                .info()
-                .map_err(|e| Error::Other(format!("NATS list: {e}")))?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            let deleted = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("KV-Operation"))
-                .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-            let key = message
-                .subject
-                .as_str()
-                .strip_prefix(self.kv.prefix.as_str())
-                .and_then(keys::decode);
-            if let (true, Some(key)) = (seq > after && !deleted, key) {
-                keys.push(key);
-            }
-            if pending == 0 {
-                return Ok((keys, None));
-            }
-            if keys.len() >= page {
-                return Ok((keys, Some(seq)));
-            }
-        }
-        Err(Error::Other("NATS list: the listing ended early".into()))
     }
 }

@@ -3,13 +3,14 @@
 //!
 //! Each link names its NATS server (default: the lattice's own) and which buckets it may use
 //! (`settings`, see the README); links with the same server and credentials share one
-//! connection (`backend`); `handlers` implements the keyvalue interface on it; `watch` runs
-//! a watching link's KV watch into its component's watcher. Started by a
-//! host (host data on stdin) or standalone (`keyvalue-nats --provider-id kv`).
+//! connection (`backend`, `listing` for its key pages); `handlers` implements the keyvalue
+//! interface on it; `watch` runs a watching link's KV watch into its component's watcher.
+//! Started by a host (host data on stdin) or standalone (`keyvalue-nats --provider-id kv`).
 
 mod backend;
 mod handlers;
 mod keys;
+mod listing;
 mod settings;
 mod watch;
 

@@ -335,6 +335,62 @@ async fn nats_conforms() {
     keyvalue::run_all(&a, &b).await;
 }
 
+/// keyvalue-nats' pages: the next page of a listing continues its consumer; the same cursor
+/// asked again (as after a retry, or from another instance) starts afresh and skips to it —
+/// the same page either way, and all pages together list every key once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_listing_pages_resume_from_any_cursor() {
+    let p = ProviderProcess::start("keyvalue-nats", "kv-nats-pages").await;
+    let name = unique("P_");
+    create_kv(&common::nats().await, &name).await;
+    let c = p
+        .link(
+            "comp-pages",
+            "wrpc",
+            "keyvalue",
+            &KV,
+            config(&[
+                (&format!("bucket.{BUCKET}"), name),
+                ("page_size", "100".to_string()),
+            ]),
+        )
+        .await;
+    keyvalue::wait_linked(&c).await;
+    let store = kv(&c);
+    let value = bytes::Bytes::from_static(b"v");
+    for i in 0..250 {
+        store
+            .set(BUCKET, &format!("k{i:03}"), &value)
+            .await
+            .unwrap();
+    }
+    // A deleted key is not listed.
+    store.delete(BUCKET, "k007").await.unwrap();
+    let page = |cursor| {
+        let store = &store;
+        async move { store.list_keys(BUCKET, cursor).await.unwrap() }
+    };
+    let first = page(None).await;
+    let second = page(first.cursor).await;
+    let again = page(first.cursor).await;
+    assert_eq!(second.keys, again.keys, "the same cursor, another page");
+    assert_eq!(second.cursor, again.cursor);
+    let third = page(second.cursor).await;
+    assert_eq!((first.keys.len(), second.keys.len()), (100, 100));
+    assert_eq!(third.cursor, None);
+    let all: Vec<&String> = [&first.keys, &second.keys, &third.keys]
+        .into_iter()
+        .flatten()
+        .collect();
+    let unique: std::collections::HashSet<&&String> = all.iter().collect();
+    assert_eq!(
+        (all.len(), unique.len()),
+        (249, 249),
+        "lost or repeated keys"
+    );
+    assert!(!all.iter().any(|k| k.as_str() == "k007"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_is_survived() {
     let backend = common::OwnNats::start();
