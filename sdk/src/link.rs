@@ -632,6 +632,16 @@ impl<T> LinkStates<T> {
         self.write().buckets.clear();
     }
 
+    /// Every link's state, at this moment (for checks over all links, such as health).
+    pub fn all(&self) -> Vec<(LinkKey, Arc<T>)> {
+        self.read()
+            .buckets
+            .values()
+            .flatten()
+            .map(|(k, state)| (k.clone(), Arc::clone(state)))
+            .collect()
+    }
+
     /// The state of `link`, if it has one.
     pub fn get(&self, link: &LinkDefinition) -> Option<Arc<T>> {
         let map = self.read();

@@ -68,6 +68,11 @@ impl Backend {
         }
     }
 
+    /// Whether the connection is up now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Opens KV bucket `name`, creating it if asked; a missing bucket is `no-such-store`.
     pub async fn bucket(&self, name: &str, create: bool) -> Result<Arc<Bucket>, Error> {
         if let Some(b) = self

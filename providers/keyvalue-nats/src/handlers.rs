@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use trellis_sdk::connect::{NatsAuth, NatsOptions};
 use trellis_sdk::link::{LinkDefinition, LinkStates};
-use trellis_sdk::provider::{LinkConfig, Provider};
+use trellis_sdk::provider::{HealthStatus, LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
 use crate::backend::{Backend, Bucket};
@@ -224,6 +224,30 @@ impl Provider for NatsKv {
     async fn shutdown(&self) -> anyhow::Result<()> {
         self.watches.clear();
         Ok(())
+    }
+
+    /// Healthy when every link naming its own NATS server is connected to it; otherwise
+    /// unhealthy, naming each link whose server is not. (A link on the lattice's own NATS
+    /// shares the connection this answer travels on.)
+    async fn health(&self) -> anyhow::Result<HealthStatus> {
+        let failing: Vec<String> = self
+            .links
+            .all()
+            .into_iter()
+            .filter(|(_, link)| link.backend.as_ref().is_some_and(|b| !b.connected()))
+            // The URL is not named: it may carry credentials.
+            .map(|(key, _)| {
+                format!(
+                    "link {} -> {} ({}): its NATS server is not connected",
+                    key.source_id, key.target, key.name
+                )
+            })
+            .collect();
+        Ok(if failing.is_empty() {
+            HealthStatus::healthy()
+        } else {
+            HealthStatus::unhealthy(failing.join("; "))
+        })
     }
 
     async fn delete_link_as_target(&self, link: &LinkDefinition) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use trellis_sdk::link::{LinkDefinition, LinkStates};
-use trellis_sdk::provider::{LinkConfig, Provider};
+use trellis_sdk::provider::{HealthStatus, LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
 use trellis_interfaces::keyvalue::{self, Error, Items, KeyPage};
@@ -152,6 +152,35 @@ impl Provider for RedisKv {
     async fn shutdown(&self) -> anyhow::Result<()> {
         self.watches.clear();
         Ok(())
+    }
+
+    /// Healthy when every link's Redis answers `PING` within a second (or its timeout, if
+    /// shorter); otherwise unhealthy, naming each link whose Redis does not and why.
+    async fn health(&self) -> anyhow::Result<HealthStatus> {
+        let mut failing = Vec::new();
+        for (key, link) in self.links.all() {
+            let limit = link.settings.timeout.min(Duration::from_secs(1));
+            for conn in link.conns.values() {
+                let mut conn = conn.clone();
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<String>(&mut conn);
+                let why = match tokio::time::timeout(limit, ping).await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => map_error(e).to_string(),
+                    Err(_) => format!("Redis did not answer PING within {limit:?}"),
+                };
+                failing.push(format!(
+                    "link {} -> {} ({}): {why}",
+                    key.source_id, key.target, key.name
+                ));
+                break;
+            }
+        }
+        Ok(if failing.is_empty() {
+            HealthStatus::healthy()
+        } else {
+            HealthStatus::unhealthy(failing.join("; "))
+        })
     }
 }
 
