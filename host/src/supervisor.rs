@@ -4,7 +4,9 @@
 //! `TRELLIS_PROVIDER_THREADS` pass) and one line of host data on stdin: the lattice, NATS, its id,
 //! a fresh instance id, its config and every link it is source or target of, resolved from the
 //! lattice store. Its output goes to the host log. The supervisor polls its health, restarts it
-//! when it exits unasked with capped exponential backoff, gives up after a bound of consecutive
+//! when it exits unasked — or hangs: stops answering health (an unhealthy answer is an
+//! answer: a provider whose backend is down is alive, and a restart would not bring the
+//! backend back) — with capped exponential backoff, gives up after a bound of consecutive
 //! failures (and says so, in its status and as a lattice event), and stops it gracefully: a
 //! shutdown request first, a kill after the grace period.
 
@@ -43,6 +45,13 @@ pub struct ProviderSpec {
 pub struct SupervisorOptions {
     /// How often health is polled.
     pub health_interval: Duration,
+    /// How long one health poll waits for the answer.
+    pub health_timeout: Duration,
+    /// Consecutive unanswered health polls after which the provider counts as hung and is
+    /// killed and restarted (0: never).
+    pub unanswered_limit: u32,
+    /// How long a provider that has not answered health yet may take to start answering.
+    pub start_grace: Duration,
     /// First delay before a restart; doubles per consecutive failure.
     pub backoff_base: Duration,
     /// Largest delay before a restart.
@@ -59,6 +68,9 @@ impl Default for SupervisorOptions {
     fn default() -> Self {
         Self {
             health_interval: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(5),
+            unanswered_limit: 3,
+            start_grace: Duration::from_secs(60),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             max_restarts: 10,
@@ -363,11 +375,9 @@ async fn spawn(env: &SupervisorEnv, spec: &ProviderSpec) -> std::io::Result<Runn
     Ok(Running { child, stderr })
 }
 
-async fn check_health(env: &SupervisorEnv, id: &str) -> HealthStatus {
-    let wait = Duration::from_secs(5);
-    trellis_sdk::admin::provider_health(&env.nats, &env.subjects, id, wait)
-        .await
-        .unwrap_or_else(|| HealthStatus::unhealthy("no health reply within 5s"))
+/// The provider's health answer, `None` if none came within `wait`.
+async fn check_health(env: &SupervisorEnv, id: &str, wait: Duration) -> Option<HealthStatus> {
+    trellis_sdk::admin::provider_health(&env.nats, &env.subjects, id, wait).await
 }
 
 async fn stop_child(env: &SupervisorEnv, id: &str, child: &mut Child, grace: Duration) {
@@ -419,13 +429,33 @@ async fn run(
                 .await;
                 let mut health = tokio::time::interval(opts.health_interval);
                 health.tick().await;
+                let (mut answered, mut unanswered) = (false, 0u32);
                 loop {
                     tokio::select! {
                         exit = running.child.wait() => {
                             break running.exit_reason(exit).await;
                         }
                         _ = health.tick() => {
-                            let h = check_health(&env, &id).await;
+                            let answer = check_health(&env, &id, opts.health_timeout).await;
+                            answered |= answer.is_some();
+                            unanswered = if answer.is_some() { 0 } else { unanswered + 1 };
+                            if opts.unanswered_limit > 0
+                                && unanswered >= opts.unanswered_limit
+                                && (answered || started.elapsed() >= opts.start_grace)
+                            {
+                                let _ = running.child.kill().await;
+                                break format!(
+                                    "stopped answering health ({unanswered} checks unanswered \
+                                     within {:?}); killed",
+                                    opts.health_timeout
+                                );
+                            }
+                            let h = answer.unwrap_or_else(|| {
+                                HealthStatus::unhealthy(format!(
+                                    "no health reply within {:?}",
+                                    opts.health_timeout
+                                ))
+                            });
                             let was = status.lock().unwrap_or_else(|p| p.into_inner()).health.clone();
                             if was.as_ref().map(|w| w.healthy) != Some(h.healthy) {
                                 let event = if h.healthy { "health_check_passed" } else { "health_check_failed" };

@@ -41,6 +41,9 @@ fn counter_provider() -> PathBuf {
 fn fast() -> SupervisorOptions {
     SupervisorOptions {
         health_interval: Duration::from_millis(200),
+        health_timeout: Duration::from_millis(500),
+        unanswered_limit: 3,
+        start_grace: Duration::from_secs(20),
         backoff_base: Duration::from_millis(100),
         backoff_max: Duration::from_millis(400),
         max_restarts: 3,
@@ -263,6 +266,48 @@ async fn an_exiting_provider_shows_its_last_error_line() {
     assert_eq!(
         reason,
         "exited with exit status: 1: ERROR cannot reach nats://10.0.0.1:4222: authorization violation"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A provider that hangs — it runs but never answers health — is killed and restarted with
+/// backoff once its start grace is over, and says why; one that answers (even unhealthy) is
+/// left alone (the counter provider in the other tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_provider_is_restarted() {
+    let lattice = common::unique_lattice("hung");
+    let host = support::host(&lattice).await;
+    let dir = std::env::temp_dir().join(format!("trellis-hung-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("hung-provider");
+    std::fs::write(&script, "#!/bin/sh\nread line\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let spec = ProviderSpec {
+        id: "hung".into(),
+        path: script,
+        config: HashMap::new(),
+    };
+    let started = std::time::Instant::now();
+    let provider = host
+        .start_provider(
+            spec,
+            SupervisorOptions {
+                health_timeout: Duration::from_millis(200),
+                start_grace: Duration::from_secs(1),
+                max_restarts: 1,
+                ..fast()
+            },
+        )
+        .unwrap();
+    // Restarted once, then given up on (max_restarts 1), with the reason.
+    until("giving up on the hung provider", &provider, |s| {
+        matches!(&s.state, ProviderState::GaveUp { reason } if reason.contains("stopped answering health"))
+    })
+    .await;
+    assert_eq!(provider.status().restarts, 1);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "restarted within its start grace"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
