@@ -375,6 +375,15 @@ async fn spawn(env: &SupervisorEnv, spec: &ProviderSpec) -> std::io::Result<Runn
     Ok(Running { child, stderr })
 }
 
+/// The wait before restarting after the `failures`-th consecutive failure: the base,
+/// doubled per earlier failure, capped.
+fn restart_delay(opts: &SupervisorOptions, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    opts.backoff_base
+        .saturating_mul(1u32 << exp)
+        .min(opts.backoff_max)
+}
+
 /// The provider's health answer, `None` if none came within `wait`.
 async fn check_health(env: &SupervisorEnv, id: &str, wait: Duration) -> Option<HealthStatus> {
     trellis_sdk::admin::provider_health(&env.nats, &env.subjects, id, wait).await
@@ -499,14 +508,31 @@ async fn run(
             };
             s.restarts = s.restarts.saturating_add(1);
         });
-        let exp = failures.saturating_sub(1).min(16);
-        let delay = opts
-            .backoff_base
-            .saturating_mul(1u32 << exp)
-            .min(opts.backoff_max);
+        let delay = restart_delay(&opts, failures);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stopped(&mut stop) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_doubling_up_to_the_cap() {
+        let opts = SupervisorOptions::default();
+        let delays: Vec<u64> = (1..=9)
+            .map(|n| restart_delay(&opts, n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000
+            ]
+        );
+        // However many failures, no overflow past the cap.
+        assert_eq!(restart_delay(&opts, u32::MAX), opts.backoff_max);
     }
 }
