@@ -6,6 +6,7 @@
 //! Errors returned here are reported (link ping, lattice events, health replies), never only
 //! logged, and never stop the provider.
 
+use crate::link::LinkKey;
 use std::collections::HashMap;
 use std::future::Future;
 
@@ -63,6 +64,26 @@ impl HealthStatus {
         Self {
             healthy: false,
             message: Some(message.into()),
+        }
+    }
+
+    /// Healthy when every link's check passed; otherwise unhealthy, naming each failing link
+    /// (`link SOURCE -> TARGET (NAME): why`). The reasons must not hold secrets.
+    pub fn of_links(checks: impl IntoIterator<Item = (LinkKey, Result<(), String>)>) -> Self {
+        let failing: Vec<String> = checks
+            .into_iter()
+            .filter_map(|(key, check)| {
+                let why = check.err()?;
+                Some(format!(
+                    "link {} -> {} ({}): {why}",
+                    key.source_id, key.target, key.name
+                ))
+            })
+            .collect();
+        if failing.is_empty() {
+            Self::healthy()
+        } else {
+            Self::unhealthy(failing.join("; "))
         }
     }
 }

@@ -50,7 +50,7 @@ pub fn unique_lattice(tag: &str) -> String {
 }
 
 /// A free loopback port (for a server a test owns).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -295,6 +295,35 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         data: Upload,
     ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Whether the backend can be used now (a provider's health): by default, whether it
+    /// answers whether a container exists — any answer is one; a connection or credentials
+    /// failure is the reason it cannot.
+    fn reachable(&self) -> impl Future<Output = Result<(), String>> + Send {
+        async { self.container_exists(HEALTH_PROBE).await.map(drop) }
+    }
+}
+
+/// The container name [`Store::reachable`] asks about (it need not exist).
+pub const HEALTH_PROBE: &str = "trellis-health-probe";
+
+/// How long [`reachability`] waits for one store.
+pub const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether each of `stores` (by whatever key a provider keeps them, its links) can be used
+/// now, asked at once, each within [`HEALTH_TIMEOUT`]: what a provider's health is made of.
+pub async fn reachability<K, S: Store>(
+    stores: Vec<(K, std::sync::Arc<S>)>,
+) -> Vec<(K, Result<(), String>)> {
+    let checks = stores.into_iter().map(|(key, store)| async move {
+        let answer = tokio::time::timeout(HEALTH_TIMEOUT, store.reachable()).await;
+        let answer = answer.unwrap_or_else(|_| {
+            Err(format!(
+                "the backend did not answer within {HEALTH_TIMEOUT:?}"
+            ))
+        });
+        (key, answer)
+    });
+    futures::future::join_all(checks).await
 }
 
 /// How a provider finds the [`Store`] of a call (its link's).

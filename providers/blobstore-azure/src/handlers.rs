@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use trellis_interfaces::blobstore;
 use trellis_sdk::link::{LinkDefinition, LinkStates};
-use trellis_sdk::provider::{LinkConfig, Provider};
+use trellis_sdk::provider::{HealthStatus, LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
 use crate::backend::Store;
@@ -33,6 +33,13 @@ impl Provider for BlobAzure {
     async fn delete_link_as_target(&self, link: &LinkDefinition) -> anyhow::Result<()> {
         self.links.remove(link);
         Ok(())
+    }
+
+    /// Healthy when every link's store answers (`blobstore::Store::reachable`); otherwise
+    /// unhealthy, naming each link that does not and why.
+    async fn health(&self) -> anyhow::Result<HealthStatus> {
+        let checks = blobstore::reachability(self.links.all()).await;
+        Ok(HealthStatus::of_links(checks))
     }
 }
 

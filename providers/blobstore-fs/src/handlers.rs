@@ -9,7 +9,7 @@ use trellis_interfaces::blobstore::{
     self, ByteStream, ContainerInfo, Done, NameStream, ObjectId, ObjectInfo, Upload,
 };
 use trellis_sdk::link::{LinkDefinition, LinkStates};
-use trellis_sdk::provider::{LinkConfig, Provider};
+use trellis_sdk::provider::{HealthStatus, LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
 use crate::backend::Root;
@@ -61,6 +61,23 @@ impl Provider for BlobFs {
     async fn delete_link_as_target(&self, link: &LinkDefinition) -> anyhow::Result<()> {
         self.links.remove(link);
         Ok(())
+    }
+
+    /// Healthy when every link's root is still a directory at its path (a root removed or
+    /// replaced under the provider leaves it writing into a detached directory).
+    async fn health(&self) -> anyhow::Result<HealthStatus> {
+        let checks = self.links.all().into_iter().map(|(key, root)| {
+            let check = match std::fs::metadata(root.path()) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(format!(
+                    "its root {} is not a directory",
+                    root.path().display()
+                )),
+                Err(e) => Err(format!("its root {}: {e}", root.path().display())),
+            };
+            (key, check)
+        });
+        Ok(HealthStatus::of_links(checks))
     }
 }
 

@@ -230,24 +230,16 @@ impl Provider for NatsKv {
     /// unhealthy, naming each link whose server is not. (A link on the lattice's own NATS
     /// shares the connection this answer travels on.)
     async fn health(&self) -> anyhow::Result<HealthStatus> {
-        let failing: Vec<String> = self
-            .links
-            .all()
-            .into_iter()
-            .filter(|(_, link)| link.backend.as_ref().is_some_and(|b| !b.connected()))
-            // The URL is not named: it may carry credentials.
-            .map(|(key, _)| {
-                format!(
-                    "link {} -> {} ({}): its NATS server is not connected",
-                    key.source_id, key.target, key.name
-                )
-            })
-            .collect();
-        Ok(if failing.is_empty() {
-            HealthStatus::healthy()
-        } else {
-            HealthStatus::unhealthy(failing.join("; "))
-        })
+        // The URL is not named: it may carry credentials.
+        let checks = self.links.all().into_iter().map(|(key, link)| {
+            let up = link.backend.as_ref().is_none_or(|b| b.connected());
+            (
+                key,
+                up.then_some(())
+                    .ok_or_else(|| "its NATS server is not connected".to_string()),
+            )
+        });
+        Ok(HealthStatus::of_links(checks))
     }
 
     async fn delete_link_as_target(&self, link: &LinkDefinition) -> anyhow::Result<()> {

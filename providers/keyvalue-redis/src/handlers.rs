@@ -157,30 +157,28 @@ impl Provider for RedisKv {
     /// Healthy when every link's Redis answers `PING` within a second (or its timeout, if
     /// shorter); otherwise unhealthy, naming each link whose Redis does not and why.
     async fn health(&self) -> anyhow::Result<HealthStatus> {
-        let mut failing = Vec::new();
-        for (key, link) in self.links.all() {
+        let checks = self.links.all().into_iter().map(|(key, link)| async move {
             let limit = link.settings.timeout.min(Duration::from_secs(1));
             for conn in link.conns.values() {
                 let mut conn = conn.clone();
                 let cmd = redis::cmd("PING");
                 let ping = cmd.query_async::<String>(&mut conn);
-                let why = match tokio::time::timeout(limit, ping).await {
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(e)) => map_error(e).to_string(),
-                    Err(_) => format!("Redis did not answer PING within {limit:?}"),
-                };
-                failing.push(format!(
-                    "link {} -> {} ({}): {why}",
-                    key.source_id, key.target, key.name
-                ));
-                break;
+                match tokio::time::timeout(limit, ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return (key, Err(map_error(e).to_string())),
+                    Err(_) => {
+                        return (
+                            key,
+                            Err(format!("Redis did not answer PING within {limit:?}")),
+                        );
+                    }
+                }
             }
-        }
-        Ok(if failing.is_empty() {
-            HealthStatus::healthy()
-        } else {
-            HealthStatus::unhealthy(failing.join("; "))
-        })
+            (key, Ok(()))
+        });
+        Ok(HealthStatus::of_links(
+            futures::future::join_all(checks).await,
+        ))
     }
 }
 

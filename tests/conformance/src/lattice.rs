@@ -117,6 +117,41 @@ impl ProviderProcess {
         )
     }
 
+    /// The provider's answer to a health check: (healthy, message). Panics if it does not
+    /// answer within 3 s.
+    pub async fn health(&self) -> (bool, String) {
+        let subjects = LatticeSubjects::new(&self.lattice).expect("lattice name");
+        let status = trellis_sdk::admin::provider_health(
+            &common::nats().await,
+            &subjects,
+            &self.id,
+            std::time::Duration::from_secs(3),
+        )
+        .await
+        .expect("the provider answers health");
+        (status.healthy, status.message.unwrap_or_default())
+    }
+
+    /// Waits (at most 10 s) until the provider's health answer satisfies `check`; the answer.
+    pub async fn health_until(
+        &self,
+        what: &str,
+        check: impl Fn(bool, &str) -> bool,
+    ) -> (bool, String) {
+        let started = std::time::Instant::now();
+        loop {
+            let (healthy, message) = self.health().await;
+            if check(healthy, &message) {
+                return (healthy, message);
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{what}: the provider still answers healthy={healthy} {message:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

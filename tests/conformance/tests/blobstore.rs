@@ -548,3 +548,41 @@ async fn an_upload_cut_at_the_deadline_fails_at_the_caller() {
     assert!(!bs.has_object(&id).await.unwrap());
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Health tells the truth: each provider answers healthy with its backend there, and
+/// unhealthy — naming the link, and only that one — when a link's backend cannot be used
+/// (S3 and Azure at a port nobody listens on, the fs root removed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_each_links_backend() {
+    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    for (bin, good, bad) in [
+        (
+            "blobstore-s3",
+            s3_config(&[]),
+            s3_config(&[("endpoint", closed.clone())]),
+        ),
+        (
+            "blobstore-azure",
+            azure_config(&[]),
+            azure_config(&[("endpoint", format!("{closed}/devstoreaccount1"))]),
+        ),
+    ] {
+        let (p, _c) = linked(bin, good).await;
+        assert_eq!(p.health().await, (true, String::new()), "{bin}");
+        let _down = p
+            .link("down", "wasi", "blobstore", &["blobstore"], bad)
+            .await;
+        let (_, message) = p
+            .health_until(bin, |ok, m| !ok && m.contains("link down -> "))
+            .await;
+        assert!(!message.contains("link app -> "), "{bin}: {message}");
+    }
+    let (p, _c, root) = fs_linked(&[]).await;
+    assert_eq!(p.health().await, (true, String::new()));
+    std::fs::remove_dir_all(&root).unwrap();
+    let (_, message) = p.health_until("blobstore-fs", |ok, _| !ok).await;
+    assert!(
+        message.contains("link app -> ") && message.contains("its root"),
+        "{message}"
+    );
+}

@@ -200,20 +200,6 @@ async fn forged_set_many(c: &LinkedClient) -> String {
 /// Operations run continuously while the backend is killed and restarted: during the outage
 /// each fails with an error within its deadline; within 2 s of the backend's return they
 /// succeed again; the provider never exits.
-/// The provider's health answer: (healthy, message).
-async fn health(p: &ProviderProcess) -> (bool, String) {
-    let subjects = trellis_sdk::subjects::LatticeSubjects::new(&p.lattice).unwrap();
-    let status = trellis_sdk::admin::provider_health(
-        &common::nats().await,
-        &subjects,
-        &p.id,
-        Duration::from_secs(3),
-    )
-    .await
-    .expect("the provider answers health");
-    (status.healthy, status.message.unwrap_or_default())
-}
-
 async fn outage(
     p: &mut ProviderProcess,
     c: &LinkedClient,
@@ -229,25 +215,14 @@ async fn outage(
         .unwrap()
         .unwrap();
     assert_eq!(
-        health(p).await,
+        p.health().await,
         (true, String::new()),
         "healthy before the outage"
     );
     kill();
     // Health tells the truth: unhealthy, naming the link, while the backend is down.
-    let down = Instant::now();
-    loop {
-        let (healthy, message) = health(p).await;
-        if !healthy {
-            assert!(message.contains("link comp -> "), "{message}");
-            break;
-        }
-        assert!(
-            down.elapsed() < Duration::from_secs(5),
-            "still healthy with the backend down"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (_, message) = p.health_until("the backend is down", |ok, _| !ok).await;
+    assert!(message.contains("link comp -> "), "{message}");
     let down = Instant::now();
     let mut failures = 0;
     while down.elapsed() < Duration::from_secs(2) {
@@ -282,13 +257,7 @@ async fn outage(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("recovered {:?} after the backend came back", back.elapsed());
-    while !health(p).await.0 {
-        assert!(
-            back.elapsed() < Duration::from_secs(5),
-            "still unhealthy after the outage"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    p.health_until("the backend is back", |ok, _| ok).await;
     assert_eq!(
         kv(c)
             .get(BUCKET, "fault:k")
