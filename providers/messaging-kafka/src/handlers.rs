@@ -6,16 +6,19 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer as _};
 use tokio::sync::OnceCell;
 use trellis_interfaces::messaging::{Consumer, Message};
 use trellis_sdk::link::{LinkDefinition, LinkStates};
-use trellis_sdk::provider::{LinkConfig, Provider};
+use trellis_sdk::provider::{HealthStatus, LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 
 use crate::backend::{self, Subscription};
 use crate::replies::{self, Replies};
 use crate::settings::{SourceSettings, TargetSettings, valid_topic};
+
+/// How long a health check waits for a link's brokers.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The longest request a component may ask for.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -78,6 +81,34 @@ impl Provider for MessagingKafka {
     async fn shutdown(&self) -> anyhow::Result<()> {
         self.sources.clear();
         Ok(())
+    }
+
+    /// Healthy when the brokers of every target link answer a metadata request within two
+    /// seconds; otherwise unhealthy, naming each link whose brokers do not. (A delivering
+    /// link's member reconnects by itself and shows in its delivery counters.)
+    async fn health(&self) -> anyhow::Result<HealthStatus> {
+        let checks = self
+            .targets
+            .all()
+            .into_iter()
+            .map(|(key, target)| async move {
+                let producer = target.producer.clone();
+                let asked = tokio::task::spawn_blocking(move || {
+                    producer
+                        .client()
+                        .fetch_metadata(None, HEALTH_TIMEOUT)
+                        .map(drop)
+                        .map_err(|e| format!("the brokers do not answer: {e}"))
+                })
+                .await;
+                (
+                    key,
+                    asked.unwrap_or_else(|e| Err(format!("the check failed: {e}"))),
+                )
+            });
+        Ok(HealthStatus::of_links(
+            futures::future::join_all(checks).await,
+        ))
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use trellis_interfaces::messaging::{Consumer, Message};
 use trellis_sdk::link::{LinkDefinition, LinkStates};
-use trellis_sdk::provider::{LinkConfig, Provider};
+use trellis_sdk::provider::{HealthStatus, LinkConfig, Provider};
 use trellis_sdk::runtime::CallContext;
 use trellis_sdk::subjects::validate_subject;
 
@@ -74,6 +74,20 @@ impl Provider for MessagingNats {
     async fn shutdown(&self) -> anyhow::Result<()> {
         self.sources.clear();
         Ok(())
+    }
+
+    /// Healthy when every target link's NATS connection is up; otherwise unhealthy, naming
+    /// each link whose connection is not (not its URL: it may carry credentials).
+    async fn health(&self) -> anyhow::Result<HealthStatus> {
+        let checks = self.targets.all().into_iter().map(|(key, nats)| {
+            let up = nats.connection_state() == async_nats::connection::State::Connected;
+            (
+                key,
+                up.then_some(())
+                    .ok_or_else(|| "its NATS server is not connected".to_string()),
+            )
+        });
+        Ok(HealthStatus::of_links(checks))
     }
 }
 

@@ -451,3 +451,45 @@ async fn spent_records_go_to_the_dead_letter_topic() {
         "{stats:?}"
     );
 }
+
+/// Health tells the truth: healthy with a target link whose brokers answer, unhealthy —
+/// naming that link only — once a link's brokers are at a port nobody listens on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_names_a_link_whose_brokers_do_not_answer() {
+    let p = ProviderProcess::start("messaging-kafka", "kafka-health").await;
+    let good: HashMap<String, String> = [("brokers".to_string(), brokers())].into();
+    let c = p
+        .link("app", "wasmcloud", "messaging", &["consumer"], good)
+        .await;
+    // The link is set up once a publish through it goes.
+    let topic = topic("health").await;
+    common::eventually(|| async {
+        Ok::<_, anyhow::Error>(
+            ConsumerClient::new(&c, ())
+                .publish(Message {
+                    subject: topic.clone(),
+                    body: Bytes::new(),
+                    reply_to: None,
+                })
+                .await,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    p.health_until("a link with live brokers", |ok, _| ok).await;
+    let bad: HashMap<String, String> = [(
+        "brokers".to_string(),
+        format!("127.0.0.1:{}", common::free_port()),
+    )]
+    .into();
+    let _d = p
+        .link("down", "wasmcloud", "messaging", &["consumer"], bad)
+        .await;
+    let (_, message) = p
+        .health_until("a link with dead brokers", |ok, m| {
+            !ok && m.contains("link down -> ")
+        })
+        .await;
+    assert!(!message.contains("link app -> "), "{message}");
+}

@@ -504,3 +504,41 @@ fn the_messenger_component_answers_requests_end_to_end() {
         assert_eq!(reply.payload, "HELLO THERE");
     });
 }
+
+/// Health tells the truth: unhealthy, naming the link, while a target link's own NATS server
+/// is down; healthy again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_a_links_own_nats_server() {
+    let mut server = common::OwnNats::start();
+    let p = ProviderProcess::start("messaging-nats", "msg-health").await;
+    let config: HashMap<String, String> = [("url".to_string(), server.url())].into();
+    let c = p
+        .link("app", "wasmcloud", "messaging", &["consumer"], config)
+        .await;
+    // The link is set up once a publish through it goes.
+    common::eventually(|| async {
+        Ok::<_, anyhow::Error>(
+            ConsumerClient::new(&c, ())
+                .publish(Message {
+                    subject: "health.probe".into(),
+                    body: Bytes::new(),
+                    reply_to: None,
+                })
+                .await,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    p.health_until("the link's server is up", |ok, _| ok).await;
+    server.kill();
+    let (_, message) = p
+        .health_until("the link's server is down", |ok, m| {
+            !ok && m.contains("link app -> ")
+        })
+        .await;
+    assert!(message.contains("not connected"), "{message}");
+    server.restart();
+    p.health_until("the link's server is back", |ok, _| ok)
+        .await;
+}
