@@ -175,6 +175,23 @@ impl WatchConfig {
             bucket: bucket.unwrap_or_else(|| "default".to_string()),
         })
     }
+
+    /// Where the watched bucket lives, by the provider's own mapping of bucket names
+    /// (`resolve`, as for a call); `Err` names `watch_bucket` and why.
+    pub fn locate<T>(
+        &self,
+        resolve: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, (&'static str, String)> {
+        resolve(&self.bucket).ok_or_else(|| {
+            (
+                "watch_bucket",
+                format!(
+                    "bucket {:?} is not one this link maps (see bucket.<name>)",
+                    self.bucket
+                ),
+            )
+        })
+    }
 }
 
 /// Parses a link's `watch` value, 1.x's syntax: `OP@KEY` items separated by commas, `OP`

@@ -164,15 +164,12 @@ impl WatchSettings {
     pub fn parse(config: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let server = LinkSettings::parse(config)?;
         let values = ConfigValues::new(config);
-        let WatchConfig { watches, bucket } =
-            WatchConfig::parse(values.get("watch"), values.get("watch_bucket"))
-                .map_err(|(key, message)| bad(key, message))?;
-        let target = server.resolve(&bucket).ok_or_else(|| {
-            bad(
-                "watch_bucket",
-                format!("bucket {bucket:?} is not one this link maps (see bucket.<name>)"),
-            )
-        })?;
+        let watch = WatchConfig::parse(values.get("watch"), values.get("watch_bucket"))
+            .map_err(|(key, message)| bad(key, message))?;
+        let target = watch
+            .locate(|name| server.resolve(name))
+            .map_err(|(key, message)| bad(key, message))?;
+        let WatchConfig { watches, bucket } = watch;
         let delivery = DeliveryOptions::from_config(&values)?;
         Ok(Self {
             server,

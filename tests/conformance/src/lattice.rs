@@ -189,3 +189,34 @@ impl Drop for ProviderProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A server answering as component `id` on `lattice` of the test nats-server (what a
+/// stand-in for a component serves an interface on).
+pub async fn component_server(lattice: &str, id: &str) -> trellis_wrpc_nats::Server {
+    let conn = Connection::new(common::nats().await, TransportOptions::default())
+        .await
+        .expect("connection");
+    conn.server(
+        LatticeSubjects::new(lattice)
+            .expect("lattice name")
+            .wrpc_prefix(id),
+        None,
+    )
+}
+
+/// Runs every call of `invocations` (each on a task of its own) until the returned tasks
+/// are dropped or aborted.
+pub fn run_calls(invocations: trellis_interfaces::Invocations) -> Vec<tokio::task::JoinHandle<()>> {
+    invocations
+        .into_iter()
+        .map(|(_, _, mut calls)| {
+            tokio::spawn(async move {
+                while let Some(call) = futures::StreamExt::next(&mut calls).await {
+                    if let Ok(call) = call {
+                        tokio::spawn(call);
+                    }
+                }
+            })
+        })
+        .collect()
+}

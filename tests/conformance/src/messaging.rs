@@ -8,12 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt as _;
 use trellis_interfaces::messaging::{self, Message, MessageHandler};
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_tests as common;
-use trellis_wrpc_nats::{Connection, TransportOptions};
 
 use crate::lattice::ProviderProcess;
 
@@ -116,26 +114,11 @@ pub async fn stand_in<H>(lattice: &str, id: &str, handler: H) -> Vec<tokio::task
 where
     H: MessageHandler<trellis_wrpc_nats::ServeContext>,
 {
-    let conn = Connection::new(common::nats().await, TransportOptions::default())
-        .await
-        .expect("connection");
-    let prefix = LatticeSubjects::new(lattice).unwrap().wrpc_prefix(id);
-    let server = conn.server(prefix, None);
+    let server = crate::lattice::component_server(lattice, id).await;
     let invocations = messaging::serve_handler(&server, handler)
         .await
         .expect("serve the handler");
-    invocations
-        .into_iter()
-        .map(|(_, _, mut calls)| {
-            tokio::spawn(async move {
-                while let Some(call) = calls.next().await {
-                    if let Ok(call) = call {
-                        tokio::spawn(call);
-                    }
-                }
-            })
-        })
-        .collect()
+    crate::lattice::run_calls(invocations)
 }
 
 /// Links provider `p` to component `comp` for `handler`, with `config` as source config.

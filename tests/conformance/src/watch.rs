@@ -9,14 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt as _;
 use trellis_interfaces::keyvalue::{Change, Watcher, serve_watcher};
 use trellis_sdk::link::{LinkRole, LinkState};
 use trellis_sdk::runtime::LinkedClient;
 use trellis_sdk::store::StoredLink;
 use trellis_sdk::subjects::LatticeSubjects;
 use trellis_tests as common;
-use trellis_wrpc_nats::{Connection, TransportOptions};
 
 use crate::keyvalue::{BUCKET, kv};
 use crate::lattice::ProviderProcess;
@@ -94,26 +92,11 @@ pub async fn stand_in(
     id: &str,
     watcher: Changes,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let conn = Connection::new(common::nats().await, TransportOptions::default())
-        .await
-        .expect("connection");
-    let prefix = LatticeSubjects::new(lattice).unwrap().wrpc_prefix(id);
-    let server = conn.server(prefix, None);
+    let server = crate::lattice::component_server(lattice, id).await;
     let invocations = serve_watcher(&server, watcher)
         .await
         .expect("serve the watcher");
-    invocations
-        .into_iter()
-        .map(|(_, _, mut calls)| {
-            tokio::spawn(async move {
-                while let Some(call) = calls.next().await {
-                    if let Ok(call) = call {
-                        tokio::spawn(call);
-                    }
-                }
-            })
-        })
-        .collect()
+    crate::lattice::run_calls(invocations)
 }
 
 /// Links provider `p` to component `comp`'s watcher, with `config` as source config (as a
