@@ -230,6 +230,19 @@ mod tests {
     }
 
     #[test]
+    fn reply_topics_must_be_topics() {
+        let ok = TargetSettings::parse(&cfg(&[("brokers", "b:9092"), ("reply_topic", "answers")]))
+            .unwrap();
+        assert_eq!(ok.reply_topic.as_deref(), Some("answers"));
+        for bad in ["has space", "a#b", "x/y"] {
+            let err = TargetSettings::parse(&cfg(&[("brokers", "b:9092"), ("reply_topic", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("reply_topic"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
     fn sasl_scram_maps_to_rdkafka_settings_and_keeps_the_password_out_of_debug() {
         let s = SourceSettings::parse(
             &cfg(&[
