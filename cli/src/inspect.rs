@@ -142,6 +142,8 @@ mod tests {
             name: name.into(),
             source_config: BTreeMap::new(),
             target_config: BTreeMap::new(),
+            source_secrets: BTreeMap::new(),
+            target_secrets: BTreeMap::new(),
         }
     }
 

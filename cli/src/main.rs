@@ -17,6 +17,7 @@ mod manifest;
 mod nats_server;
 mod output;
 mod package;
+mod secret;
 mod session;
 mod up;
 
@@ -82,6 +83,10 @@ enum Command {
         /// How long to wait for providers and links to be ready, in seconds.
         #[arg(long, default_value_t = 60)]
         ready_timeout: u64,
+        /// The secret store's key file, used (and created when missing) when the manifest
+        /// has secrets (default: keys/secrets-LATTICE.xk in the Trellis home).
+        #[arg(long, env = "TRELLIS_SECRETS_KEY")]
+        secrets_key: Option<PathBuf>,
     },
     /// Stop the running `trellis up` (as Ctrl-C in its terminal would).
     Down,
@@ -91,6 +96,9 @@ enum Command {
     /// Named config.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The lattice's secret store (values go in, never come out).
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Hosts, components, providers and links, with live state.
     Inventory,
     /// Components on their own (no lattice needed).
@@ -228,6 +236,42 @@ enum ConfigCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Give the lattice's secret store its key: an xkey seed kept in a file (created if
+    /// missing) that hosts are given to read secrets; only its public half goes on the
+    /// lattice.
+    Init {
+        /// The key file (default: keys/secrets-LATTICE.xk in the Trellis home).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Put a secret (a new version), read from stdin unless --from-file or --from-env says.
+    Put {
+        /// Its name.
+        name: String,
+        /// Read the value from this file, byte for byte.
+        #[arg(long, conflicts_with = "from_env")]
+        from_file: Option<PathBuf>,
+        /// Read the value from this environment variable.
+        #[arg(long)]
+        from_env: Option<String>,
+        /// Store it as bytes even when it is UTF-8 text.
+        #[arg(long)]
+        binary: bool,
+        /// A component or provider id that may read it (repeatable; none: no one may).
+        #[arg(long = "reader", value_name = "ID")]
+        readers: Vec<String>,
+    },
+    /// Delete a secret.
+    Del {
+        /// Its name.
+        name: String,
+    },
+    /// List the secrets: names, kinds, versions and readers — never values.
+    List,
+}
+
 fn defaulted(matches: &ArgMatches, id: &str) -> bool {
     matches!(
         matches.value_source(id),
@@ -316,10 +360,13 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         nats_port,
         nats_server,
         ready_timeout,
+        secrets_key,
     } = cli.command
     {
+        let secrets_key = secrets_key.unwrap_or_else(|| secret::default_key_file(&home, &lattice));
         up::up(up::UpOptions {
             manifest,
+            secrets_key,
             lattice,
             join: url_given.then(|| nats.into_options()),
             port: nats_port,
@@ -418,6 +465,26 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         Command::Config(ConfigCommand::Get { name }) => commands::config_get(&cx, &name).await?,
         Command::Config(ConfigCommand::Del { name }) => commands::config_del(&cx, &name).await?,
         Command::Inventory => commands::inventory(&cx).await?,
+        Command::Secret(SecretCommand::Init { key }) => {
+            let key = key.unwrap_or_else(|| secret::default_key_file(&home, &lattice));
+            secret::init(&cx, &key).await?
+        }
+        Command::Secret(SecretCommand::Put {
+            name,
+            from_file,
+            from_env,
+            binary,
+            readers,
+        }) => {
+            let from = match (from_file, from_env) {
+                (Some(file), _) => secret::ValueFrom::File(file),
+                (None, Some(var)) => secret::ValueFrom::Env(var),
+                (None, None) => secret::ValueFrom::Stdin,
+            };
+            secret::put(&cx, &name, &from, binary, &readers).await?
+        }
+        Command::Secret(SecretCommand::Del { name }) => secret::del(&cx, &name).await?,
+        Command::Secret(SecretCommand::List) => secret::list(&cx).await?,
         Command::Up { .. } | Command::Down | Command::Component(_) | Command::Provider(_) => {
             unreachable_command()
         }

@@ -9,8 +9,8 @@
 //!     path: counter.wasm            # relative to this file; or `ref: https://…`
 //!     config: { bucket: counter }   # named config the component reads through wasi:config
 //!     secrets:                      # what it reads through wasmcloud:secrets, by name
-//!       api-key: { env: API_KEY }   #   from an environment variable of `trellis up`
-//!       cert: { file: cert.pem }    #   from a file (relative to this file)
+//!       api-key: { secret: api-key }  #   a secret of the store (below, or put before)
+//!       cert: { file: cert.pem }    #   shorthand: a secret of its own, from a file
 //! providers:
 //!   - id: http
 //!     ref: http-server              # a provider shipped with Trellis; or `path: ./my-provider`
@@ -25,7 +25,14 @@
 //!     target: kv
 //!     wit: wasi:keyvalue/store,atomics
 //!     target_config: { auto_create: true }
+//!     target_secrets: { password: kv-password }  # the provider sees `password`
+//! secrets:                          # put in the lattice's secret store by `up`
+//!   api-key: { env: API_KEY }       #   from an environment variable of `trellis up`
+//!   kv-password: { file: pw.txt, readers: [other] }
 //! ```
+//!
+//! A secret's readers (its policy) are who the manifest gives it to — the components
+//! granted it and the link ends named by `*_secrets` — plus any `readers:` listed.
 //!
 //! `${NAME}` and `${NAME:-default}` in any value are replaced from the environment (`$$` is
 //! a literal `$`). Every error names the file, line and column and the field at fault: YAML
@@ -188,6 +195,18 @@ struct Raw {
     providers: Vec<RawUnit>,
     #[serde(default)]
     links: Vec<RawLink>,
+    #[serde(default)]
+    secrets: BTreeMap<String, Spanned<RawStoreSecret>>,
+}
+
+/// A secret the manifest puts in the store, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStoreSecret {
+    env: Option<String>,
+    file: Option<String>,
+    #[serde(default)]
+    readers: Vec<String>,
 }
 
 /// A component or a provider as written: the same fields.
@@ -204,10 +223,12 @@ struct RawUnit {
     secrets: BTreeMap<String, Spanned<RawSecret>>,
 }
 
-/// Where a secret's value comes from, as written: one of the two.
+/// A component's secret, as written: a store secret by name, or (shorthand) a value of its
+/// own from one of the two sources.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSecret {
+    secret: Option<String>,
     env: Option<String>,
     file: Option<String>,
 }
@@ -234,6 +255,10 @@ struct RawLink {
     source_config: ConfigMap,
     #[serde(default)]
     target_config: ConfigMap,
+    #[serde(default)]
+    source_secrets: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    target_secrets: BTreeMap<String, Spanned<String>>,
 }
 
 /// Where a component or provider comes from.
@@ -255,8 +280,19 @@ pub struct Component {
     pub source: Source,
     /// Its config (stored as named config).
     pub config: BTreeMap<String, String>,
-    /// Its secrets, by the name it asks for.
-    pub secrets: BTreeMap<String, SecretSource>,
+    /// Its secrets: the name it asks for → the secret's name in the store.
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// A secret `up` puts in the lattice's secret store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSecret {
+    /// Its name in the store.
+    pub name: String,
+    /// Where its value comes from.
+    pub source: SecretSource,
+    /// Who may read it: the listed readers and everyone the manifest gives it to.
+    pub readers: Vec<String>,
 }
 
 /// A provider to start.
@@ -289,6 +325,10 @@ pub struct Link {
     pub source_config: BTreeMap<String, String>,
     /// Target-side config.
     pub target_config: BTreeMap<String, String>,
+    /// Source-side secrets: the key the source sees → the secret's name in the store.
+    pub source_secrets: BTreeMap<String, String>,
+    /// Target-side secrets: the key the target sees → the secret's name in the store.
+    pub target_secrets: BTreeMap<String, String>,
 }
 
 /// A validated manifest.
@@ -302,6 +342,8 @@ pub struct Manifest {
     pub providers: Vec<Provider>,
     /// Links, in order.
     pub links: Vec<Link>,
+    /// Secrets `up` puts in the store (those declared, and components' own), by name.
+    pub secrets: Vec<StoreSecret>,
 }
 
 /// `namespace:package/iface[,iface…]` (a version suffix `@x.y.z` is allowed and ignored).
@@ -356,9 +398,32 @@ impl Manifest {
             ids: BTreeMap::new(),
         };
         check.token(&raw.name, "name".into(), "app name")?;
+        let mut store = BTreeMap::new();
+        for (name, secret) in raw.secrets {
+            let at = format!("secrets.{name}");
+            check.secret_name(&name, &secret.referenced, &at)?;
+            let RawStoreSecret { env, file, readers } = secret.value;
+            let source = check.value_source(&at, env, file, &secret.referenced)?;
+            for r in &readers {
+                trellis_sdk::subjects::validate_token("reader id", r).map_err(|e| {
+                    check.invalid(&secret.referenced, format!("{at}.readers"), e.to_string())
+                })?;
+            }
+            store.insert(
+                name.clone(),
+                StoreSecret {
+                    name,
+                    source,
+                    readers,
+                },
+            );
+        }
         let mut components = Vec::new();
         for (i, c) in raw.components.into_iter().enumerate() {
-            let (id, source, config, secrets) = check.unit("component id", "components", i, c)?;
+            let (id, source, config, raw_secrets) =
+                check.unit("component id", "components", i, c)?;
+            let field = format!("components[{i}]");
+            let secrets = check.grants(&field, &id.value, raw_secrets, &mut store)?;
             components.push(Component {
                 id: id.value,
                 source,
@@ -370,8 +435,8 @@ impl Manifest {
         for (i, p) in raw.providers.into_iter().enumerate() {
             let (id, source, config, secrets) = check.unit("provider id", "providers", i, p)?;
             if !secrets.is_empty() {
-                let why = "`secrets` are for components; a provider takes its settings from \
-                           `config` and its links";
+                let why = "`secrets` are for components; a provider takes its secrets from its \
+                           links (`source_secrets`, `target_secrets`)";
                 let field = format!("providers[{i}].secrets");
                 return Err(check.invalid(&id.referenced, field, why.into()));
             }
@@ -386,12 +451,44 @@ impl Manifest {
         for (i, l) in raw.links.into_iter().enumerate() {
             links.push(check.link(i, l, &mut seen)?);
         }
+        grant_readers(&mut store, &components, &links);
         Ok(Self {
             name: raw.name.value,
             components,
             providers,
             links,
+            secrets: store.into_values().collect(),
         })
+    }
+}
+
+/// Adds to each declared secret's readers everyone the manifest gives it to.
+fn grant_readers(
+    store: &mut BTreeMap<String, StoreSecret>,
+    components: &[Component],
+    links: &[Link],
+) {
+    let mut give = |name: &String, id: &String| {
+        if let Some(s) = store.get_mut(name) {
+            s.readers.push(id.clone());
+        }
+    };
+    for c in components {
+        for name in c.secrets.values() {
+            give(name, &c.id);
+        }
+    }
+    for l in links {
+        for name in l.source_secrets.values() {
+            give(name, &l.source);
+        }
+        for name in l.target_secrets.values() {
+            give(name, &l.target);
+        }
+    }
+    for s in store.values_mut() {
+        s.readers.sort();
+        s.readers.dedup();
     }
 }
 
@@ -400,7 +497,7 @@ type Unit = (
     Spanned<String>,
     Source,
     BTreeMap<String, String>,
-    BTreeMap<String, SecretSource>,
+    BTreeMap<String, Spanned<RawSecret>>,
 );
 
 /// The checks of one manifest, each error naming the file, the place and the field.
@@ -489,30 +586,116 @@ impl Check<'_> {
         self.claim(&u.id, format!("{field}.id"))?;
         let what = kind.trim_end_matches(" id");
         let source = self.source(what, &field, u.path, u.reference, &u.id.referenced)?;
-        let secrets = self.secrets(&field, u.secrets)?;
-        Ok((u.id, source, plain(u.config), secrets))
+        Ok((u.id, source, plain(u.config), u.secrets))
     }
 
-    /// A unit's secrets: each from exactly one of an environment variable and a file.
-    fn secrets(
+    /// A secret's name in the store is valid.
+    fn secret_name(
+        &self,
+        name: &str,
+        at: &serde_saphyr::Location,
+        field: &str,
+    ) -> Result<(), ManifestError> {
+        trellis_host::secret_store::validate_name("secret name", name)
+            .map_err(|e| self.invalid(at, field.to_string(), e.to_string()))
+    }
+
+    /// Where a value comes from: exactly one of an environment variable and a file.
+    fn value_source(
         &self,
         field: &str,
+        env: Option<String>,
+        file: Option<String>,
+        at: &serde_saphyr::Location,
+    ) -> Result<SecretSource, ManifestError> {
+        match (env, file) {
+            (Some(var), None) if !var.is_empty() => Ok(SecretSource::Env(var)),
+            (None, Some(file)) if !file.is_empty() => Ok(SecretSource::File(self.base.join(file))),
+            _ => {
+                let why = "needs exactly one of `env: VARIABLE` or `file: path`";
+                Err(self.invalid(at, field.to_string(), why.into()))
+            }
+        }
+    }
+
+    /// A component's secrets: the name it asks for → the store secret. A `{ secret: name }`
+    /// names one; an `env:`/`file:` shorthand declares one of its own, `ID-NAME`.
+    fn grants(
+        &self,
+        field: &str,
+        id: &str,
         raw: BTreeMap<String, Spanned<RawSecret>>,
-    ) -> Result<BTreeMap<String, SecretSource>, ManifestError> {
-        let mut secrets = BTreeMap::new();
-        for (name, secret) in raw {
-            let source = match (secret.value.env, secret.value.file) {
-                (Some(var), None) if !var.is_empty() => SecretSource::Env(var),
-                (None, Some(file)) if !file.is_empty() => SecretSource::File(self.base.join(file)),
-                _ => {
-                    let why = "needs exactly one of `env: VARIABLE` or `file: path`";
-                    let at = format!("{field}.secrets.{name}");
+        store: &mut BTreeMap<String, StoreSecret>,
+    ) -> Result<BTreeMap<String, String>, ManifestError> {
+        let mut grants = BTreeMap::new();
+        for (asked_as, secret) in raw {
+            let at = format!("{field}.secrets.{asked_as}");
+            let RawSecret {
+                secret: name,
+                env,
+                file,
+            } = secret.value;
+            let name = match name {
+                Some(name) if env.is_none() && file.is_none() => {
+                    self.secret_name(&name, &secret.referenced, &at)?;
+                    name
+                }
+                Some(_) => {
+                    let why = "`secret:` names a store secret; it takes no `env:` or `file:`";
                     return Err(self.invalid(&secret.referenced, at, why.into()));
                 }
+                None => {
+                    let source = self.value_source(&at, env, file, &secret.referenced)?;
+                    let own: String = format!("{id}-{asked_as}")
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '-' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    self.secret_name(&own, &secret.referenced, &at)?;
+                    if store.contains_key(&own) {
+                        let why = format!(
+                            "its own secret would be named {own:?}, which `secrets:` declares \
+                             too; write `{{ secret: {own} }}` to use that one"
+                        );
+                        return Err(self.invalid(&secret.referenced, at, why));
+                    }
+                    store.insert(
+                        own.clone(),
+                        StoreSecret {
+                            name: own.clone(),
+                            source,
+                            readers: Vec::new(),
+                        },
+                    );
+                    own
+                }
             };
-            secrets.insert(name, source);
+            grants.insert(asked_as, name);
         }
-        Ok(secrets)
+        Ok(grants)
+    }
+
+    /// A link side's secrets: the key the side sees → a valid store secret name.
+    fn link_secrets(
+        &self,
+        field: &str,
+        raw: BTreeMap<String, Spanned<String>>,
+    ) -> Result<BTreeMap<String, String>, ManifestError> {
+        let mut out = BTreeMap::new();
+        for (key, name) in raw {
+            let at = format!("{field}.{key}");
+            if key.is_empty() {
+                return Err(self.invalid(&name.referenced, at, "the key is empty".into()));
+            }
+            self.secret_name(&name.value, &name.referenced, &at)?;
+            out.insert(key, name.value);
+        }
+        Ok(out)
     }
 
     /// Link `i`: both ends defined, a valid `wit`, and no other link of the same source,
@@ -571,6 +754,10 @@ impl Check<'_> {
             name,
             source_config: plain(l.source_config),
             target_config: plain(l.target_config),
+            source_secrets: self
+                .link_secrets(&format!("{field}.source_secrets"), l.source_secrets)?,
+            target_secrets: self
+                .link_secrets(&format!("{field}.target_secrets"), l.target_secrets)?,
         })
     }
 }
@@ -631,12 +818,20 @@ links:
             "    config: { greeting: hi, port: 8000, on: true }\n    secrets:\n      api-key: { env: API_KEY }\n      cert: { file: certs/cert.pem }\n",
         );
         let m = parse(&text).expect("valid");
-        let secrets = &m.components[0].secrets;
-        assert_eq!(secrets["api-key"], SecretSource::Env("API_KEY".into()));
+        // Shorthands become secrets of the component's own, readable by it alone.
+        let grants = &m.components[0].secrets;
+        assert_eq!(grants["api-key"], "web-api-key");
+        assert_eq!(grants["cert"], "web-cert");
+        let own = |name: &str| m.secrets.iter().find(|s| s.name == name).unwrap().clone();
         assert_eq!(
-            secrets["cert"],
+            own("web-api-key").source,
+            SecretSource::Env("API_KEY".into())
+        );
+        assert_eq!(
+            own("web-cert").source,
             SecretSource::File("/apps/certs/cert.pem".into())
         );
+        assert_eq!(own("web-cert").readers, ["web"]);
         for bad in ["{ }", "{ env: A, file: b }", "{ env: \"\" }"] {
             let text = GOOD.replace(
                 "    config: { greeting: hi, port: 8000, on: true }\n",
@@ -652,6 +847,51 @@ links:
         );
         let err = parse(&text).expect_err("provider secrets").to_string();
         assert!(err.contains("providers[0].secrets"), "{err}");
+    }
+
+    #[test]
+    fn store_secrets_are_read_by_whom_the_manifest_gives_them() {
+        let text = format!(
+            "{}    target_secrets: {{ password: pw }}\n    source_secrets: {{ token: tok }}\n\
+             secrets:\n  pw: {{ env: PW, readers: [ops] }}\n  tok: {{ file: tok.txt }}\n  \
+             unused: {{ env: U }}\n",
+            GOOD.replace(
+                "    config: { greeting: hi, port: 8000, on: true }\n",
+                "    secrets:\n      key: { secret: pw }\n",
+            )
+        );
+        let m = parse(&text).expect("valid");
+        let l = &m.links[0];
+        assert_eq!(l.target_secrets["password"], "pw");
+        assert_eq!(l.source_secrets["token"], "tok");
+        let readers = |name: &str| {
+            m.secrets
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.readers.clone())
+                .unwrap()
+        };
+        // pw: listed (ops), granted to web, and the link's target (web).
+        assert_eq!(readers("pw"), ["ops", "web"]);
+        assert_eq!(readers("tok"), ["http"]);
+        assert!(readers("unused").is_empty());
+        for (bad, field) in [
+            ("  bad.name: { env: X }\n", "secrets.bad.name"),
+            ("  x: { env: X, readers: [\"a.b\"] }\n", "secrets.x.readers"),
+        ] {
+            let text = format!("{GOOD}secrets:\n{bad}");
+            let err = parse(&text).expect_err(bad).to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        let text = format!("{GOOD}    target_secrets: {{ password: \"no/slash\" }}\n");
+        let err = parse(&text).expect_err("bad link secret").to_string();
+        assert!(err.contains("links[0].target_secrets.password"), "{err}");
+        let text = GOOD.replace(
+            "    config: { greeting: hi, port: 8000, on: true }\n",
+            "    secrets:\n      key: { secret: pw, env: X }\n",
+        );
+        let err = parse(&text).expect_err("both").to_string();
+        assert!(err.contains("takes no `env:`"), "{err}");
     }
 
     #[test]

@@ -15,15 +15,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use trellis_host::engine::Limits;
 use trellis_host::lattice::LatticeAdmin;
-use trellis_host::secrets::{SecretValue, Secrets};
 use trellis_host::supervisor::{
     ProviderSpec, ProviderState, SupervisedProvider, SupervisorOptions,
 };
 use trellis_host::{Host, HostOptions, RunningComponent};
 use trellis_sdk::admin::{ping_links, provider_health};
 use trellis_sdk::connect::NatsOptions;
+use trellis_sdk::host_data::SecretValue;
 use trellis_sdk::link::LinkState;
-use trellis_sdk::store::StoredLink;
+use trellis_sdk::sealing::SecretReference;
+use trellis_sdk::store::{SECRET_PREFIX, StoredLink};
 use trellis_sdk::subjects::LatticeSubjects;
 
 use crate::inspect;
@@ -46,6 +47,9 @@ pub struct UpOptions {
     pub nats_server: Option<PathBuf>,
     /// How long to wait for providers and links before reporting what is not ready.
     pub ready_timeout: Duration,
+    /// The secret store's key file (used, and created when missing, when the manifest has
+    /// secrets).
+    pub secrets_key: PathBuf,
 }
 
 /// Progress lines, on stderr (stdout stays free for what scripts read).
@@ -282,6 +286,7 @@ async fn start(
     home: &Path,
     mut wasm: HashMap<String, Vec<u8>>,
 ) -> anyhow::Result<Running> {
+    let secrets_key = put_secrets(manifest, opts, &nats).await?;
     let host = Host::new(
         nats.clone(),
         HostOptions {
@@ -293,6 +298,7 @@ async fn start(
             nats_tls: nats_opts.tls.clone(),
             limits: Limits::default(),
             cache_dir: Some(home.join("compiled")),
+            secrets_key,
             ..HostOptions::default()
         },
     )
@@ -323,7 +329,11 @@ async fn start(
         }
         running.configs.extend(names.iter().cloned());
         let reference = component_ref(&c.source);
-        let secrets = read_secrets(&c.id, &c.secrets)?;
+        let secrets = running
+            .host
+            .component_secrets(&c.id, &c.secrets)
+            .await
+            .with_context(|| format!("cannot read the secrets of component {}", c.id))?;
         let bytes = wasm.remove(&c.id).unwrap_or_default();
         let component = running
             .host
@@ -360,6 +370,26 @@ async fn start(
             .await?;
             running.configs.push(name.clone());
             link = link.with_target_config([name]);
+        }
+        for (side, secrets) in [("source", &l.source_secrets), ("target", &l.target_secrets)] {
+            for (key, secret) in secrets {
+                // A 1.x secret reference: named config the host resolves, never the value.
+                let reference = SecretReference::to_store(key.as_str(), secret.as_str());
+                let name = format!(
+                    "{SECRET_PREFIX}{}",
+                    config_name(&[&manifest.name, "link", &index, side, key])
+                );
+                admin
+                    .put_config(&name, &reference.to_config())
+                    .await
+                    .with_context(|| format!("cannot put secret reference {name}"))?;
+                running.configs.push(name.clone());
+                if side == "source" {
+                    link.source_config.push(name);
+                } else {
+                    link.target_config.push(name);
+                }
+            }
         }
         admin
             .put_link(link.clone())
@@ -410,41 +440,57 @@ async fn preflight(manifest: &Manifest) -> anyhow::Result<HashMap<String, Vec<u8
     Ok(wasm)
 }
 
-/// Reads component `id`'s secrets from where the manifest says; the values stay in this
-/// process (the host in it answers `wasmcloud:secrets`).
-fn read_secrets(id: &str, sources: &BTreeMap<String, SecretSource>) -> anyhow::Result<Secrets> {
-    let mut secrets = Secrets::new();
-    for (name, source) in sources {
-        let value = match source {
-            SecretSource::Env(var) => match std::env::var(var) {
-                Ok(v) => SecretValue::String(v),
-                Err(std::env::VarError::NotPresent) => {
-                    bail!(
-                        "secret {name:?} of component {id}: environment variable {var} is not set"
-                    )
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    bail!(
-                        "secret {name:?} of component {id}: environment variable {var} is not UTF-8"
-                    )
-                }
-            },
-            SecretSource::File(path) => {
-                let bytes = std::fs::read(path).with_context(|| {
-                    format!(
-                        "secret {name:?} of component {id}: cannot read {}",
-                        path.display()
-                    )
-                })?;
-                match String::from_utf8(bytes) {
-                    Ok(text) => SecretValue::String(text),
-                    Err(e) => SecretValue::Bytes(e.into_bytes()),
-                }
-            }
-        };
-        secrets.insert(name.clone(), value);
+/// Puts the manifest's secrets in the lattice's secret store, keyed with the key file
+/// (created when missing); answers the key for the host, or `None` when the manifest uses
+/// no secrets.
+async fn put_secrets(
+    manifest: &Manifest,
+    opts: &UpOptions,
+    nats: &async_nats::Client,
+) -> anyhow::Result<Option<std::sync::Arc<trellis_sdk::sealing::XKeyPair>>> {
+    let uses = !manifest.secrets.is_empty()
+        || manifest.components.iter().any(|c| !c.secrets.is_empty())
+        || manifest
+            .links
+            .iter()
+            .any(|l| !l.source_secrets.is_empty() || !l.target_secrets.is_empty());
+    if !uses {
+        return Ok(None);
     }
-    Ok(secrets)
+    let subjects = LatticeSubjects::new(&opts.lattice)?;
+    let (store, key) = crate::secret::open_keyed(nats, &subjects, &opts.secrets_key).await?;
+    for s in &manifest.secrets {
+        let value = read_secret(&s.name, &s.source)?;
+        store
+            .put(&s.name, &value, &s.readers)
+            .await
+            .with_context(|| format!("cannot put secret {}", s.name))?;
+    }
+    step(
+        "✓",
+        "secrets",
+        format!(
+            "{} put, store key {}",
+            manifest.secrets.len(),
+            opts.secrets_key.display()
+        ),
+    );
+    Ok(Some(std::sync::Arc::new(key)))
+}
+
+/// Reads secret `name`'s value from where the manifest says.
+fn read_secret(name: &str, source: &SecretSource) -> anyhow::Result<SecretValue> {
+    Ok(match source {
+        SecretSource::Env(var) => match std::env::var_os(var) {
+            Some(v) => crate::secret::value_of(v.into_encoded_bytes(), false),
+            None => bail!("secret {name}: environment variable {var} is not set"),
+        },
+        SecretSource::File(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("secret {name}: cannot read {}", path.display()))?;
+            crate::secret::value_of(bytes, false)
+        }
+    })
 }
 
 fn describe(l: &Link) -> String {
@@ -682,34 +728,28 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("text"), "line one\n").unwrap();
         std::fs::write(dir.join("binary"), [0xff, 0x00, 0x7f]).unwrap();
-        let sources = BTreeMap::from([
-            // Cargo sets this for every test process.
-            (
-                "pkg".to_string(),
-                SecretSource::Env("CARGO_PKG_NAME".into()),
-            ),
-            ("text".to_string(), SecretSource::File(dir.join("text"))),
-            ("bin".to_string(), SecretSource::File(dir.join("binary"))),
-        ]);
-        let secrets = read_secrets("app", &sources).unwrap();
-        assert_eq!(secrets["pkg"], SecretValue::String("trellis-cli".into()));
-        assert_eq!(secrets["text"], SecretValue::String("line one\n".into()));
-        assert_eq!(secrets["bin"], SecretValue::Bytes(vec![0xff, 0x00, 0x7f]));
-        // Values never show in Debug output.
-        assert!(!format!("{secrets:?}").contains("trellis-cli"));
+        let text = |v: SecretValue| match v {
+            SecretValue::String(s) => s.expose().to_string(),
+            SecretValue::Bytes(_) => panic!("bytes"),
+        };
+        // Cargo sets this for every test process.
+        let pkg = read_secret("pkg", &SecretSource::Env("CARGO_PKG_NAME".into())).unwrap();
+        assert!(!format!("{pkg:?}").contains("trellis-cli"));
+        assert_eq!(text(pkg), "trellis-cli");
+        let file = read_secret("text", &SecretSource::File(dir.join("text"))).unwrap();
+        assert_eq!(text(file), "line one\n");
+        let bin = read_secret("bin", &SecretSource::File(dir.join("binary"))).unwrap();
+        assert_eq!(bin, SecretValue::Bytes(vec![0xff, 0x00, 0x7f]));
 
-        let unset = BTreeMap::from([(
-            "k".to_string(),
-            SecretSource::Env("TRELLIS_TEST_SURELY_UNSET_VARIABLE".into()),
-        )]);
-        let err = read_secrets("app", &unset).unwrap_err().to_string();
-        assert!(err.contains("secret \"k\" of component app"), "{err}");
+        let unset = SecretSource::Env("TRELLIS_TEST_SURELY_UNSET_VARIABLE".into());
+        let err = read_secret("k", &unset).unwrap_err().to_string();
+        assert!(err.contains("secret k"), "{err}");
         assert!(
             err.contains("TRELLIS_TEST_SURELY_UNSET_VARIABLE is not set"),
             "{err}"
         );
-        let missing = BTreeMap::from([("k".to_string(), SecretSource::File(dir.join("nope")))]);
-        let err = format!("{:#}", read_secrets("app", &missing).unwrap_err());
+        let missing = SecretSource::File(dir.join("nope"));
+        let err = format!("{:#}", read_secret("k", &missing).unwrap_err());
         assert!(err.contains("cannot read"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -937,3 +937,122 @@ fn up_runs_the_events_app_and_counts_messages() {
     up.interrupt(Duration::from_secs(60));
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// Secrets end to end: `up` puts the manifest's secrets in the lattice's secret store; the
+/// host reads the component's grant and seals the Redis password for keyvalue-redis, which
+/// opens a password-protected redis-server with it (the counter counts). Every line `up`
+/// wrote — its own, the host's and the providers', at debug level — and every CLI output
+/// (`secret put/list/del`, `config get` of the reference, `link get`, `inventory`, `link
+/// ping`) is scanned for the known values: none appears.
+#[test]
+fn secrets_reach_their_readers_and_no_output_shows_them() {
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let api_key = format!("ak-{}", uuid::Uuid::new_v4().simple());
+    let extra = format!("ex-{}", uuid::Uuid::new_v4().simple());
+    let redis = common::OwnRedis::start_with(&["--requirepass", &password]);
+    let home = temp_home("secrets");
+    let port = free_port();
+    let counter = Path::new(APP).with_file_name("counter.wasm");
+    let app = home.join("app.yaml");
+    std::fs::write(
+        &app,
+        format!(
+            "name: vault\n\
+             components:\n  - id: counter\n    path: {}\n    config: {{ bucket: counter, key: count }}\n    \
+             secrets:\n      api-key: {{ secret: api-key }}\n\
+             providers:\n  - id: http-server\n    ref: http-server\n  - id: kv\n    ref: keyvalue-redis\n\
+             links:\n  - source: http-server\n    target: counter\n    wit: wasi:http/incoming-handler\n    \
+             source_config: {{ address: \"127.0.0.1:{port}\" }}\n  \
+             - source: counter\n    target: kv\n    wit: wasi:keyvalue/store,atomics\n    \
+             target_config: {{ url: \"{}\", auto_create: true }}\n    target_secrets: {{ password: redis-password }}\n\
+             secrets:\n  redis-password: {{ env: TEST_REDIS_PASSWORD }}\n  api-key: {{ env: TEST_API_KEY }}\n",
+            counter.display(),
+            redis.url(),
+        ),
+    )
+    .expect("manifest");
+    let mut up = Up::start_app_with(
+        &home,
+        &app,
+        &[
+            ("TEST_REDIS_PASSWORD", password.clone()),
+            ("TEST_API_KEY", api_key.clone()),
+            ("RUST_LOG", "debug".into()),
+        ],
+    );
+    up.wait_for("ready in", Duration::from_secs(180));
+    let counts: Vec<String> = (0..3).map(|_| get(port).expect("GET /")).collect();
+    assert_eq!(counts, ["1\n", "2\n", "3\n"], "{}", up.log());
+
+    let mut outputs = Vec::new();
+    let mut cli = |args: &[&str], stdin: Option<&str>| -> (i32, String) {
+        let mut c = cmd(&home);
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = c.spawn().expect("run trellis");
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(text.as_bytes()).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("wait");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push((args.join(" "), text.clone()));
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, out) = cli(&["secret", "list", "--json"], None);
+    assert_eq!(code, 0, "{out}");
+    let listed: Value = serde_json::from_str(&out).expect("secret list JSON");
+    let readers = |name: &str| {
+        listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["readers"].clone())
+    };
+    assert_eq!(readers("redis-password"), Some(serde_json::json!(["kv"])));
+    assert_eq!(readers("api-key"), Some(serde_json::json!(["counter"])));
+    let (code, out) = cli(
+        &["secret", "put", "extra", "--reader", "x"],
+        Some(&format!("{extra}\n")),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("secret extra stored (version 1"), "{out}");
+    for args in [
+        &["secret", "list"][..],
+        &["config", "get", "SECRET_vault-link-1-target-password"],
+        &["link", "get", "--json"],
+        &["inventory", "--json"],
+        &["link", "ping"],
+        &["secret", "del", "extra"],
+    ] {
+        let (code, out) = cli(args, None);
+        assert_eq!(code, 0, "{}: {out}", args.join(" "));
+    }
+    let (_, reference) = &outputs[3];
+    assert!(
+        reference.contains("redis-password") && reference.contains("trellis"),
+        "{reference}"
+    );
+    up.interrupt(Duration::from_secs(60));
+    let log = up.log();
+    assert!(log.contains("DEBUG"), "not a debug-level log:\n{log}");
+    outputs.push(("up".into(), log));
+    for (what, text) in &outputs {
+        for value in [&password, &api_key, &extra] {
+            assert!(
+                !text.contains(value.as_str()),
+                "`trellis {what}` showed a secret:\n{text}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}

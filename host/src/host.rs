@@ -17,13 +17,16 @@ use trellis_wrpc_nats::{Connection, TransportOptions};
 pub use crate::component::RunningComponent;
 use crate::component::{self, ComponentError, Exports, Serving};
 use crate::engine::{HostEngine, Limits};
+use crate::link_secrets::{self, LinkSealer, StoreAccess};
 use crate::links::LinkView;
 use crate::local::LocalState;
 use crate::router::LinkRouter;
-use crate::secrets::Secrets;
+use crate::secret_store::{SecretStore, SecretStoreError};
+use crate::secrets::{SecretValue, Secrets};
 use crate::supervisor::{
     ProviderSpec, SupervisedProvider, SupervisorEnv, SupervisorOptions, supervise,
 };
+use trellis_sdk::sealing::XKeyPair;
 
 /// How a host runs.
 #[derive(Clone, Debug)]
@@ -45,6 +48,10 @@ pub struct HostOptions {
     pub cache_dir: Option<PathBuf>,
     /// Timeout of calls components make over the lattice.
     pub call_timeout: Duration,
+    /// The key of the lattice's secret store (an xkey the operator holds): with it the host
+    /// reads secrets for its components and seals link secrets for its providers. Without
+    /// it, a component granted a secret or a link naming one is refused.
+    pub secrets_key: Option<Arc<XKeyPair>>,
 }
 
 impl Default for HostOptions {
@@ -58,6 +65,7 @@ impl Default for HostOptions {
             limits: Limits::default(),
             cache_dir: None,
             call_timeout: Duration::from_secs(10),
+            secrets_key: None,
         }
     }
 }
@@ -93,6 +101,17 @@ pub enum HostError {
         /// The transport's reason.
         error: anyhow::Error,
     },
+    /// The secret store refused (a component's grant, or the host's key).
+    #[error(transparent)]
+    Secrets(#[from] SecretStoreError),
+    /// A component is granted secrets, but the host has no secret store key.
+    #[error(
+        "component {id} is granted secrets, but this host has no secret store key (--secrets-key)"
+    )]
+    NoSecretsKey {
+        /// The component id.
+        id: String,
+    },
     /// Named config the component asks for does not exist.
     #[error("component {id} names config {name:?}, which does not exist")]
     MissingConfig {
@@ -112,14 +131,17 @@ struct HostInner {
     links: LinkView,
     store: LatticeStore,
     registry: Arc<crate::inventory::Registry>,
+    sealer: Arc<LinkSealer>,
     follower: JoinHandle<()>,
     responder: JoinHandle<()>,
+    sealing: JoinHandle<()>,
 }
 
 impl Drop for HostInner {
     fn drop(&mut self) {
         self.follower.abort();
         self.responder.abort();
+        self.sealing.abort();
     }
 }
 
@@ -171,6 +193,25 @@ impl Host {
             what: "cannot answer host ping",
             error: error.into(),
         })?;
+        let secrets = match &opts.secrets_key {
+            Some(key) => {
+                let store = SecretStore::open(&nats, &subjects).await?;
+                store.init(key).await?;
+                Some(StoreAccess {
+                    store,
+                    key: Arc::clone(key),
+                })
+            }
+            None => None,
+        };
+        let sealer = Arc::new(LinkSealer::new(store.clone(), secrets));
+        let sealing =
+            link_secrets::answer(nats.clone(), &subjects, &opts.host_id, Arc::clone(&sealer))
+                .await
+                .map_err(|error| HostError::Transport {
+                    what: "cannot answer link secrets requests",
+                    error: error.into(),
+                })?;
         Ok(Self {
             inner: Arc::new(HostInner {
                 nats,
@@ -181,8 +222,10 @@ impl Host {
                 links,
                 store,
                 registry,
+                sealer,
                 follower,
                 responder,
+                sealing,
             }),
         })
     }
@@ -204,6 +247,7 @@ impl Host {
             store: inner.store.clone(),
             host_id: inner.opts.host_id.clone(),
             rpc_timeout: inner.opts.call_timeout,
+            sealer: Arc::clone(&inner.sealer),
         };
         let image_ref = spec.path.display().to_string();
         let provider = supervise(env, spec, opts);
@@ -221,6 +265,35 @@ impl Host {
             self.inner.subjects.clone(),
             self.inner.opts.host_id.clone(),
         )
+    }
+
+    /// The secrets of `grants` (the name the component asks for → the secret's name in the
+    /// store), read for component `id` under the store's policy.
+    pub async fn component_secrets(
+        &self,
+        id: &str,
+        grants: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Secrets, HostError> {
+        let mut secrets = Secrets::new();
+        if grants.is_empty() {
+            return Ok(secrets);
+        }
+        let access = self
+            .inner
+            .sealer
+            .store_access()
+            .ok_or_else(|| HostError::NoSecretsKey { id: id.to_string() })?;
+        for (asked_as, name) in grants {
+            let value = access.store.read(&access.key, name, id).await?;
+            let value = match value {
+                trellis_sdk::host_data::SecretValue::String(s) => {
+                    SecretValue::String(s.expose().to_string())
+                }
+                trellis_sdk::host_data::SecretValue::Bytes(b) => SecretValue::Bytes(b),
+            };
+            secrets.insert(asked_as.clone(), value);
+        }
+        Ok(secrets)
     }
 
     /// The lattice store this host reads links and config from.

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use trellis_sdk::events;
 use trellis_sdk::host_data::HostData;
-use trellis_sdk::link::LinkDefinition;
+use trellis_sdk::link::{LinkDefinition, LinkSecrets};
 use trellis_sdk::provider::HealthStatus;
 use trellis_sdk::runtime::THREADS_ENV;
 use trellis_sdk::store::LatticeStore;
@@ -126,6 +126,7 @@ pub(crate) struct SupervisorEnv {
     pub(crate) store: LatticeStore,
     pub(crate) host_id: String,
     pub(crate) rpc_timeout: Duration,
+    pub(crate) sealer: Arc<crate::link_secrets::LinkSealer>,
 }
 
 /// A provider under supervision. Dropping it kills the process; [`SupervisedProvider::stop`]
@@ -210,12 +211,34 @@ async fn host_data(
     env: &SupervisorEnv,
     spec: &ProviderSpec,
 ) -> Result<HostData, trellis_sdk::connect::CredsError> {
+    let instance_key = env.sealer.new_instance(&spec.id);
     let links: Vec<LinkDefinition> = match env.store.links_for(&spec.id).await {
-        Ok((links, broken)) => {
-            for (link, err) in broken {
+        Ok(found) => {
+            for (link, err) in found.broken {
                 warn!(provider = spec.id, %err, link = ?link.name, "link left out of host data");
             }
-            links.into_values().collect()
+            let mut links = Vec::with_capacity(found.links.len());
+            for (key, mut link) in found.links {
+                if found.needing_secrets.contains(&key) {
+                    match env.sealer.sealed_for(&spec.id, &key).await {
+                        Ok(sealed) => {
+                            let sealed = Some(LinkSecrets::from_sealed(&sealed));
+                            if link.target == spec.id {
+                                link.target_secrets = sealed;
+                            } else {
+                                link.source_secrets = sealed;
+                            }
+                        }
+                        Err(error) => {
+                            // The provider pulls it and reports the same error on the link.
+                            warn!(provider = spec.id, link = %key, %error, "link left out of host data");
+                            continue;
+                        }
+                    }
+                }
+                links.push(link);
+            }
+            links
         }
         Err(err) => {
             warn!(provider = spec.id, %err, "cannot read links for host data; the provider will pull them");
@@ -232,6 +255,8 @@ async fn host_data(
         config: spec.config.clone(),
         default_rpc_timeout_ms: u64::try_from(env.rpc_timeout.as_millis()).ok(),
         log_level: Some("info".into()),
+        host_xkey_public_key: env.sealer.host_public_key(),
+        provider_xkey_private_key: instance_key.seed().unwrap_or_default(),
         ..HostData::new()
     };
     // The provider joins as the host does (credentials and TLS alike).

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -15,6 +16,7 @@ use crate::connect::{NatsArgs, NatsOptions};
 use crate::error::InvalidName;
 use crate::host_data::{HostData, HostDataError, SecretValue};
 use crate::link::LinkDefinition;
+use crate::sealing::XKeyPair;
 use crate::subjects::validate_token;
 
 /// Everything a provider needs to join its lattice and serve.
@@ -37,6 +39,9 @@ pub struct ProviderConfig {
     pub initial_links: Vec<LinkDefinition>,
     /// Secrets passed by the host.
     pub secrets: HashMap<String, SecretValue>,
+    /// The keys that open link secrets: this instance's xkey and the public xkey of the host
+    /// that sealed them (`None` standalone, or from a host that sends none).
+    pub secret_keys: Option<SecretKeys>,
     /// Default timeout of calls the provider makes, and of waits inside a served call.
     pub rpc_timeout: Duration,
     /// Most calls served at once; further calls wait in NATS.
@@ -69,6 +74,18 @@ pub enum ConfigError {
     /// A `--config key=value` pair has no `=`.
     #[error("config entry {0:?} is not of the form key=value")]
     BadConfigEntry(String),
+    /// The host data's xkeys are not valid.
+    #[error("host data: {0}")]
+    XKey(#[from] crate::sealing::SealError),
+}
+
+/// The keys that open the link secrets a host sealed for this provider instance.
+#[derive(Clone, Debug)]
+pub struct SecretKeys {
+    /// This instance's key pair (1.x `provider_xkey_private_key`).
+    pub instance: Arc<XKeyPair>,
+    /// The sealing host's public key (1.x `host_xkey_public_key`).
+    pub host_public: String,
 }
 
 /// Flags and environment of a provider started standalone (without a host).
@@ -130,6 +147,7 @@ impl ProviderConfig {
             config: HashMap::new(),
             initial_links: Vec::new(),
             secrets: HashMap::new(),
+            secret_keys: None,
             rpc_timeout: Duration::from_secs(10),
             max_concurrent_calls: 1024,
             call_deadline: None,
@@ -180,6 +198,14 @@ impl ProviderConfig {
         cfg.config = hd.config;
         cfg.initial_links = hd.link_definitions;
         cfg.secrets = hd.secrets;
+        if !hd.provider_xkey_private_key.is_empty() && !hd.host_xkey_public_key.is_empty() {
+            let instance = XKeyPair::from_seed(&hd.provider_xkey_private_key)?;
+            XKeyPair::from_public_key(&hd.host_xkey_public_key)?;
+            cfg.secret_keys = Some(SecretKeys {
+                instance: Arc::new(instance),
+                host_public: hd.host_xkey_public_key,
+            });
+        }
         if let Some(ms) = hd.default_rpc_timeout_ms.filter(|ms| *ms > 0) {
             cfg.rpc_timeout = Duration::from_millis(ms);
         }

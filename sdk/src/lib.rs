@@ -11,6 +11,7 @@ pub mod link;
 pub mod logging;
 pub mod provider;
 pub mod runtime;
+pub mod sealing;
 pub mod secret;
 pub mod store;
 pub mod subjects;

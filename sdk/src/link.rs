@@ -30,6 +30,24 @@ fn default_link_name() -> String {
 #[serde(transparent)]
 pub struct LinkSecrets(pub serde_json::Value);
 
+impl LinkSecrets {
+    /// Sealed bytes as 1.x carries them (a JSON array of byte values).
+    pub fn from_sealed(bytes: &[u8]) -> Self {
+        Self(serde_json::Value::Array(
+            bytes.iter().map(|b| serde_json::Value::from(*b)).collect(),
+        ))
+    }
+
+    /// The sealed bytes; `None` when the value is not an array of byte values.
+    pub fn sealed(&self) -> Option<Vec<u8>> {
+        self.0
+            .as_array()?
+            .iter()
+            .map(|v| v.as_u64().and_then(|n| u8::try_from(n).ok()))
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for LinkSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[REDACTED]")

@@ -11,19 +11,40 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use crate::link::LinkDefinition;
+use crate::sealing::SecretMap;
 
 /// A link delivered to the provider.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LinkConfig<'a> {
-    /// The whole link definition.
+    /// The whole link definition (secrets still sealed).
     pub link: &'a LinkDefinition,
     /// The config for this provider's side of the link (target config when the provider is the
-    /// target, source config when it is the source).
+    /// target, source config when it is the source), with the side's text secrets opened
+    /// into it: a link may give any setting — a password, a key, a URL with credentials —
+    /// from the secret store instead of named config, and the secret wins. Never log it.
     pub config: &'a HashMap<String, String>,
+    /// The side's secrets, opened (binary ones are only here).
+    pub secrets: &'a SecretMap,
     /// Whether this replaces an earlier version of the same link (its config changed).
     pub is_update: bool,
     /// The provider's runtime: clients for the link's target, delivery counters.
     pub handle: crate::runtime::ProviderHandle,
+}
+
+impl std::fmt::Debug for LinkConfig<'_> {
+    // Config may hold opened secrets: keys only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut keys: Vec<&String> = self.config.keys().collect();
+        keys.sort();
+        let mut secrets: Vec<&String> = self.secrets.keys().collect();
+        secrets.sort();
+        f.debug_struct("LinkConfig")
+            .field("link", &self.link.key())
+            .field("config_keys", &keys)
+            .field("secret_names", &secrets)
+            .field("is_update", &self.is_update)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LinkConfig<'_> {

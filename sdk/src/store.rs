@@ -9,7 +9,7 @@
 //! Providers *pull* from here at start and follow changes (see [`LatticeStore::links_for`] and
 //! [`LatticeStore::watch`]); the Trellis host and CLI write through the same type.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_nats::jetstream::{self, kv};
 use futures::{Stream, StreamExt as _};
@@ -102,8 +102,35 @@ impl StoredLink {
     }
 }
 
+impl StoredLink {
+    /// The secret references (`SECRET_*` config names) of the side of the link `provider_id`
+    /// is on: the target side when it is the target, else the source side.
+    pub fn secret_references(&self, provider_id: &str) -> Vec<&String> {
+        let side = if self.target == provider_id {
+            &self.target_config
+        } else {
+            &self.source_config
+        };
+        side.iter()
+            .filter(|n| n.starts_with(SECRET_PREFIX))
+            .collect()
+    }
+}
+
 fn default_name() -> String {
     crate::link::DEFAULT_LINK_NAME.to_string()
+}
+
+/// The links of one provider, as [`LatticeStore::links_for`] finds them.
+#[derive(Debug, Default)]
+pub struct ProviderLinks {
+    /// Links whose config resolved (secrets not yet sealed in).
+    pub links: BTreeMap<LinkKey, LinkDefinition>,
+    /// Those of `links` whose side of the provider names secrets (`SECRET_*` config), which
+    /// only a host holding the secret store's key can seal for the provider.
+    pub needing_secrets: BTreeSet<LinkKey>,
+    /// Links whose config could not be resolved, with why.
+    pub broken: Vec<(StoredLink, StoreError)>,
 }
 
 /// A component (or provider) specification: where it comes from and its outgoing links.
@@ -390,30 +417,23 @@ impl LatticeStore {
 
     /// Every link where `provider_id` is source or target, config resolved. Links whose
     /// config is missing are returned as errors next to the good ones.
-    pub async fn links_for(
-        &self,
-        provider_id: &str,
-    ) -> Result<
-        (
-            BTreeMap<LinkKey, LinkDefinition>,
-            Vec<(StoredLink, StoreError)>,
-        ),
-        StoreError,
-    > {
-        let mut good = BTreeMap::new();
-        let mut bad = Vec::new();
+    pub async fn links_for(&self, provider_id: &str) -> Result<ProviderLinks, StoreError> {
+        let mut out = ProviderLinks::default();
         for link in self.stored_links().await? {
             if link.source_id != provider_id && link.target != provider_id {
                 continue;
             }
             match self.resolve(&link).await {
                 Ok(def) => {
-                    good.insert(def.key(), def);
+                    if !link.secret_references(provider_id).is_empty() {
+                        out.needing_secrets.insert(def.key());
+                    }
+                    out.links.insert(def.key(), def);
                 }
-                Err(err) => bad.push((link, err)),
+                Err(err) => out.broken.push((link, err)),
             }
         }
-        Ok((good, bad))
+        Ok(out)
     }
 
     /// A stream that yields once for every change in either bucket (and ends, or yields an

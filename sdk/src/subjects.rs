@@ -160,6 +160,12 @@ impl LatticeSubjects {
         self.rpc(provider_id, "link.purge")
     }
 
+    /// Trellis: a provider's request to the host that started it for a link's secrets,
+    /// sealed to the instance (request/reply; see [`crate::sealing`]).
+    pub fn link_secrets(&self, host_id: &str) -> String {
+        self.rpc(host_id, "link.secrets")
+    }
+
     /// *1.x*: host ping on the control interface, answered by every host of the lattice
     /// (scatter-gather). Trellis hosts answer with their whole inventory.
     pub fn host_ping(&self) -> String {
@@ -195,6 +201,12 @@ impl LatticeSubjects {
     /// *1.x*: JetStream KV bucket holding named configuration.
     pub fn config_data_bucket(&self) -> String {
         format!("CONFIGDATA_{}", self.lattice)
+    }
+
+    /// Trellis: JetStream KV bucket holding the lattice's secrets, each sealed to the secret
+    /// store's xkey (values never in the clear).
+    pub fn secret_data_bucket(&self) -> String {
+        format!("SECRETDATA_{}", self.lattice)
     }
 }
 

@@ -9,8 +9,9 @@
 //!
 //! Several processes given the same component share its load (queue group per component).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -55,6 +56,14 @@ struct Args {
     /// Timeout of calls components make over the lattice, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     call_timeout_ms: u64,
+    /// The secret store's key (a file holding the xkey seed the operator keeps): lets this
+    /// host read secrets for its components and seal link secrets for its providers.
+    #[arg(long, env = "TRELLIS_SECRETS_KEY")]
+    secrets_key: Option<PathBuf>,
+    /// A secret a component reads through `wasmcloud:secrets`: `ID=AS=NAME` (the component,
+    /// the name it asks for, the secret's name in the store). Repeatable.
+    #[arg(long = "secret", value_name = "ID=AS=NAME")]
+    secrets: Vec<String>,
     /// Where compiled components are cached.
     #[arg(long, env = "TRELLIS_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -104,6 +113,18 @@ async fn main() -> anyhow::Result<()> {
     if let Some(id) = &args.host_id {
         opts.host_id = id.clone();
     }
+    if let Some(path) = &args.secrets_key {
+        opts.secrets_key = Some(Arc::new(trellis_host::secret_store::load_key(path, false)?));
+    }
+    let mut grants: HashMap<&str, BTreeMap<String, String>> = HashMap::new();
+    for entry in &args.secrets {
+        let (id, rest) = id_and_value("secret", entry)?;
+        let (asked_as, name) = id_and_value("secret", rest)?;
+        grants
+            .entry(id)
+            .or_default()
+            .insert(asked_as.to_string(), name.to_string());
+    }
     let host = Host::new(nats, opts)
         .await
         .context("cannot start the host")?;
@@ -113,8 +134,12 @@ async fn main() -> anyhow::Result<()> {
         let (id, reference) = id_and_value("component", entry)?;
         let wasm = load_component(reference).await?;
         let names = configs.remove(id).unwrap_or_default();
+        let secrets = host
+            .component_secrets(id, &grants.remove(id).unwrap_or_default())
+            .await
+            .with_context(|| format!("secrets of component {id}"))?;
         let running = host
-            .start_component(id, wasm, &names)
+            .start_component_loaded(id, wasm, reference, &names, secrets)
             .await
             .with_context(|| format!("cannot start component {id}"))?;
         components.push(running);

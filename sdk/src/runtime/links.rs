@@ -18,8 +18,12 @@ use tracing::{debug, info, warn};
 
 use super::{Inner, ProviderHandle};
 use crate::events::{self, kind};
-use crate::link::{LinkDefinition, LinkKey, LinkRole, LinkSelector, LinkState, PutOutcome};
+use crate::host_data::SecretValue;
+use crate::link::{
+    LinkDefinition, LinkKey, LinkRole, LinkSecrets, LinkSelector, LinkState, PutOutcome,
+};
 use crate::provider::{LinkConfig, Provider};
+use crate::sealing::SecretMap;
 
 /// A change to apply.
 pub(crate) enum LinkCommand {
@@ -188,16 +192,29 @@ async fn put<P: Provider>(
     };
     let (role, outcome) = role;
     let is_update = outcome == PutOutcome::Changed;
+    let (side_config, sealed) = match role {
+        LinkRole::Target => (&link.target_config, &link.target_secrets),
+        LinkRole::Source => (&link.source_config, &link.source_secrets),
+    };
+    let secrets = match open_secrets(inner, sealed.as_ref()) {
+        Ok(secrets) => secrets,
+        Err(error) => {
+            fail(inner, link, error.clone()).await;
+            return Err(error);
+        }
+    };
+    let config = with_secrets(side_config, &secrets);
+    let cfg = LinkConfig {
+        link: &link,
+        config: &config,
+        secrets: &secrets,
+        is_update,
+        handle: ProviderHandle {
+            inner: Arc::clone(inner),
+        },
+    };
     let res = match role {
         LinkRole::Target => {
-            let cfg = LinkConfig {
-                link: &link,
-                config: &link.target_config,
-                is_update,
-                handle: ProviderHandle {
-                    inner: Arc::clone(inner),
-                },
-            };
             guarded(
                 "receive_link_config_as_target",
                 provider.receive_link_config_as_target(cfg),
@@ -205,14 +222,6 @@ async fn put<P: Provider>(
             .await
         }
         LinkRole::Source => {
-            let cfg = LinkConfig {
-                link: &link,
-                config: &link.source_config,
-                is_update,
-                handle: ProviderHandle {
-                    inner: Arc::clone(inner),
-                },
-            };
             guarded(
                 "receive_link_config_as_source",
                 provider.receive_link_config_as_source(cfg),
@@ -231,6 +240,36 @@ async fn put<P: Provider>(
             Err(error)
         }
     }
+}
+
+/// Opens a side's sealed secrets with this instance's xkey; a link that carries secrets the
+/// instance cannot open fails with the reason (never the values).
+fn open_secrets(inner: &Inner, sealed: Option<&LinkSecrets>) -> Result<SecretMap, String> {
+    let Some(sealed) = sealed else {
+        return Ok(SecretMap::new());
+    };
+    let bytes = sealed
+        .sealed()
+        .ok_or("the link's secrets are not sealed bytes")?;
+    let keys = inner.config.secret_keys.as_ref().ok_or(
+        "the link carries sealed secrets, but this provider has no xkey to open them \
+         (started without host data from a host that seals secrets)",
+    )?;
+    keys.instance
+        .open_map(&bytes, &keys.host_public)
+        .map_err(|e| e.to_string())
+}
+
+/// A side's config with its text secrets laid over it (a secret wins over config of the
+/// same key).
+fn with_secrets(config: &HashMap<String, String>, secrets: &SecretMap) -> HashMap<String, String> {
+    let mut merged = config.clone();
+    for (key, value) in secrets {
+        if let SecretValue::String(text) = value {
+            merged.insert(key.clone(), text.expose().to_string());
+        }
+    }
+    merged
 }
 
 /// Records a failed link and reports it on the lattice.

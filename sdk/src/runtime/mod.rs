@@ -13,6 +13,7 @@
 mod control;
 mod executor;
 mod links;
+mod secrets;
 mod serve;
 mod store_sync;
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use tracing::{debug, warn};
 
-use super::Inner;
 use super::links::LinkCommand;
+use super::{Inner, secrets};
 use crate::link::LinkDefinition;
 use crate::store::{LatticeStore, StoreError};
 
@@ -21,8 +21,9 @@ use crate::store::{LatticeStore, StoreError};
 const DEBOUNCE: Duration = Duration::from_millis(30);
 
 async fn sync(inner: &Inner, store: &LatticeStore) -> Result<(), StoreError> {
-    let (links, bad) = store.links_for(&inner.config.provider_id).await?;
-    let broken = bad
+    let found = store.links_for(&inner.config.provider_id).await?;
+    let mut broken: Vec<(LinkDefinition, String)> = found
+        .broken
         .into_iter()
         .map(|(l, err)| {
             let def = LinkDefinition {
@@ -40,6 +41,18 @@ async fn sync(inner: &Inner, store: &LatticeStore) -> Result<(), StoreError> {
             (def, err.to_string())
         })
         .collect();
+    let mut links = found.links;
+    for key in &found.needing_secrets {
+        let Some(mut link) = links.remove(key) else {
+            continue;
+        };
+        match secrets::seal_in(inner, &mut link).await {
+            Ok(()) => {
+                links.insert(key.clone(), link);
+            }
+            Err(error) => broken.push((link, error)),
+        }
+    }
     inner
         .command(LinkCommand::StoreSnapshot { links, broken })
         .await;
