@@ -755,13 +755,15 @@ fn a_1x_provider_is_shown_honestly() {
     std::fs::write(
         &app,
         format!(
-            "name: legacy\ncomponents:\n  - id: hello\n    path: {hello}\nproviders:\n  - id: legacy\n    path: {}\nlinks:\n  - source: legacy\n    target: hello\n    wit: wasi:http/incoming-handler\n",
+            "name: legacy\ncomponents:\n  - id: hello\n    path: {hello}\nproviders:\n  - id: legacy\n    path: {}\nlinks:\n  - source: legacy\n    target: hello\n    wit: wasi:http/incoming-handler\n    source_secrets: {{ token: legacy-token }}\nsecrets:\n  legacy-token: {{ env: LEGACY_TOKEN }}\n",
             legacy.display()
         ),
     )
     .expect("write");
     let started = Instant::now();
-    let mut up = Up::start_app(&home, &app, free_port());
+    let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
+    let env = [("LEGACY_TOKEN", token.clone()), ("RUST_LOG", "info".into())];
+    let mut up = Up::start_app_with(&home, &app, &env);
     up.wait_for("ready in", Duration::from_secs(50));
     let log = up.log();
     assert!(
@@ -769,6 +771,17 @@ fn a_1x_provider_is_shown_honestly() {
         "{log}"
     );
     assert!(!log.contains("problems"), "{log}");
+    // The host sealed the link's secret into the 1.x host data; the 1.x provider opened it
+    // with the 1.x xkeys.
+    up.wait_for(
+        "legacy-provider opened the source_secrets of link default: token",
+        Duration::from_secs(10),
+    );
+    assert!(
+        !up.log().contains(&token),
+        "the token leaked:\n{}",
+        up.log()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(50),
         "waited out the timeout"

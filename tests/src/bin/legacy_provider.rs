@@ -2,7 +2,9 @@
 //! the Trellis SDK, for tests of how Trellis treats the 1.x provider binaries its users
 //! bring. It reads 1.x host data on stdin, answers `health` and `linkdefs.put`/`del` (and
 //! nothing of Trellis's own: no link ping), and on `default.shutdown` answers
-//! `shutting down` and exits.
+//! `shutting down` and exits. It opens the link secrets sealed in its host data with the
+//! 1.x xkeys (nkeys directly, as a 1.x provider does) and says which keys it got — never
+//! the values.
 
 use std::io::BufRead as _;
 
@@ -26,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
         field("provider_key")?,
         field("lattice_rpc_url")?,
     );
+    open_secrets(&host_data)?;
     let nats = async_nats::connect(&url).await?;
     let prefix = format!("wasmbus.rpc.{lattice}.{provider}");
     let mut subs = futures::stream::select_all([
@@ -49,6 +52,44 @@ async fn main() -> anyhow::Result<()> {
             br#"{"success":true}"#
         };
         nats.publish(reply, answer.to_vec().into()).await?;
+    }
+    Ok(())
+}
+
+/// Opens every sealed `source_secrets`/`target_secrets` of the host data's links with the
+/// instance's xkey and the host's public xkey; prints the names it found.
+fn open_secrets(host_data: &serde_json::Value) -> anyhow::Result<()> {
+    let seed = host_data["provider_xkey_private_key"]
+        .as_str()
+        .unwrap_or("");
+    let host = host_data["host_xkey_public_key"].as_str().unwrap_or("");
+    if seed.is_empty() || host.is_empty() {
+        return Ok(());
+    }
+    let me = nkeys::XKey::from_seed(seed)?;
+    let host = nkeys::XKey::from_public_key(host)?;
+    let links = host_data["link_definitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for link in links {
+        for side in ["source_secrets", "target_secrets"] {
+            let Some(sealed) = link[side].as_array() else {
+                continue;
+            };
+            let bytes: Vec<u8> = sealed
+                .iter()
+                .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect();
+            let plain = me.open(&bytes, &host)?;
+            let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&plain)?;
+            let names: Vec<&str> = map.keys().map(String::as_str).collect();
+            eprintln!(
+                "legacy-provider opened the {side} of link {}: {}",
+                link["name"].as_str().unwrap_or("?"),
+                names.join(", ")
+            );
+        }
     }
     Ok(())
 }
