@@ -11,6 +11,7 @@
 //! Without `--nats-url` / `--lattice`, commands talk to the lattice of the running `trellis
 //! up` (found through its state file), else to `nats://127.0.0.1:4222`, lattice `default`.
 
+mod authorize;
 mod commands;
 mod inspect;
 mod manifest;
@@ -392,6 +393,14 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         }
         if !url_given {
             nats.nats_url = state.nats_url.clone();
+            let no_credentials = nats.nats_user.is_none()
+                && nats.nats_token.is_none()
+                && nats.nats_nkey.is_none()
+                && nats.nats_jwt.is_none()
+                && nats.nats_creds.is_none();
+            if no_credentials {
+                nats.nats_creds = state.nats_creds.clone();
+            }
         }
     }
     let opts = nats.into_options();

@@ -28,6 +28,9 @@ pub enum NatsServerError {
         /// Why.
         message: String,
     },
+    /// It did not take a new authorization.
+    #[error("nats-server did not reload its authorization: {0}")]
+    Reload(String),
     /// It started but did not accept connections in time.
     #[error("nats-server did not accept connections on port {port} within {secs} s: {log}")]
     NotReady {
@@ -64,12 +67,34 @@ pub struct NatsServer {
     /// Its client URL.
     pub url: String,
     log: PathBuf,
+    dir: PathBuf,
+}
+
+/// The authorization part of the config, beside `nats.conf` (it holds account JWTs, not
+/// seeds, but is private to the user anyway).
+const AUTH_FILE: &str = "auth.conf";
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 impl NatsServer {
-    /// Starts `binary` on `port` (0: a free one) with JetStream in `dir`, and waits until it
-    /// accepts connections.
-    pub async fn start(binary: &Path, port: u16, dir: &Path) -> Result<Self, NatsServerError> {
+    /// Starts `binary` on `port` (0: a free one) with JetStream in `dir` and `auth` (the
+    /// authorization part of its config, if any), and waits until it accepts connections.
+    pub async fn start(
+        binary: &Path,
+        port: u16,
+        dir: &Path,
+        auth: Option<&str>,
+    ) -> Result<Self, NatsServerError> {
         let start_err = |message: String| NatsServerError::Start {
             path: binary.to_path_buf(),
             message,
@@ -86,13 +111,20 @@ impl NatsServer {
         std::fs::create_dir_all(&store)
             .map_err(|e| start_err(format!("{}: {e}", store.display())))?;
         let conf = dir.join("nats.conf");
-        // JSON is valid NATS config and quotes the path safely.
-        let config = serde_json::json!({
-            "listen": format!("127.0.0.1:{port}"),
-            "jetstream": { "store_dir": store.display().to_string() },
-        });
-        std::fs::write(&conf, config.to_string())
-            .map_err(|e| start_err(format!("{}: {e}", conf.display())))?;
+        // JSON strings are valid NATS config strings and quote the path safely.
+        let quoted = |v: &str| serde_json::Value::from(v).to_string();
+        let mut config = format!(
+            "listen: {}\njetstream {{ store_dir: {} }}\n",
+            quoted(&format!("127.0.0.1:{port}")),
+            quoted(&store.display().to_string()),
+        );
+        if let Some(auth) = auth {
+            let file = dir.join(AUTH_FILE);
+            write_private(&file, auth)
+                .map_err(|e| start_err(format!("{}: {e}", file.display())))?;
+            config.push_str(&format!("include {}\n", quoted(AUTH_FILE)));
+        }
+        std::fs::write(&conf, config).map_err(|e| start_err(format!("{}: {e}", conf.display())))?;
         let log = dir.join("nats.log");
         let log_file = std::fs::File::create(&log)
             .map_err(|e| start_err(format!("{}: {e}", log.display())))?;
@@ -112,6 +144,7 @@ impl NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
             log,
+            dir: dir.to_path_buf(),
         };
         let wait = Duration::from_secs(20);
         let deadline = Instant::now() + wait;
@@ -142,6 +175,20 @@ impl NatsServer {
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }
 
+    /// What reloads its authorization (held by the task following the links).
+    pub fn reloader(&self) -> Option<Reloader> {
+        let pid = self
+            .child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)?;
+        Some(Reloader {
+            pid,
+            log: self.log.clone(),
+            dir: self.dir.clone(),
+        })
+    }
+
     /// Asks it to stop (SIGTERM), waits up to `grace`, then kills it.
     pub async fn stop(mut self, grace: Duration) {
         if let Some(pid) = self
@@ -158,5 +205,42 @@ impl NatsServer {
         {
             let _ = self.child.kill().await;
         }
+    }
+}
+
+/// Reloads a running server's authorization.
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    pid: rustix::process::Pid,
+    log: PathBuf,
+    dir: PathBuf,
+}
+
+impl Reloader {
+    /// Replaces its authorization with `auth` and has it reload (SIGHUP): connected clients
+    /// keep their connections, under the new permissions. Waits until its log says so.
+    pub async fn reload(&self, auth: &str) -> Result<(), NatsServerError> {
+        let reloads = || {
+            std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .matches("Reloaded server configuration")
+                .count()
+        };
+        let before = reloads();
+        let file = self.dir.join(AUTH_FILE);
+        write_private(&file, auth).map_err(|e| NatsServerError::Reload(e.to_string()))?;
+        rustix::process::kill_process(self.pid, rustix::process::Signal::HUP)
+            .map_err(|e| NatsServerError::Reload(e.to_string()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reloads() <= before {
+            if Instant::now() >= deadline {
+                return Err(NatsServerError::Reload(format!(
+                    "no reload in its log {}",
+                    self.log.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 }

@@ -26,6 +26,10 @@ pub struct State {
     /// The HTTP addresses it serves, if any.
     #[serde(default)]
     pub urls: Vec<String>,
+    /// The credentials of its lattice's admin identity, when the NATS it started admits
+    /// only the identities its authorization issued (readable by the user only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_creds: Option<std::path::PathBuf>,
 }
 
 /// Why a session could not be opened.
@@ -36,7 +40,7 @@ pub enum SessionError {
         "another `trellis up` is running{}; stop it (Ctrl-C in its terminal, or `trellis down`) first",
         .0.as_ref().map(|s| format!(" (pid {}, app {:?}, lattice {:?} on {})", s.pid, s.app, s.lattice, s.nats_url)).unwrap_or_default()
     )]
-    Busy(Option<State>),
+    Busy(Option<Box<State>>),
     /// The state directory is unusable.
     #[error("cannot use {path}: {source}")]
     Io {
@@ -102,7 +106,8 @@ impl Session {
             Err(std::fs::TryLockError::WouldBlock) => Err(SessionError::Busy(
                 std::fs::read(state_path(home))
                     .ok()
-                    .and_then(|t| serde_json::from_slice(&t).ok()),
+                    .and_then(|t| serde_json::from_slice(&t).ok())
+                    .map(Box::new),
             )),
             Err(std::fs::TryLockError::Error(source)) => Err(SessionError::Io { path, source }),
         }
@@ -143,6 +148,7 @@ mod tests {
             lattice: "default".into(),
             nats_url: "nats://127.0.0.1:4222".into(),
             urls: vec![],
+            nats_creds: None,
         };
         first.publish(&state).expect("publish");
         assert_eq!(running(&home), Some(state));

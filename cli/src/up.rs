@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -20,13 +21,14 @@ use trellis_host::supervisor::{
 };
 use trellis_host::{Host, HostOptions, RunningComponent};
 use trellis_sdk::admin::{ping_links, provider_health};
-use trellis_sdk::connect::NatsOptions;
+use trellis_sdk::connect::{NatsAuth, NatsOptions};
 use trellis_sdk::host_data::SecretValue;
 use trellis_sdk::link::LinkState;
 use trellis_sdk::sealing::SecretReference;
-use trellis_sdk::store::{SECRET_PREFIX, StoredLink};
+use trellis_sdk::store::{LatticeStore, SECRET_PREFIX, StoredLink};
 use trellis_sdk::subjects::LatticeSubjects;
 
+use crate::authorize::{self, Authorization};
 use crate::inspect;
 use crate::manifest::{Link, Manifest, SecretSource, Source};
 use crate::nats_server::{self, NatsServer};
@@ -108,7 +110,7 @@ async fn provider_binary(source: &Source) -> anyhow::Result<PathBuf> {
 }
 
 /// Whether `path` names a provider archive.
-fn is_archive(path: &Path) -> bool {
+pub(crate) fn is_archive(path: &Path) -> bool {
     let name = path.to_string_lossy();
     name.ends_with(".par.gz") || name.ends_with(".par")
 }
@@ -127,6 +129,8 @@ struct Running {
     providers: Vec<SupervisedProvider>,
     links: Vec<StoredLink>,
     configs: Vec<String>,
+    /// Keeps the NATS authorization in step with the links (while `up` runs).
+    _authorization: Option<trellis_sdk::task::AbortOnDrop>,
 }
 
 /// Runs `up` until Ctrl-C or SIGTERM.
@@ -154,26 +158,46 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     drop(err);
     let started = Instant::now();
 
-    // NATS: ours (fresh JetStream each time) or the one we were pointed at.
+    // NATS: ours (fresh JetStream each time, with authorization derived from the
+    // manifest) or the one we were pointed at (its operator's authorization).
     let run_dir = home.join("up");
-    let (server, nats_opts) = match &opts.join {
-        Some(join) => (None, join.clone()),
+    let host_id = format!("trellis-up-{}", std::process::id());
+    let (server, nats_opts, authz) = match &opts.join {
+        Some(join) => (None, join.clone(), None),
         None => {
             let binary = nats_server::locate(opts.nats_server.as_deref(), &home)?;
             let _ = std::fs::remove_dir_all(&run_dir);
+            let mut authz = Authorization::for_manifest(&manifest, &subjects, &host_id)?;
+            let config = authz.server_config()?;
             // Interrupted here, the half-started server is killed on drop.
             let server = tokio::select! {
-                server = NatsServer::start(&binary, opts.port, &run_dir) => server?,
+                server = NatsServer::start(&binary, opts.port, &run_dir, Some(&config)) => server?,
                 () = signals.recv() => return Ok(()),
             };
             let nats_opts = NatsOptions {
                 url: server.url.clone(),
+                auth: NatsAuth::Jwt {
+                    jwt: authz.admin.jwt.clone().into(),
+                    seed: authz.admin.seed.clone(),
+                },
                 ..NatsOptions::default()
             };
-            step("✓", "nats-server", format!("{} (JetStream)", server.url));
-            (Some(server), nats_opts)
+            step(
+                "✓",
+                "nats-server",
+                format!(
+                    "{} (JetStream; an identity per process, granted by the links)",
+                    server.url
+                ),
+            );
+            (Some(server), nats_opts, Some(authz))
         }
     };
+    let admin_creds = match &authz {
+        Some(a) => Some(a.write_admin_creds(&run_dir)?),
+        None => None,
+    };
+    let authz = authz.map(|a| Arc::new(Mutex::new(a)));
     let nats_url = nats_opts.url.clone();
     let nats = nats_opts
         .connect()
@@ -191,6 +215,11 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         &provider_bins,
         &home,
         wasm,
+        Access {
+            host_id: &host_id,
+            authz,
+            reloader: server.as_ref().and_then(NatsServer::reloader),
+        },
     );
     // Interrupted while starting: dropping the half-built state kills what it started.
     let result = tokio::select! {
@@ -223,6 +252,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         lattice: opts.lattice.clone(),
         nats_url: nats_url.clone(),
         urls: urls.clone(),
+        nats_creds: admin_creds.clone(),
     })?;
     {
         let mut err = std::io::stderr().lock();
@@ -277,6 +307,20 @@ async fn finish(
     }
 }
 
+fn lock(authz: &Mutex<Authorization>) -> std::sync::MutexGuard<'_, Authorization> {
+    authz.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Who may do what on the lattice `up` runs.
+struct Access<'a> {
+    host_id: &'a str,
+    /// The authorization of the NATS `up` started (none when it joined one).
+    authz: Option<Arc<Mutex<Authorization>>>,
+    /// What reloads that server's authorization.
+    reloader: Option<nats_server::Reloader>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn start(
     manifest: &Manifest,
     opts: &UpOptions,
@@ -285,14 +329,37 @@ async fn start(
     provider_bins: &[PathBuf],
     home: &Path,
     mut wasm: HashMap<String, Vec<u8>>,
+    access: Access<'_>,
 ) -> anyhow::Result<Running> {
+    let subjects = LatticeSubjects::new(&opts.lattice)?;
+    // The lattice's buckets exist before anyone with narrower grants opens them.
+    let store = LatticeStore::open(&nats, &subjects)
+        .await
+        .context("cannot open the lattice store")?;
     let secrets_key = put_secrets(manifest, opts, &nats).await?;
+    // The host joins as itself when the server knows identities; as `up` otherwise.
+    let host_nats = match &access.authz {
+        Some(authz) => {
+            let (auth, inbox) = lock(authz).host_auth();
+            NatsOptions {
+                auth,
+                inbox_prefix: Some(inbox),
+                name: Some(access.host_id.to_string()),
+                ..nats_opts.clone()
+            }
+            .connect()
+            .await
+            .context("the host cannot join the lattice")?
+        }
+        None => nats.clone(),
+    };
     let host = Host::new(
-        nats.clone(),
+        host_nats,
         HostOptions {
             lattice: opts.lattice.clone(),
-            host_id: format!("trellis-up-{}", std::process::id()),
-            // The providers join as `up` did: same server, credentials and TLS.
+            host_id: access.host_id.to_string(),
+            // The providers join as `up` did (unless they have identities of their own):
+            // same server, credentials and TLS.
             nats_url: nats_opts.url.clone(),
             nats_auth: nats_opts.auth.clone(),
             nats_tls: nats_opts.tls.clone(),
@@ -304,14 +371,28 @@ async fn start(
     )
     .await
     .context("cannot start the host")?;
-    step("✓", "host", format!("trellis-up-{}", std::process::id()));
-    let admin: LatticeAdmin = host.admin();
+    step("✓", "host", access.host_id);
+    let admin = LatticeAdmin::new(
+        store.clone(),
+        nats.clone(),
+        subjects.clone(),
+        access.host_id.to_string(),
+    );
+    let follower = match (&access.authz, access.reloader) {
+        (Some(authz), Some(reloader)) => Some(authorize::follow(
+            Arc::clone(authz),
+            store.clone(),
+            reloader,
+        )),
+        _ => None,
+    };
     let mut running = Running {
         host,
         components: Vec::new(),
         providers: Vec::new(),
         links: Vec::new(),
         configs: Vec::new(),
+        _authorization: follower,
     };
     let put_config = async |name: String, values: &BTreeMap<String, String>| {
         let values: HashMap<String, String> = values.clone().into_iter().collect();
@@ -404,9 +485,10 @@ async fn start(
             path: bin.clone(),
             config: p.config.clone().into_iter().collect(),
         };
+        let identity = access.authz.as_ref().and_then(|a| lock(a).provider(&p.id));
         let provider = running
             .host
-            .start_provider(spec, SupervisorOptions::default())
+            .start_provider_as(spec, SupervisorOptions::default(), identity)
             .with_context(|| format!("cannot start provider {}", p.id))?;
         running.providers.push(provider);
     }
@@ -657,7 +739,9 @@ async fn stop(running: Running, joined: bool, nats: &async_nats::Client) {
         providers,
         links,
         configs,
+        _authorization,
     } = running;
+    drop(_authorization);
     let stops = providers.into_iter().map(|p| {
         let id = p.id().to_string();
         async move {

@@ -919,10 +919,27 @@ fn up_runs_the_events_app_and_counts_messages() {
         serde_json::from_str(&std::fs::read_to_string(home.join("up.json")).expect("up.json"))
             .expect("up.json is JSON");
     let nats_url = state["nats_url"].as_str().expect("nats_url").to_string();
+    // The lattice's NATS admits only the identities `up` issued: the admin's credentials
+    // are where up.json says.
+    let creds = state["nats_creds"]
+        .as_str()
+        .expect("nats_creds")
+        .to_string();
     // Ten messages on each of three subjects, on the lattice's own NATS.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let nats = async_nats::connect(&nats_url).await.expect("connect");
+        let refused = tokio::time::timeout(Duration::from_secs(5), async_nats::connect(&nats_url));
+        match refused.await {
+            Ok(Err(err)) => assert!(err.to_string().contains("authoriz"), "{err}"),
+            Ok(Ok(_)) => panic!("an anonymous client joined the lattice"),
+            Err(_) => panic!("an anonymous connection neither joined nor was refused"),
+        }
+        let nats = async_nats::ConnectOptions::with_credentials_file(&creds)
+            .await
+            .expect("admin creds")
+            .connect(&nats_url)
+            .await
+            .expect("connect");
         for i in 0..30 {
             let subject = format!("events.{}", ["a", "b", "c"][i % 3]);
             nats.publish(subject, "hi".into()).await.expect("publish");

@@ -70,6 +70,15 @@ impl Default for HostOptions {
     }
 }
 
+/// A provider's own NATS identity, as a lattice's authorization issued it.
+#[derive(Clone, Debug)]
+pub struct ProviderIdentity {
+    /// Its credentials (a JWT and seed: 1.x providers join with them too).
+    pub auth: NatsAuth,
+    /// The inbox prefix it may subscribe to.
+    pub inbox_prefix: String,
+}
+
 /// Why the host could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -236,12 +245,28 @@ impl Host {
         spec: ProviderSpec,
         opts: SupervisorOptions,
     ) -> Result<SupervisedProvider, HostError> {
+        self.start_provider_as(spec, opts, None)
+    }
+
+    /// [`Host::start_provider`] with a NATS identity of the provider's own (credentials and
+    /// inbox prefix) instead of the host's.
+    pub fn start_provider_as(
+        &self,
+        spec: ProviderSpec,
+        opts: SupervisorOptions,
+        identity: Option<ProviderIdentity>,
+    ) -> Result<SupervisedProvider, HostError> {
         trellis_sdk::subjects::validate_token("provider id", &spec.id)?;
         let inner = &self.inner;
+        let (nats_auth, inbox_prefix) = match identity {
+            Some(id) => (id.auth, Some(id.inbox_prefix)),
+            None => (inner.opts.nats_auth.clone(), None),
+        };
         let env = SupervisorEnv {
+            inbox_prefix,
             nats: inner.nats.clone(),
             nats_url: inner.opts.nats_url.clone(),
-            nats_auth: inner.opts.nats_auth.clone(),
+            nats_auth,
             nats_tls: inner.opts.nats_tls.clone(),
             subjects: inner.subjects.clone(),
             store: inner.store.clone(),

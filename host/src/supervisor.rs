@@ -127,6 +127,8 @@ pub(crate) struct SupervisorEnv {
     pub(crate) host_id: String,
     pub(crate) rpc_timeout: Duration,
     pub(crate) sealer: Arc<crate::link_secrets::LinkSealer>,
+    /// The provider's own inbox prefix, when it has an identity of its own.
+    pub(crate) inbox_prefix: Option<String>,
 }
 
 /// A provider under supervision. Dropping it kills the process; [`SupervisedProvider::stop`]
@@ -261,6 +263,7 @@ async fn host_data(
     };
     // The provider joins as the host does (credentials and TLS alike).
     data.set_nats_credentials(&env.nats_auth, &env.nats_tls)?;
+    data.set_inbox_prefix(env.inbox_prefix.clone());
     Ok(data)
 }
 

@@ -178,6 +178,7 @@ impl ProviderConfig {
         validate_token("lattice name", &hd.lattice_rpc_prefix)?;
         validate_token("provider id", &hd.provider_key)?;
         let (auth, tls) = hd.nats_credentials();
+        let inbox_prefix = hd.inbox_prefix();
         let url = if hd.lattice_rpc_url.is_empty() {
             NatsOptions::default().url
         } else {
@@ -187,6 +188,7 @@ impl ProviderConfig {
             url,
             auth,
             tls,
+            inbox_prefix,
             name: Some(hd.provider_key.clone()),
             ..NatsOptions::default()
         };

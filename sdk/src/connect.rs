@@ -113,6 +113,9 @@ pub struct NatsOptions {
     pub connect_timeout: Duration,
     /// Upper bound of the exponential backoff between reconnect attempts.
     pub max_reconnect_delay: Duration,
+    /// Where replies to this connection's requests arrive (`_INBOX` when none): on a lattice
+    /// whose authorization gives each identity its own inboxes, its prefix.
+    pub inbox_prefix: Option<String>,
 }
 
 impl NatsOptions {
@@ -179,6 +182,7 @@ impl Default for NatsOptions {
             name: None,
             connect_timeout: Duration::from_secs(5),
             max_reconnect_delay: Duration::from_secs(5),
+            inbox_prefix: None,
         }
     }
 }
@@ -395,6 +399,9 @@ impl NatsOptions {
         if let Some(name) = &self.name {
             opts = opts.name(name);
         }
+        if let Some(prefix) = &self.inbox_prefix {
+            opts = opts.custom_inbox_prefix(prefix);
+        }
         let max = self.max_reconnect_delay;
         Ok(opts
             .connection_timeout(self.connect_timeout)
@@ -404,6 +411,10 @@ impl NatsOptions {
                 match event {
                     async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
                     async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    // A permissions violation, say: what the server refused, for the log.
+                    async_nats::Event::ServerError(err) => {
+                        tracing::warn!(error = %err, "NATS server error")
+                    }
                     other => tracing::debug!(%other, "NATS event"),
                 }
             }))

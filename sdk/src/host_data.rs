@@ -100,6 +100,10 @@ pub struct NatsExtras {
     /// PEM client key (mutual TLS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_key: Option<PathBuf>,
+    /// The inbox prefix the provider's identity may subscribe to (a lattice whose
+    /// authorization gives each identity its own inboxes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbox_prefix: Option<String>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -229,6 +233,21 @@ impl HostData {
             client_key: extras.tls_client_key,
         };
         (auth, tls)
+    }
+
+    /// Sets the inbox prefix the provider's identity may subscribe to.
+    pub fn set_inbox_prefix(&mut self, prefix: Option<String>) {
+        if prefix.is_none() && self.trellis_nats.is_none() {
+            return;
+        }
+        self.trellis_nats
+            .get_or_insert_with(NatsExtras::default)
+            .inbox_prefix = prefix;
+    }
+
+    /// The inbox prefix the host gave, if any.
+    pub fn inbox_prefix(&self) -> Option<String> {
+        self.trellis_nats.as_ref()?.inbox_prefix.clone()
     }
 
     /// Host data with every field a 1.x reader requires present.

@@ -114,12 +114,7 @@ impl OwnNats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// (Re)starts the server on the same port and store, waiting until it accepts connections.
-    pub fn restart(&mut self) {
-        self.kill();
-        let bin = std::env::var("TRELLIS_NATS_SERVER").unwrap_or_else(|_| {
-            panic!("TRELLIS_NATS_SERVER is not set: run the tests through scripts/test.sh")
-        });
+    fn write_config(&self) -> std::path::PathBuf {
         std::fs::create_dir_all(&self.dir).expect("cannot create the nats-server directory");
         let conf = self.dir.join("nats.conf");
         let text = format!(
@@ -129,6 +124,43 @@ impl OwnNats {
             self.extra_config
         );
         std::fs::write(&conf, text).expect("cannot write the nats-server config");
+        conf
+    }
+
+    /// Replaces the extra config and has the running server reload it (SIGHUP), waiting
+    /// until its log says it did.
+    pub fn reconfigure(&mut self, extra_config: &str) {
+        self.extra_config = extra_config.to_string();
+        self.write_config();
+        let reloads = || self.log().matches("Reloaded server configuration").count();
+        let before = reloads();
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success(), "kill -HUP {pid}");
+        for _ in 0..100 {
+            if reloads() > before {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("nats-server did not reload:\n{}", self.log());
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
+    }
+
+    /// (Re)starts the server on the same port and store, waiting until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        let bin = std::env::var("TRELLIS_NATS_SERVER").unwrap_or_else(|_| {
+            panic!("TRELLIS_NATS_SERVER is not set: run the tests through scripts/test.sh")
+        });
+        let conf = self.write_config();
         let child = std::process::Command::new(&bin)
             .arg("-c")
             .arg(&conf)

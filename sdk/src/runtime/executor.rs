@@ -38,9 +38,26 @@ const MAX_THREADS: usize = 1024;
 /// }
 /// ```
 pub fn provider_runtime() -> Result<tokio::runtime::Runtime, RuntimeError> {
+    return_large_buffers_at_once();
     let rt = build(threads(std::env::var(THREADS_ENV).ok().as_deref())?)?;
     rt.spawn(keep_timer_armed());
     Ok(rt)
+}
+
+/// Large buffers (a multipart upload's parts, a read-ahead window) are mapped on their own
+/// and returned to the system as soon as they are freed.
+///
+/// glibc's allocator maps an allocation above its threshold on its own, but after the first
+/// such buffer is freed it raises the threshold to that size, so every later buffer of
+/// that size comes from the heap, whose freed middle stays resident: a provider streaming
+/// 1 GiB through 8 MiB parts then held 56 to 66 MiB at its peak from run to run instead of
+/// the parts in flight. Fixing the threshold keeps the peak at what is really held.
+fn return_large_buffers_at_once() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 /// How often the timer of [`keep_timer_armed`] fires: well below the timeouts calls arm

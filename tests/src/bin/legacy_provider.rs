@@ -29,7 +29,25 @@ async fn main() -> anyhow::Result<()> {
         field("lattice_rpc_url")?,
     );
     open_secrets(&host_data)?;
-    let nats = async_nats::connect(&url).await?;
+    // As a 1.x provider joins: with the host data's JWT and seed when it has them.
+    let jwt = host_data["lattice_rpc_user_jwt"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let seed = host_data["lattice_rpc_user_seed"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let options = if jwt.is_empty() && seed.is_empty() {
+        async_nats::ConnectOptions::new()
+    } else {
+        let key = std::sync::Arc::new(nkeys::KeyPair::from_seed(&seed)?);
+        async_nats::ConnectOptions::with_jwt(jwt, move |nonce| {
+            let key = std::sync::Arc::clone(&key);
+            async move { key.sign(&nonce).map_err(async_nats::AuthError::new) }
+        })
+    };
+    let nats = options.connect(&url).await?;
     let prefix = format!("wasmbus.rpc.{lattice}.{provider}");
     let mut subs = futures::stream::select_all([
         nats.subscribe(format!("{prefix}.health")).await?,
