@@ -338,9 +338,13 @@ async fn start(
         .context("cannot open the lattice store")?;
     let secrets_key = put_secrets(manifest, opts, &nats).await?;
     // The host joins as itself when the server knows identities; as `up` otherwise.
+    let mut source_key = None;
     let host_nats = match &access.authz {
         Some(authz) => {
             let (auth, inbox) = lock(authz).host_auth();
+            if let NatsAuth::Jwt { seed, .. } = &auth {
+                source_key = Some(seed.clone());
+            }
             NatsOptions {
                 auth,
                 inbox_prefix: Some(inbox),
@@ -366,33 +370,35 @@ async fn start(
             limits: Limits::default(),
             cache_dir: Some(home.join("compiled")),
             secrets_key,
+            source_key,
             ..HostOptions::default()
         },
     )
     .await
     .context("cannot start the host")?;
     step("✓", "host", access.host_id);
+    // Calls naming one of its components must prove it with the host's key.
+    if let Some(key) = host.source_public_key() {
+        for c in &manifest.components {
+            store
+                .set_source_keys(&c.id, vec![key.clone()])
+                .await
+                .with_context(|| format!("cannot record the key of component {}", c.id))?;
+        }
+    }
     let admin = LatticeAdmin::new(
         store.clone(),
         nats.clone(),
         subjects.clone(),
         access.host_id.to_string(),
     );
-    let follower = match (&access.authz, access.reloader) {
-        (Some(authz), Some(reloader)) => Some(authorize::follow(
-            Arc::clone(authz),
-            store.clone(),
-            reloader,
-        )),
-        _ => None,
-    };
     let mut running = Running {
         host,
         components: Vec::new(),
         providers: Vec::new(),
         links: Vec::new(),
         configs: Vec::new(),
-        _authorization: follower,
+        _authorization: None,
     };
     let put_config = async |name: String, values: &BTreeMap<String, String>| {
         let values: HashMap<String, String> = values.clone().into_iter().collect();
@@ -491,6 +497,15 @@ async fn start(
             .start_provider_as(spec, SupervisorOptions::default(), identity)
             .with_context(|| format!("cannot start provider {}", p.id))?;
         running.providers.push(provider);
+    }
+    // From here on, links changed at runtime change the grants (the manifest's links are
+    // granted from the start).
+    if let (Some(authz), Some(reloader)) = (&access.authz, access.reloader) {
+        running._authorization = Some(authorize::follow(
+            Arc::clone(authz),
+            store.clone(),
+            reloader,
+        ));
     }
     Ok(running)
 }

@@ -27,6 +27,7 @@ use crate::supervisor::{
     ProviderSpec, SupervisedProvider, SupervisorEnv, SupervisorOptions, supervise,
 };
 use trellis_sdk::sealing::XKeyPair;
+use trellis_sdk::source_proof::ProofSigner;
 
 /// How a host runs.
 #[derive(Clone, Debug)]
@@ -52,6 +53,9 @@ pub struct HostOptions {
     /// reads secrets for its components and seals link secrets for its providers. Without
     /// it, a component granted a secret or a link naming one is refused.
     pub secrets_key: Option<Arc<XKeyPair>>,
+    /// The nkey seed of the host's NATS identity, when the lattice records it as the key
+    /// that speaks for the host's components: their calls then carry a source proof.
+    pub source_key: Option<trellis_sdk::secret::Secret>,
 }
 
 impl Default for HostOptions {
@@ -66,6 +70,7 @@ impl Default for HostOptions {
             cache_dir: None,
             call_timeout: Duration::from_secs(10),
             secrets_key: None,
+            source_key: None,
         }
     }
 }
@@ -110,6 +115,9 @@ pub enum HostError {
         /// The transport's reason.
         error: anyhow::Error,
     },
+    /// The host's source key is unusable.
+    #[error(transparent)]
+    SourceKey(#[from] trellis_sdk::source_proof::ProofError),
     /// The secret store refused (a component's grant, or the host's key).
     #[error(transparent)]
     Secrets(#[from] SecretStoreError),
@@ -141,6 +149,7 @@ struct HostInner {
     store: LatticeStore,
     registry: Arc<crate::inventory::Registry>,
     sealer: Arc<LinkSealer>,
+    signer: Option<Arc<ProofSigner>>,
     follower: JoinHandle<()>,
     responder: JoinHandle<()>,
     sealing: JoinHandle<()>,
@@ -214,6 +223,10 @@ impl Host {
             None => None,
         };
         let sealer = Arc::new(LinkSealer::new(store.clone(), secrets));
+        let signer = match &opts.source_key {
+            Some(seed) => Some(Arc::new(ProofSigner::new(seed, &opts.lattice)?)),
+            None => None,
+        };
         let sealing =
             link_secrets::answer(nats.clone(), &subjects, &opts.host_id, Arc::clone(&sealer))
                 .await
@@ -232,6 +245,7 @@ impl Host {
                 store,
                 registry,
                 sealer,
+                signer,
                 follower,
                 responder,
                 sealing,
@@ -321,6 +335,11 @@ impl Host {
         Ok(secrets)
     }
 
+    /// The public key its components' calls prove their source with, if it signs them.
+    pub fn source_public_key(&self) -> Option<String> {
+        self.inner.signer.as_ref().map(|s| s.public_key())
+    }
+
     /// The lattice store this host reads links and config from.
     pub fn store(&self) -> &LatticeStore {
         &self.inner.store
@@ -407,6 +426,7 @@ impl Host {
             inner.conn.clone(),
             inner.subjects.clone(),
             inner.opts.call_timeout,
+            inner.signer.clone(),
         );
         let limits = inner.engine.limits().clone();
         let serving = Serving {

@@ -5,9 +5,10 @@
 //! join too). The lattice's account carries one *scoped signing key* per identity; the
 //! identity's user JWT is signed with it, so its permissions are the scope's template in the
 //! account JWT, not the user JWT. A link change rewrites the account JWT and the server
-//! reloads it: permissions of connected users change in place, no process reconnects or
-//! restarts. (Auth callout would also work but needs a service answering every connect; a
-//! config reload needs nothing running.)
+//! reloads it: users of a changed scope are reconnected once (their clients rejoin by
+//! themselves) under the new permissions, the others are left alone; nothing restarts.
+//! (Auth callout would also work but needs a service answering every connect; a config
+//! reload needs nothing running.)
 //!
 //! What each identity may do is in [`provider_grants`] and [`host_grants`]; the admin
 //! identity (`trellis up` itself and the CLI beside it) may do everything.

@@ -2,7 +2,8 @@
 //!
 //! Every import the host does not answer itself is polyfilled with a wRPC call; the
 //! [`LinkRouter`] picks the target from the component's links (interface + link name) and
-//! sends the 1.x headers (`source-id`, `link-name`). An import with no link fails the call
+//! sends the 1.x headers (`source-id`, `link-name`), and the proof that this host speaks for
+//! the component when it has a key (see `trellis_sdk::source_proof`). An import with no link fails the call
 //! with an error naming the interface and the link name.
 //!
 //! The link name is `default` unless the invocation chose another for the interface
@@ -15,7 +16,10 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use trellis_sdk::subjects::{LINK_NAME_HEADER, LatticeSubjects, SOURCE_ID_HEADER};
+use trellis_sdk::source_proof::ProofSigner;
+use trellis_sdk::subjects::{
+    LINK_NAME_HEADER, LatticeSubjects, SOURCE_ID_HEADER, SOURCE_PROOF_HEADER,
+};
 use trellis_wrpc_nats::{Connection, Incoming, Outgoing};
 use wrpc_transport::Invoke;
 
@@ -45,6 +49,8 @@ pub struct LinkRouter {
     timeout: Duration,
     /// The link names this invocation chose, by interface (`wasi:keyvalue/store`).
     chosen: Arc<Mutex<HashMap<String, Arc<str>>>>,
+    /// Signs the proof that this host speaks for the component (when it has a key).
+    signer: Option<Arc<ProofSigner>>,
 }
 
 impl LinkRouter {
@@ -54,6 +60,7 @@ impl LinkRouter {
         conn: Connection,
         subjects: LatticeSubjects,
         timeout: Duration,
+        signer: Option<Arc<ProofSigner>>,
     ) -> Self {
         Self {
             component_id,
@@ -63,6 +70,7 @@ impl LinkRouter {
             subjects,
             timeout,
             chosen: Arc::default(),
+            signer,
         }
     }
 
@@ -153,6 +161,12 @@ impl Invoke for LinkRouter {
         let mut headers = HeaderMap::new();
         headers.insert(SOURCE_ID_HEADER, &*self.component_id);
         headers.insert(LINK_NAME_HEADER, &*link_name);
+        if let Some(signer) = &self.signer {
+            headers.insert(
+                SOURCE_PROOF_HEADER,
+                signer.proof(&self.component_id, &target).as_str(),
+            );
+        }
         self.conn
             .client(self.subjects.wrpc_prefix(&target))
             .with_timeout(self.timeout)

@@ -175,11 +175,24 @@ async fn each_identity_reaches_only_what_its_links_allow() {
         .set_grants("h1", host_grants(&s, "h1", &comps, &provs, &links))
         .unwrap();
     assert!(changed);
+    let connects = |c: &async_nats::Client| {
+        c.statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let kv_before = connects(&kv_c);
     server.reconfigure(&auth.server_config().unwrap());
     host_c.publish(unlinked, "x".into()).await.unwrap();
     host_c.flush().await.unwrap();
     assert!(
         receives(&mut other_sub).await,
         "the new link's calls are still refused"
+    );
+    // The server reconnects the identities whose grants changed (their clients rejoin by
+    // themselves), and leaves the others alone.
+    assert_eq!(
+        connects(&kv_c),
+        kv_before,
+        "kv was disconnected by the reload"
     );
 }

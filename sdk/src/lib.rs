@@ -13,6 +13,7 @@ pub mod provider;
 pub mod runtime;
 pub mod sealing;
 pub mod secret;
+pub mod source_proof;
 pub mod store;
 pub mod subjects;
 pub mod task;

@@ -131,6 +131,9 @@ pub struct ProviderLinks {
     pub needing_secrets: BTreeSet<LinkKey>,
     /// Links whose config could not be resolved, with why.
     pub broken: Vec<(StoredLink, StoreError)>,
+    /// The keys that may speak for each source that has some (see
+    /// [`crate::source_proof`]).
+    pub source_keys: HashMap<String, Vec<String>>,
 }
 
 /// A component (or provider) specification: where it comes from and its outgoing links.
@@ -142,6 +145,10 @@ pub struct ComponentSpec {
     /// Links where this component is the source.
     #[serde(default)]
     pub links: Vec<StoredLink>,
+    /// *Trellis*: the public nkeys that may speak for this source (see
+    /// [`crate::source_proof`]); none: calls naming it are taken at their word (1.x).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_keys: Vec<String>,
 }
 
 /// Why the store could not be used.
@@ -355,6 +362,17 @@ impl LatticeStore {
 
     /// Every stored link, config not resolved.
     pub async fn stored_links(&self) -> Result<Vec<StoredLink>, StoreError> {
+        Ok(self
+            .specs()
+            .await?
+            .into_iter()
+            .flat_map(|(_, spec)| spec.links)
+            .collect())
+    }
+
+    /// Every component (or provider) specification, by id. One unreadable record is skipped
+    /// (and logged), not allowed to hide the others.
+    pub async fn specs(&self) -> Result<Vec<(String, ComponentSpec)>, StoreError> {
         let mut keys = self
             .data
             .keys()
@@ -367,9 +385,8 @@ impl LatticeStore {
                 continue;
             };
             match self.component(id).await {
-                Ok(Some(spec)) => out.extend(spec.links),
+                Ok(Some(spec)) => out.push((id.to_string(), spec)),
                 Ok(None) => {}
-                // One bad record must not hide every other link.
                 Err(err) => tracing::warn!(%err, "skipping an unreadable component specification"),
             }
         }
@@ -419,21 +436,34 @@ impl LatticeStore {
     /// config is missing are returned as errors next to the good ones.
     pub async fn links_for(&self, provider_id: &str) -> Result<ProviderLinks, StoreError> {
         let mut out = ProviderLinks::default();
-        for link in self.stored_links().await? {
-            if link.source_id != provider_id && link.target != provider_id {
-                continue;
+        for (id, spec) in self.specs().await? {
+            if !spec.source_keys.is_empty() {
+                out.source_keys.insert(id, spec.source_keys);
             }
-            match self.resolve(&link).await {
-                Ok(def) => {
-                    if !link.secret_references(provider_id).is_empty() {
-                        out.needing_secrets.insert(def.key());
-                    }
-                    out.links.insert(def.key(), def);
+            for link in spec.links {
+                if link.source_id != provider_id && link.target != provider_id {
+                    continue;
                 }
-                Err(err) => out.broken.push((link, err)),
+                match self.resolve(&link).await {
+                    Ok(def) => {
+                        if !link.secret_references(provider_id).is_empty() {
+                            out.needing_secrets.insert(def.key());
+                        }
+                        out.links.insert(def.key(), def);
+                    }
+                    Err(err) => out.broken.push((link, err)),
+                }
             }
         }
         Ok(out)
+    }
+
+    /// Records the keys that may speak for source `id` (its specification is created if it
+    /// has none yet).
+    pub async fn set_source_keys(&self, id: &str, keys: Vec<String>) -> Result<(), StoreError> {
+        let mut spec = self.component(id).await?.unwrap_or_default();
+        spec.source_keys = keys;
+        self.put_component(id, &spec).await
     }
 
     /// A stream that yields once for every change in either bucket (and ends, or yields an

@@ -28,6 +28,9 @@ pub const SOURCE_ID_HEADER: HeaderName = HeaderName::from_static("source-id");
 pub const LINK_NAME_HEADER: HeaderName = HeaderName::from_static("link-name");
 /// *1.x*: the invocation header naming the callee.
 pub const TARGET_ID_HEADER: HeaderName = HeaderName::from_static("target-id");
+/// Trellis: the invocation header proving the caller speaks for its `source-id` (see
+/// [`crate::source_proof`]).
+pub const SOURCE_PROOF_HEADER: HeaderName = HeaderName::from_static("trellis-source-proof");
 /// The W3C trace-context header a caller's trace travels in (*1.x* hosts propagate it too).
 pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
 

@@ -191,6 +191,18 @@ impl Fixture {
         client::greeting(&client, Some(headers), name).await
     }
 
+    /// A call as `source` carrying `proof` (`None`: no proof header).
+    async fn call_proven(&self, source: &str, proof: Option<String>) -> anyhow::Result<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert("source-id", source);
+        headers.insert("link-name", "default");
+        if let Some(proof) = proof {
+            headers.insert("trellis-source-proof", proof.as_str());
+        }
+        let client = self.caller.client(self.subjects.wrpc_prefix(PROVIDER));
+        client::greeting(&client, Some(headers), "x").await
+    }
+
     async fn store(&self) -> LatticeStore {
         LatticeStore::open(&self.nats, &self.subjects)
             .await
@@ -1066,4 +1078,62 @@ async fn calls_past_their_deadline_are_cancelled_and_concurrency_is_bounded() {
         assert_eq!(c.await.unwrap().unwrap(), "done");
     }
     assert_eq!(max_seen, 2, "the concurrency limit was not applied");
+}
+
+/// A source whose keys the lattice records must prove each call: the host running another
+/// component linked to the same provider cannot use this one's link by naming it; a source
+/// with no recorded keys (a 1.x caller) is still taken at its word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_source_id_is_refused_when_the_source_has_keys() {
+    use trellis_sdk::source_proof::ProofSigner;
+    let f = start("proof").await;
+    let store = f.store().await;
+    let signer = |lattice: &str| {
+        let key = nkeys::KeyPair::new_user();
+        let seed = trellis_sdk::secret::Secret::new(key.seed().unwrap());
+        ProofSigner::new(&seed, lattice).unwrap()
+    };
+    let (host_a, host_b) = (signer(&f.lattice), signer(&f.lattice));
+    for (source, host) in [("comp-a", &host_a), ("comp-b", &host_b)] {
+        store.put_link(stored_link(source, vec![])).await.unwrap();
+        store
+            .set_source_keys(source, vec![host.public_key()])
+            .await
+            .unwrap();
+    }
+    store.put_link(stored_link("legacy", vec![])).await.unwrap();
+    f.until("three links", |h| h.links().len() == 3).await;
+    // The keys arrive with the links (same sync); a proven call goes through.
+    let proven = f
+        .call_proven("comp-a", Some(host_a.proof("comp-a", PROVIDER)))
+        .await;
+    assert!(proven.is_ok(), "{proven:?}");
+
+    // Host b, whose component comp-b may call the provider, names comp-a.
+    for (proof, why) in [
+        (None, "carries no trellis-source-proof header"),
+        (
+            Some(host_b.proof("comp-a", PROVIDER)),
+            "may not speak for it",
+        ),
+        (Some(host_a.proof("comp-b", PROVIDER)), "does not verify"),
+        (
+            Some(host_a.proof("comp-a", "another-target")),
+            "does not verify",
+        ),
+    ] {
+        let err = f.call_proven("comp-a", proof).await.unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("source comp-a is not proven") && err.contains(why),
+            "{err}"
+        );
+    }
+    // Its own component works; a source with no recorded keys is taken at its word.
+    assert!(
+        f.call_proven("comp-b", Some(host_b.proof("comp-b", PROVIDER)))
+            .await
+            .is_ok()
+    );
+    assert!(f.call_proven("legacy", None).await.is_ok());
 }

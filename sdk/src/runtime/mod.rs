@@ -90,6 +90,8 @@ pub(crate) struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Where to answer the host's shutdown request, once the stop sequence is done.
     shutdown_reply: Mutex<Option<async_nats::Subject>>,
+    /// Checks that callers speak for the sources they name.
+    pub(crate) proofs: crate::source_proof::ProofChecker,
 }
 
 /// What a provider answers a 1.x shutdown request with, once it has stopped serving.
@@ -194,6 +196,7 @@ impl ProviderHandle {
             clients: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             shutdown_reply: Mutex::new(None),
+            proofs: crate::source_proof::ProofChecker::default(),
             config,
         });
         inner.spawn(links::run(

@@ -24,7 +24,9 @@ use tracing::{Instrument as _, debug, warn};
 
 use super::{ProviderHandle, RuntimeError};
 use crate::link::{LinkDefinition, LinkRefusal};
-use crate::subjects::{LINK_NAME_HEADER, SOURCE_ID_HEADER, TARGET_ID_HEADER, TRACEPARENT_HEADER};
+use crate::subjects::{
+    LINK_NAME_HEADER, SOURCE_ID_HEADER, SOURCE_PROOF_HEADER, TARGET_ID_HEADER, TRACEPARENT_HEADER,
+};
 use trellis_wrpc_nats::{self as transport, Incoming, Outgoing, ServeContext, first_header};
 
 /// What a served call knows about where it came from.
@@ -140,6 +142,14 @@ impl wrpc_transport::Serve for ProviderServer {
                         "call to provider {id} has no source-id header, so no link can be found"
                     ));
                 };
+                let proof = cx.header(SOURCE_PROOF_HEADER);
+                if let Err(refused) =
+                    inner
+                        .proofs
+                        .check(&inner.config.lattice, &source_id, id, proof)
+                {
+                    return Err(refused.to_string());
+                }
                 let link_name = cx
                     .header(LINK_NAME_HEADER)
                     .unwrap_or(crate::link::DEFAULT_LINK_NAME)

@@ -22,6 +22,7 @@ const DEBOUNCE: Duration = Duration::from_millis(30);
 
 async fn sync(inner: &Inner, store: &LatticeStore) -> Result<(), StoreError> {
     let found = store.links_for(&inner.config.provider_id).await?;
+    inner.proofs.set_keys(found.source_keys);
     let mut broken: Vec<(LinkDefinition, String)> = found
         .broken
         .into_iter()
