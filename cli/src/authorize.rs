@@ -167,6 +167,18 @@ impl Authorization {
         })
     }
 
+    /// The keys that speak for each provider that can sign its calls (not 1.x ones).
+    pub fn provider_source_keys(&self) -> Vec<(String, String)> {
+        self.providers
+            .iter()
+            .filter(|p| !p.legacy)
+            .filter_map(|p| {
+                let key = self.provider_creds.get(&p.id)?.public_key()?;
+                Some((p.id.clone(), key))
+            })
+            .collect()
+    }
+
     /// Recomputes every grant under `links`; whether any changed.
     pub fn update(&mut self, links: &[StoredLink]) -> anyhow::Result<bool> {
         let mut changed = false;

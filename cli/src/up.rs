@@ -377,14 +377,25 @@ async fn start(
     .await
     .context("cannot start the host")?;
     step("✓", "host", access.host_id);
-    // Calls naming one of its components must prove it with the host's key.
+    // Calls naming one of its components must prove it with the host's key, and calls
+    // naming a provider with the provider's own.
+    let mut speakers: Vec<(String, String)> = Vec::new();
     if let Some(key) = host.source_public_key() {
-        for c in &manifest.components {
-            store
-                .set_source_keys(&c.id, vec![key.clone()])
-                .await
-                .with_context(|| format!("cannot record the key of component {}", c.id))?;
-        }
+        speakers.extend(
+            manifest
+                .components
+                .iter()
+                .map(|c| (c.id.clone(), key.clone())),
+        );
+    }
+    if let Some(authz) = &access.authz {
+        speakers.extend(lock(authz).provider_source_keys());
+    }
+    for (id, key) in speakers {
+        store
+            .set_source_keys(&id, vec![key])
+            .await
+            .with_context(|| format!("cannot record the key speaking for {id}"))?;
     }
     let admin = LatticeAdmin::new(
         store.clone(),

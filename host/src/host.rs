@@ -75,6 +75,25 @@ impl Default for HostOptions {
     }
 }
 
+/// Refuses a call into component `id` naming a source whose recorded keys its proof does
+/// not verify with (see `trellis_sdk::source_proof`).
+fn proven_sources(
+    proofs: Arc<trellis_sdk::source_proof::ProofChecker>,
+    lattice: &str,
+    id: &str,
+) -> trellis_wrpc_nats::Admission {
+    let (lattice, id) = (lattice.to_string(), id.to_string());
+    Arc::new(move |cx: &trellis_wrpc_nats::ServeContext| {
+        let Some(source) = cx.header(trellis_sdk::subjects::SOURCE_ID_HEADER) else {
+            return Ok(());
+        };
+        let proof = cx.header(trellis_sdk::subjects::SOURCE_PROOF_HEADER);
+        proofs
+            .check(&lattice, source, &id, proof)
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// A provider's own NATS identity, as a lattice's authorization issued it.
 #[derive(Clone, Debug)]
 pub struct ProviderIdentity {
@@ -430,10 +449,17 @@ impl Host {
         );
         let limits = inner.engine.limits().clone();
         let serving = Serving {
-            server: inner.conn.server(
-                inner.subjects.wrpc_prefix(id),
-                Some(inner.subjects.wrpc_queue_group(id).into()),
-            ),
+            server: inner
+                .conn
+                .server(
+                    inner.subjects.wrpc_prefix(id),
+                    Some(inner.subjects.wrpc_queue_group(id).into()),
+                )
+                .with_admission(proven_sources(
+                    Arc::clone(inner.links.proofs()),
+                    inner.subjects.lattice(),
+                    id,
+                )),
             slots: Arc::new(Semaphore::new(limits.max_concurrent_instances)),
             served: Arc::new(AtomicU64::new(0)),
             id: Arc::clone(&component_id),

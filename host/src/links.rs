@@ -16,6 +16,9 @@ use trellis_sdk::store::{LatticeStore, StoredLink};
 #[derive(Clone, Debug, Default)]
 pub struct LinkView {
     by_source: Arc<RwLock<HashMap<String, Vec<StoredLink>>>>,
+    /// Checks the sources of calls into this host's components against the keys the
+    /// lattice records for them.
+    proofs: Arc<trellis_sdk::source_proof::ProofChecker>,
 }
 
 /// Splits `ns:pkg/iface@version` into its parts.
@@ -51,14 +54,26 @@ impl LinkView {
     /// Replaces the view with what the store holds now.
     pub async fn reload(&self, store: &LatticeStore) -> Result<(), trellis_sdk::store::StoreError> {
         let mut by_source: HashMap<String, Vec<StoredLink>> = HashMap::new();
-        for link in store.stored_links().await? {
-            by_source
-                .entry(link.source_id.clone())
-                .or_default()
-                .push(link);
+        let mut keys = HashMap::new();
+        for (id, spec) in store.specs().await? {
+            if !spec.source_keys.is_empty() {
+                keys.insert(id, spec.source_keys);
+            }
+            for link in spec.links {
+                by_source
+                    .entry(link.source_id.clone())
+                    .or_default()
+                    .push(link);
+            }
         }
         *self.by_source.write().unwrap_or_else(|p| p.into_inner()) = by_source;
+        self.proofs.set_keys(keys);
         Ok(())
+    }
+
+    /// The checker of source proofs the view keeps up to date.
+    pub fn proofs(&self) -> &Arc<trellis_sdk::source_proof::ProofChecker> {
+        &self.proofs
     }
 
     /// Keeps the view in step with the store until the task is dropped; re-syncs after any

@@ -75,6 +75,13 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// The user's public key (what a lattice records as the key speaking for a source).
+    pub fn public_key(&self) -> Option<String> {
+        KeyPair::from_seed(self.seed.expose())
+            .ok()
+            .map(|k| k.public_key())
+    }
+
     /// The `.creds` file text.
     pub fn creds_file(&self) -> String {
         format!(

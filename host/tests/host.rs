@@ -387,3 +387,108 @@ async fn components_call_components_and_providers_call_components() {
         "from a provider"
     );
 }
+
+/// Source proofs both ways: a call into a component naming a source the lattice records
+/// keys for must carry a proof one of them signed; and a host given its identity's key
+/// proves its components' calls, which a provider checking proofs then accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_prove_the_sources_the_lattice_records_keys_for() {
+    use trellis_sdk::secret::Secret;
+    use trellis_sdk::source_proof::ProofSigner;
+    let l = Lattice::new("proofs").await;
+    let store = trellis_sdk::store::LatticeStore::open(&common::nats().await, &l.subjects)
+        .await
+        .unwrap();
+    store
+        .put_config(
+            "greet-cfg",
+            &HashMap::from([("greeting".to_string(), "hello".to_string())]),
+        )
+        .await
+        .unwrap();
+    let seed = |k: nkeys::KeyPair| Secret::new(k.seed().unwrap());
+    let host_seed = seed(nkeys::KeyPair::new_user());
+    let host = Host::new(
+        common::nats().await,
+        HostOptions {
+            source_key: Some(host_seed.clone()),
+            ..l.options()
+        },
+    )
+    .await
+    .unwrap();
+    let host_key = host.source_public_key().expect("the host signs");
+    let _echo = host
+        .start_component("echo-p", read_component(ECHO_WASM).unwrap(), &[])
+        .await
+        .unwrap();
+    let caller = ProofSigner::new(&seed(nkeys::KeyPair::new_user()), &l.name).unwrap();
+    store
+        .set_source_keys("caller-x", vec![caller.public_key()])
+        .await
+        .unwrap();
+    store
+        .set_source_keys("echo-p", vec![host_key.clone()])
+        .await
+        .unwrap();
+    store.put_link(greeter_link("echo-p")).await.unwrap();
+
+    let c = l.client("echo-p");
+    let as_caller = |proof: Option<String>| {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("source-id", "caller-x");
+        if let Some(p) = proof {
+            h.insert("trellis-source-proof", p.as_str());
+        }
+        h
+    };
+    // The host follows the store: wait until it knows caller-x's key.
+    let mut refused = String::new();
+    for _ in 0..100 {
+        match echo::echo(&c, Some(as_caller(None)), "ping").await {
+            Err(err) => {
+                refused = format!("{err:#}");
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(
+        refused.contains("source caller-x is not proven"),
+        "{refused}"
+    );
+    let forged = ProofSigner::new(&host_seed, &l.name)
+        .unwrap()
+        .proof("caller-x", "echo-p");
+    let err = echo::echo(&c, Some(as_caller(Some(forged))), "ping")
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("may not speak for it"),
+        "{err:#}"
+    );
+    let proof = caller.proof("caller-x", "echo-p");
+    assert_eq!(
+        echo::echo(&c, Some(as_caller(Some(proof))), "ping")
+            .await
+            .unwrap(),
+        "ping"
+    );
+    // A call naming no source is not a claim to check.
+    assert_eq!(echo::echo(&c, None, "ping").await.unwrap(), "ping");
+
+    // The component's import reaches the greeter provider, which checks echo-p's proof:
+    // the host signed it with the key the lattice records.
+    let mut greeted = String::new();
+    for _ in 0..100 {
+        match echo::greet_via_import(&c, None, "ann").await {
+            Ok(g) => {
+                greeted = g;
+                break;
+            }
+            Err(err) => greeted = format!("{err:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(greeted, "hello, ann (via default from echo-p)");
+}

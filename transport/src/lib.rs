@@ -62,7 +62,9 @@ pub use error::TransportError;
 pub use pace::{Paced, Pacer};
 pub use reader::Incoming;
 pub use server::first_header;
-pub use server::{CallPacer, DEFAULT_MAX_ACCEPTING, REFUSAL_HEADER, ServeContext, Server};
+pub use server::{
+    Admission, CallPacer, DEFAULT_MAX_ACCEPTING, REFUSAL_HEADER, ServeContext, Server,
+};
 pub use writer::Outgoing;
 
 use routes::{CallRoutes, Routes};
@@ -228,6 +230,7 @@ impl Connection {
             timeout: self.shared.opts.timeout,
             max_accepting: DEFAULT_MAX_ACCEPTING,
             checks: None,
+            admission: None,
         }
     }
 }

@@ -77,7 +77,7 @@ pub const DEFAULT_MAX_ACCEPTING: usize = 1024;
 /// `wit-bindgen-wrpc` decodes one call after another, so a call whose parameters stall would
 /// otherwise hold up every call behind it. Calls still receiving them proceed side by side
 /// (at most [`Server::with_max_accepting`] per function), each within the server's timeout.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Server {
     pub(super) conn: Connection,
     pub(super) prefix: Arc<str>,
@@ -85,7 +85,24 @@ pub struct Server {
     pub(super) timeout: Duration,
     pub(super) max_accepting: usize,
     pub(super) checks: Option<Arc<ParamChecks>>,
+    pub(super) admission: Option<Admission>,
 }
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("prefix", &self.prefix)
+            .field("queue_group", &self.queue_group)
+            .field("timeout", &self.timeout)
+            .field("max_accepting", &self.max_accepting)
+            .field("admission", &self.admission.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A gate every call of a [`Server`] passes before it is accepted (see
+/// [`Server::with_admission`]).
+pub type Admission = Arc<dyn Fn(&ServeContext) -> Result<(), String> + Send + Sync>;
 
 impl Server {
     /// The same server with another timeout for incoming parameters: the idle timeout of
@@ -109,6 +126,14 @@ impl Server {
     /// after this.
     pub fn with_param_checks(mut self, checks: ParamChecks) -> Self {
         self.checks = Some(Arc::new(checks));
+        self
+    }
+
+    /// The same server asking `admit` about every call it serves through
+    /// [`wrpc_transport::Serve`]: an `Err` refuses the call with the reason, as
+    /// [`Server::serve_admitted`] does.
+    pub fn with_admission(mut self, admit: Admission) -> Self {
+        self.admission = Some(admit);
         self
     }
 }
@@ -178,7 +203,14 @@ impl wrpc_transport::Serve for Server {
         + Send
         + 'static,
     > {
-        self.serve_admitted(instance, func, paths, Ok).await
+        let admission = self.admission.clone();
+        self.serve_admitted(instance, func, paths, move |cx| {
+            if let Some(admit) = &admission {
+                admit(&cx)?;
+            }
+            Ok(cx)
+        })
+        .await
     }
 }
 

@@ -92,10 +92,26 @@ pub(crate) struct Inner {
     shutdown_reply: Mutex<Option<async_nats::Subject>>,
     /// Checks that callers speak for the sources they name.
     pub(crate) proofs: crate::source_proof::ProofChecker,
+    /// Signs the proof that this provider speaks for itself, when it joined with a key.
+    pub(crate) signer: Option<Arc<crate::source_proof::ProofSigner>>,
 }
 
 /// What a provider answers a 1.x shutdown request with, once it has stopped serving.
 pub(crate) const SHUTDOWN_REPLY: &[u8] = b"shutting down";
+
+/// A signer with the key the provider joined NATS with, if any (a lattice may record its
+/// public half as the key that speaks for the provider).
+fn signer(config: &ProviderConfig) -> Option<Arc<crate::source_proof::ProofSigner>> {
+    let seed = match &config.nats.auth {
+        crate::connect::NatsAuth::Jwt { seed, .. } | crate::connect::NatsAuth::NkeySeed(seed) => {
+            seed
+        }
+        _ => return None,
+    };
+    crate::source_proof::ProofSigner::new(seed, &config.lattice)
+        .ok()
+        .map(Arc::new)
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -197,6 +213,7 @@ impl ProviderHandle {
             tasks: Mutex::new(Vec::new()),
             shutdown_reply: Mutex::new(None),
             proofs: crate::source_proof::ProofChecker::default(),
+            signer: signer(&config),
             config,
         });
         inner.spawn(links::run(
@@ -286,12 +303,16 @@ impl ProviderHandle {
     /// A client for calling the target of `link` (this provider being its source), which
     /// sends the 1.x headers (`source-id`, `link-name`, `target-id`) with every call.
     pub fn linked_client(&self, link: &crate::link::LinkDefinition) -> LinkedClient {
-        LinkedClient::new(
+        let client = LinkedClient::new(
             self.client(&link.target),
             &self.inner.config.provider_id,
             &link.name,
         )
-        .with_target(&link.target)
+        .with_target(&link.target);
+        match &self.inner.signer {
+            Some(signer) => client.with_proof(Arc::clone(signer), &link.target),
+            None => client,
+        }
     }
 
     /// Calls being served right now.

@@ -311,6 +311,9 @@ pub struct LinkedClient {
     client: transport::Client,
     /// Shared by clones: copying a header map is an allocation per header.
     headers: Arc<HeaderMap>,
+    /// Signs a fresh source proof into each call (proofs expire; see
+    /// [`crate::source_proof`]), with the callee's id.
+    proof: Option<(Arc<crate::source_proof::ProofSigner>, Arc<str>)>,
 }
 
 impl LinkedClient {
@@ -323,7 +326,19 @@ impl LinkedClient {
         Self {
             client,
             headers: Arc::new(headers),
+            proof: None,
         }
+    }
+
+    /// The same client proving, with `signer`'s key, that it speaks for its source when it
+    /// calls `target`.
+    pub fn with_proof(
+        mut self,
+        signer: Arc<crate::source_proof::ProofSigner>,
+        target: &str,
+    ) -> Self {
+        self.proof = Some((signer, Arc::from(target)));
+        self
     }
 
     /// The same client also naming its callee `target` (`target-id`), as a 1.x provider
@@ -381,15 +396,17 @@ impl wrpc_transport::Invoke for LinkedClient {
     where
         P: AsRef<[Option<usize>]> + Send + Sync,
     {
+        // The transport hands NATS an owned map.
+        let mut headers = HeaderMap::clone(&self.headers);
+        if let Some((signer, target)) = &self.proof {
+            let source = headers
+                .get(SOURCE_ID_HEADER)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            headers.insert(SOURCE_PROOF_HEADER, signer.proof(&source, target).as_str());
+        }
         self.client
-            // The transport hands NATS an owned map.
-            .invoke(
-                Some(HeaderMap::clone(&self.headers)),
-                instance,
-                func,
-                params,
-                paths,
-            )
+            .invoke(Some(headers), instance, func, params, paths)
             .await
     }
 }
