@@ -33,6 +33,8 @@ struct ProviderRole {
     id: String,
     legacy: bool,
     nats_backend: bool,
+    /// An external service: not started by the host, joining with credentials `up` writes.
+    external: bool,
 }
 
 /// The identities of one `up` and what their grants are derived from.
@@ -84,7 +86,14 @@ impl Authorization {
                 id: p.id.clone(),
                 legacy: matches!(&p.source, Source::Path(path) if crate::up::is_archive(path)),
                 nats_backend: matches!(&p.source, Source::Ref(r) if NATS_BACKENDS.contains(&r.as_str())),
+                external: false,
             })
+            .chain(manifest.externals.iter().map(|e| ProviderRole {
+                id: e.id.clone(),
+                legacy: false,
+                nats_backend: false,
+                external: true,
+            }))
             .collect();
         let auth = LatticeAuth::new();
         let admin = auth.admin(ADMIN)?;
@@ -119,7 +128,12 @@ impl Authorization {
     /// Every identity's grants under `links`.
     fn grants(&self, links: &[StoredLink]) -> BTreeMap<String, Grants> {
         let identities = self.identities();
-        let provider_ids: Vec<String> = self.providers.iter().map(|p| p.id.clone()).collect();
+        let provider_ids: Vec<String> = self
+            .providers
+            .iter()
+            .filter(|p| !p.external)
+            .map(|p| p.id.clone())
+            .collect();
         let mut out = BTreeMap::new();
         out.insert(
             self.host_id.clone(),
@@ -190,21 +204,37 @@ impl Authorization {
 
     /// Writes the admin's credentials to `dir` (readable by the user only), for the CLI.
     pub fn write_admin_creds(&self, dir: &Path) -> anyhow::Result<PathBuf> {
-        use std::io::Write as _;
-        let path = dir.join("admin.creds");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        options
-            .open(&path)
-            .and_then(|mut f| f.write_all(self.admin.creds_file().as_bytes()))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(path)
+        write_creds(&dir.join("admin.creds"), &self.admin)
     }
+
+    /// Writes each external service's credentials to `dir` (readable by the user only): what
+    /// to hand the service. Answers the ids and files.
+    pub fn write_external_creds(&self, dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        let mut out = Vec::new();
+        for p in self.providers.iter().filter(|p| p.external) {
+            if let Some(creds) = self.provider_creds.get(&p.id) {
+                let path = write_creds(&dir.join(format!("external-{}.creds", p.id)), creds)?;
+                out.push((p.id.clone(), path));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn write_creds(path: &Path, creds: &Credentials) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(creds.creds_file().as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path.to_path_buf())
 }
 
 /// Follows the lattice's links: when they change, the grants are recomputed and, if any

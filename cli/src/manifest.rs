@@ -197,6 +197,19 @@ struct Raw {
     links: Vec<RawLink>,
     #[serde(default)]
     secrets: BTreeMap<String, Spanned<RawStoreSecret>>,
+    #[serde(default)]
+    external: Vec<RawExternal>,
+}
+
+/// An external service, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExternal {
+    id: Spanned<String>,
+    #[serde(default)]
+    exports: Vec<Spanned<String>>,
+    #[serde(default)]
+    imports: Vec<Spanned<String>>,
 }
 
 /// A secret the manifest puts in the store, as written.
@@ -284,6 +297,18 @@ pub struct Component {
     pub secrets: BTreeMap<String, String>,
 }
 
+/// An external service (a "virtual component"): a wRPC service `up` does not start, which
+/// joins the lattice with the credentials `up` issues it and is reached only over links.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct External {
+    /// Its id on the lattice (the target links name).
+    pub id: String,
+    /// The interfaces it serves (`namespace:package/interface`), one per entry.
+    pub exports: Vec<(String, String, Vec<String>)>,
+    /// The interfaces it calls.
+    pub imports: Vec<(String, String, Vec<String>)>,
+}
+
 /// A secret `up` puts in the lattice's secret store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreSecret {
@@ -344,6 +369,8 @@ pub struct Manifest {
     pub links: Vec<Link>,
     /// Secrets `up` puts in the store (those declared, and components' own), by name.
     pub secrets: Vec<StoreSecret>,
+    /// External services, in order.
+    pub externals: Vec<External>,
 }
 
 /// `namespace:package/iface[,iface…]` (a version suffix `@x.y.z` is allowed and ignored).
@@ -446,10 +473,18 @@ impl Manifest {
                 config,
             });
         }
+        let mut externals = Vec::new();
+        for (i, e) in raw.external.into_iter().enumerate() {
+            externals.push(check.external(i, e)?);
+        }
         let mut links = Vec::new();
         let mut seen = BTreeMap::new();
         for (i, l) in raw.links.into_iter().enumerate() {
-            links.push(check.link(i, l, &mut seen)?);
+            let ends = [l.source.referenced, l.target.referenced];
+            let link = check.link(i, l, &mut seen)?;
+            check_external_link(&link, &externals)
+                .map_err(|(end, why)| check.invalid(&ends[end], format!("links[{i}]"), why))?;
+            links.push(link);
         }
         grant_readers(&mut store, &components, &links);
         Ok(Self {
@@ -458,8 +493,38 @@ impl Manifest {
             providers,
             links,
             secrets: store.into_values().collect(),
+            externals,
         })
     }
+}
+
+/// A link to or from an external service stays within what it declares: its exports when
+/// it is the target, its imports when it is the source. The error names the end (0: source,
+/// 1: target) and why.
+fn check_external_link(link: &Link, externals: &[External]) -> Result<(), (usize, String)> {
+    for (end, id, what) in [(1, &link.target, "exports"), (0, &link.source, "imports")] {
+        let Some(e) = externals.iter().find(|e| &e.id == id) else {
+            continue;
+        };
+        let list = if end == 1 { &e.exports } else { &e.imports };
+        let covered = link.interfaces.iter().all(|iface| {
+            list.iter().any(|(ns, pkg, ifaces)| {
+                ns == &link.namespace && pkg == &link.package && ifaces.contains(iface)
+            })
+        });
+        if !covered {
+            return Err((
+                end,
+                format!(
+                    "external service {id} does not declare {}:{}/{} in its `{what}`",
+                    link.namespace,
+                    link.package,
+                    link.interfaces.join(",")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Adds to each declared secret's readers everyone the manifest gives it to.
@@ -698,6 +763,27 @@ impl Check<'_> {
         Ok(out)
     }
 
+    /// External service `i`: a valid, unused id and well-formed interfaces.
+    fn external(&mut self, i: usize, e: RawExternal) -> Result<External, ManifestError> {
+        let field = format!("external[{i}]");
+        self.token(&e.id, format!("{field}.id"), "external service id")?;
+        self.claim(&e.id, format!("{field}.id"))?;
+        let wits = |list: Vec<Spanned<String>>, what: &str| {
+            list.into_iter()
+                .enumerate()
+                .map(|(j, w)| {
+                    parse_wit(&w.value)
+                        .map_err(|m| self.invalid(&w.referenced, format!("{field}.{what}[{j}]"), m))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(External {
+            id: e.id.value,
+            exports: wits(e.exports, "exports")?,
+            imports: wits(e.imports, "imports")?,
+        })
+    }
+
     /// Link `i`: both ends defined, a valid `wit`, and no other link of the same source,
     /// package and name (`seen`: those so far, with their index).
     fn link(
@@ -892,6 +978,29 @@ links:
         );
         let err = parse(&text).expect_err("both").to_string();
         assert!(err.contains("takes no `env:`"), "{err}");
+    }
+
+    #[test]
+    fn external_services_are_linked_within_what_they_declare() {
+        let base = "name: demo\ncomponents:\n  - id: web\n    path: web.wasm\n\
+                    external:\n  - id: greeter\n    exports: [\"trellis-test:greeter/greet\"]\n\
+                    links:\n  - source: web\n    target: greeter\n";
+        let m = parse(&format!("{base}    wit: trellis-test:greeter/greet\n")).expect("valid");
+        assert_eq!(m.externals[0].id, "greeter");
+        assert_eq!(m.links[0].target, "greeter");
+        let err = parse(&format!("{base}    wit: wasi:keyvalue/store\n"))
+            .expect_err("undeclared")
+            .to_string();
+        assert!(
+            err.contains("links[0]")
+                && err.contains("does not declare wasi:keyvalue/store in its `exports`"),
+            "{err}"
+        );
+        let good = format!("{base}    wit: trellis-test:greeter/greet\n");
+        let err = parse(&good.replace("id: greeter", "id: web"))
+            .expect_err("duplicate id")
+            .to_string();
+        assert!(err.contains("external[0].id"), "{err}");
     }
 
     #[test]

@@ -197,6 +197,19 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
         Some(a) => Some(a.write_admin_creds(&run_dir)?),
         None => None,
     };
+    if let Some(a) = &authz {
+        for (id, creds) in a.write_external_creds(&run_dir)? {
+            step(
+                "✓",
+                &format!("external {id}"),
+                format!(
+                    "credentials {} (start it standalone: --provider-id {id} --nats-url {} --nats-creds …)",
+                    creds.display(),
+                    nats_opts.url
+                ),
+            );
+        }
+    }
     let authz = authz.map(|a| Arc::new(Mutex::new(a)));
     let nats_url = nats_opts.url.clone();
     let nats = nats_opts

@@ -1086,3 +1086,102 @@ fn secrets_reach_their_readers_and_no_output_shows_them() {
     }
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// A standalone provider started by hand with `--nats-*` flags, its output in `log`.
+fn standalone(bin: &str, id: &str, url: &str, creds: &Path, log: &Path) -> Child {
+    Command::new(common::workspace_bin(bin))
+        .args([
+            "--lattice",
+            "default",
+            "--provider-id",
+            id,
+            "--nats-url",
+            url,
+        ])
+        .arg("--nats-creds")
+        .arg(creds)
+        .env("RUST_LOG", "info")
+        .env_remove("TRELLIS_NATS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn the external service")
+}
+
+/// An external service ("virtual component") declared in the manifest joins with the
+/// credentials `up` issued it — the SDK's standalone mode, here keyvalue-redis — and serves
+/// the counter component over its link. Another declared service's credentials (stolen, but
+/// scoped to that other service) cannot serve it: the server refuses the subscriptions.
+#[test]
+fn an_external_service_serves_with_its_issued_credentials_only() {
+    let home = temp_home("external");
+    let port = free_port();
+    let counter = Path::new(APP).with_file_name("counter.wasm");
+    let app = home.join("app.yaml");
+    std::fs::write(
+        &app,
+        format!(
+            "name: ext\n\
+             components:\n  - id: counter\n    path: {}\n    config: {{ bucket: counter, key: count }}\n\
+             providers:\n  - id: http-server\n    ref: http-server\n\
+             external:\n  - id: kv\n    exports: [\"wasi:keyvalue/store,atomics\"]\n  - id: spare\n\
+             links:\n  - source: http-server\n    target: counter\n    wit: wasi:http/incoming-handler\n    \
+             source_config: {{ address: \"127.0.0.1:{port}\" }}\n  \
+             - source: counter\n    target: kv\n    wit: wasi:keyvalue/store,atomics\n    \
+             target_config: {{ url: \"{}\", auto_create: true }}\n",
+            counter.display(),
+            common::redis_url(),
+        ),
+    )
+    .expect("manifest");
+    let mut up = Up::start_app_with(&home, &app, &[]);
+    up.wait_for("ready in", Duration::from_secs(180));
+    let log = up.log();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("up.json")).expect("up.json"))
+            .expect("up.json is JSON");
+    let url = state["nats_url"].as_str().expect("nats_url").to_string();
+    let creds = |id: &str| home.join("up").join(format!("external-{id}.creds"));
+    assert!(log.contains(&creds("kv").display().to_string()), "{log}");
+    assert!(get(port).is_err(), "answered with no kv service");
+
+    // With the spare's credentials, a service cannot take kv's place.
+    let impostor_log = home.join("impostor.log");
+    let mut impostor = standalone("keyvalue-redis", "kv", &url, &creds("spare"), &impostor_log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&impostor_log).unwrap_or_default();
+        // kv's control subjects (and serving subjects, if it gets that far) are refused.
+        if text.contains("Permissions Violation for Subscription to \"wasmbus.rpc.default.kv.") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no violation reported:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(get(port).is_err(), "the impostor served kv");
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+
+    // With its own, it serves the component.
+    let service_log = home.join("service.log");
+    let mut service = standalone("keyvalue-redis", "kv", &url, &creds("kv"), &service_log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        match get(port) {
+            Ok(count) => break count,
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "the external service did not serve: {err}\n{}",
+                std::fs::read_to_string(&service_log).unwrap_or_default()
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let next: u64 = first.trim().parse::<u64>().expect("a count") + 1;
+    assert_eq!(get(port).expect("GET /"), format!("{next}\n"));
+    let _ = service.kill();
+    let _ = service.wait();
+    up.interrupt(Duration::from_secs(60));
+    let _ = std::fs::remove_dir_all(&home);
+}

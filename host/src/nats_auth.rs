@@ -93,11 +93,7 @@ impl Credentials {
     }
 }
 
-/// The inbox prefix of identity `name`: its replies arrive under it, and only it may
-/// subscribe there.
-pub fn inbox_prefix(name: &str) -> String {
-    format!("_INBOX.{name}")
-}
+pub use trellis_sdk::subjects::inbox_prefix;
 
 struct Scope {
     signing: KeyPair,

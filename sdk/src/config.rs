@@ -222,6 +222,10 @@ impl ProviderConfig {
         validate_token("provider id", &args.provider_id)?;
         let mut nats = args.nats.into_options();
         nats.name = Some(args.provider_id.clone());
+        // Its own inboxes: on a lattice that gives each identity its own (an external
+        // service joining with the credentials `trellis up` issued it), the only ones it may
+        // read; elsewhere, as good as any.
+        nats.inbox_prefix = Some(crate::subjects::inbox_prefix(&args.provider_id));
         let mut cfg = Self::defaults(args.lattice, args.provider_id, nats);
         if let Some(id) = args.instance_id {
             cfg.instance_id = id;

@@ -98,6 +98,13 @@ pub fn validate_subject(
     }
 }
 
+/// Trellis: the inbox prefix of NATS identity `name` (a host, provider or external service
+/// id): replies to its requests arrive under it, and on a lattice whose authorization is
+/// derived from its links, only it may subscribe there.
+pub fn inbox_prefix(name: &str) -> String {
+    format!("_INBOX.{name}")
+}
+
 /// Subjects of one lattice. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LatticeSubjects {

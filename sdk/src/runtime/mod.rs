@@ -104,11 +104,12 @@ pub(crate) const SHUTDOWN_REPLY: &[u8] = b"shutting down";
 fn signer(config: &ProviderConfig) -> Option<Arc<crate::source_proof::ProofSigner>> {
     let seed = match &config.nats.auth {
         crate::connect::NatsAuth::Jwt { seed, .. } | crate::connect::NatsAuth::NkeySeed(seed) => {
-            seed
+            seed.clone()
         }
+        crate::connect::NatsAuth::CredsFile(path) => crate::connect::read_creds(path).ok()?.1,
         _ => return None,
     };
-    crate::source_proof::ProofSigner::new(seed, &config.lattice)
+    crate::source_proof::ProofSigner::new(&seed, &config.lattice)
         .ok()
         .map(Arc::new)
 }
