@@ -296,7 +296,30 @@ pub async fn link_ping(cx: &Ctx, provider: Option<&str>) -> anyhow::Result<Outco
         };
         return Ok(Outcome { code });
     }
+    let silent: Vec<String> = external_views(cx, &replies)
+        .await?
+        .into_iter()
+        .filter(|e| !e.answering && provider.is_none_or(|p| p == e.id))
+        .map(|e| e.id)
+        .collect();
+    if let (true, Some(id)) = (replies.is_empty(), provider)
+        && silent.iter().any(|s| s == id)
+    {
+        cx.out.done(
+            &format!(
+                "{id}: external service, not answering (start it with the credentials `up` issued)"
+            ),
+            &serde_json::json!({ "provider_id": id, "status": "external service, not answering" }),
+        );
+        return Ok(Outcome {
+            code: exit::NOT_FOUND,
+        });
+    }
     cx.out.table(&ping_table(&replies), &replies);
+    for id in &silent {
+        cx.out
+            .note(&format!("external service {id}: not answering"));
+    }
     let code = if replies.is_empty() {
         cx.out.note(&format!(
             "no provider answered{}",
@@ -414,6 +437,32 @@ struct Inventory {
     /// Provider instances answering link ping (also those no host started: standalone).
     providers: Vec<ProviderView>,
     links: Vec<LinkView>,
+    /// The external services the lattice declares, and whether they answer.
+    externals: Vec<ExternalView>,
+}
+
+#[derive(Serialize)]
+struct ExternalView {
+    id: String,
+    answering: bool,
+    exports: Vec<String>,
+    imports: Vec<String>,
+}
+
+/// The declared external services, and whether each answered link ping (`pings`).
+async fn external_views(cx: &Ctx, pings: &[PingReply]) -> anyhow::Result<Vec<ExternalView>> {
+    let store = LatticeStore::open(&cx.nats, &cx.subjects).await?;
+    Ok(store
+        .externals()
+        .await?
+        .into_iter()
+        .map(|(id, spec)| ExternalView {
+            answering: pings.iter().any(|r| r.provider_id == id),
+            id,
+            exports: spec.exports,
+            imports: spec.imports,
+        })
+        .collect())
 }
 
 #[derive(Serialize)]
@@ -553,17 +602,29 @@ pub async fn inventory(cx: &Ctx) -> anyhow::Result<Outcome> {
             ]);
         }
     }
+    let externals = external_views(cx, &pings).await?;
+    let mut externals_t = Table::new(["EXTERNAL", "ANSWERS", "EXPORTS", "IMPORTS"]);
+    for e in &externals {
+        externals_t.row([
+            e.id.clone(),
+            if e.answering { "yes" } else { "no" }.into(),
+            e.exports.join(" "),
+            e.imports.join(" "),
+        ]);
+    }
     let doc = Inventory {
         lattice: cx.subjects.lattice().to_string(),
         hosts,
         providers,
         links,
+        externals,
     };
     cx.out.sections(
         &[
             ("hosts", &hosts_t),
             ("components", &components_t),
             ("providers", &providers_t),
+            ("external services", &externals_t),
             ("links", &links_table(&doc.links)),
         ],
         &doc,

@@ -404,6 +404,21 @@ async fn start(
     if let Some(authz) = &access.authz {
         speakers.extend(lock(authz).provider_source_keys());
     }
+    for e in &manifest.externals {
+        let wits = |list: &[(String, String, Vec<String>)]| {
+            list.iter()
+                .map(|(ns, pkg, ifaces)| format!("{ns}:{pkg}/{}", ifaces.join(",")))
+                .collect()
+        };
+        let spec = trellis_sdk::store::ExternalSpec {
+            exports: wits(&e.exports),
+            imports: wits(&e.imports),
+        };
+        store
+            .set_external(&e.id, spec)
+            .await
+            .with_context(|| format!("cannot declare external service {}", e.id))?;
+    }
     for (id, key) in speakers {
         store
             .set_source_keys(&id, vec![key])

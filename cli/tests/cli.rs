@@ -1145,6 +1145,30 @@ fn an_external_service_serves_with_its_issued_credentials_only() {
     let creds = |id: &str| home.join("up").join(format!("external-{id}.creds"));
     assert!(log.contains(&creds("kv").display().to_string()), "{log}");
     assert!(get(port).is_err(), "answered with no kv service");
+    // Declared, not answering yet: inventory and link ping say so.
+    let answering = |home: &Path| -> Vec<(String, bool)> {
+        let (code, out, err) = run(cmd(home).args(["inventory", "--json"]));
+        assert_eq!(code, 0, "{out}{err}");
+        let inv: Value = serde_json::from_str(&out).expect("inventory JSON");
+        inv["externals"]
+            .as_array()
+            .expect("externals")
+            .iter()
+            .map(|e| {
+                (
+                    e["id"].as_str().unwrap_or_default().to_string(),
+                    e["answering"].as_bool().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        answering(&home),
+        [("kv".to_string(), false), ("spare".to_string(), false)]
+    );
+    let (code, out, err) = run(cmd(&home).args(["link", "ping", "kv"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains("kv: external service, not answering"), "{out}");
 
     // With the spare's credentials, a service cannot take kv's place.
     let impostor_log = home.join("impostor.log");
@@ -1180,6 +1204,13 @@ fn an_external_service_serves_with_its_issued_credentials_only() {
     };
     let next: u64 = first.trim().parse::<u64>().expect("a count") + 1;
     assert_eq!(get(port).expect("GET /"), format!("{next}\n"));
+    assert_eq!(
+        answering(&home),
+        [("kv".to_string(), true), ("spare".to_string(), false)]
+    );
+    let (code, out, err) = run(cmd(&home).args(["link", "ping", "kv"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("counter") && out.contains("active"), "{out}");
     let _ = service.kill();
     let _ = service.wait();
     up.interrupt(Duration::from_secs(60));

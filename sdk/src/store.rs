@@ -149,6 +149,22 @@ pub struct ComponentSpec {
     /// [`crate::source_proof`]); none: calls naming it are taken at their word (1.x).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_keys: Vec<String>,
+    /// *Trellis*: set when this id is an external service the lattice declares (one that
+    /// joins on its own), with what it serves and calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSpec>,
+}
+
+/// An external service as the lattice declares it: the interfaces it serves and calls
+/// (`namespace:package/interface,…`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalSpec {
+    /// What it serves.
+    #[serde(default)]
+    pub exports: Vec<String>,
+    /// What it calls.
+    #[serde(default)]
+    pub imports: Vec<String>,
 }
 
 /// Why the store could not be used.
@@ -358,6 +374,23 @@ impl LatticeStore {
             self.put_component(source_id, &spec).await?;
         }
         Ok(removed)
+    }
+
+    /// Declares `id` an external service (its specification is created if it has none yet).
+    pub async fn set_external(&self, id: &str, external: ExternalSpec) -> Result<(), StoreError> {
+        let mut spec = self.component(id).await?.unwrap_or_default();
+        spec.external = Some(external);
+        self.put_component(id, &spec).await
+    }
+
+    /// The external services the lattice declares, by id.
+    pub async fn externals(&self) -> Result<Vec<(String, ExternalSpec)>, StoreError> {
+        Ok(self
+            .specs()
+            .await?
+            .into_iter()
+            .filter_map(|(id, spec)| spec.external.map(|e| (id, e)))
+            .collect())
     }
 
     /// Every stored link, config not resolved.
