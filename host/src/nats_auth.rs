@@ -15,8 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::KeyPair;
 use trellis_sdk::secret::Secret;
 use trellis_sdk::store::StoredLink;
@@ -263,25 +261,8 @@ fn jwt(
     name: &str,
     nats: serde_json::Value,
 ) -> Result<String, AuthError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let claims = serde_json::json!({
-        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
-        "iat": now,
-        "iss": issuer.public_key(),
-        "name": name,
-        "sub": subject,
-        "nats": nats,
-    });
-    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let signed = format!("{header}.{body}");
-    let signature = issuer
-        .sign(signed.as_bytes())
-        .map_err(|e| AuthError::Sign(e.to_string()))?;
-    Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    trellis_sdk::nats_jwt::encode(issuer, subject, name, nats)
+        .map_err(|e| AuthError::Sign(e.to_string()))
 }
 
 /// Read access to one JetStream KV bucket: stream info, gets, and the ordered consumers

@@ -9,6 +9,7 @@ pub mod events;
 pub mod host_data;
 pub mod link;
 pub mod logging;
+pub mod nats_jwt;
 pub mod provider;
 pub mod runtime;
 pub mod sealing;

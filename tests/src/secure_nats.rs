@@ -6,8 +6,6 @@
 
 use std::path::PathBuf;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::KeyPair;
 
 use crate::OwnNats;
@@ -124,21 +122,5 @@ impl Drop for SecureNats {
 
 /// A JWT of `claims` (`nats` section) about `subject`, signed by `issuer`.
 fn jwt(issuer: &KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let claims = serde_json::json!({
-        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
-        "iat": now,
-        "iss": issuer.public_key(),
-        "name": name,
-        "sub": subject,
-        "nats": nats,
-    });
-    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let signed = format!("{header}.{body}");
-    let signature = issuer.sign(signed.as_bytes()).expect("sign");
-    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+    trellis_sdk::nats_jwt::encode(issuer, subject, name, nats).expect("sign")
 }
