@@ -43,6 +43,8 @@ pub struct Authorization {
     subjects: LatticeSubjects,
     host_id: String,
     components: Vec<String>,
+    /// Every target the components may pick at runtime.
+    targets: Vec<String>,
     providers: Vec<ProviderRole>,
     /// `up`'s own credentials.
     pub admin: Credentials,
@@ -104,6 +106,11 @@ impl Authorization {
             subjects: subjects.clone(),
             host_id: host_id.to_string(),
             components: manifest.components.iter().map(|c| c.id.clone()).collect(),
+            targets: manifest
+                .components
+                .iter()
+                .flat_map(|c| c.targets.iter().cloned())
+                .collect(),
             providers,
             provider_creds: BTreeMap::new(),
         };
@@ -143,6 +150,7 @@ impl Authorization {
                 &self.components,
                 &provider_ids,
                 links,
+                &self.targets,
             ),
         );
         for p in &self.providers {

@@ -234,6 +234,8 @@ struct RawUnit {
     config: ConfigMap,
     #[serde(default)]
     secrets: BTreeMap<String, Spanned<RawSecret>>,
+    #[serde(default)]
+    targets: Vec<Spanned<String>>,
 }
 
 /// A component's secret, as written: a store secret by name, or (shorthand) a value of its
@@ -295,6 +297,8 @@ pub struct Component {
     pub config: BTreeMap<String, String>,
     /// Its secrets: the name it asks for → the secret's name in the store.
     pub secrets: BTreeMap<String, String>,
+    /// The targets it may pick at runtime (`trellis:routing/target`): ids of this manifest.
+    pub targets: Vec<String>,
 }
 
 /// An external service (a "virtual component"): a wRPC service `up` does not start, which
@@ -446,7 +450,9 @@ impl Manifest {
             );
         }
         let mut components = Vec::new();
-        for (i, c) in raw.components.into_iter().enumerate() {
+        let mut targets = Vec::new();
+        for (i, mut c) in raw.components.into_iter().enumerate() {
+            targets.push(std::mem::take(&mut c.targets));
             let (id, source, config, raw_secrets) =
                 check.unit("component id", "components", i, c)?;
             let field = format!("components[{i}]");
@@ -456,10 +462,19 @@ impl Manifest {
                 source,
                 config,
                 secrets,
+                targets: Vec::new(),
             });
         }
         let mut providers = Vec::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
+            if let Some(t) = p.targets.first() {
+                let why = "`targets` are for components (what they may pick at runtime)";
+                return Err(check.invalid(
+                    &t.referenced,
+                    format!("providers[{i}].targets"),
+                    why.into(),
+                ));
+            }
             let (id, source, config, secrets) = check.unit("provider id", "providers", i, p)?;
             if !secrets.is_empty() {
                 let why = "`secrets` are for components; a provider takes its secrets from its \
@@ -485,6 +500,23 @@ impl Manifest {
             check_external_link(&link, &externals)
                 .map_err(|(end, why)| check.invalid(&ends[end], format!("links[{i}]"), why))?;
             links.push(link);
+        }
+        // Targets name ids of this manifest: what a component may reach is declared.
+        for (i, (c, list)) in components.iter_mut().zip(targets).enumerate() {
+            for t in list {
+                if !check.ids.contains_key(&t.value) {
+                    let why = format!(
+                        "{:?} is not a component, provider or external service of this manifest",
+                        t.value
+                    );
+                    return Err(check.invalid(
+                        &t.referenced,
+                        format!("components[{i}].targets"),
+                        why,
+                    ));
+                }
+                c.targets.push(t.value);
+            }
         }
         grant_readers(&mut store, &components, &links);
         Ok(Self {
@@ -978,6 +1010,24 @@ links:
         );
         let err = parse(&text).expect_err("both").to_string();
         assert!(err.contains("takes no `env:`"), "{err}");
+    }
+
+    #[test]
+    fn targets_name_ids_of_the_manifest() {
+        let text = GOOD.replace(
+            "    config: { greeting: hi, port: 8000, on: true }\n",
+            "    targets: [http]\n",
+        );
+        assert_eq!(parse(&text).expect("valid").components[0].targets, ["http"]);
+        let text = GOOD.replace(
+            "    config: { greeting: hi, port: 8000, on: true }\n",
+            "    targets: [elsewhere]\n",
+        );
+        let err = parse(&text).expect_err("unknown target").to_string();
+        assert!(
+            err.contains("components[0].targets") && err.contains("elsewhere"),
+            "{err}"
+        );
     }
 
     #[test]

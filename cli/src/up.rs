@@ -460,6 +460,7 @@ async fn start(
             .component_secrets(&c.id, &c.secrets)
             .await
             .with_context(|| format!("cannot read the secrets of component {}", c.id))?;
+        running.host.allow_targets(&c.id, c.targets.clone());
         let bytes = wasm.remove(&c.id).unwrap_or_default();
         let component = running
             .host

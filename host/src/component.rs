@@ -163,6 +163,7 @@ fn add_host_interfaces(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     crate::blobstore::add_to_linker(linker)?;
     crate::bus::add_to_linker(linker)?;
     crate::secrets::add_to_linker(linker)?;
+    crate::target::add_to_linker(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
 }
 

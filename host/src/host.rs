@@ -169,6 +169,8 @@ struct HostInner {
     registry: Arc<crate::inventory::Registry>,
     sealer: Arc<LinkSealer>,
     signer: Option<Arc<ProofSigner>>,
+    /// The targets each component may pick with `trellis:routing/target`.
+    target_policy: std::sync::RwLock<HashMap<String, Arc<[String]>>>,
     follower: JoinHandle<()>,
     responder: JoinHandle<()>,
     sealing: JoinHandle<()>,
@@ -265,6 +267,7 @@ impl Host {
                 registry,
                 sealer,
                 signer,
+                target_policy: Default::default(),
                 follower,
                 responder,
                 sealing,
@@ -352,6 +355,16 @@ impl Host {
             secrets.insert(asked_as.clone(), value);
         }
         Ok(secrets)
+    }
+
+    /// Lets component `id` pick any of `targets` with `trellis:routing/target` (from its next
+    /// start on; none: it may pick none).
+    pub fn allow_targets(&self, id: &str, targets: Vec<String>) {
+        self.inner
+            .target_policy
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), Arc::from(targets));
     }
 
     /// The public key its components' calls prove their source with, if it signs them.
@@ -464,10 +477,18 @@ impl Host {
             served: Arc::new(AtomicU64::new(0)),
             id: Arc::clone(&component_id),
         };
+        let targets = inner
+            .target_policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()));
         let local = LocalState {
             component_id: Arc::clone(&component_id),
             config,
             secrets: Arc::new(secrets),
+            targets,
         };
         let make_store =
             component::store_factory(engine, local, router, limits, inner.opts.call_timeout);

@@ -17,6 +17,7 @@ const HOST_LOCAL: &[&str] = &[
     "wasmcloud:bus/",
     "wasmcloud:secrets/",
     "wrpc:rpc/error",
+    "trellis:routing/",
 ];
 
 /// Interfaces the host implements by calling the provider linked for them.
@@ -192,6 +193,7 @@ mod tests {
             "wasi:http/types@0.2.6",
             "wasmcloud:bus/lattice@1.0.0",
             "wasmcloud:secrets/reveal@0.1.0-draft",
+            "trellis:routing/target@0.1.0",
         ] {
             assert_eq!(served_by(host), ServedBy::Host, "{host}");
         }

@@ -50,6 +50,7 @@ pub mod secrets;
 mod shapes;
 mod state;
 pub mod supervisor;
+mod target;
 mod watcher;
 
 pub use component::ComponentError;

@@ -19,6 +19,8 @@ pub struct LinkView {
     /// Checks the sources of calls into this host's components against the keys the
     /// lattice records for them.
     proofs: Arc<trellis_sdk::source_proof::ProofChecker>,
+    /// Every id the lattice store knows: specifications and link ends.
+    known: Arc<RwLock<std::collections::HashSet<String>>>,
 }
 
 /// Splits `ns:pkg/iface@version` into its parts.
@@ -55,7 +57,12 @@ impl LinkView {
     pub async fn reload(&self, store: &LatticeStore) -> Result<(), trellis_sdk::store::StoreError> {
         let mut by_source: HashMap<String, Vec<StoredLink>> = HashMap::new();
         let mut keys = HashMap::new();
+        let mut known = std::collections::HashSet::new();
         for (id, spec) in store.specs().await? {
+            known.insert(id.clone());
+            for l in &spec.links {
+                known.insert(l.target.clone());
+            }
             if !spec.source_keys.is_empty() {
                 keys.insert(id, spec.source_keys);
             }
@@ -67,8 +74,17 @@ impl LinkView {
             }
         }
         *self.by_source.write().unwrap_or_else(|p| p.into_inner()) = by_source;
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) = known;
         self.proofs.set_keys(keys);
         Ok(())
+    }
+
+    /// Whether the lattice store knows `id` (it has a specification or is a link's end).
+    pub fn knows(&self, id: &str) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
     }
 
     /// The checker of source proofs the view keeps up to date.

@@ -32,6 +32,8 @@ pub(crate) struct LocalState {
     pub(crate) config: Arc<HashMap<String, String>>,
     /// Answered by `wasmcloud:secrets` (see `secrets.rs`).
     pub(crate) secrets: Arc<crate::secrets::Secrets>,
+    /// The targets the component may pick with `trellis:routing/target` (see `target.rs`).
+    pub(crate) targets: Arc<[String]>,
 }
 
 impl config::Host for LocalState {

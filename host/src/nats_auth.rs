@@ -395,7 +395,7 @@ fn backend(
 }
 
 /// Grants of host `host_id` running `components` and supervising `providers`: serve its
-/// components, call the targets their links name, answer host ping and inventory and its
+/// components, call the targets their links name and the `targets` they may pick at runtime, answer host ping and inventory and its
 /// providers' link secrets requests, reach its providers' control subjects, read the
 /// lattice's links, config and secrets.
 pub fn host_grants(
@@ -404,6 +404,7 @@ pub fn host_grants(
     components: &[String],
     providers: &[String],
     links: &[StoredLink],
+    targets: &[String],
 ) -> Grants {
     let lattice = s.lattice();
     let mut g = Grants::default();
@@ -430,5 +431,74 @@ pub fn host_grants(
     for l in links.iter().filter(|l| components.contains(&l.source_id)) {
         g.publish([format!("{}.wrpc.>", s.wrpc_prefix(&l.target))]);
     }
+    // Targets its components may pick at runtime: called, and asked whether they answer.
+    if !targets.is_empty() {
+        g.publish([s.host_ping()]);
+    }
+    for t in targets {
+        g.publish([format!("{}.wrpc.>", s.wrpc_prefix(t)), s.health(t)]);
+    }
     g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_may_call_its_links_and_its_components_targets_only() {
+        let s = LatticeSubjects::new("lat").unwrap();
+        let links = [
+            StoredLink::new("web", "kv", "wasi", "keyvalue", ["store"]),
+            StoredLink::new("other", "blobs", "wasi", "blobstore", ["blobstore"]),
+        ];
+        let g = host_grants(
+            &s,
+            "h1",
+            &["web".into()],
+            &["kv".into()],
+            &links,
+            &["picked".into()],
+        );
+        for allowed in [
+            "lat.kv.wrpc.>",
+            "lat.picked.wrpc.>",
+            "wasmbus.rpc.lat.picked.health",
+            "wasmbus.ctl.v1.lat.host.ping",
+        ] {
+            assert!(g.publish.contains(allowed), "{allowed}: {:?}", g.publish);
+        }
+        assert!(!g.publish.contains("lat.blobs.wrpc.>"));
+        assert!(g.subscribe.contains("lat.web.wrpc.>"));
+        assert!(g.subscribe.contains("_INBOX.h1.>"));
+        assert!(!g.subscribe.iter().any(|s| s == "_INBOX.>" || s == ">"));
+        // No targets: no host ping.
+        let g = host_grants(&s, "h1", &["web".into()], &[], &links, &[]);
+        assert!(!g.publish.contains("wasmbus.ctl.v1.lat.host.ping"));
+    }
+
+    #[test]
+    fn a_provider_serves_itself_and_calls_its_links_only() {
+        let s = LatticeSubjects::new("lat").unwrap();
+        let links = [
+            StoredLink::new("http", "web", "wasi", "http", ["incoming-handler"]),
+            StoredLink::new("web", "kv", "wasi", "keyvalue", ["store"]),
+        ];
+        let g = provider_grants(&s, "http", "h1", &links, false, None);
+        assert!(g.publish.contains("lat.web.wrpc.>"));
+        assert!(!g.publish.contains("lat.kv.wrpc.>"));
+        assert!(g.subscribe.contains("lat.http.wrpc.>"));
+        assert!(g.subscribe.contains("_INBOX.http.>"));
+        let legacy = provider_grants(&s, "http", "h1", &links, true, None);
+        assert!(legacy.subscribe.contains("_INBOX.>"));
+        // A provider keeping its data on the lattice's NATS: all but the lattice's space.
+        let ids = ["admin".to_string(), "h1".into(), "kv".into(), "http".into()];
+        let kv = provider_grants(&s, "kv", "h1", &links, false, Some(&ids));
+        assert!(kv.publish.contains(">"));
+        assert!(kv.publish_deny.contains("lat.http.wrpc.>"));
+        assert!(kv.subscribe_deny.contains("lat.web.wrpc.>"));
+        assert!(kv.subscribe_deny.contains("_INBOX.h1.>"));
+        assert!(!kv.subscribe_deny.contains("_INBOX.kv.>"));
+        assert!(kv.publish_deny.contains("$KV.LATTICEDATA_lat.>"));
+    }
 }

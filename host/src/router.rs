@@ -51,6 +51,9 @@ pub struct LinkRouter {
     chosen: Arc<Mutex<HashMap<String, Arc<str>>>>,
     /// Signs the proof that this host speaks for the component (when it has a key).
     signer: Option<Arc<ProofSigner>>,
+    /// The targets this invocation picked (`trellis:routing/target`), by interface
+    /// (`ns:pkg/iface`).
+    targets: Arc<Mutex<HashMap<String, Arc<str>>>>,
 }
 
 impl LinkRouter {
@@ -71,6 +74,7 @@ impl LinkRouter {
             timeout,
             chosen: Arc::default(),
             signer,
+            targets: Arc::default(),
         }
     }
 
@@ -78,8 +82,57 @@ impl LinkRouter {
     pub(crate) fn for_invocation(&self) -> Self {
         Self {
             chosen: Arc::default(),
+            targets: Arc::default(),
             ..self.clone()
         }
+    }
+
+    /// Sends this invocation's calls of `interfaces` (`ns:pkg/iface`) to `target`.
+    pub(crate) fn set_target(&self, target: &str, interfaces: Vec<String>) {
+        let target: Arc<str> = Arc::from(target);
+        let mut targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        for i in interfaces {
+            targets.insert(i, Arc::clone(&target));
+        }
+    }
+
+    /// The target this invocation picked for wire instance `instance`, if any (a `wrpc:`
+    /// instance also matches the `wasi:` interface of the same package, as links do).
+    fn picked_target(&self, instance: &str) -> Option<String> {
+        let (ns, pkg, iface) = crate::links::split_instance(instance)?;
+        let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        targets
+            .get(&format!("{ns}:{pkg}/{iface}"))
+            .or_else(|| {
+                (ns == "wrpc")
+                    .then(|| targets.get(&format!("wasi:{pkg}/{iface}")))
+                    .flatten()
+            })
+            .map(|t| t.to_string())
+    }
+
+    /// Whether the lattice store knows `target` (a component, provider or external service).
+    pub(crate) fn knows(&self, target: &str) -> bool {
+        self.links.knows(target)
+    }
+
+    /// Whether `target` is served now: some host runs it as a component, or it answers a
+    /// health request as a provider or external service, within `wait`.
+    pub(crate) async fn answers(&self, target: &str, wait: Duration) -> bool {
+        let nats = self.conn.nats();
+        let health = async {
+            let request = nats.request(self.subjects.health(target), "".into());
+            matches!(tokio::time::timeout(wait, request).await, Ok(Ok(_)))
+        };
+        let hosts = async {
+            trellis_sdk::admin::ping_hosts(nats, &self.subjects, wait)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|h| h.components.iter().any(|c| c.id == target))
+        };
+        let (health, hosts) = tokio::join!(health, hosts);
+        health || hosts
     }
 
     /// Makes this invocation's calls of `interfaces` use the link named `name`; fails,
@@ -150,7 +203,10 @@ impl Invoke for LinkRouter {
         P: AsRef<[Option<usize>]> + Send + Sync,
     {
         let link_name = self.link_name_for(instance);
-        let Some(target) = self.links.target(&self.component_id, instance, &link_name) else {
+        let picked = self.picked_target(instance);
+        let Some(target) =
+            picked.or_else(|| self.links.target(&self.component_id, instance, &link_name))
+        else {
             return Err(NoLink {
                 component: self.component_id.to_string(),
                 instance: instance.to_string(),

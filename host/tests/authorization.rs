@@ -77,7 +77,7 @@ async fn each_identity_reaches_only_what_its_links_allow() {
     let comps = ["comp".to_string()];
     let provs = ["kv".to_string()];
     let host = auth
-        .identity("h1", host_grants(&s, "h1", &comps, &provs, &links))
+        .identity("h1", host_grants(&s, "h1", &comps, &provs, &links, &[]))
         .unwrap();
     let kv = auth
         .identity("kv", provider_grants(&s, "kv", "h1", &links, false, None))
@@ -172,7 +172,7 @@ async fn each_identity_reaches_only_what_its_links_allow() {
         ["store"],
     ));
     let changed = auth
-        .set_grants("h1", host_grants(&s, "h1", &comps, &provs, &links))
+        .set_grants("h1", host_grants(&s, "h1", &comps, &provs, &links, &[]))
         .unwrap();
     assert!(changed);
     let connects = |c: &async_nats::Client| {

@@ -492,3 +492,94 @@ async fn calls_prove_the_sources_the_lattice_records_keys_for() {
     }
     assert_eq!(greeted, "hello, ann (via default from echo-p)");
 }
+
+/// `trellis:routing/target`: a component picks the target of its calls at runtime among
+/// those its policy allows, and gets a typed error naming the target otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_picks_a_target_its_policy_allows() {
+    use bindings::trellis_test::components::picker;
+    const PICKER_WASM: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/components/prebuilt/picker.wasm"
+    );
+    let l = Lattice::new("target").await;
+    let store = trellis_sdk::store::LatticeStore::open(&common::nats().await, &l.subjects)
+        .await
+        .unwrap();
+    let host = Host::new(common::nats().await, l.options()).await.unwrap();
+    let mut running = Vec::new();
+    for (id, color) in [("echo-red", "red"), ("echo-blue", "blue")] {
+        store
+            .put_config(
+                &format!("{id}-cfg"),
+                &HashMap::from([("color".to_string(), color.to_string())]),
+            )
+            .await
+            .unwrap();
+        running.push(
+            host.start_component(
+                id,
+                read_component(ECHO_WASM).unwrap(),
+                &[format!("{id}-cfg")],
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    // Known to the lattice (it has a specification) but running nowhere.
+    store
+        .set_source_keys("echo-gone", vec!["UNOBODY".into()])
+        .await
+        .unwrap();
+    // The picker's default link goes to red; its policy lets it pick blue or the gone one.
+    store
+        .put_link(StoredLink::new(
+            "picker",
+            "echo-red",
+            "trellis-test",
+            "components",
+            ["echo"],
+        ))
+        .await
+        .unwrap();
+    host.allow_targets(
+        "picker",
+        vec!["echo-blue".into(), "echo-gone".into(), "nowhere".into()],
+    );
+    running.push(
+        host.start_component("picker", read_component(PICKER_WASM).unwrap(), &[])
+            .await
+            .unwrap(),
+    );
+    let c = l.client("picker");
+    // The host follows the store: wait until it knows blue's specification (its link is
+    // not needed: blue is reached by its id).
+    let mut picked = Err(String::new());
+    for _ in 0..100 {
+        picked = picker::pick(&c, None, "echo-blue", "color").await.unwrap();
+        if picked.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(picked, Ok(Some("blue".into())));
+    let refused = |target: &'static str| {
+        let c = c.clone();
+        async move { picker::pick(&c, None, target, "color").await.unwrap() }
+    };
+    let err = refused("echo-red").await.unwrap_err();
+    assert!(
+        err.starts_with("not-allowed: component picker may not pick target echo-red"),
+        "{err}"
+    );
+    let err = refused("nowhere").await.unwrap_err();
+    assert!(
+        err.starts_with("no-such-target:") && err.contains("nowhere"),
+        "{err}"
+    );
+    let err = refused("echo-gone").await.unwrap_err();
+    assert!(
+        err.starts_with("not-answering:") && err.contains("echo-gone"),
+        "{err}"
+    );
+}

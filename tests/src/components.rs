@@ -18,6 +18,7 @@ wit_bindgen_wrpc::generate!({
             import trellis-test:components/echo@0.1.0;
             export trellis-test:components/echo@0.1.0;
             import trellis-test:components/compat@0.1.0;
+            import trellis-test:components/picker@0.1.0;
             import trellis-test:greeter/greet@0.1.0;
             export trellis-test:greeter/greet@0.1.0;
         }
