@@ -158,58 +158,17 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     drop(err);
     let started = Instant::now();
 
-    // NATS: ours (fresh JetStream each time, with authorization derived from the
-    // manifest) or the one we were pointed at (its operator's authorization).
     let run_dir = home.join("up");
     let host_id = format!("trellis-up-{}", std::process::id());
-    let (server, nats_opts, authz) = match &opts.join {
-        Some(join) => (None, join.clone(), None),
-        None => {
-            let binary = nats_server::locate(opts.nats_server.as_deref(), &home)?;
-            let _ = std::fs::remove_dir_all(&run_dir);
-            let mut authz = Authorization::for_manifest(&manifest, &subjects, &host_id)?;
-            let config = authz.server_config()?;
-            // Interrupted here, the half-started server is killed on drop.
-            let server = tokio::select! {
-                server = NatsServer::start(&binary, opts.port, &run_dir, Some(&config)) => server?,
-                () = signals.recv() => return Ok(()),
-            };
-            let nats_opts = NatsOptions {
-                url: server.url.clone(),
-                auth: NatsAuth::Jwt {
-                    jwt: authz.admin.jwt.clone().into(),
-                    seed: authz.admin.seed.clone(),
-                },
-                ..NatsOptions::default()
-            };
-            step(
-                "✓",
-                "nats-server",
-                format!(
-                    "{} (JetStream; an identity per process, granted by the links)",
-                    server.url
-                ),
-            );
-            (Some(server), nats_opts, Some(authz))
-        }
+    let Some((server, nats_opts, authz)) =
+        start_nats(&manifest, &opts, &subjects, &home, &host_id, &mut signals).await?
+    else {
+        return Ok(()); // interrupted
     };
     let admin_creds = match &authz {
-        Some(a) => Some(a.write_admin_creds(&run_dir)?),
+        Some(a) => Some(issue_credentials(a, &run_dir, &nats_opts.url)?),
         None => None,
     };
-    if let Some(a) = &authz {
-        for (id, creds) in a.write_external_creds(&run_dir)? {
-            step(
-                "✓",
-                &format!("external {id}"),
-                format!(
-                    "credentials {} (start it standalone: --provider-id {id} --nats-url {} --nats-creds …)",
-                    creds.display(),
-                    nats_opts.url
-                ),
-            );
-        }
-    }
     let authz = authz.map(|a| Arc::new(Mutex::new(a)));
     let nats_url = nats_opts.url.clone();
     let nats = nats_opts
@@ -303,6 +262,65 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// NATS: ours (fresh JetStream each time, with authorization derived from the manifest) or
+/// the one we were pointed at (its operator's authorization); `None` if interrupted.
+async fn start_nats(
+    manifest: &Manifest,
+    opts: &UpOptions,
+    subjects: &LatticeSubjects,
+    home: &Path,
+    host_id: &str,
+    signals: &mut Signals,
+) -> anyhow::Result<Option<(Option<NatsServer>, NatsOptions, Option<Authorization>)>> {
+    if let Some(join) = &opts.join {
+        return Ok(Some((None, join.clone(), None)));
+    }
+    let run_dir = home.join("up");
+    let binary = nats_server::locate(opts.nats_server.as_deref(), home)?;
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let mut authz = Authorization::for_manifest(manifest, subjects, host_id)?;
+    let config = authz.server_config()?;
+    // Interrupted here, the half-started server is killed on drop.
+    let server = tokio::select! {
+        server = NatsServer::start(&binary, opts.port, &run_dir, Some(&config)) => server?,
+        () = signals.recv() => return Ok(None),
+    };
+    let nats_opts = NatsOptions {
+        url: server.url.clone(),
+        auth: NatsAuth::Jwt {
+            jwt: authz.admin.jwt.clone().into(),
+            seed: authz.admin.seed.clone(),
+        },
+        ..NatsOptions::default()
+    };
+    step(
+        "✓",
+        "nats-server",
+        format!(
+            "{} (JetStream; an identity per process, granted by the links)",
+            server.url
+        ),
+    );
+    Ok(Some((Some(server), nats_opts, Some(authz))))
+}
+
+/// Writes the admin's credentials (answered, for `up.json`) and each external service's,
+/// saying where the latter are.
+fn issue_credentials(authz: &Authorization, run_dir: &Path, url: &str) -> anyhow::Result<PathBuf> {
+    let admin = authz.write_admin_creds(run_dir)?;
+    for (id, creds) in authz.write_external_creds(run_dir)? {
+        step(
+            "✓",
+            &format!("external {id}"),
+            format!(
+                "credentials {} (start it standalone: --provider-id {id} --nats-url {url} --nats-creds …)",
+                creds.display(),
+            ),
+        );
+    }
+    Ok(admin)
+}
+
 /// Stops everything, NATS last.
 async fn finish(
     running: Running,
@@ -341,7 +359,7 @@ async fn start(
     nats_opts: &NatsOptions,
     provider_bins: &[PathBuf],
     home: &Path,
-    mut wasm: HashMap<String, Vec<u8>>,
+    wasm: HashMap<String, Vec<u8>>,
     access: Access<'_>,
 ) -> anyhow::Result<Running> {
     let subjects = LatticeSubjects::new(&opts.lattice)?;
@@ -350,7 +368,60 @@ async fn start(
         .await
         .context("cannot open the lattice store")?;
     let secrets_key = put_secrets(manifest, opts, &nats).await?;
-    // The host joins as itself when the server knows identities; as `up` otherwise.
+    let host = start_host(opts, &nats, nats_opts, home, &access, secrets_key).await?;
+    step("✓", "host", access.host_id);
+    record_identities(manifest, &store, &host, &access).await?;
+    let admin = LatticeAdmin::new(
+        store.clone(),
+        nats.clone(),
+        subjects.clone(),
+        access.host_id.to_string(),
+    );
+    let mut running = Running {
+        host,
+        components: Vec::new(),
+        providers: Vec::new(),
+        links: Vec::new(),
+        configs: Vec::new(),
+        _authorization: None,
+    };
+    start_components(manifest, &admin, &mut running, wasm).await?;
+    put_links(manifest, &admin, &mut running).await?;
+    for (p, bin) in manifest.providers.iter().zip(provider_bins) {
+        let spec = ProviderSpec {
+            id: p.id.clone(),
+            path: bin.clone(),
+            config: p.config.clone().into_iter().collect(),
+        };
+        let identity = access.authz.as_ref().and_then(|a| lock(a).provider(&p.id));
+        let provider = running
+            .host
+            .start_provider_as(spec, SupervisorOptions::default(), identity)
+            .with_context(|| format!("cannot start provider {}", p.id))?;
+        running.providers.push(provider);
+    }
+    // From here on, links changed at runtime change the grants (the manifest's links are
+    // granted from the start).
+    if let (Some(authz), Some(reloader)) = (&access.authz, access.reloader) {
+        running._authorization = Some(authorize::follow(
+            Arc::clone(authz),
+            store.clone(),
+            reloader,
+        ));
+    }
+    Ok(running)
+}
+
+/// The host: joined as its own identity when the server knows identities (as `up`
+/// otherwise), signing its components' calls with that identity's key.
+async fn start_host(
+    opts: &UpOptions,
+    nats: &async_nats::Client,
+    nats_opts: &NatsOptions,
+    home: &Path,
+    access: &Access<'_>,
+    secrets_key: Option<Arc<trellis_sdk::sealing::XKeyPair>>,
+) -> anyhow::Result<Host> {
     let mut source_key = None;
     let host_nats = match &access.authz {
         Some(authz) => {
@@ -370,7 +441,7 @@ async fn start(
         }
         None => nats.clone(),
     };
-    let host = Host::new(
+    Host::new(
         host_nats,
         HostOptions {
             lattice: opts.lattice.clone(),
@@ -388,10 +459,18 @@ async fn start(
         },
     )
     .await
-    .context("cannot start the host")?;
-    step("✓", "host", access.host_id);
-    // Calls naming one of its components must prove it with the host's key, and calls
-    // naming a provider with the provider's own.
+    .context("cannot start the host")
+}
+
+/// Records in the lattice store who speaks for each source (calls naming a component must
+/// prove it with the host's key, calls naming a provider with the provider's own) and which
+/// ids are external services.
+async fn record_identities(
+    manifest: &Manifest,
+    store: &LatticeStore,
+    host: &Host,
+    access: &Access<'_>,
+) -> anyhow::Result<()> {
     let mut speakers: Vec<(String, String)> = Vec::new();
     if let Some(key) = host.source_public_key() {
         speakers.extend(
@@ -425,33 +504,35 @@ async fn start(
             .await
             .with_context(|| format!("cannot record the key speaking for {id}"))?;
     }
-    let admin = LatticeAdmin::new(
-        store.clone(),
-        nats.clone(),
-        subjects.clone(),
-        access.host_id.to_string(),
-    );
-    let mut running = Running {
-        host,
-        components: Vec::new(),
-        providers: Vec::new(),
-        links: Vec::new(),
-        configs: Vec::new(),
-        _authorization: None,
-    };
-    let put_config = async |name: String, values: &BTreeMap<String, String>| {
-        let values: HashMap<String, String> = values.clone().into_iter().collect();
-        admin
-            .put_config(&name, &values)
-            .await
-            .with_context(|| format!("cannot put config {name}"))?;
-        anyhow::Ok(name)
-    };
+    Ok(())
+}
 
+/// Puts named config `name` (answered back, to record).
+async fn put_config(
+    admin: &LatticeAdmin,
+    name: String,
+    values: &BTreeMap<String, String>,
+) -> anyhow::Result<String> {
+    let values: HashMap<String, String> = values.clone().into_iter().collect();
+    admin
+        .put_config(&name, &values)
+        .await
+        .with_context(|| format!("cannot put config {name}"))?;
+    Ok(name)
+}
+
+/// Each component with its config, secrets and target policy.
+async fn start_components(
+    manifest: &Manifest,
+    admin: &LatticeAdmin,
+    running: &mut Running,
+    mut wasm: HashMap<String, Vec<u8>>,
+) -> anyhow::Result<()> {
     for c in &manifest.components {
         let mut names = Vec::new();
         if !c.config.is_empty() {
-            names.push(put_config(config_name(&[&manifest.name, &c.id]), &c.config).await?);
+            let name = config_name(&[&manifest.name, &c.id]);
+            names.push(put_config(admin, name, &c.config).await?);
         }
         running.configs.extend(names.iter().cloned());
         let reference = component_ref(&c.source);
@@ -470,6 +551,15 @@ async fn start(
         step("✓", &format!("component {}", c.id), &reference);
         running.components.push(component);
     }
+    Ok(())
+}
+
+/// Each link, with its config and secret references as named config.
+async fn put_links(
+    manifest: &Manifest,
+    admin: &LatticeAdmin,
+    running: &mut Running,
+) -> anyhow::Result<()> {
     for (i, l) in manifest.links.iter().enumerate() {
         let index = i.to_string();
         let mut link = StoredLink::new(
@@ -480,23 +570,14 @@ async fn start(
             l.interfaces.iter().cloned(),
         )
         .named(&l.name);
-        if !l.source_config.is_empty() {
-            let name = put_config(
-                config_name(&[&manifest.name, "link", &index, "source"]),
-                &l.source_config,
-            )
-            .await?;
+        for (side, config) in [("source", &l.source_config), ("target", &l.target_config)] {
+            if config.is_empty() {
+                continue;
+            }
+            let name = config_name(&[&manifest.name, "link", &index, side]);
+            let name = put_config(admin, name, config).await?;
             running.configs.push(name.clone());
-            link = link.with_source_config([name]);
-        }
-        if !l.target_config.is_empty() {
-            let name = put_config(
-                config_name(&[&manifest.name, "link", &index, "target"]),
-                &l.target_config,
-            )
-            .await?;
-            running.configs.push(name.clone());
-            link = link.with_target_config([name]);
+            side_config(&mut link, side).push(name);
         }
         for (side, secrets) in [("source", &l.source_secrets), ("target", &l.target_secrets)] {
             for (key, secret) in secrets {
@@ -511,11 +592,7 @@ async fn start(
                     .await
                     .with_context(|| format!("cannot put secret reference {name}"))?;
                 running.configs.push(name.clone());
-                if side == "source" {
-                    link.source_config.push(name);
-                } else {
-                    link.target_config.push(name);
-                }
+                side_config(&mut link, side).push(name);
             }
         }
         admin
@@ -525,29 +602,16 @@ async fn start(
         running.links.push(link);
         step("✓", "link", describe(l));
     }
-    for (p, bin) in manifest.providers.iter().zip(provider_bins) {
-        let spec = ProviderSpec {
-            id: p.id.clone(),
-            path: bin.clone(),
-            config: p.config.clone().into_iter().collect(),
-        };
-        let identity = access.authz.as_ref().and_then(|a| lock(a).provider(&p.id));
-        let provider = running
-            .host
-            .start_provider_as(spec, SupervisorOptions::default(), identity)
-            .with_context(|| format!("cannot start provider {}", p.id))?;
-        running.providers.push(provider);
+    Ok(())
+}
+
+/// The config names of `side` (`source` or `target`) of `link`.
+fn side_config<'a>(link: &'a mut StoredLink, side: &str) -> &'a mut Vec<String> {
+    if side == "source" {
+        &mut link.source_config
+    } else {
+        &mut link.target_config
     }
-    // From here on, links changed at runtime change the grants (the manifest's links are
-    // granted from the start).
-    if let (Some(authz), Some(reloader)) = (&access.authz, access.reloader) {
-        running._authorization = Some(authorize::follow(
-            Arc::clone(authz),
-            store.clone(),
-            reloader,
-        ));
-    }
-    Ok(running)
 }
 
 /// Loads every component of `manifest` and checks its imports against what the host provides
