@@ -983,9 +983,8 @@ fn secrets_reach_their_readers_and_no_output_shows_them() {
     let home = temp_home("secrets");
     let port = free_port();
     let counter = Path::new(APP).with_file_name("counter.wasm");
-    let app = home.join("app.yaml");
-    std::fs::write(
-        &app,
+    let app = write_app(
+        &home,
         format!(
             "name: vault\n\
              components:\n  - id: counter\n    path: {}\n    config: {{ bucket: counter, key: count }}\n    \
@@ -999,8 +998,7 @@ fn secrets_reach_their_readers_and_no_output_shows_them() {
             counter.display(),
             redis.url(),
         ),
-    )
-    .expect("manifest");
+    );
     let mut up = Up::start_app_with(
         &home,
         &app,
@@ -1087,6 +1085,13 @@ fn secrets_reach_their_readers_and_no_output_shows_them() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
+/// Writes manifest `text` as `app.yaml` in `home`.
+fn write_app(home: &Path, text: String) -> PathBuf {
+    let app = home.join("app.yaml");
+    std::fs::write(&app, text).expect("manifest");
+    app
+}
+
 /// A standalone provider started by hand with `--nats-*` flags, its output in `log`.
 fn standalone(bin: &str, id: &str, url: &str, creds: &Path, log: &Path) -> Child {
     Command::new(common::workspace_bin(bin))
@@ -1118,9 +1123,8 @@ fn an_external_service_serves_with_its_issued_credentials_only() {
     let home = temp_home("external");
     let port = free_port();
     let counter = Path::new(APP).with_file_name("counter.wasm");
-    let app = home.join("app.yaml");
-    std::fs::write(
-        &app,
+    let app = write_app(
+        &home,
         format!(
             "name: ext\n\
              components:\n  - id: counter\n    path: {}\n    config: {{ bucket: counter, key: count }}\n\
@@ -1133,8 +1137,7 @@ fn an_external_service_serves_with_its_issued_credentials_only() {
             counter.display(),
             common::redis_url(),
         ),
-    )
-    .expect("manifest");
+    );
     let mut up = Up::start_app_with(&home, &app, &[]);
     up.wait_for("ready in", Duration::from_secs(180));
     let log = up.log();

@@ -138,15 +138,10 @@ impl LatticeAuth {
 
     /// A user of the lattice's account with no limits: `up` itself and the CLI beside it.
     pub fn admin(&self, name: &str) -> Result<Credentials, AuthError> {
-        let user = KeyPair::new_user();
         let claims = serde_json::json!({
             "type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
         });
-        let jwt = jwt(&self.account, &user.public_key(), name, claims)?;
-        Ok(Credentials {
-            jwt,
-            seed: Secret::new(user.seed().map_err(|e| AuthError::Sign(e.to_string()))?),
-        })
+        user(&self.account, name, claims)
     }
 
     /// A new user of identity `name` (created with `grants` if new, else its grants kept):
@@ -159,15 +154,10 @@ impl LatticeAuth {
                 signing: KeyPair::new_account(),
                 grants,
             });
-        let user = KeyPair::new_user();
         let claims = serde_json::json!({
             "type": "user", "version": 2, "issuer_account": self.account.public_key(),
         });
-        let jwt = jwt(&scope.signing, &user.public_key(), name, claims)?;
-        Ok(Credentials {
-            jwt,
-            seed: Secret::new(user.seed().map_err(|e| AuthError::Sign(e.to_string()))?),
-        })
+        user(&scope.signing, name, claims)
     }
 
     /// Replaces identity `name`'s grants (effective once the server reloads the config);
@@ -251,6 +241,17 @@ fn unlimited() -> serde_json::Value {
     serde_json::json!({
         "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
         "wildcards": true, "conn": -1, "leaf": -1,
+    })
+}
+
+/// A new user named `name` with `claims`, its JWT signed by `issuer`.
+fn user(issuer: &KeyPair, name: &str, claims: serde_json::Value) -> Result<Credentials, AuthError> {
+    let user = KeyPair::new_user();
+    let jwt = jwt(issuer, &user.public_key(), name, claims)?;
+    let seed = user.seed().map_err(|e| AuthError::Sign(e.to_string()))?;
+    Ok(Credentials {
+        jwt,
+        seed: Secret::new(seed),
     })
 }
 

@@ -188,6 +188,27 @@ async fn link_secrets_reach_only_the_provider_the_policy_names() {
     );
     let thief = XKeyPair::generate();
     assert!(thief.open_map(&sealed, &thief.public_key()).is_err());
+    // Hostile requests get a clear error, and the host keeps answering.
+    for garbage in [
+        &b"not json"[..],
+        b"{}",
+        b"{\"provider_id\":\"kv\",\"link\":7}",
+        &[0xff; 64],
+    ] {
+        let answer = nats
+            .request(subjects.link_secrets(&host_id), garbage.to_vec().into())
+            .await
+            .expect("the host answers");
+        let reply: LinkSecretsReply = serde_json::from_slice(&answer.payload).unwrap();
+        assert!(reply.sealed.is_none());
+        assert!(
+            reply
+                .error
+                .unwrap_or_default()
+                .contains("not a link secrets request"),
+            "{garbage:?}"
+        );
+    }
     // ... and in the name of a provider this host did not start, nothing.
     let mut other = request.clone();
     other.provider_id = "comp".into();
