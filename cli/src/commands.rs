@@ -556,7 +556,11 @@ pub async fn inventory(cx: &Ctx) -> anyhow::Result<Outcome> {
                 c.id.clone(),
                 h.host_id.clone(),
                 c.served.to_string(),
-                c.image_ref.clone(),
+                if c.parts.is_empty() {
+                    c.image_ref.clone()
+                } else {
+                    format!("{} (composed of {})", c.image_ref, c.parts.join(" + "))
+                },
             ]);
         }
     }

@@ -13,6 +13,7 @@
 
 mod authorize;
 mod commands;
+mod compose;
 mod inspect;
 mod manifest;
 mod nats_server;
@@ -105,6 +106,26 @@ enum Command {
     /// Components on their own (no lattice needed).
     #[command(subcommand)]
     Component(ComponentCommand),
+    /// Compose components at build time: each import of MAIN (and, in turn, of the
+    /// components it uses) that exactly one given component exports is wired to it; the
+    /// rest stay imports, served by the host and links at runtime. Prints what was wired to
+    /// what; the originals are left as they are (no lattice needed).
+    Compose {
+        /// Where to write the composed component.
+        out: PathBuf,
+        /// The main component: the result exports what it exports.
+        main: PathBuf,
+        /// The components it may use.
+        #[arg(required = true)]
+        deps: Vec<PathBuf>,
+        /// Pick the component serving an interface several export:
+        /// `--use wasi:keyvalue/store=cache.wasm` (repeatable).
+        #[arg(long = "use", value_name = "INTERFACE=COMPONENT")]
+        uses: Vec<trellis_compose::Use>,
+        /// Print the plan; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Provider binaries on their own (no lattice needed).
     #[command(subcommand)]
     Provider(ProviderCommand),
@@ -380,6 +401,23 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
     if let Command::Down = cli.command {
         return down(&home, running.as_ref()).await;
     }
+    if let Command::Compose {
+        out,
+        main,
+        deps,
+        uses,
+        dry_run,
+    } = cli.command
+    {
+        compose::compose_command(compose::ComposeOptions {
+            out,
+            parts: std::iter::once(main).chain(deps).collect(),
+            uses,
+            dry_run,
+            json: cli.json,
+        })?;
+        return Ok(exit::OK);
+    }
     if let Command::Component(ComponentCommand::Inspect { wasm, manifest, id }) = cli.command {
         return inspect_component(&wasm, manifest.as_deref(), id);
     }
@@ -494,9 +532,11 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         }
         Command::Secret(SecretCommand::Del { name }) => secret::del(&cx, &name).await?,
         Command::Secret(SecretCommand::List) => secret::list(&cx).await?,
-        Command::Up { .. } | Command::Down | Command::Component(_) | Command::Provider(_) => {
-            unreachable_command()
-        }
+        Command::Up { .. }
+        | Command::Down
+        | Command::Component(_)
+        | Command::Compose { .. }
+        | Command::Provider(_) => unreachable_command(),
     };
     trellis_sdk::connect::final_flush(&cx.nats, trellis_sdk::connect::FINAL_FLUSH_TIMEOUT)
         .await

@@ -48,6 +48,10 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde_saphyr::Spanned;
 
+mod composition;
+pub use composition::ComposePart;
+use composition::LinkMode;
+
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -236,6 +240,8 @@ struct RawUnit {
     secrets: BTreeMap<String, Spanned<RawSecret>>,
     #[serde(default)]
     targets: Vec<Spanned<String>>,
+    #[serde(default)]
+    compose: Vec<Spanned<String>>,
 }
 
 /// A component's secret, as written: a store secret by name, or (shorthand) a value of its
@@ -274,6 +280,7 @@ struct RawLink {
     source_secrets: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     target_secrets: BTreeMap<String, Spanned<String>>,
+    mode: Option<Spanned<String>>,
 }
 
 /// Where a component or provider comes from.
@@ -299,6 +306,10 @@ pub struct Component {
     pub secrets: BTreeMap<String, String>,
     /// The targets it may pick at runtime (`trellis:routing/target`): ids of this manifest.
     pub targets: Vec<String>,
+    /// What is composed into it before it runs (empty: it runs as it is).
+    pub compose: Vec<ComposePart>,
+    /// The part serving each interface its composed links name (`ns:pkg/iface`, id).
+    pub compose_uses: Vec<(String, String)>,
 }
 
 /// An external service (a "virtual component"): a wRPC service `up` does not start, which
@@ -451,8 +462,10 @@ impl Manifest {
         }
         let mut components = Vec::new();
         let mut targets = Vec::new();
+        let mut compose = Vec::new();
         for (i, mut c) in raw.components.into_iter().enumerate() {
             targets.push(std::mem::take(&mut c.targets));
+            compose.push(std::mem::take(&mut c.compose));
             let (id, source, config, raw_secrets) =
                 check.unit("component id", "components", i, c)?;
             let field = format!("components[{i}]");
@@ -463,10 +476,23 @@ impl Manifest {
                 config,
                 secrets,
                 targets: Vec::new(),
+                compose: Vec::new(),
+                compose_uses: Vec::new(),
             });
+        }
+        for (i, entries) in compose.into_iter().enumerate() {
+            components[i].compose = check.compose_entries(i, &components, entries)?;
         }
         let mut providers = Vec::new();
         for (i, p) in raw.providers.into_iter().enumerate() {
+            if let Some(c) = p.compose.first() {
+                let why = "`compose` is for components (providers are separate processes)";
+                return Err(check.invalid(
+                    &c.referenced,
+                    format!("providers[{i}].compose"),
+                    why.into(),
+                ));
+            }
             if let Some(t) = p.targets.first() {
                 let why = "`targets` are for components (what they may pick at runtime)";
                 return Err(check.invalid(
@@ -496,10 +522,16 @@ impl Manifest {
         let mut seen = BTreeMap::new();
         for (i, l) in raw.links.into_iter().enumerate() {
             let ends = [l.source.referenced, l.target.referenced];
+            let mode = check.link_mode(&format!("links[{i}]"), l.mode.as_ref())?;
             let link = check.link(i, l, &mut seen)?;
             check_external_link(&link, &externals)
                 .map_err(|(end, why)| check.invalid(&ends[end], format!("links[{i}]"), why))?;
-            links.push(link);
+            match mode {
+                LinkMode::Runtime => links.push(link),
+                LinkMode::Composed => {
+                    check.fold_composed_link(i, link, &ends[0], &mut components)?
+                }
+            }
         }
         // Targets name ids of this manifest: what a component may reach is declared.
         for (i, (c, list)) in components.iter_mut().zip(targets).enumerate() {

@@ -136,8 +136,8 @@ struct Running {
 /// Runs `up` until Ctrl-C or SIGTERM.
 pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let manifest = Manifest::load(&opts.manifest)?;
-    let wasm = preflight(&manifest).await?;
     let home = session::home();
+    let wasm = preflight(&manifest, &home).await?;
     let session = Session::acquire(&home)?;
     // From here on Ctrl-C is ours: it must stop what was started, even half way through
     // starting (the children are in their own process groups and would outlive us).
@@ -359,7 +359,7 @@ async fn start(
     nats_opts: &NatsOptions,
     provider_bins: &[PathBuf],
     home: &Path,
-    wasm: HashMap<String, Vec<u8>>,
+    wasm: HashMap<String, Loaded>,
     access: Access<'_>,
 ) -> anyhow::Result<Running> {
     let subjects = LatticeSubjects::new(&opts.lattice)?;
@@ -526,7 +526,7 @@ async fn start_components(
     manifest: &Manifest,
     admin: &LatticeAdmin,
     running: &mut Running,
-    mut wasm: HashMap<String, Vec<u8>>,
+    mut wasm: HashMap<String, Loaded>,
 ) -> anyhow::Result<()> {
     for c in &manifest.components {
         let mut names = Vec::new();
@@ -535,17 +535,19 @@ async fn start_components(
             names.push(put_config(admin, name, &c.config).await?);
         }
         running.configs.extend(names.iter().cloned());
-        let reference = component_ref(&c.source);
+        let Some(loaded) = wasm.remove(&c.id) else {
+            bail!("component {} was not loaded", c.id);
+        };
+        let reference = loaded.reference;
         let secrets = running
             .host
             .component_secrets(&c.id, &c.secrets)
             .await
             .with_context(|| format!("cannot read the secrets of component {}", c.id))?;
         running.host.allow_targets(&c.id, c.targets.clone());
-        let bytes = wasm.remove(&c.id).unwrap_or_default();
         let component = running
             .host
-            .start_component_loaded(&c.id, bytes, &reference, &names, secrets)
+            .start_component_loaded(&c.id, loaded.wasm, &reference, &names, secrets)
             .await
             .with_context(|| format!("cannot start component {}", c.id))?;
         step("✓", &format!("component {}", c.id), &reference);
@@ -614,22 +616,65 @@ fn side_config<'a>(link: &'a mut StoredLink, side: &str) -> &'a mut Vec<String> 
     }
 }
 
-/// Loads every component of `manifest` and checks its imports against what the host provides
-/// and the manifest links; refuses, naming every unmet import at once, before anything
-/// starts. Answers the components' bytes by id.
-async fn preflight(manifest: &Manifest) -> anyhow::Result<HashMap<String, Vec<u8>>> {
+/// A component's wasm, loaded (and composed) before anything starts, and the reference the
+/// host's inventory shows for it.
+pub(crate) struct Loaded {
+    /// The component as it will run.
+    pub(crate) wasm: Vec<u8>,
+    /// Where it came from (for a composed component: its file in the composition cache).
+    pub(crate) reference: String,
+}
+
+/// Loads every component of `manifest`, composes those that say so (cached under the
+/// Trellis home) and checks their imports against what the host provides and the manifest
+/// links; refuses, naming every unmet import at once, before anything starts. Answers the
+/// components by id.
+async fn preflight(manifest: &Manifest, home: &Path) -> anyhow::Result<HashMap<String, Loaded>> {
     let mut wasm = HashMap::new();
-    let mut unmet = Vec::new();
     for c in &manifest.components {
         let reference = component_ref(&c.source);
         let bytes = trellis_host::fetch::load_component(&reference)
             .await
             .with_context(|| format!("component {}", c.id))?;
-        let world = trellis_host::imports::inspect(&bytes)
-            .with_context(|| format!("component {} ({reference})", c.id))?;
+        wasm.insert(
+            c.id.clone(),
+            Loaded {
+                wasm: bytes,
+                reference,
+            },
+        );
+    }
+    let mut composed = HashMap::new();
+    for c in manifest.components.iter().filter(|c| !c.compose.is_empty()) {
+        let done =
+            crate::compose::compose_component(c, &wasm, &home.join("cache").join("composed"))
+                .with_context(|| format!("component {}: cannot compose it", c.id))?;
+        let wired: Vec<String> = done
+            .plan
+            .wires
+            .iter()
+            .map(|w| format!("{} ← {}", w.import, w.exporter))
+            .collect();
+        step("✓", &format!("composed {}", c.id), wired.join(", "));
+        let reference = done.path.display().to_string();
+        composed.insert(
+            c.id.clone(),
+            Loaded {
+                wasm: done.wasm,
+                reference,
+            },
+        );
+    }
+    wasm.extend(composed);
+    let mut unmet = Vec::new();
+    for c in &manifest.components {
+        let Some(loaded) = wasm.get(&c.id) else {
+            continue;
+        };
+        let world = trellis_host::imports::inspect(&loaded.wasm)
+            .with_context(|| format!("component {} ({})", c.id, loaded.reference))?;
         let imports = inspect::classify(&c.id, &world, Some(&manifest.links));
         unmet.extend(inspect::unmet_lines(&c.id, &imports));
-        wasm.insert(c.id.clone(), bytes);
     }
     if !unmet.is_empty() {
         bail!(

@@ -446,6 +446,7 @@ impl Host {
             error,
         };
         let engine = inner.engine.engine();
+        let parts = crate::imports::composition_parts(&wasm);
         let component = component::compile(engine, wasm).await.map_err(failed)?;
         let (pre, host_resources) = component::link(engine, id, &component).map_err(failed)?;
         let config = Arc::new(self.merged_config(id, config_names).await?);
@@ -503,7 +504,9 @@ impl Host {
         tasks.extend(functions.await.map_err(failed)?);
 
         info!(component = id, "component started");
-        inner.registry.component(id, image_ref, &serving.served);
+        inner
+            .registry
+            .component(id, image_ref, parts, &serving.served);
         Ok(RunningComponent {
             id: id.to_string(),
             tasks,

@@ -142,6 +142,41 @@ pub fn inspect(wasm: &[u8]) -> Result<ComponentWorld, InspectError> {
     Ok(world)
 }
 
+/// The custom section in which `trellis compose` records a composed component's parts (the
+/// format is the `trellis-compose` crate's `record` module's).
+const COMPOSITION_SECTION: &str = "trellis:composition";
+
+/// The parts a composed component was made of, the main one first, from its composition
+/// record; empty for a component that was not composed (or whose record is unreadable: it is
+/// information, never a reason to refuse a component).
+pub fn composition_parts(wasm: &[u8]) -> Vec<String> {
+    use wasmparser::{Parser, Payload};
+    #[derive(serde::Deserialize)]
+    struct Record {
+        #[serde(default)]
+        parts: Vec<Part>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Part {
+        name: String,
+    }
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let Ok(payload) = payload else { break };
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::CustomSection(c) if depth == 0 && c.name() == COMPOSITION_SECTION => {
+                return serde_json::from_slice::<Record>(c.data())
+                    .map(|r| r.parts.into_iter().map(|p| p.name).collect())
+                    .unwrap_or_default();
+            }
+            _ => {}
+        }
+    }
+    Vec::new()
+}
+
 /// Which of `imports` are instances exporting no function. Found by validating the
 /// component (no compilation); a component that does not validate has none here, and the
 /// host's own load reports why.

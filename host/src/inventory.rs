@@ -23,6 +23,7 @@ use crate::supervisor::{ProviderState, ProviderStatus};
 struct ComponentEntry {
     id: String,
     image_ref: String,
+    parts: Vec<String>,
     served: Weak<AtomicU64>,
 }
 
@@ -44,13 +45,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
-    /// Records a started component.
-    pub(crate) fn component(&self, id: &str, image_ref: &str, served: &Arc<AtomicU64>) {
+    /// Records a started component (`parts`: what it was composed of, if it was).
+    pub(crate) fn component(
+        &self,
+        id: &str,
+        image_ref: &str,
+        parts: Vec<String>,
+        served: &Arc<AtomicU64>,
+    ) {
         let mut list = lock(&self.components);
         list.retain(|c| c.served.strong_count() > 0);
         list.push(ComponentEntry {
             id: id.to_string(),
             image_ref: image_ref.to_string(),
+            parts,
             served: Arc::downgrade(served),
         });
     }
@@ -75,6 +83,7 @@ impl Registry {
                     id: c.id.clone(),
                     image_ref: c.image_ref.clone(),
                     served: served.load(Ordering::Relaxed),
+                    parts: c.parts.clone(),
                 })
             })
             .collect();

@@ -88,6 +88,11 @@ pub struct ComponentInventory {
     /// Invocations served so far by this host.
     #[serde(default)]
     pub served: u64,
+    /// For a composed component (`trellis compose`, or `compose:` in a manifest): the
+    /// components composed into it, the main one first. A Trellis field; 1.x readers ignore
+    /// it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
 }
 
 /// A provider a host supervises.
