@@ -285,17 +285,29 @@ pub fn compose_component(
     loaded: &std::collections::HashMap<String, crate::up::Loaded>,
     cache_dir: &Path,
 ) -> anyhow::Result<Composed> {
-    use crate::manifest::ComposePart;
     let own = |id: &str| {
         loaded
             .get(id)
             .map(|l| l.wasm.clone())
             .with_context(|| format!("component {id} was not loaded"))
     };
-    let mut parts = vec![Part::new(c.id.clone(), own(&c.id)?)];
+    let (parts, uses) = component_parts(c, own(&c.id)?, own)?;
+    Ok(compose_cached(parts, &uses, cache_dir)?)
+}
+
+/// The parts of manifest component `c` — `main` (its own wasm) first, then each `compose:`
+/// entry, another component's wasm from `wasm_of` or a file — and the choices its composed
+/// links make.
+pub fn component_parts(
+    c: &crate::manifest::Component,
+    main: Vec<u8>,
+    wasm_of: impl Fn(&str) -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<(Vec<Part>, Vec<Use>)> {
+    use crate::manifest::ComposePart;
+    let mut parts = vec![Part::new(c.id.clone(), main)];
     for part in &c.compose {
         let wasm = match part {
-            ComposePart::Component(id) => own(id)?,
+            ComposePart::Component(id) => wasm_of(id)?,
             ComposePart::Path(path) => {
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
             }
@@ -310,5 +322,5 @@ pub fn compose_component(
             part: part.clone(),
         })
         .collect();
-    Ok(compose_cached(parts, &uses, cache_dir)?)
+    Ok((parts, uses))
 }

@@ -24,6 +24,8 @@ pub enum Served {
     Host,
     /// The link(s) named, each `target (name)`.
     Links(Vec<String>),
+    /// The part named, composed in at build time (the manifest's `compose:`).
+    Composed(String),
     /// Nothing: why, and what would serve it.
     Unmet(String),
 }
@@ -90,6 +92,15 @@ fn served(id: &str, name: &str, links: Option<&[Link]>) -> Served {
     }
 }
 
+/// Marks the imports of `main` that `plan` wires to a part as served by that part.
+pub fn composed(imports: &mut [Import], plan: &trellis_compose::Plan) {
+    for wire in plan.wires.iter().filter(|w| w.importer == plan.main) {
+        if let Some(i) = imports.iter_mut().find(|i| i.name == wire.import) {
+            i.served = Served::Composed(wire.exporter.clone());
+        }
+    }
+}
+
 /// The unmet imports of `imports`, one line each (`id: import: why`).
 pub fn unmet_lines(id: &str, imports: &[Import]) -> Vec<String> {
     imports
@@ -101,8 +112,9 @@ pub fn unmet_lines(id: &str, imports: &[Import]) -> Vec<String> {
         .collect()
 }
 
-/// The inspection as a table: imports and what serves them, then exports.
-pub fn render(imports: &[Import], world: &ComponentWorld) -> String {
+/// The inspection as a table: imports and what serves them, then exports, then (for a
+/// composed component) the parts it was composed of.
+pub fn render(imports: &[Import], world: &ComponentWorld, parts: &[String]) -> String {
     let width = imports
         .iter()
         .map(|i| i.name.len())
@@ -115,6 +127,7 @@ pub fn render(imports: &[Import], world: &ComponentWorld) -> String {
         let served = match &i.served {
             Served::Host => "host".to_string(),
             Served::Links(links) => format!("link: {}", links.join(", ")),
+            Served::Composed(part) => format!("composed: {part}"),
             Served::Unmet(why) => format!("NOTHING: {why}"),
         };
         let _ = writeln!(out, "{:<width$}  {served}", i.name);
@@ -122,6 +135,9 @@ pub fn render(imports: &[Import], world: &ComponentWorld) -> String {
     let _ = writeln!(out, "\nEXPORT");
     for e in &world.exports {
         let _ = writeln!(out, "{e}");
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(out, "\nCOMPOSED OF\n{}", parts.join("\n"));
     }
     out
 }
@@ -194,7 +210,7 @@ mod tests {
         assert!(
             unmet[2].contains("wasi:nn/graph@0.2.0-rc: a WASI interface Trellis does not provide")
         );
-        let table = render(&imports, &world);
+        let table = render(&imports, &world, &[]);
         assert!(table.contains("NOTHING: no link from app"), "{table}");
         assert!(
             table.contains("EXPORT\nwasi:http/incoming-handler@0.2.6"),

@@ -302,7 +302,7 @@ fn defaulted(matches: &ArgMatches, id: &str) -> bool {
 }
 
 /// `trellis component inspect`.
-fn inspect_component(
+async fn inspect_component(
     wasm: &std::path::Path,
     manifest: Option<&std::path::Path>,
     id: Option<String>,
@@ -310,6 +310,7 @@ fn inspect_component(
     let bytes = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
     let world = trellis_host::imports::inspect(&bytes)
         .with_context(|| format!("cannot inspect {}", wasm.display()))?;
+    let parts = trellis_host::imports::composition_parts(&bytes);
     let manifest = manifest.map(manifest::Manifest::load).transpose()?;
     let id = id
         .or_else(|| {
@@ -328,13 +329,51 @@ fn inspect_component(
         .or_else(|| wasm.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
     let links = manifest.as_ref().map(|m| m.links.as_slice());
-    let imports = inspect::classify(&id, &world, links);
-    print!("{}", inspect::render(&imports, &world));
+    let mut imports = inspect::classify(&id, &world, links);
+    // A component the manifest composes: what its parts serve.
+    let declared = manifest
+        .as_ref()
+        .and_then(|m| m.components.iter().find(|c| c.id == id));
+    if let (Some(m), Some(c)) = (&manifest, declared)
+        && !c.compose.is_empty()
+    {
+        let plan = plan_of(m, c, bytes).await?;
+        inspect::composed(&mut imports, &plan);
+    }
+    print!("{}", inspect::render(&imports, &world, &parts));
     Ok(if inspect::unmet_lines(&id, &imports).is_empty() {
         exit::OK
     } else {
         exit::FAILED
     })
+}
+
+/// The composition plan of manifest component `c`, whose own wasm is `main`.
+async fn plan_of(
+    m: &manifest::Manifest,
+    c: &manifest::Component,
+    main: Vec<u8>,
+) -> anyhow::Result<trellis_compose::Plan> {
+    let mut others = std::collections::HashMap::new();
+    for part in &c.compose {
+        if let manifest::ComposePart::Component(pid) = part
+            && let Some(p) = m.components.iter().find(|x| &x.id == pid)
+        {
+            let reference = up::component_ref(&p.source);
+            let wasm = trellis_host::fetch::load_component(&reference)
+                .await
+                .with_context(|| format!("component {pid}"))?;
+            others.insert(pid.clone(), wasm);
+        }
+    }
+    let (parts, uses) = compose::component_parts(c, main, |pid| {
+        others
+            .get(pid)
+            .cloned()
+            .with_context(|| format!("component {pid} is not in the manifest"))
+    })?;
+    let composer = trellis_compose::Composer::new(parts)?;
+    Ok(composer.plan(&uses)?)
 }
 
 /// `trellis provider …`.
@@ -419,7 +458,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     if let Command::Component(ComponentCommand::Inspect { wasm, manifest, id }) = cli.command {
-        return inspect_component(&wasm, manifest.as_deref(), id);
+        return inspect_component(&wasm, manifest.as_deref(), id).await;
     }
     if let Command::Provider(command) = cli.command {
         return provider_command(&home, command).await;

@@ -1148,4 +1148,93 @@ links:
         );
         assert!(err.contains("--> app.yaml:14:16"), "no snippet in: {err}");
     }
+
+    const COMPOSED: &str = "\
+name: c
+components:
+  - id: app
+    path: app.wasm
+    compose: [parts/cache.wasm]
+  - id: greeter
+    path: g.wasm
+providers:
+  - id: kv
+    ref: keyvalue-nats
+links:
+  - source: app
+    target: greeter
+    wit: acme:greeter/greet,polite
+    mode: composed
+  - source: app
+    target: kv
+    wit: wasi:keyvalue/store
+";
+
+    #[test]
+    fn compositions_fold_into_their_components() {
+        let m = parse(COMPOSED).expect("valid");
+        let app = &m.components[0];
+        assert_eq!(
+            app.compose,
+            [
+                ComposePart::Path(PathBuf::from("/apps/parts/cache.wasm")),
+                ComposePart::Component("greeter".into())
+            ]
+        );
+        assert_eq!(app.compose[0].name(), "cache.wasm");
+        assert_eq!(
+            app.compose_uses,
+            [
+                ("acme:greeter/greet".to_string(), "greeter".to_string()),
+                ("acme:greeter/polite".to_string(), "greeter".to_string())
+            ]
+        );
+        assert_eq!(m.links.len(), 1, "the composed link is not put at runtime");
+        assert_eq!(m.links[0].target, "kv");
+        assert!(m.components[1].compose.is_empty());
+    }
+
+    #[test]
+    fn bad_compositions_are_named() {
+        for (from, to, why) in [
+            (
+                "    target: greeter\n    wit: acme:greeter/greet,polite\n    mode: composed",
+                "    target: kv\n    wit: acme:greeter/greet,polite\n    mode: composed",
+                "links[0].mode: a composed link joins two components of this manifest",
+            ),
+            (
+                "mode: composed",
+                "mode: sideways",
+                "\"sideways\" is not a link mode",
+            ),
+            (
+                "mode: composed",
+                "mode: composed\n    target_config: { a: b }",
+                "a composed link carries no config or secrets",
+            ),
+            (
+                "[parts/cache.wasm]",
+                "[cache]",
+                "components[0].compose: \"cache\" is neither a component of this manifest nor a .wasm file",
+            ),
+            (
+                "[parts/cache.wasm]",
+                "[app]",
+                "cannot be composed into itself",
+            ),
+            (
+                "    ref: keyvalue-nats",
+                "    ref: keyvalue-nats\n    compose: [app]",
+                "providers[0].compose: `compose` is for components",
+            ),
+        ] {
+            let text = COMPOSED.replace(from, to);
+            assert_ne!(text, COMPOSED, "{from}");
+            let err = parse(&text).expect_err(why).to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+        // Listing a part and linking it composed says the same thing twice: one part.
+        let m = parse(&COMPOSED.replace("[parts/cache.wasm]", "[greeter]")).expect("valid");
+        assert_eq!(m.components[0].compose.len(), 1);
+    }
 }

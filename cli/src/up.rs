@@ -115,7 +115,7 @@ pub(crate) fn is_archive(path: &Path) -> bool {
     name.ends_with(".par.gz") || name.ends_with(".par")
 }
 
-fn component_ref(source: &Source) -> String {
+pub(crate) fn component_ref(source: &Source) -> String {
     match source {
         Source::Path(p) => p.display().to_string(),
         Source::Ref(r) => r.clone(),

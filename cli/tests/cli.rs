@@ -1219,3 +1219,209 @@ fn an_external_service_serves_with_its_issued_credentials_only() {
     up.interrupt(Duration::from_secs(60));
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// `trellis compose` plans, refuses ambiguity naming the flag that settles it, writes only
+/// its output (the originals stay byte-identical), and `component inspect` shows the parts;
+/// then `up` composes a manifest's components (`mode: composed` links and `compose:` files)
+/// before anything starts: no runtime link for what was composed, the other imports linked
+/// as usual, the inventory naming the parts, the result cached by content.
+#[test]
+fn components_compose_by_interface_on_the_command_line_and_in_manifests() {
+    let home = temp_home("compose");
+    let prebuilt = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/components/prebuilt");
+    let wasm = |name: &str| prebuilt.join(format!("{name}.wasm")).display().to_string();
+    let originals: Vec<Vec<u8>> = ["echo", "greeter", "polite", "exclaim"]
+        .iter()
+        .map(|n| std::fs::read(wasm(n)).expect("prebuilt"))
+        .collect();
+    let out = home.join("composed.wasm");
+    let out_arg = out.display().to_string();
+
+    let (code, stdout, err) = run(cmd(&home).args([
+        "compose",
+        &out_arg,
+        &wasm("echo"),
+        &wasm("greeter"),
+        &wasm("polite"),
+    ]));
+    assert_eq!(code, 1, "{stdout}{err}");
+    assert!(
+        err.contains("echo.wasm imports trellis-test:greeter/greet@0.1.0, which greeter.wasm and polite.wasm export: pick one with --use trellis-test:greeter/greet=greeter.wasm"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written on refusal");
+
+    let (code, stdout, err) = run(cmd(&home).args([
+        "compose",
+        "--dry-run",
+        "--use",
+        "trellis-test:greeter/greet=polite.wasm",
+        &out_arg,
+        &wasm("echo"),
+        &wasm("greeter"),
+        &wasm("polite"),
+        &wasm("exclaim"),
+    ]));
+    assert_eq!(code, 0, "{stdout}{err}");
+    let wired = |line: &str| {
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(line.split_whitespace()))
+    };
+    assert!(
+        wired("trellis-test:greeter/greet@0.1.0 echo.wasm polite.wasm"),
+        "{stdout}"
+    );
+    assert!(
+        wired("trellis-test:greeter/punctuation@0.1.0 polite.wasm exclaim.wasm"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("not used: greeter.wasm"), "{stdout}");
+    assert!(
+        stdout.contains("dry run: nothing written") && !out.exists(),
+        "{stdout}"
+    );
+
+    let (code, stdout, err) = run(cmd(&home).args([
+        "--json",
+        "compose",
+        &out_arg,
+        &wasm("echo"),
+        &wasm("greeter"),
+    ]));
+    assert_eq!(code, 0, "{stdout}{err}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["wires"][0]["exporter"], "greeter.wasm", "{report}");
+    assert!(
+        report["open"]
+            .as_array()
+            .expect("open")
+            .iter()
+            .any(|o| o["import"] == "wasi:keyvalue/store@0.2.0-draft" && o["served_by"] == "a link"),
+        "{report}"
+    );
+    assert_eq!(
+        report["bytes"].as_u64(),
+        std::fs::metadata(&out).ok().map(|m| m.len())
+    );
+    let (code, stdout, err) = run(cmd(&home).args(["component", "inspect", &out_arg]));
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(
+        !stdout.contains("trellis-test:greeter/greet"),
+        "composed away: {stdout}"
+    );
+    assert!(
+        stdout.ends_with("COMPOSED OF\necho.wasm\ngreeter.wasm\n"),
+        "{stdout}"
+    );
+    let (code, _, err) =
+        run(cmd(&home).args(["compose", &wasm("echo"), &wasm("echo"), &wasm("greeter")]));
+    assert_eq!(code, 1);
+    assert!(err.contains("is one of the parts"), "{err}");
+    for (name, before) in ["echo", "greeter", "polite", "exclaim"]
+        .iter()
+        .zip(&originals)
+    {
+        assert_eq!(
+            &std::fs::read(wasm(name)).expect("read"),
+            before,
+            "{name} changed"
+        );
+    }
+
+    // In a manifest: a composed link (app ← greeter) and composed files (chain ← polite ←
+    // exclaim); their other imports are linked at runtime.
+    let runtime_links = |id: &str| {
+        format!(
+            "  - source: {id}\n    target: kv\n    wit: wasi:keyvalue/store,atomics,batch\n  \
+             - source: {id}\n    target: files\n    wit: wasi:blobstore/blobstore\n    target_config: {{ root: {} }}\n",
+            home.join("blobs").display()
+        )
+    };
+    let app = write_app(
+        &home,
+        format!(
+            "name: composed\n\
+             components:\n  - id: app\n    path: {}\n  - id: greeter\n    path: {}\n  \
+             - id: chain\n    path: {}\n    compose: [{}, {}]\n\
+             providers:\n  - id: kv\n    ref: keyvalue-nats\n  - id: files\n    ref: blobstore-fs\n\
+             links:\n  - source: app\n    target: greeter\n    wit: trellis-test:greeter/greet\n    mode: composed\n{}{}",
+            wasm("echo"),
+            wasm("greeter"),
+            wasm("echo"),
+            wasm("polite"),
+            wasm("exclaim"),
+            runtime_links("app"),
+            runtime_links("chain"),
+        ),
+    );
+    let app_arg = app.display().to_string();
+    let (code, stdout, err) = run(cmd(&home).args([
+        "component",
+        "inspect",
+        &wasm("echo"),
+        "--manifest",
+        &app_arg,
+        "--id",
+        "app",
+    ]));
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("trellis-test:greeter/greet@0.1.0")
+                && l.ends_with("composed: greeter")),
+        "{stdout}"
+    );
+    let mut up = Up::start_app_with(&home, &app, &[]);
+    up.wait_for("ready in", Duration::from_secs(180));
+    let log = up.log();
+    assert!(
+        log.contains("composed app") && log.contains("trellis-test:greeter/greet@0.1.0 ← greeter"),
+        "{log}"
+    );
+    assert!(
+        log.contains("trellis-test:greeter/punctuation@0.1.0 ← exclaim.wasm"),
+        "{log}"
+    );
+    let (code, stdout, err) = run(cmd(&home).args(["inventory", "--json"]));
+    assert_eq!(code, 0, "{stdout}{err}");
+    let inventory: Value = serde_json::from_str(&stdout).expect("inventory JSON");
+    let parts = |id: &str| -> Vec<String> {
+        inventory["hosts"][0]["components"]
+            .as_array()
+            .expect("components")
+            .iter()
+            .find(|c| c["id"] == id)
+            .and_then(|c| c["parts"].as_array())
+            .map(|p| {
+                p.iter()
+                    .filter_map(|n| n.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(parts("app"), ["app", "greeter"], "{inventory}");
+    assert_eq!(
+        parts("chain"),
+        ["chain", "polite.wasm", "exclaim.wasm"],
+        "{inventory}"
+    );
+    assert!(parts("greeter").is_empty(), "{inventory}");
+    let links = inventory["links"].as_array().expect("links");
+    assert_eq!(
+        links.len(),
+        4,
+        "no runtime link for the composed one: {inventory}"
+    );
+    assert!(
+        !links.iter().any(|l| l["target"] == "greeter"),
+        "{inventory}"
+    );
+    up.interrupt(Duration::from_secs(60));
+    let cached = std::fs::read_dir(home.join("cache").join("composed"))
+        .expect("cache")
+        .count();
+    assert_eq!(cached, 2, "one cached composition per composed component");
+    let _ = std::fs::remove_dir_all(&home);
+}
