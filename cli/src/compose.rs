@@ -324,3 +324,47 @@ pub fn component_parts(
         .collect();
     Ok((parts, uses))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(name: &str) -> Part {
+        let path = format!(
+            "{}/../tests/components/prebuilt/{name}.wasm",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Part::new(
+            name,
+            std::fs::read(path).expect("a prebuilt test component"),
+        )
+    }
+
+    #[test]
+    fn the_same_parts_compose_once_and_other_parts_again() {
+        let dir =
+            std::env::temp_dir().join(format!("trellis-compose-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first =
+            compose_cached(vec![part("echo"), part("greeter")], &[], &dir).expect("composed");
+        // A marker in the cached file shows whether the second call read it or rebuilt it.
+        let mut marked = first.wasm.clone();
+        marked.extend_from_slice(b"marker");
+        std::fs::write(&first.path, &marked).expect("mark");
+        let again = compose_cached(vec![part("echo"), part("greeter")], &[], &dir).expect("cached");
+        assert_eq!(again.path, first.path);
+        assert!(
+            again.wasm.ends_with(b"marker"),
+            "read from the cache, not rebuilt"
+        );
+        assert_eq!(again.plan, first.plan);
+        let pick = Use {
+            interface: "trellis-test:greeter/greet".into(),
+            part: "greeter".into(),
+        };
+        let other =
+            compose_cached(vec![part("echo"), part("greeter")], &[pick], &dir).expect("composed");
+        assert_ne!(other.path, first.path, "the choices are part of the key");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -11,6 +11,7 @@
 //!     secrets:                      # what it reads through wasmcloud:secrets, by name
 //!       api-key: { secret: api-key }  #   a secret of the store (below, or put before)
 //!       cert: { file: cert.pem }    #   shorthand: a secret of its own, from a file
+//!     compose: [parts/cache.wasm]   # composed in before it runs (see `composition`)
 //! providers:
 //!   - id: http
 //!     ref: http-server              # a provider shipped with Trellis; or `path: ./my-provider`
@@ -26,6 +27,10 @@
 //!     wit: wasi:keyvalue/store,atomics
 //!     target_config: { auto_create: true }
 //!     target_secrets: { password: kv-password }  # the provider sees `password`
+//!   - source: counter
+//!     target: auditor               # another component of this manifest…
+//!     wit: acme:audit/log
+//!     mode: composed                # …built into counter, not called over the lattice
 //! secrets:                          # put in the lattice's secret store by `up`
 //!   api-key: { env: API_KEY }       #   from an environment variable of `trellis up`
 //!   kv-password: { file: pw.txt, readers: [other] }

@@ -36,31 +36,23 @@ pub struct Record {
 
 /// `wasm` (a component) with `record` appended as a custom section. A custom section may
 /// come last in a component, so the component's other bytes stay as they are.
-pub fn append(mut wasm: Vec<u8>, record: &Record) -> Vec<u8> {
+pub fn append(wasm: Vec<u8>, record: &Record) -> Vec<u8> {
     // Serializing plain strings cannot fail; an empty object keeps the section well formed
     // if it ever did.
     let payload = serde_json::to_vec(record).unwrap_or_else(|_| b"{}".to_vec());
-    let mut name = Vec::new();
-    leb128(&mut name, SECTION.len());
-    name.extend_from_slice(SECTION.as_bytes());
-    wasm.push(0); // custom section id
-    leb128(&mut wasm, name.len() + payload.len());
-    wasm.extend_from_slice(&name);
-    wasm.extend_from_slice(&payload);
-    wasm
+    append_payload(wasm, &payload)
 }
 
-/// Appends `n` as unsigned LEB128.
-fn leb128(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
+/// `wasm` with a [`SECTION`] custom section holding `payload` as it is (what readers of
+/// records test hostile payloads with).
+pub fn append_payload(mut wasm: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    use wasm_encoder::ComponentSection as _;
+    wasm_encoder::CustomSection {
+        name: SECTION.into(),
+        data: payload.into(),
     }
+    .append_to_component(&mut wasm);
+    wasm
 }
 
 #[cfg(test)]
@@ -68,10 +60,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lengths_are_leb128() {
-        let mut out = Vec::new();
-        leb128(&mut out, 3);
-        leb128(&mut out, 624_485);
-        assert_eq!(out, [0x03, 0xe5, 0x8e, 0x26]);
+    fn the_section_is_appended_whole() {
+        let wasm = append_payload(b"prefix".to_vec(), &[7u8; 200]);
+        // id 0, size 1 + 19 + 200 = 220 (two LEB128 bytes), name length 19, name, payload.
+        assert_eq!(&wasm[..6], b"prefix");
+        assert_eq!(&wasm[6..10], [0x00, 0xdc, 0x01, 19]);
+        assert_eq!(&wasm[10..29], SECTION.as_bytes());
+        assert_eq!(&wasm[29..], [7u8; 200]);
     }
 }

@@ -2,7 +2,10 @@
 //! - call overhead of a component export (pooled, precompiled instance per call) against the
 //!   same trivial function served by an SDK provider (no wasm), both over wRPC;
 //! - an import round trip (caller → component → provider → back) against the same provider
-//!   call made directly with the SDK client.
+//!   call made directly with the SDK client;
+//! - a call across a composed boundary (echo and greeter composed into one component, built
+//!   with `trellis-compose`) against the same call across a runtime link between the two
+//!   components on this host.
 //!
 //! Prints p50/p99 and throughput at 32 in flight, with ratios to the baseline of each pair.
 //! Run: `scripts/bench.sh`, or with TRELLIS_NATS_URL set: `cargo bench -p trellis-host`.
@@ -39,7 +42,13 @@ const ECHO_WASM: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/components/prebuilt/echo.wasm"
 );
+const GREETER_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/components/prebuilt/greeter.wasm"
+);
 const IN_FLIGHT: usize = 32;
+/// Interleaved rounds of the composition pair.
+const ROUNDS: usize = 3;
 
 #[derive(Clone)]
 struct Native;
@@ -98,6 +107,13 @@ where
         p99: pct(0.99),
         per_s: total as f64 / t.elapsed().as_secs_f64(),
     }
+}
+
+/// The round with the median p50 (its p99 and throughput with it).
+fn median(mut rounds: Vec<Stats>) -> Stats {
+    rounds.sort_by(|a, b| a.p50.total_cmp(&b.p50));
+    let mid = rounds.len() / 2;
+    rounds.swap_remove(mid)
 }
 
 fn row(name: &str, s: &Stats, base: &Stats) {
@@ -221,5 +237,54 @@ async fn main() -> anyhow::Result<()> {
         &via,
         &direct,
     );
+
+    // echo → greeter: over a runtime link between two components, then composed into one.
+    let greeter = std::fs::read(GREETER_WASM)?;
+    let composer = trellis_compose::Composer::new(vec![
+        trellis_compose::Part::new("echo", std::fs::read(ECHO_WASM)?),
+        trellis_compose::Part::new("greeter", greeter.clone()),
+    ])?;
+    let plan = composer.plan(&[])?;
+    let composed = composer.encode(&plan)?;
+    admin
+        .put_link(StoredLink::new(
+            "echo-linked",
+            "greeter-comp",
+            "trellis-test",
+            "greeter",
+            ["greet"],
+        ))
+        .await?;
+    let _greeter = host.start_component("greeter-comp", greeter, &[]).await?;
+    let _linked = host
+        .start_component("echo-linked", read_component(ECHO_WASM)?, &[])
+        .await?;
+    let _composed = host.start_component("echo-composed", composed, &[]).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let to_linked: Client = conn.client(subjects.wrpc_prefix("echo-linked"));
+    let to_composed: Client = conn.client(subjects.wrpc_prefix("echo-composed"));
+    // Interleaved rounds, so drift on the shared machine falls on both alike.
+    let (mut linked, mut composed) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        linked.push(
+            measure(n / ROUNDS, || {
+                echo::trellis_test::components::echo::greet_via_import(&to_linked, None, "x")
+            })
+            .await,
+        );
+        composed.push(
+            measure(n / ROUNDS, || {
+                echo::trellis_test::components::echo::greet_via_import(&to_composed, None, "x")
+            })
+            .await,
+        );
+    }
+    let (linked, composed) = (median(linked), median(composed));
+    row(
+        "component→component over a runtime link (baseline)",
+        &linked,
+        &linked,
+    );
+    row("same call composed into one component", &composed, &linked);
     Ok(())
 }

@@ -145,10 +145,16 @@ pub fn inspect(wasm: &[u8]) -> Result<ComponentWorld, InspectError> {
 /// The custom section in which `trellis compose` records a composed component's parts (the
 /// format is the `trellis-compose` crate's `record` module's).
 const COMPOSITION_SECTION: &str = "trellis:composition";
+/// The most parts of a composed component the inventory lists.
+pub const MAX_PARTS: usize = 64;
+/// The longest part name the inventory lists.
+pub const MAX_PART_NAME: usize = 256;
 
 /// The parts a composed component was made of, the main one first, from its composition
 /// record; empty for a component that was not composed (or whose record is unreadable: it is
-/// information, never a reason to refuse a component).
+/// information, never a reason to refuse a component). The record comes with the component,
+/// from wherever it was fetched: at most [`MAX_PARTS`] names of at most [`MAX_PART_NAME`]
+/// bytes reach the inventory.
 pub fn composition_parts(wasm: &[u8]) -> Vec<String> {
     use wasmparser::{Parser, Payload};
     #[derive(serde::Deserialize)]
@@ -168,7 +174,14 @@ pub fn composition_parts(wasm: &[u8]) -> Vec<String> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::CustomSection(c) if depth == 0 && c.name() == COMPOSITION_SECTION => {
                 return serde_json::from_slice::<Record>(c.data())
-                    .map(|r| r.parts.into_iter().map(|p| p.name).collect())
+                    .map(|r| {
+                        r.parts
+                            .into_iter()
+                            .map(|p| p.name)
+                            .filter(|n| n.len() <= MAX_PART_NAME)
+                            .take(MAX_PARTS)
+                            .collect()
+                    })
                     .unwrap_or_default();
             }
             _ => {}
@@ -202,6 +215,35 @@ fn types_only(wasm: &[u8], imports: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use trellis_compose::record::append_payload as with_record;
+
+    #[test]
+    fn a_composition_record_names_bounded_parts_and_a_bad_one_none() {
+        let wasm = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/components/prebuilt/greeter.wasm"
+        ))
+        .expect("prebuilt greeter");
+        assert_eq!(COMPOSITION_SECTION, trellis_compose::record::SECTION);
+        assert!(composition_parts(&wasm).is_empty(), "not composed");
+        let record =
+            br#"{"main":"a","parts":[{"name":"a","sha256":"00"},{"name":"b"}],"wires":[]}"#;
+        let composed = with_record(wasm.clone(), record);
+        assert_eq!(composition_parts(&composed), ["a", "b"]);
+        assert!(inspect(&composed).is_ok(), "still a component");
+        // Hostile records: too many parts, overlong names, not JSON.
+        let many: Vec<String> = (0..1000)
+            .map(|i| format!(r#"{{"name":"p{i}"}}"#))
+            .chain([format!(r#"{{"name":"{}"}}"#, "x".repeat(MAX_PART_NAME + 1))])
+            .collect();
+        let record = format!(r#"{{"parts":[{}]}}"#, many.join(","));
+        let parts = composition_parts(&with_record(wasm.clone(), record.as_bytes()));
+        assert_eq!(parts.len(), MAX_PARTS);
+        assert!(parts.iter().all(|p| p.len() <= MAX_PART_NAME));
+        let junk = with_record(wasm, b"\xff{not json");
+        assert!(composition_parts(&junk).is_empty());
+    }
 
     #[test]
     fn imports_without_functions_are_types_only() {
