@@ -79,10 +79,12 @@ pub fn compose_command(opts: ComposeOptions) -> anyhow::Result<()> {
     let (parts, uses) = read_parts(&opts.parts, &opts.uses)?;
     let composer = Composer::new(parts)?;
     let plan = composer.plan(&uses)?;
+    // Encoded on a dry run too: some conflicts (parts importing one name with different
+    // types) only show when the component is built.
+    let wasm = composer.encode(&plan)?;
     let written = if opts.dry_run {
         None
     } else {
-        let wasm = composer.encode(&plan)?;
         write_atomically(&opts.out, &wasm)?;
         Some(wasm.len())
     };
@@ -237,21 +239,38 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub struct Composed {
     /// The composed component.
     pub wasm: Vec<u8>,
-    /// The file it is cached in (what the host's inventory shows as its reference).
-    pub path: PathBuf,
+    /// The file it is cached in (what the host's inventory shows as its reference), or
+    /// `None` when the cache could not be written.
+    pub path: Option<PathBuf>,
     /// The plan it was built from.
     pub plan: Plan,
 }
 
+impl Composed {
+    /// The reference the host shows for it: its cached file, else what it was made of.
+    pub fn reference(&self) -> String {
+        match &self.path {
+            Some(path) => path.display().to_string(),
+            None => format!("composed: {} (not cached)", self.plan.main),
+        }
+    }
+}
+
+/// How many compositions the cache keeps (the oldest go first).
+const CACHE_KEEP: usize = 32;
+
 /// Composes `parts` (the main component first, named as the manifest names them) with
 /// `uses`, or takes the result from `cache_dir` when the same parts and choices were
-/// composed before. The cache key is the SHA-256 of the parts' bytes, names and the choices.
+/// composed before by this release. The cache key is the SHA-256 of the release, the parts'
+/// bytes and names and the choices; a cached file is used only when the record it carries
+/// says it is this composition (anything else is rebuilt over it).
 pub fn compose_cached(
     parts: Vec<Part>,
     uses: &[Use],
     cache_dir: &Path,
 ) -> Result<Composed, trellis_compose::ComposeError> {
     let mut key = Sha256::new();
+    key.update(concat!("trellis ", env!("CARGO_PKG_VERSION"), "\n").as_bytes());
     for p in &parts {
         key.update((p.name.len() as u64).to_le_bytes());
         key.update(p.name.as_bytes());
@@ -266,15 +285,53 @@ pub fn compose_cached(
     let path = cache_dir.join(format!("{name}.wasm"));
     let composer = Composer::new(parts)?;
     let plan = composer.plan(uses)?;
-    if let Ok(wasm) = std::fs::read(&path) {
-        return Ok(Composed { wasm, path, plan });
+    if let Ok(wasm) = std::fs::read(&path)
+        && composer.is_composition_of(&plan, &wasm)
+    {
+        return Ok(Composed {
+            wasm,
+            path: Some(path),
+            plan,
+        });
     }
     let wasm = composer.encode(&plan)?;
     // The cache is an optimisation: a composition that cannot be cached still runs.
-    if std::fs::create_dir_all(cache_dir).is_err() || write_atomically(&path, &wasm).is_err() {
+    let cached =
+        std::fs::create_dir_all(cache_dir).is_ok() && write_atomically(&path, &wasm).is_ok();
+    if cached {
+        prune(cache_dir, CACHE_KEEP);
+    } else {
         tracing::warn!(path = %path.display(), "cannot cache the composed component");
     }
-    Ok(Composed { wasm, path, plan })
+    Ok(Composed {
+        wasm,
+        path: cached.then_some(path),
+        plan,
+    })
+}
+
+/// Removes all but the `keep` most recently written compositions from `dir`.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "wasm") {
+                return None;
+            }
+            Some((e.metadata().ok()?.modified().ok()?, path))
+        })
+        .collect();
+    if files.len() <= keep {
+        return;
+    }
+    files.sort();
+    for (_, path) in &files[..files.len() - keep] {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Composes manifest component `c` from its parts: its own wasm (loaded in `loaded`, by id)
@@ -308,7 +365,7 @@ pub fn component_parts(
     for part in &c.compose {
         let wasm = match part {
             ComposePart::Component(id) => wasm_of(id)?,
-            ComposePart::Path(path) => {
+            ComposePart::Path { path, .. } => {
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
             }
         };
@@ -345,26 +402,59 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("trellis-compose-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let first =
-            compose_cached(vec![part("echo"), part("greeter")], &[], &dir).expect("composed");
-        // A marker in the cached file shows whether the second call read it or rebuilt it.
-        let mut marked = first.wasm.clone();
-        marked.extend_from_slice(b"marker");
-        std::fs::write(&first.path, &marked).expect("mark");
-        let again = compose_cached(vec![part("echo"), part("greeter")], &[], &dir).expect("cached");
-        assert_eq!(again.path, first.path);
-        assert!(
-            again.wasm.ends_with(b"marker"),
-            "read from the cache, not rebuilt"
+        let pair = || vec![part("echo"), part("greeter")];
+        let first = compose_cached(pair(), &[], &dir).expect("composed");
+        let path = first.path.clone().expect("cached");
+        let written = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let again = compose_cached(pair(), &[], &dir).expect("cached");
+        assert_eq!(again.path.as_ref(), Some(&path));
+        assert_eq!(again.wasm, first.wasm);
+        assert_eq!(
+            std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .expect("mtime"),
+            written,
+            "read from the cache, not written again"
         );
-        assert_eq!(again.plan, first.plan);
+        // A damaged cached file is not trusted: it is composed again over.
+        std::fs::write(&path, &first.wasm[..first.wasm.len() / 2]).expect("damage");
+        let repaired = compose_cached(pair(), &[], &dir).expect("recomposed");
+        assert_eq!(repaired.wasm, first.wasm);
+        assert_eq!(std::fs::read(&path).expect("cached"), first.wasm);
         let pick = Use {
             interface: "trellis-test:greeter/greet".into(),
             part: "greeter".into(),
         };
-        let other =
-            compose_cached(vec![part("echo"), part("greeter")], &[pick], &dir).expect("composed");
+        let other = compose_cached(pair(), &[pick], &dir).expect("composed");
         assert_ne!(other.path, first.path, "the choices are part of the key");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest() {
+        let dir =
+            std::env::temp_dir().join(format!("trellis-compose-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        for i in 0..5 {
+            std::fs::write(dir.join(format!("{i}.wasm")), b"x").expect("write");
+            let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i);
+            std::fs::File::options()
+                .write(true)
+                .open(dir.join(format!("{i}.wasm")))
+                .and_then(|f| f.set_modified(t))
+                .expect("mtime");
+        }
+        std::fs::write(dir.join("notes.txt"), b"kept").expect("write");
+        prune(&dir, 2);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["3.wasm", "4.wasm", "notes.txt"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -92,13 +92,21 @@ fn served(id: &str, name: &str, links: Option<&[Link]>) -> Served {
     }
 }
 
-/// Marks the imports of `main` that `plan` wires to a part as served by that part.
-pub fn composed(imports: &mut [Import], plan: &trellis_compose::Plan) {
-    for wire in plan.wires.iter().filter(|w| w.importer == plan.main) {
-        if let Some(i) = imports.iter_mut().find(|i| i.name == wire.import) {
-            i.served = Served::Composed(wire.exporter.clone());
-        }
-    }
+/// `imports` (of the composed component) after a row per wire of `plan`: each import a
+/// part serves, and whose it is when not the main component's.
+pub fn with_composed(imports: Vec<Import>, plan: &trellis_compose::Plan) -> Vec<Import> {
+    plan.wires
+        .iter()
+        .map(|w| Import {
+            name: w.import.clone(),
+            served: Served::Composed(if w.importer == plan.main {
+                w.exporter.clone()
+            } else {
+                format!("{} (for {})", w.exporter, w.importer)
+            }),
+        })
+        .chain(imports)
+        .collect()
 }
 
 /// The unmet imports of `imports`, one line each (`id: import: why`).

@@ -329,17 +329,20 @@ async fn inspect_component(
         .or_else(|| wasm.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
     let links = manifest.as_ref().map(|m| m.links.as_slice());
-    let mut imports = inspect::classify(&id, &world, links);
-    // A component the manifest composes: what its parts serve.
     let declared = manifest
         .as_ref()
         .and_then(|m| m.components.iter().find(|c| c.id == id));
-    if let (Some(m), Some(c)) = (&manifest, declared)
-        && !c.compose.is_empty()
-    {
-        let plan = plan_of(m, c, bytes).await?;
-        inspect::composed(&mut imports, &plan);
-    }
+    let imports = match (&manifest, declared) {
+        // A component the manifest composes: what its parts serve, and what the composed
+        // component (the parts' open imports too) still needs.
+        (Some(m), Some(c)) if !c.compose.is_empty() => {
+            let (plan, composed) = composition_of(m, c, bytes).await?;
+            let composed = trellis_host::imports::inspect(&composed)
+                .with_context(|| format!("cannot inspect the composition of {id}"))?;
+            inspect::with_composed(inspect::classify(&id, &composed, links), &plan)
+        }
+        _ => inspect::classify(&id, &world, links),
+    };
     print!("{}", inspect::render(&imports, &world, &parts));
     Ok(if inspect::unmet_lines(&id, &imports).is_empty() {
         exit::OK
@@ -348,12 +351,13 @@ async fn inspect_component(
     })
 }
 
-/// The composition plan of manifest component `c`, whose own wasm is `main`.
-async fn plan_of(
+/// The composition of manifest component `c`, whose own wasm is `main`: its plan and the
+/// composed component (built, not cached, so inspecting writes nothing).
+async fn composition_of(
     m: &manifest::Manifest,
     c: &manifest::Component,
     main: Vec<u8>,
-) -> anyhow::Result<trellis_compose::Plan> {
+) -> anyhow::Result<(trellis_compose::Plan, Vec<u8>)> {
     let mut others = std::collections::HashMap::new();
     for part in &c.compose {
         if let manifest::ComposePart::Component(pid) = part
@@ -373,7 +377,9 @@ async fn plan_of(
             .with_context(|| format!("component {pid} is not in the manifest"))
     })?;
     let composer = trellis_compose::Composer::new(parts)?;
-    Ok(composer.plan(&uses)?)
+    let plan = composer.plan(&uses)?;
+    let wasm = composer.encode(&plan)?;
+    Ok((plan, wasm))
 }
 
 /// `trellis provider …`.

@@ -1182,7 +1182,10 @@ links:
         assert_eq!(
             app.compose,
             [
-                ComposePart::Path(PathBuf::from("/apps/parts/cache.wasm")),
+                ComposePart::Path {
+                    path: PathBuf::from("/apps/parts/cache.wasm"),
+                    name: "cache.wasm".into()
+                },
                 ComposePart::Component("greeter".into())
             ]
         );
@@ -1228,6 +1231,11 @@ links:
                 "cannot be composed into itself",
             ),
             (
+                "mode: composed",
+                "mode: composed\n    name: backup",
+                "links[0].name: a composed link has no `name`",
+            ),
+            (
                 "    ref: keyvalue-nats",
                 "    ref: keyvalue-nats\n    compose: [app]",
                 "providers[0].compose: `compose` is for components",
@@ -1238,6 +1246,26 @@ links:
             let err = parse(&text).expect_err(why).to_string();
             assert!(err.contains(why), "{why}: {err}");
         }
+        // Two composed links may not take one interface from two components.
+        let text = COMPOSED
+            .replace(
+                "    path: g.wasm\n",
+                "    path: g.wasm\n  - id: g2\n    path: g2.wasm\n",
+            )
+            .replace(
+                "    mode: composed\n",
+                "    mode: composed\n  - source: app\n    target: g2\n    wit: acme:greeter/greet\n    mode: composed\n",
+            );
+        let err = parse(&text).expect_err("two choices").to_string();
+        assert!(
+            err.contains("links[0] already links app's acme:greeter under the name \"default\""),
+            "{err}"
+        );
+        // Two files of one name are told apart by their paths as written.
+        let m = parse(&COMPOSED.replace("[parts/cache.wasm]", "[a/cache.wasm, b/cache.wasm]"))
+            .expect("valid");
+        let names: Vec<&str> = m.components[0].compose.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["a/cache.wasm", "b/cache.wasm", "greeter"]);
         // Listing a part and linking it composed says the same thing twice: one part.
         let m = parse(&COMPOSED.replace("[parts/cache.wasm]", "[greeter]")).expect("valid");
         assert_eq!(m.components[0].compose.len(), 1);

@@ -656,7 +656,7 @@ async fn preflight(manifest: &Manifest, home: &Path) -> anyhow::Result<HashMap<S
             .map(|w| format!("{} ← {}", w.import, w.exporter))
             .collect();
         step("✓", &format!("composed {}", c.id), wired.join(", "));
-        let reference = done.path.display().to_string();
+        let reference = done.reference();
         composed.insert(
             c.id.clone(),
             Loaded {

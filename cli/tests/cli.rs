@@ -1393,7 +1393,8 @@ fn components_compose_by_interface_on_the_command_line_and_in_manifests() {
             .expect("components")
             .iter()
             .find(|c| c["id"] == id)
-            .and_then(|c| c["parts"].as_array())
+            .unwrap_or_else(|| panic!("no component {id}: {inventory}"))["parts"]
+            .as_array()
             .map(|p| {
                 p.iter()
                     .filter_map(|n| n.as_str().map(String::from))

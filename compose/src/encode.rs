@@ -92,6 +92,24 @@ impl Composer {
     }
 }
 
+impl Composer {
+    /// Whether `wasm` is what [`Composer::encode`] makes of `plan` with these parts, by the
+    /// record it carries: the same wiring, every part it names one of these with the same
+    /// bytes (a cached copy can be checked this way without composing again).
+    pub fn is_composition_of(&self, plan: &Plan, wasm: &[u8]) -> bool {
+        let Some(record) = record::read(wasm) else {
+            return false;
+        };
+        record.main == plan.main
+            && record.wires == plan.wires
+            && record.parts.iter().all(|r| {
+                self.parts
+                    .iter()
+                    .any(|p| p.name == r.name && p.sha256 == r.sha256)
+            })
+    }
+}
+
 fn recorded(part: &Registered) -> RecordedPart {
     RecordedPart {
         name: part.name.clone(),

@@ -125,7 +125,13 @@ impl Composer {
         let mut queue = VecDeque::from([0]);
         while let Some(part) = queue.pop_front() {
             for (import, kind) in &self.world(part).imports {
-                let choice = uses.iter().position(|u| u.applies_to(import));
+                // A choice is for the parts using the interface, not for the part chosen: a
+                // wrapper (importing and exporting one interface) takes its own import from
+                // the others.
+                let importer_name = &self.parts[part].name;
+                let choice = uses
+                    .iter()
+                    .position(|u| u.applies_to(import) && &u.part != importer_name);
                 if let Some(i) = choice {
                     applied[i] = true;
                 }

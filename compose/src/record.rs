@@ -34,6 +34,24 @@ pub struct Record {
     pub wires: Vec<Wire>,
 }
 
+/// The record in composed component `wasm`, if it has a readable one (a record in a nested
+/// component or module does not count).
+pub fn read(wasm: &[u8]) -> Option<Record> {
+    use wasmparser::{Parser, Payload};
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.ok()? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::CustomSection(c) if depth == 0 && c.name() == SECTION => {
+                return serde_json::from_slice(c.data()).ok();
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// `wasm` (a component) with `record` appended as a custom section. A custom section may
 /// come last in a component, so the component's other bytes stay as they are.
 pub fn append(wasm: Vec<u8>, record: &Record) -> Vec<u8> {

@@ -158,18 +158,15 @@ fn two_exporters_of_one_interface_are_refused_until_one_is_picked() {
     );
 }
 
-/// `greeter.wasm` with its interface renamed to another version (same length, so the binary
-/// stays well formed): a component built against an incompatible release of the interface.
-fn greeter_at(version: &str) -> Part {
-    let mut wasm = part("greeter.wasm").wasm;
-    let from = GREET.as_bytes();
-    let to = format!("trellis-test:greeter/greet@{version}");
+/// `wasm` with every `from` replaced by `to` (same length, so the binary stays well formed).
+fn renamed(mut wasm: Vec<u8>, from: &str, to: &str) -> Vec<u8> {
+    let (from, to) = (from.as_bytes(), to.as_bytes());
     assert_eq!(to.len(), from.len());
     let mut i = 0;
     let mut replaced = 0;
     while i + from.len() <= wasm.len() {
         if &wasm[i..i + from.len()] == from {
-            wasm[i..i + from.len()].copy_from_slice(to.as_bytes());
+            wasm[i..i + from.len()].copy_from_slice(to);
             replaced += 1;
             i += from.len();
         } else {
@@ -177,7 +174,89 @@ fn greeter_at(version: &str) -> Part {
         }
     }
     assert!(replaced > 0);
-    Part::new(format!("greeter-{version}.wasm"), wasm)
+    wasm
+}
+
+/// `greeter.wasm` with its interface renamed to another version: a component built against
+/// an incompatible release of the interface.
+fn greeter_at(version: &str) -> Part {
+    let to = format!("trellis-test:greeter/greet@{version}");
+    Part::new(
+        format!("greeter-{version}.wasm"),
+        renamed(part("greeter.wasm").wasm, GREET, &to),
+    )
+}
+
+#[test]
+fn a_wrapper_takes_its_own_import_from_the_others() {
+    // loud imports and exports greet: picked for echo, it takes its own from greeter.
+    let pick: Use = "trellis-test:greeter/greet=loud.wasm"
+        .parse()
+        .expect("a use");
+    let (plan, wasm) =
+        compose(&["echo.wasm", "loud.wasm", "greeter.wasm"], &[pick]).expect("composes");
+    let wires: Vec<(&str, &str)> = plan
+        .wires
+        .iter()
+        .map(|w| (w.importer.as_str(), w.exporter.as_str()))
+        .collect();
+    assert_eq!(
+        wires,
+        [("echo.wasm", "loud.wasm"), ("loud.wasm", "greeter.wasm")]
+    );
+    let (imports, _) = world(&wasm);
+    assert!(!imports.iter().any(|i| i == GREET), "{imports:?}");
+    // Without the choice the two exporters are ambiguous.
+    let err = compose(&["echo.wasm", "loud.wasm", "greeter.wasm"], &[]).expect_err("ambiguous");
+    assert!(matches!(err, ComposeError::Ambiguous { .. }), "{err:?}");
+}
+
+#[test]
+fn parts_importing_from_each_other_are_refused_as_a_cycle() {
+    // echo ← polite (greet); polite ← loud (punctuation); loud ← polite (greet).
+    let pick: Use = "trellis-test:greeter/greet=polite.wasm"
+        .parse()
+        .expect("a use");
+    let err = compose(&["echo.wasm", "polite.wasm", "loud.wasm"], &[pick]).expect_err("a cycle");
+    assert_eq!(
+        err.to_string(),
+        "the parts import from each other in a cycle: polite.wasm → loud.wasm → polite.wasm"
+    );
+}
+
+#[test]
+fn same_name_and_version_with_other_types_is_refused() {
+    // greeter's `greeting` renamed `greetinx`: echo's import wants the function it lacks
+    // (an import lists only the functions the component calls, so renaming `slow` would
+    // still fit).
+    let wasm = renamed(part("greeter.wasm").wasm, "greeting", "greetinx");
+    let composer =
+        Composer::new(vec![part("echo.wasm"), Part::new("greeter-x.wasm", wasm)]).expect("parts");
+    let err = composer.plan(&[]).expect_err("other types");
+    assert!(matches!(err, ComposeError::TypeMismatch { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "echo.wasm imports trellis-test:greeter/greet@0.1.0, but greeter-x.wasm's export of it has other types: instance is missing expected function export `greeting`"
+    );
+}
+
+#[test]
+fn a_choice_nothing_needs_is_refused() {
+    let unused: Use = "wasi:nn/graph=greeter.wasm".parse().expect("a use");
+    let err = compose(&["echo.wasm", "greeter.wasm"], &[unused]).expect_err("unused choice");
+    assert_eq!(
+        err.to_string(),
+        "--use wasi:nn/graph=greeter.wasm: no part that is used imports it"
+    );
+    let main: Use = "trellis-test:greeter/greet=echo.wasm"
+        .parse()
+        .expect("a use");
+    let err = compose(&["echo.wasm", "greeter.wasm"], &[main]).expect_err("main");
+    assert!(
+        err.to_string()
+            .ends_with("the main component serves no import"),
+        "{err}"
+    );
 }
 
 #[test]

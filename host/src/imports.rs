@@ -146,15 +146,16 @@ pub fn inspect(wasm: &[u8]) -> Result<ComponentWorld, InspectError> {
 /// format is the `trellis-compose` crate's `record` module's).
 const COMPOSITION_SECTION: &str = "trellis:composition";
 /// The most parts of a composed component the inventory lists.
-pub const MAX_PARTS: usize = 64;
-/// The longest part name the inventory lists.
-pub const MAX_PART_NAME: usize = 256;
+pub const MAX_PARTS: usize = 32;
+/// The longest part name the inventory lists, in bytes.
+pub const MAX_PART_NAME: usize = 128;
 
 /// The parts a composed component was made of, the main one first, from its composition
 /// record; empty for a component that was not composed (or whose record is unreadable: it is
 /// information, never a reason to refuse a component). The record comes with the component,
-/// from wherever it was fetched: at most [`MAX_PARTS`] names of at most [`MAX_PART_NAME`]
-/// bytes reach the inventory.
+/// from wherever it was fetched, so it is what the component claims: at most [`MAX_PARTS`]
+/// names reach the inventory, each cut to [`MAX_PART_NAME`] bytes with control characters
+/// (a terminal's escapes among them) replaced by `?`.
 pub fn composition_parts(wasm: &[u8]) -> Vec<String> {
     use wasmparser::{Parser, Payload};
     #[derive(serde::Deserialize)]
@@ -177,9 +178,8 @@ pub fn composition_parts(wasm: &[u8]) -> Vec<String> {
                     .map(|r| {
                         r.parts
                             .into_iter()
-                            .map(|p| p.name)
-                            .filter(|n| n.len() <= MAX_PART_NAME)
                             .take(MAX_PARTS)
+                            .map(|p| printable(&p.name))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -188,6 +188,20 @@ pub fn composition_parts(wasm: &[u8]) -> Vec<String> {
         }
     }
     Vec::new()
+}
+
+/// `name` cut to [`MAX_PART_NAME`] bytes (on a character boundary), control characters
+/// replaced by `?`.
+fn printable(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = if c.is_control() { '?' } else { c };
+        if out.len() + c.len_utf8() > MAX_PART_NAME {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Which of `imports` are instances exporting no function. Found by validating the
@@ -232,15 +246,25 @@ mod tests {
         let composed = with_record(wasm.clone(), record);
         assert_eq!(composition_parts(&composed), ["a", "b"]);
         assert!(inspect(&composed).is_ok(), "still a component");
-        // Hostile records: too many parts, overlong names, not JSON.
-        let many: Vec<String> = (0..1000)
-            .map(|i| format!(r#"{{"name":"p{i}"}}"#))
-            .chain([format!(r#"{{"name":"{}"}}"#, "x".repeat(MAX_PART_NAME + 1))])
-            .collect();
+        // Hostile records: terminal escapes, overlong names, too many parts, not JSON.
+        let long = "é".repeat(MAX_PART_NAME);
+        let many: Vec<String> = [
+            r#"{"name":"\u001b[2Jgone"}"#.to_string(),
+            format!(r#"{{"name":"{long}"}}"#),
+        ]
+        .into_iter()
+        .chain((0..1000).map(|i| format!(r#"{{"name":"p{i}"}}"#)))
+        .collect();
         let record = format!(r#"{{"parts":[{}]}}"#, many.join(","));
         let parts = composition_parts(&with_record(wasm.clone(), record.as_bytes()));
         assert_eq!(parts.len(), MAX_PARTS);
-        assert!(parts.iter().all(|p| p.len() <= MAX_PART_NAME));
+        assert_eq!(parts[0], "?[2Jgone");
+        assert_eq!(
+            parts[1],
+            "é".repeat(MAX_PART_NAME / 2),
+            "cut on a character boundary"
+        );
+        assert_eq!(parts[2], "p0");
         let junk = with_record(wasm, b"\xff{not json");
         assert!(composition_parts(&junk).is_empty());
     }

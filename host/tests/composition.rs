@@ -1,12 +1,13 @@
 //! Composed components in the host: the project's echo component composed with the greeter
-//! component (a pair) and with polite → exclaim (a chain of three), started with no link for
-//! the composed interface, answer through the parts built into them; the imports left open
-//! still go over links at runtime; the host's inventory names the parts.
+//! component (a pair), with polite → exclaim (a chain of three) and with loud → greeter (a
+//! wrapper in the middle), started with no link for the composed interface, answer through
+//! the parts built into them; the imports left open still go over links at runtime; the
+//! host's inventory names the parts.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use trellis_compose::{Composer, Part};
+use trellis_compose::{Composer, Part, Use};
 use trellis_interfaces::keyvalue;
 use trellis_sdk::admin::ping_hosts;
 use trellis_sdk::provider::Provider;
@@ -29,9 +30,10 @@ fn part(name: &str) -> Part {
     )
 }
 
-fn compose(names: &[&str]) -> Vec<u8> {
+fn compose(names: &[&str], uses: &[&str]) -> Vec<u8> {
     let composer = Composer::new(names.iter().map(|n| part(n)).collect()).expect("parts");
-    let plan = composer.plan(&[]).expect("a plan");
+    let uses: Vec<Use> = uses.iter().map(|u| u.parse().expect("a use")).collect();
+    let plan = composer.plan(&uses).expect("a plan");
     composer.encode(&plan).expect("composed")
 }
 
@@ -74,11 +76,27 @@ async fn composed_components_answer_through_their_parts_and_keep_their_links() {
 
     // No link for trellis-test:greeter/greet anywhere on this lattice.
     let _pair = host
-        .start_component("pair", compose(&["echo", "greeter"]), &["howdy".into()])
+        .start_component(
+            "pair",
+            compose(&["echo", "greeter"], &[]),
+            &["howdy".into()],
+        )
         .await
         .unwrap();
     let _chain = host
-        .start_component("chain", compose(&["echo", "polite", "exclaim"]), &[])
+        .start_component("chain", compose(&["echo", "polite", "exclaim"], &[]), &[])
+        .await
+        .unwrap();
+    // A wrapper in the middle: loud shouts what the greeter built in behind it says.
+    let _wrapped = host
+        .start_component(
+            "wrapped",
+            compose(
+                &["echo", "loud", "greeter"],
+                &["trellis-test:greeter/greet=loud"],
+            ),
+            &["howdy".into()],
+        )
         .await
         .unwrap();
     let conn = Connection::new(common::nats().await, TransportOptions::default())
@@ -92,6 +110,9 @@ async fn composed_components_answer_through_their_parts_and_keep_their_links() {
     assert_eq!(greeting, "howdy from a component, ann");
     let greeting = echo::greet_via_import(&chain, None, "bo").await.unwrap();
     assert_eq!(greeting, "good day, bo!");
+    let wrapped = conn.client(subjects.wrpc_prefix("wrapped"));
+    let greeting = echo::greet_via_import(&wrapped, None, "cy").await.unwrap();
+    assert_eq!(greeting, "HOWDY FROM A COMPONENT, CY");
     assert_eq!(echo::echo(&pair, None, "x").await.unwrap(), "x");
 
     let summary = echo::kv(&pair, None, "ok").await.unwrap();
@@ -109,9 +130,11 @@ async fn composed_components_answer_through_their_parts_and_keep_their_links() {
             .iter()
             .flat_map(|h| &h.components)
             .find(|c| c.id == id)
-            .map(|c| c.parts.clone())
-            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("no component {id} in {hosts:?}"))
+            .parts
+            .clone()
     };
     assert_eq!(parts("pair"), ["echo", "greeter"]);
     assert_eq!(parts("chain"), ["echo", "polite", "exclaim"]);
+    assert_eq!(parts("wrapped"), ["echo", "loud", "greeter"]);
 }

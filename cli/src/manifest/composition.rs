@@ -17,7 +17,7 @@
 //!     mode: composed                  # built in, not called over the lattice
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_saphyr::Spanned;
 
@@ -28,19 +28,21 @@ use super::{Check, Component, Link, ManifestError};
 pub enum ComposePart {
     /// Another component of the manifest (its wasm as its source gives it).
     Component(String),
-    /// A component file, resolved against the manifest's directory.
-    Path(PathBuf),
+    /// A component file.
+    Path {
+        /// Resolved against the manifest's directory.
+        path: PathBuf,
+        /// Its file name, or the path as written when another part has the same file name.
+        name: String,
+    },
 }
 
 impl ComposePart {
-    /// How plans and the inventory name it: the id, or the file name.
-    pub fn name(&self) -> String {
+    /// How plans and the inventory name it: the id, or the file's name.
+    pub fn name(&self) -> &str {
         match self {
-            ComposePart::Component(id) => id.clone(),
-            ComposePart::Path(p) => p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| p.display().to_string()),
+            ComposePart::Component(id) => id,
+            ComposePart::Path { name, .. } => name,
         }
     }
 }
@@ -82,17 +84,31 @@ impl Check<'_> {
         entries: Vec<Spanned<String>>,
     ) -> Result<Vec<ComposePart>, ManifestError> {
         let id = &components[i].id;
+        let file_name = |written: &str| {
+            Path::new(written)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| written.to_string())
+        };
         let mut parts: Vec<ComposePart> = Vec::new();
-        for e in entries {
+        for (k, e) in entries.iter().enumerate() {
             let field = format!("components[{i}].compose");
             let part = if components.iter().any(|c| c.id == e.value) {
                 if &e.value == id {
                     let why = "a component cannot be composed into itself".to_string();
                     return Err(self.invalid(&e.referenced, field, why));
                 }
-                ComposePart::Component(e.value)
+                ComposePart::Component(e.value.clone())
             } else if e.value.ends_with(".wasm") {
-                ComposePart::Path(self.base.join(&e.value))
+                let name = file_name(&e.value);
+                let shared = entries
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| j != k && o.value != e.value && file_name(&o.value) == name);
+                ComposePart::Path {
+                    path: self.base.join(&e.value),
+                    name: if shared { e.value.clone() } else { name },
+                }
             } else {
                 let why = format!(
                     "{:?} is neither a component of this manifest nor a .wasm file",
@@ -137,6 +153,12 @@ impl Check<'_> {
             let why = "a composed link carries no config or secrets (there is no call over \
                        the lattice to carry them): give them to the components";
             return Err(self.invalid(at, format!("{field}.mode"), why.into()));
+        }
+        // Without names, two composed links cannot take one interface from two components:
+        // the manifest's check of duplicate links refuses that already.
+        if link.name != trellis_sdk::link::DEFAULT_LINK_NAME {
+            let why = "a composed link has no `name`: names choose among runtime links";
+            return Err(self.invalid(at, format!("{field}.name"), why.into()));
         }
         let Some(source) = components.iter_mut().find(|c| c.id == link.source) else {
             return Ok(());
