@@ -11,12 +11,13 @@
 //!     secrets:                      # what it reads through wasmcloud:secrets, by name
 //!       api-key: { secret: api-key }  #   a secret of the store (below, or put before)
 //!       cert: { file: cert.pem }    #   shorthand: a secret of its own, from a file
-//!     compose: [parts/cache.wasm]   # composed in before it runs (see `composition`)
+//!     compose: [parts/cache.wasm]   # composed in before it runs (see `modes`)
 //! providers:
 //!   - id: http
 //!     ref: http-server              # a provider shipped with Trellis; or `path: ./my-provider`
 //!   - id: kv
 //!     ref: keyvalue-nats
+//!     mode: in-process              # in the host's process: no NATS hop for its calls
 //! links:
 //!   - source: http
 //!     target: counter
@@ -53,9 +54,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde_saphyr::Spanned;
 
-mod composition;
-pub use composition::ComposePart;
-use composition::LinkMode;
+mod modes;
+pub use modes::ComposePart;
+use modes::LinkMode;
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +248,7 @@ struct RawUnit {
     targets: Vec<Spanned<String>>,
     #[serde(default)]
     compose: Vec<Spanned<String>>,
+    mode: Option<Spanned<String>>,
 }
 
 /// A component's secret, as written: a store secret by name, or (shorthand) a value of its
@@ -349,6 +351,8 @@ pub struct Provider {
     pub source: Source,
     /// Its own config (host data).
     pub config: BTreeMap<String, String>,
+    /// Run in the host's own process (`mode: in-process`) rather than as a child process.
+    pub in_process: Option<trellis_host::in_process::InProcessKind>,
 }
 
 /// A link to put.
@@ -469,6 +473,14 @@ impl Manifest {
         let mut targets = Vec::new();
         let mut compose = Vec::new();
         for (i, mut c) in raw.components.into_iter().enumerate() {
+            if let Some(m) = &c.mode {
+                let why = "`mode` is for providers (in-process) and links (composed)";
+                return Err(check.invalid(
+                    &m.referenced,
+                    format!("components[{i}].mode"),
+                    why.into(),
+                ));
+            }
             targets.push(std::mem::take(&mut c.targets));
             compose.push(std::mem::take(&mut c.compose));
             let (id, source, config, raw_secrets) =
@@ -506,7 +518,9 @@ impl Manifest {
                     why.into(),
                 ));
             }
+            let mode = p.mode.clone();
             let (id, source, config, secrets) = check.unit("provider id", "providers", i, p)?;
+            let in_process = check.provider_mode(i, mode.as_ref(), &source)?;
             if !secrets.is_empty() {
                 let why = "`secrets` are for components; a provider takes its secrets from its \
                            links (`source_secrets`, `target_secrets`)";
@@ -517,6 +531,7 @@ impl Manifest {
                 id: id.value,
                 source,
                 config,
+                in_process,
             });
         }
         let mut externals = Vec::new();
@@ -1269,5 +1284,49 @@ links:
         // Listing a part and linking it composed says the same thing twice: one part.
         let m = parse(&COMPOSED.replace("[parts/cache.wasm]", "[greeter]")).expect("valid");
         assert_eq!(m.components[0].compose.len(), 1);
+    }
+
+    #[test]
+    fn provider_modes_are_checked() {
+        let m = parse(&COMPOSED.replace(
+            "    ref: keyvalue-nats",
+            "    ref: keyvalue-nats\n    mode: in-process",
+        ))
+        .expect("valid");
+        assert_eq!(
+            m.providers[0].in_process,
+            Some(trellis_host::in_process::InProcessKind::KeyvalueNats)
+        );
+        assert_eq!(
+            parse(COMPOSED).expect("valid").providers[0].in_process,
+            None
+        );
+        for (from, to, why) in [
+            (
+                "    ref: keyvalue-nats",
+                "    ref: http-server\n    mode: in-process",
+                "providers[0].mode: in-process runs a provider shipped with Trellis, by `ref`: keyvalue-redis, keyvalue-nats",
+            ),
+            (
+                "    ref: keyvalue-nats",
+                "    path: ./kv\n    mode: in-process",
+                "in-process runs a provider shipped with Trellis",
+            ),
+            (
+                "    ref: keyvalue-nats",
+                "    ref: keyvalue-nats\n    mode: thread",
+                "\"thread\" is not a provider mode (process, in-process)",
+            ),
+            (
+                "    path: g.wasm",
+                "    path: g.wasm\n    mode: in-process",
+                "components[1].mode: `mode` is for providers (in-process) and links (composed)",
+            ),
+        ] {
+            let err = parse(&COMPOSED.replace(from, to))
+                .expect_err(why)
+                .to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
     }
 }

@@ -127,6 +127,7 @@ struct Running {
     host: Host,
     components: Vec<RunningComponent>,
     providers: Vec<SupervisedProvider>,
+    in_process: Vec<trellis_host::in_process::InProcessProvider>,
     links: Vec<StoredLink>,
     configs: Vec<String>,
     /// Keeps the NATS authorization in step with the links (while `up` runs).
@@ -144,7 +145,7 @@ pub async fn up(opts: UpOptions) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
     let subjects = LatticeSubjects::new(&opts.lattice)?;
     let mut provider_bins = Vec::new();
-    for p in &manifest.providers {
+    for p in manifest.providers.iter().filter(|p| p.in_process.is_none()) {
         let binary = provider_binary(&p.source).await;
         provider_bins.push(binary.with_context(|| format!("provider {}", p.id))?);
     }
@@ -381,13 +382,31 @@ async fn start(
         host,
         components: Vec::new(),
         providers: Vec::new(),
+        in_process: Vec::new(),
         links: Vec::new(),
         configs: Vec::new(),
         _authorization: None,
     };
     start_components(manifest, &admin, &mut running, wasm).await?;
     put_links(manifest, &admin, &mut running).await?;
-    for (p, bin) in manifest.providers.iter().zip(provider_bins) {
+    for p in &manifest.providers {
+        let Some(kind) = p.in_process else { continue };
+        let identity = access.authz.as_ref().and_then(|a| lock(a).provider(&p.id));
+        let config = p.config.clone().into_iter().collect();
+        let provider = running
+            .host
+            .start_in_process(&p.id, kind, config, identity)
+            .await
+            .with_context(|| format!("cannot start provider {}", p.id))?;
+        step(
+            "✓",
+            &format!("provider {}", p.id),
+            format!("in-process ({})", kind.name()),
+        );
+        running.in_process.push(provider);
+    }
+    let own_process = manifest.providers.iter().filter(|p| p.in_process.is_none());
+    for (p, bin) in own_process.zip(provider_bins) {
         let spec = ProviderSpec {
             id: p.id.clone(),
             path: bin.clone(),
@@ -901,11 +920,17 @@ async fn stop(running: Running, joined: bool, nats: &async_nats::Client) {
         host,
         components,
         providers,
+        in_process,
         links,
         configs,
         _authorization,
     } = running;
     drop(_authorization);
+    for p in in_process {
+        let id = p.id().to_string();
+        p.stop().await;
+        step("✓", &format!("provider {id}"), "stopped");
+    }
     let stops = providers.into_iter().map(|p| {
         let id = p.id().to_string();
         async move {

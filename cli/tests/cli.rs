@@ -1426,3 +1426,55 @@ fn components_compose_by_interface_on_the_command_line_and_in_manifests() {
     assert_eq!(cached, 2, "one cached composition per composed component");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+/// The counter app with its keyvalue provider `mode: in-process`: it runs inside the host
+/// (joined as its own identity, its link config from the manifest), counts, answers link
+/// ping, shows in the inventory as in-process, and stops with Ctrl-C.
+#[test]
+fn a_provider_runs_in_the_hosts_process() {
+    let home = temp_home("inproc");
+    let port = free_port();
+    let counter = Path::new(APP).with_file_name("counter.wasm");
+    let app = write_app(
+        &home,
+        format!(
+            "name: counter\n\
+             components:\n  - id: counter\n    path: {}\n    config: {{ bucket: counter, key: count }}\n\
+             providers:\n  - id: http-server\n    ref: http-server\n  - id: kv\n    ref: keyvalue-nats\n    mode: in-process\n\
+             links:\n  - source: http-server\n    target: counter\n    wit: wasi:http/incoming-handler\n    \
+             source_config: {{ address: \"127.0.0.1:{port}\" }}\n  \
+             - source: counter\n    target: kv\n    wit: wasi:keyvalue/store,atomics\n    \
+             target_config: {{ auto_create: true }}\n",
+            counter.display(),
+        ),
+    );
+    let mut up = Up::start_app_with(&home, &app, &[]);
+    up.wait_for("ready in", Duration::from_secs(180));
+    let log = up.log();
+    assert!(log.contains("in-process (keyvalue-nats)"), "{log}");
+    assert!(
+        log.contains("link active") && log.contains("counter → kv"),
+        "{log}"
+    );
+    let counts: Vec<String> = (0..2).map(|_| get(port).expect("GET /")).collect();
+    assert_eq!(counts, ["1\n", "2\n"], "{}", up.log());
+
+    let (code, out, err) = run(cmd(&home).args(["inventory", "--json"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let inventory: Value = serde_json::from_str(&out).expect("inventory JSON");
+    let kv = inventory["hosts"][0]["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|p| p["id"] == "kv")
+        .unwrap_or_else(|| panic!("no kv: {inventory}"))
+        .clone();
+    assert_eq!(kv["state"], "running", "{kv}");
+    assert_eq!(kv["image_ref"], "in-process: keyvalue-nats", "{kv}");
+    let (code, out, err) = run(cmd(&home).args(["link", "ping", "kv"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("counter") && out.contains("active"), "{out}");
+    up.interrupt(Duration::from_secs(60));
+    assert!(up.log().contains("provider kv"), "{}", up.log());
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -24,8 +24,10 @@ use crate::router::LinkRouter;
 use crate::secret_store::{SecretStore, SecretStoreError};
 use crate::secrets::{SecretValue, Secrets};
 use crate::supervisor::{
-    ProviderSpec, SupervisedProvider, SupervisorEnv, SupervisorOptions, supervise,
+    ProviderSpec, ProviderState, ProviderStatus, SupervisedProvider, SupervisorEnv,
+    SupervisorOptions, supervise,
 };
+use trellis_sdk::config::ProviderConfig;
 use trellis_sdk::sealing::XKeyPair;
 use trellis_sdk::source_proof::ProofSigner;
 
@@ -126,6 +128,14 @@ pub enum HostError {
         /// What is wrong.
         error: ComponentError,
     },
+    /// A provider could not be started in the host's process.
+    #[error("in-process provider {id}: {error:#}")]
+    InProcess {
+        /// The provider id.
+        id: String,
+        /// Why it did not start.
+        error: anyhow::Error,
+    },
     /// The host's wRPC connection or its inventory responder could not be set up.
     #[error("{what}: {error:#}")]
     Transport {
@@ -171,6 +181,8 @@ struct HostInner {
     signer: Option<Arc<ProofSigner>>,
     /// The targets each component may pick with `trellis:routing/target`.
     target_policy: std::sync::RwLock<HashMap<String, Arc<[String]>>>,
+    /// The providers running in this process (`crate::in_process`).
+    local: crate::in_process::LocalProviders,
     follower: JoinHandle<()>,
     responder: JoinHandle<()>,
     sealing: JoinHandle<()>,
@@ -268,6 +280,7 @@ impl Host {
                 sealer,
                 signer,
                 target_policy: Default::default(),
+                local: Default::default(),
                 follower,
                 responder,
                 sealing,
@@ -284,21 +297,15 @@ impl Host {
         self.start_provider_as(spec, opts, None)
     }
 
-    /// [`Host::start_provider`] with a NATS identity of the provider's own (credentials and
-    /// inbox prefix) instead of the host's.
-    pub fn start_provider_as(
-        &self,
-        spec: ProviderSpec,
-        opts: SupervisorOptions,
-        identity: Option<ProviderIdentity>,
-    ) -> Result<SupervisedProvider, HostError> {
-        trellis_sdk::subjects::validate_token("provider id", &spec.id)?;
+    /// What a provider started by this host joins the lattice with: the host's NATS
+    /// credentials, or the identity of its own given.
+    fn supervisor_env(&self, identity: Option<ProviderIdentity>) -> SupervisorEnv {
         let inner = &self.inner;
         let (nats_auth, inbox_prefix) = match identity {
             Some(id) => (id.auth, Some(id.inbox_prefix)),
             None => (inner.opts.nats_auth.clone(), None),
         };
-        let env = SupervisorEnv {
+        SupervisorEnv {
             inbox_prefix,
             nats: inner.nats.clone(),
             nats_url: inner.opts.nats_url.clone(),
@@ -309,7 +316,60 @@ impl Host {
             host_id: inner.opts.host_id.clone(),
             rpc_timeout: inner.opts.call_timeout,
             sealer: Arc::clone(&inner.sealer),
+        }
+    }
+
+    /// Starts provider `kind` as `id` in this host's own process (see `crate::in_process`):
+    /// given the host data a child process would get (its links, their sealed secrets, the
+    /// host's NATS credentials or `identity`), it joins the lattice as that child would, and
+    /// this host's components reach it over their links with no NATS round trip.
+    pub async fn start_in_process(
+        &self,
+        id: &str,
+        kind: crate::in_process::InProcessKind,
+        config: HashMap<String, String>,
+        identity: Option<ProviderIdentity>,
+    ) -> Result<crate::in_process::InProcessProvider, HostError> {
+        trellis_sdk::subjects::validate_token("provider id", id)?;
+        let failed = |error: anyhow::Error| HostError::InProcess {
+            id: id.to_string(),
+            error,
         };
+        let env = self.supervisor_env(identity);
+        let spec = ProviderSpec {
+            id: id.to_string(),
+            path: std::path::PathBuf::from(kind.name()),
+            config,
+        };
+        let data = crate::supervisor::host_data(&env, &spec)
+            .await
+            .map_err(|e| failed(e.into()))?;
+        let config = ProviderConfig::from_host_data(data).map_err(|e| failed(e.into()))?;
+        let status = Arc::new(std::sync::Mutex::new(ProviderStatus {
+            state: ProviderState::Starting,
+            restarts: 0,
+            health: None,
+        }));
+        let inner = &self.inner;
+        inner
+            .registry
+            .provider(id, &format!("in-process: {}", kind.name()), &status);
+        crate::in_process::start(kind, config, &inner.local, status)
+            .await
+            .map_err(failed)
+    }
+
+    /// [`Host::start_provider`] with a NATS identity of the provider's own (credentials and
+    /// inbox prefix) instead of the host's.
+    pub fn start_provider_as(
+        &self,
+        spec: ProviderSpec,
+        opts: SupervisorOptions,
+        identity: Option<ProviderIdentity>,
+    ) -> Result<SupervisedProvider, HostError> {
+        trellis_sdk::subjects::validate_token("provider id", &spec.id)?;
+        let inner = &self.inner;
+        let env = self.supervisor_env(identity);
         let image_ref = spec.path.display().to_string();
         let provider = supervise(env, spec, opts);
         inner
@@ -460,6 +520,7 @@ impl Host {
             inner.subjects.clone(),
             inner.opts.call_timeout,
             inner.signer.clone(),
+            inner.local.clone(),
         );
         let limits = inner.engine.limits().clone();
         let serving = Serving {

@@ -9,10 +9,14 @@
 //! reason, never as a trap.
 //!
 //! The calls go through `trellis_interfaces::keyvalue::Client`, which also keeps a provider's
-//! forged `get-many` answer from aborting the host.
+//! forged `get-many` answer from aborting the host — or, when the linked provider runs in
+//! this host's process (`crate::in_process`), straight to its handler, admitted by the same
+//! link as a call from the lattice would be.
 
+use bytes::Bytes;
 use trellis_interfaces::CallError;
-use trellis_interfaces::keyvalue;
+use trellis_interfaces::keyvalue::{self, KeyPage, SharedHandler};
+use trellis_sdk::runtime::CallContext;
 use wasmtime::component::Resource;
 
 use crate::state::HostState;
@@ -53,10 +57,123 @@ impl HostState {
         Ok(self.table().get(bucket)?.0.clone())
     }
 
-    /// The keyvalue client over the component's link for `wasi:keyvalue`.
-    fn kv(&self) -> keyvalue::Client<'_, crate::router::LinkRouter> {
-        keyvalue::Client::new(self.router(), ())
+    /// Where this invocation's calls of wire instance `instance` (store, atomics or batch)
+    /// go: to the provider linked for `wasi:keyvalue`, in this process or over the lattice.
+    fn kv(&self, instance: &str) -> Result<Kv<'_>, store::Error> {
+        match self.router().local_keyvalue(instance) {
+            Ok(Some((handler, cx))) => Ok(Kv::Local(handler, cx)),
+            Ok(None) => Ok(Kv::Remote(keyvalue::Client::new(self.router(), ()))),
+            Err(refused) => Err(store::Error::Other(refused)),
+        }
     }
+}
+
+/// A keyvalue call's way to its provider.
+enum Kv<'a> {
+    /// Over the lattice (wRPC through NATS).
+    Remote(keyvalue::Client<'a, crate::router::LinkRouter>),
+    /// To the handler of a provider running in this process.
+    Local(SharedHandler<CallContext>, CallContext),
+}
+
+/// A local handler's error as the component sees it.
+fn from_local(err: keyvalue::Error) -> store::Error {
+    to_guest(CallError::Interface(err))
+}
+
+impl Kv<'_> {
+    async fn get(self, bucket: String, key: String) -> Result<Option<Bytes>, store::Error> {
+        match self {
+            Kv::Remote(c) => c.get(&bucket, &key).await.map_err(to_guest),
+            Kv::Local(h, cx) => h.get(cx, bucket, key).await.map_err(from_local),
+        }
+    }
+
+    async fn set(self, bucket: String, key: String, value: Bytes) -> Result<(), store::Error> {
+        match self {
+            Kv::Remote(c) => c.set(&bucket, &key, &value).await.map_err(to_guest),
+            Kv::Local(h, cx) => h.set(cx, bucket, key, value).await.map_err(from_local),
+        }
+    }
+
+    async fn delete(self, bucket: String, key: String) -> Result<(), store::Error> {
+        match self {
+            Kv::Remote(c) => c.delete(&bucket, &key).await.map_err(to_guest),
+            Kv::Local(h, cx) => h.delete(cx, bucket, key).await.map_err(from_local),
+        }
+    }
+
+    async fn exists(self, bucket: String, key: String) -> Result<bool, store::Error> {
+        match self {
+            Kv::Remote(c) => c.exists(&bucket, &key).await.map_err(to_guest),
+            Kv::Local(h, cx) => h.exists(cx, bucket, key).await.map_err(from_local),
+        }
+    }
+
+    async fn list_keys(self, bucket: String, cursor: Option<u64>) -> Result<KeyPage, store::Error> {
+        match self {
+            Kv::Remote(c) => c.list_keys(&bucket, cursor).await.map_err(to_guest),
+            Kv::Local(h, cx) => h.list_keys(cx, bucket, cursor).await.map_err(from_local),
+        }
+    }
+
+    async fn increment(self, bucket: String, key: String, delta: u64) -> Result<u64, store::Error> {
+        match self {
+            Kv::Remote(c) => c.increment(&bucket, &key, delta).await.map_err(to_guest),
+            Kv::Local(h, cx) => h
+                .increment(cx, bucket, key, delta)
+                .await
+                .map_err(from_local),
+        }
+    }
+
+    async fn get_many(
+        self,
+        bucket: String,
+        keys: Vec<String>,
+    ) -> Result<keyvalue::Items, store::Error> {
+        match self {
+            Kv::Remote(c) => {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                c.get_many(&bucket, &keys).await.map_err(to_guest)
+            }
+            Kv::Local(h, cx) => h.get_many(cx, bucket, keys).await.map_err(from_local),
+        }
+    }
+
+    async fn set_many(
+        self,
+        bucket: String,
+        items: Vec<(String, Bytes)>,
+    ) -> Result<(), store::Error> {
+        match self {
+            Kv::Remote(c) => {
+                let kvs: Vec<(&str, &Bytes)> = items.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                c.set_many(&bucket, &kvs).await.map_err(to_guest)
+            }
+            Kv::Local(h, cx) => h.set_many(cx, bucket, items).await.map_err(from_local),
+        }
+    }
+
+    async fn delete_many(self, bucket: String, keys: Vec<String>) -> Result<(), store::Error> {
+        match self {
+            Kv::Remote(c) => {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                c.delete_many(&bucket, &keys).await.map_err(to_guest)
+            }
+            Kv::Local(h, cx) => h.delete_many(cx, bucket, keys).await.map_err(from_local),
+        }
+    }
+}
+
+/// The way to the provider for `$instance`, or the refusal as the component's error.
+macro_rules! kv_or_return {
+    ($state:expr, $instance:expr) => {
+        match $state.kv($instance) {
+            Ok(kv) => kv,
+            Err(refused) => return Ok(Err(refused)),
+        }
+    };
 }
 
 impl store::Host for HostState {
@@ -75,8 +192,8 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        let res = self.kv().get(&name, &key).await;
-        Ok(res.map(|v| v.map(|b| b.to_vec())).map_err(to_guest))
+        let kv = kv_or_return!(self, keyvalue::STORE);
+        Ok(kv.get(name, key).await.map(|v| v.map(|b| b.to_vec())))
     }
 
     async fn set(
@@ -86,8 +203,8 @@ impl store::HostBucket for HostState {
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        let value = bytes::Bytes::from(value);
-        Ok(self.kv().set(&name, &key, &value).await.map_err(to_guest))
+        let kv = kv_or_return!(self, keyvalue::STORE);
+        Ok(kv.set(name, key, Bytes::from(value)).await)
     }
 
     async fn delete(
@@ -96,7 +213,8 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        Ok(self.kv().delete(&name, &key).await.map_err(to_guest))
+        let kv = kv_or_return!(self, keyvalue::STORE);
+        Ok(kv.delete(name, key).await)
     }
 
     async fn exists(
@@ -105,7 +223,8 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        Ok(self.kv().exists(&name, &key).await.map_err(to_guest))
+        let kv = kv_or_return!(self, keyvalue::STORE);
+        Ok(kv.exists(name, key).await)
     }
 
     async fn list_keys(
@@ -114,13 +233,14 @@ impl store::HostBucket for HostState {
         cursor: Option<u64>,
     ) -> wasmtime::Result<Result<store::KeyResponse, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        let res = self.kv().list_keys(&name, cursor).await;
-        Ok(res
+        let kv = kv_or_return!(self, keyvalue::STORE);
+        Ok(kv
+            .list_keys(name, cursor)
+            .await
             .map(|page| store::KeyResponse {
                 keys: page.keys,
                 cursor: page.cursor,
-            })
-            .map_err(to_guest))
+            }))
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -137,11 +257,8 @@ impl atomics::Host for HostState {
         delta: u64,
     ) -> wasmtime::Result<Result<u64, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        Ok(self
-            .kv()
-            .increment(&name, &key, delta)
-            .await
-            .map_err(to_guest))
+        let kv = kv_or_return!(self, keyvalue::ATOMICS);
+        Ok(kv.increment(name, key, delta).await)
     }
 }
 
@@ -152,16 +269,13 @@ impl batch::Host for HostState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<Option<(String, Vec<u8>)>>, store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let res = self.kv().get_many(&name, &keys).await;
-        Ok(res
-            .map(|items| {
-                items
-                    .into_iter()
-                    .map(|i| i.map(|(k, v)| (k, v.to_vec())))
-                    .collect()
-            })
-            .map_err(to_guest))
+        let kv = kv_or_return!(self, keyvalue::BATCH);
+        Ok(kv.get_many(name, keys).await.map(|items| {
+            items
+                .into_iter()
+                .map(|i| i.map(|(k, v)| (k, v.to_vec())))
+                .collect()
+        }))
     }
 
     async fn set_many(
@@ -170,12 +284,12 @@ impl batch::Host for HostState {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        let values: Vec<(String, bytes::Bytes)> = key_values
+        let items = key_values
             .into_iter()
-            .map(|(k, v)| (k, bytes::Bytes::from(v)))
+            .map(|(k, v)| (k, Bytes::from(v)))
             .collect();
-        let kvs: Vec<(&str, &bytes::Bytes)> = values.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        Ok(self.kv().set_many(&name, &kvs).await.map_err(to_guest))
+        let kv = kv_or_return!(self, keyvalue::BATCH);
+        Ok(kv.set_many(name, items).await)
     }
 
     async fn delete_many(
@@ -184,8 +298,8 @@ impl batch::Host for HostState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        Ok(self.kv().delete_many(&name, &keys).await.map_err(to_guest))
+        let kv = kv_or_return!(self, keyvalue::BATCH);
+        Ok(kv.delete_many(name, keys).await)
     }
 }
 

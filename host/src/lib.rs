@@ -36,6 +36,7 @@ pub mod fetch;
 mod host;
 mod http;
 pub mod imports;
+pub mod in_process;
 mod inventory;
 mod keyvalue;
 pub mod lattice;

@@ -24,6 +24,7 @@ use trellis_wrpc_nats::{Connection, Incoming, Outgoing};
 use wrpc_transport::Invoke;
 
 use crate::bus::CallTargetInterface;
+use crate::in_process::LocalProviders;
 use crate::links::LinkView;
 
 /// Why an import could not be routed.
@@ -54,6 +55,8 @@ pub struct LinkRouter {
     /// The targets this invocation picked (`trellis:routing/target`), by interface
     /// (`ns:pkg/iface`).
     targets: Arc<Mutex<HashMap<String, Arc<str>>>>,
+    /// The providers running in this host's process (called directly, not over NATS).
+    local: LocalProviders,
 }
 
 impl LinkRouter {
@@ -64,6 +67,7 @@ impl LinkRouter {
         subjects: LatticeSubjects,
         timeout: Duration,
         signer: Option<Arc<ProofSigner>>,
+        local: LocalProviders,
     ) -> Self {
         Self {
             component_id,
@@ -75,6 +79,7 @@ impl LinkRouter {
             chosen: Arc::default(),
             signer,
             targets: Arc::default(),
+            local,
         }
     }
 
@@ -186,6 +191,51 @@ impl LinkRouter {
     }
 }
 
+impl LinkRouter {
+    /// The target and link name of this invocation's calls of wire instance `instance`.
+    fn route(&self, instance: &str) -> Result<(String, Arc<str>), NoLink> {
+        let link_name = self.link_name_for(instance);
+        let picked = self.picked_target(instance);
+        match picked.or_else(|| self.links.target(&self.component_id, instance, &link_name)) {
+            Some(target) => Ok((target, link_name)),
+            None => Err(NoLink {
+                component: self.component_id.to_string(),
+                instance: instance.to_string(),
+                link_name: link_name.to_string(),
+            }),
+        }
+    }
+
+    /// The keyvalue handler and call context for wire instance `instance` when its target
+    /// runs in this host's process; `Ok(None)` when the call goes over the lattice (the call
+    /// then reports a missing link itself); the provider's refusal (no such link, a failed
+    /// or purged one) otherwise.
+    pub(crate) fn local_keyvalue(
+        &self,
+        instance: &str,
+    ) -> Result<
+        Option<(
+            trellis_interfaces::keyvalue::SharedHandler<trellis_sdk::runtime::CallContext>,
+            trellis_sdk::runtime::CallContext,
+        )>,
+        String,
+    > {
+        let Ok((target, link_name)) = self.route(instance) else {
+            return Ok(None);
+        };
+        let Some(local) = self.local.get(&target) else {
+            return Ok(None);
+        };
+        let Some(handler) = local.keyvalue.clone() else {
+            return Ok(None);
+        };
+        let cx = local
+            .handle
+            .admit_local(&self.component_id, &link_name, instance, None)?;
+        Ok(Some((handler, cx)))
+    }
+}
+
 impl Invoke for LinkRouter {
     type Context = ();
     type Outgoing = Outgoing;
@@ -202,18 +252,7 @@ impl Invoke for LinkRouter {
     where
         P: AsRef<[Option<usize>]> + Send + Sync,
     {
-        let link_name = self.link_name_for(instance);
-        let picked = self.picked_target(instance);
-        let Some(target) =
-            picked.or_else(|| self.links.target(&self.component_id, instance, &link_name))
-        else {
-            return Err(NoLink {
-                component: self.component_id.to_string(),
-                instance: instance.to_string(),
-                link_name: link_name.to_string(),
-            }
-            .into());
-        };
+        let (target, link_name) = self.route(instance)?;
         let mut headers = HeaderMap::new();
         headers.insert(SOURCE_ID_HEADER, &*self.component_id);
         headers.insert(LINK_NAME_HEADER, &*link_name);

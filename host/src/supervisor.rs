@@ -209,7 +209,8 @@ fn set(status: &Mutex<ProviderStatus>, f: impl FnOnce(&mut ProviderStatus)) {
     f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
-async fn host_data(
+/// The host data for provider `spec` (also what an in-process provider starts with).
+pub(crate) async fn host_data(
     env: &SupervisorEnv,
     spec: &ProviderSpec,
 ) -> Result<HostData, trellis_sdk::connect::CredsError> {

@@ -32,6 +32,7 @@
 
 pub mod bindings;
 mod client;
+pub mod local;
 pub mod watch_bindings;
 pub mod watcher;
 mod wire;
@@ -42,6 +43,7 @@ use bytes::Bytes;
 use trellis_wrpc_nats::wire_shape::ParamChecks;
 
 pub use client::Client;
+pub use local::{DynHandler, SharedHandler};
 pub use watcher::{Change, WATCHER, Watcher, WatcherClient, serve_watcher};
 
 /// The wire instance of `store`.

@@ -22,7 +22,7 @@ use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt as _};
 use tracing::{Instrument as _, debug, warn};
 
-use super::{ProviderHandle, RuntimeError};
+use super::{Inner, ProviderHandle, RuntimeError};
 use crate::link::{LinkDefinition, LinkRefusal};
 use crate::subjects::{
     LINK_NAME_HEADER, SOURCE_ID_HEADER, SOURCE_PROOF_HEADER, TARGET_ID_HEADER, TRACEPARENT_HEADER,
@@ -154,40 +154,91 @@ impl wrpc_transport::Serve for ProviderServer {
                     .header(LINK_NAME_HEADER)
                     .unwrap_or(crate::link::DEFAULT_LINK_NAME)
                     .to_string();
-                let admitted = inner.table().admit(&source_id, &link_name, &instance_name);
-                match admitted {
-                    Ok(link) => {
-                        let traceparent = cx.header(TRACEPARENT_HEADER).unwrap_or_default();
-                        let span = tracing::debug_span!(
-                            "provider.call",
-                            instance = %instance_name,
-                            source_id = %source_id,
-                            link_name = %link_name,
-                            traceparent = %traceparent,
-                        );
-                        Ok(CallContext {
-                            pacer: cx.pacer.clone(),
-                            source_id,
-                            link_name,
-                            link,
-                            headers: cx.headers,
-                            span,
-                        })
-                    }
-                    Err(refusal) => Err(match refusal {
-                        LinkRefusal::NoLink => format!(
-                            "no link named {link_name:?} from {source_id} to provider {id} covers {instance_name}"
-                        ),
-                        LinkRefusal::Failed(error) => format!(
-                            "link {link_name:?} from {source_id} to provider {id} failed to set up: {error}"
-                        ),
-                        LinkRefusal::Purged => format!(
-                            "link {link_name:?} from {source_id} to provider {id} was purged; put it again to use it"
-                        ),
-                    }),
-                }
+                admit(
+                    &inner,
+                    source_id,
+                    link_name,
+                    &instance_name,
+                    cx.headers,
+                    cx.pacer.clone(),
+                )
             })
             .await
+    }
+}
+
+/// Admits a call of `instance` from `source_id` over its link `link_name`: the context the
+/// handler gets, or why the call is refused (no such link, a link that failed or was purged).
+fn admit(
+    inner: &Inner,
+    source_id: String,
+    link_name: String,
+    instance: &str,
+    headers: Option<HeaderMap>,
+    pacer: transport::Pacer,
+) -> Result<CallContext, String> {
+    let id = &inner.config.provider_id;
+    match inner.table().admit(&source_id, &link_name, instance) {
+        Ok(link) => {
+            let traceparent = first_header(&headers, TRACEPARENT_HEADER).unwrap_or_default();
+            let span = tracing::debug_span!(
+                "provider.call",
+                instance = %instance,
+                source_id = %source_id,
+                link_name = %link_name,
+                traceparent = %traceparent,
+            );
+            Ok(CallContext {
+                pacer,
+                source_id,
+                link_name,
+                link,
+                headers,
+                span,
+            })
+        }
+        Err(refusal) => Err(match refusal {
+            LinkRefusal::NoLink => format!(
+                "no link named {link_name:?} from {source_id} to provider {id} covers {instance}"
+            ),
+            LinkRefusal::Failed(error) => format!(
+                "link {link_name:?} from {source_id} to provider {id} failed to set up: {error}"
+            ),
+            LinkRefusal::Purged => format!(
+                "link {link_name:?} from {source_id} to provider {id} was purged; put it again to use it"
+            ),
+        }),
+    }
+}
+
+impl ProviderHandle {
+    /// The context of a call of wire instance `instance` made in this process (a host running
+    /// the provider in-process calls its handler directly, with no wRPC): admitted by link
+    /// exactly as a call from the lattice is — refused when `source_id` has no link named
+    /// `link_name` covering `instance`, or that link failed or was purged, or the provider is
+    /// stopping. No source proof is asked for: the caller is this process.
+    pub fn admit_local(
+        &self,
+        source_id: &str,
+        link_name: &str,
+        instance: &str,
+        headers: Option<HeaderMap>,
+    ) -> Result<CallContext, String> {
+        let inner = &self.inner;
+        if !inner.accepting() {
+            return Err(format!(
+                "provider {} is shutting down",
+                inner.config.provider_id
+            ));
+        }
+        admit(
+            inner,
+            source_id.to_string(),
+            link_name.to_string(),
+            instance,
+            headers,
+            transport::Pacer::new(),
+        )
     }
 }
 

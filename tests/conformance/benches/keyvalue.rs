@@ -44,6 +44,7 @@ use tokio::sync::oneshot;
 use trellis_conformance::cpu::{Probe, cpu_time, service_pid};
 use trellis_conformance::keyvalue;
 use trellis_conformance::lattice::ProviderProcess;
+use trellis_host::in_process::InProcessKind;
 use trellis_host::{Host, HostOptions, read_component};
 use trellis_interfaces::SplitCall as _;
 use trellis_sdk::store::StoredLink;
@@ -862,10 +863,15 @@ impl Bench {
             top,
         );
 
-        let comp_get = self.component_get(&p, &cfg).await?;
+        let comp_get = self.component_get(&p, &cfg, None).await?;
         let comp = measure(n, &comp_get).await;
         let label = format!("{bin} from a component in the host: get");
         row(&label, comp, backend.get, top);
+        let kind = InProcessKind::from_name(bin).context("a provider the host runs in-process")?;
+        let local_get = self.component_get(&p, &cfg, Some(kind)).await?;
+        let local = measure(n, &local_get).await;
+        let local_label = format!("{bin} in-process, from a component: get");
+        row(&local_label, local, backend.get, top);
 
         let reference_subject = format!("bench.kv.ref.{}", &common::unique_lattice("")[1..9]);
         let mut responder = reference.spawn(&self.nats, &reference_subject).await?;
@@ -906,6 +912,7 @@ impl Bench {
             ),
             (format!("{bin} via SDK client: get"), boxed(sdk_get)),
             (label, boxed(comp_get)),
+            (local_label, boxed(local_get)),
             (format!("{bin} via bare NATS: get"), boxed(bare_call)),
         ];
         let rounds = interleaved(
@@ -924,11 +931,13 @@ impl Bench {
     }
 
     /// A component in a host of `p`'s lattice calling `wasi:keyvalue` get through `p` (linked
-    /// with `cfg`): the call that reads it once the link is up.
+    /// with `cfg`) — or, given `in_process`, through the same provider run in the host's
+    /// process: the call that reads it once the link is up.
     async fn component_get(
         &self,
         p: &ProviderProcess,
         cfg: &HashMap<String, String>,
+        in_process: Option<InProcessKind>,
     ) -> anyhow::Result<impl Fn() -> BoxFuture<'static, ()> + Send + Sync + 'static> {
         p.store.put_config("bench-kv", cfg).await?;
         let host = Host::new(
@@ -941,17 +950,28 @@ impl Bench {
             },
         )
         .await?;
+        let (source, target) = match in_process {
+            Some(kind) => ("bench-comp-local", format!("bench-local-{}", kind.name())),
+            None => ("bench-comp", p.id.clone()),
+        };
         host.admin()
             .put_link(
-                StoredLink::new("bench-comp", &p.id, "wasi", "keyvalue", KV)
+                StoredLink::new(source, &target, "wasi", "keyvalue", KV)
                     .with_target_config(["bench-kv"]),
             )
             .await?;
+        let local = match in_process {
+            Some(kind) => Some(
+                host.start_in_process(&target, kind, HashMap::new(), None)
+                    .await?,
+            ),
+            None => None,
+        };
         let comp = host
-            .start_component("bench-comp", read_component(ECHO_WASM)?, &[])
+            .start_component(source, read_component(ECHO_WASM)?, &[])
             .await?;
         let conn = Connection::new(common::nats().await, TransportOptions::default()).await?;
-        let client = conn.client(LatticeSubjects::new(&p.lattice)?.wrpc_prefix("bench-comp"));
+        let client = conn.client(LatticeSubjects::new(&p.lattice)?.wrpc_prefix(source));
         for _ in 0..100 {
             if let Ok(Ok(_)) =
                 caller::trellis_test::components::echo::kv_get(&client, None, "bench", "k").await
@@ -960,8 +980,8 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // The call keeps the host and its component running while it is measured.
-        let keep = Arc::new((host, comp));
+        // The call keeps the host, its component and provider running while it is measured.
+        let keep = Arc::new((host, comp, local));
         Ok(move || {
             let (client, keep) = (client.clone(), Arc::clone(&keep));
             Box::pin(async move {

@@ -462,9 +462,15 @@ mod e2e {
             .await
             .unwrap();
         let client = crate::support::caller(&p.lattice, "kv-comp").await;
+        assert_component_kv(&client).await;
+    }
+
+    /// The echo component's keyvalue round trip (set, get, exists, increment, batch, list,
+    /// delete) through `client`, and a bucket the link does not map.
+    async fn assert_component_kv(client: &trellis_wrpc_nats::Client) {
         let mut summary = Err(String::new());
         for _ in 0..100 {
-            summary = caller::trellis_test::components::echo::kv(&client, None, "app")
+            summary = caller::trellis_test::components::echo::kv(client, None, "app")
                 .await
                 .unwrap();
             if summary.is_ok() {
@@ -476,11 +482,127 @@ mod e2e {
             summary.unwrap(),
             "get=hello exists=true counter=5 batch=2 keys=a,b,counter,greeting deleted=true"
         );
-        let err = caller::trellis_test::components::echo::kv(&client, None, "unmapped")
+        let err = caller::trellis_test::components::echo::kv(client, None, "unmapped")
             .await
             .unwrap()
             .unwrap_err();
         assert_eq!(err, "Error::NoSuchStore");
+    }
+
+    /// The same provider run in the host's process (`mode: in-process`): the component's
+    /// calls go straight to its handler, the same link config applies, a component on
+    /// another host reaches the same instance over the lattice, and a purged link is refused
+    /// in-process as over the lattice.
+    async fn component_uses_in_process(
+        kind: trellis_host::in_process::InProcessKind,
+        id: &str,
+        local: HashMap<String, String>,
+        remote: HashMap<String, String>,
+    ) {
+        let lattice = common::unique_lattice(id);
+        let host = crate::support::host(&lattice).await;
+        let admin = host.admin();
+        let provider = host
+            .start_in_process(id, kind, HashMap::new(), None)
+            .await
+            .unwrap();
+        // Each link its own backend bucket: the round trip starts from empty on both.
+        for (source, config) in [("kv-local", local), ("kv-remote", remote)] {
+            admin.put_config(source, &config).await.unwrap();
+            admin
+                .put_link(
+                    StoredLink::new(source, id, "wasi", "keyvalue", KV)
+                        .with_target_config([source]),
+                )
+                .await
+                .unwrap();
+        }
+        let _local = host
+            .start_component("kv-local", read_component(ECHO_WASM).unwrap(), &[])
+            .await
+            .unwrap();
+        assert_component_kv(&crate::support::caller(&lattice, "kv-local").await).await;
+
+        // A host without the provider in its process calls the same instance over NATS.
+        let other = crate::support::host(&lattice).await;
+        let _remote = other
+            .start_component("kv-remote", read_component(ECHO_WASM).unwrap(), &[])
+            .await
+            .unwrap();
+        assert_component_kv(&crate::support::caller(&lattice, "kv-remote").await).await;
+
+        // Purged: refused on both paths with the provider's reason — straight from its
+        // runtime in-process, through a failed wRPC call over the lattice (which shows the
+        // local component's calls did not go over NATS).
+        for source in ["kv-local", "kv-remote"] {
+            let purged = provider
+                .handle()
+                .purge(trellis_sdk::link::LinkSelector {
+                    source_id: source.into(),
+                    target: None,
+                    name: "default".into(),
+                    wit_namespace: None,
+                    wit_package: None,
+                })
+                .await;
+            assert_eq!(purged.len(), 1, "{purged:?}");
+        }
+        let purged_err = |source: &'static str| {
+            let lattice = lattice.clone();
+            async move {
+                let client = crate::support::caller(&lattice, source).await;
+                caller::trellis_test::components::echo::kv(&client, None, "app")
+                    .await
+                    .unwrap()
+                    .unwrap_err()
+            }
+        };
+        let local_err = purged_err("kv-local").await;
+        assert_eq!(
+            local_err,
+            format!(
+                "Error::Other(\"link \\\"default\\\" from kv-local to provider {id} was purged; put it again to use it\")"
+            )
+        );
+        let remote_err = purged_err("kv-remote").await;
+        assert!(
+            remote_err.contains("failed to invoke `wrpc:keyvalue/store@0.2.0-draft.set`")
+                && remote_err.contains("call refused")
+                && remote_err.contains("was purged"),
+            "{remote_err}"
+        );
+        provider.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn component_uses_redis_in_process() {
+        component_uses_in_process(
+            trellis_host::in_process::InProcessKind::KeyvalueRedis,
+            "kv-redis-inproc",
+            config(&[
+                ("url", common::redis_url()),
+                ("bucket.app", format!("/{}:", unique("ip"))),
+            ]),
+            config(&[
+                ("url", common::redis_url()),
+                ("bucket.app", format!("/{}:", unique("ir"))),
+            ]),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn component_uses_nats_in_process() {
+        let (local, remote) = (unique("IP_"), unique("IR_"));
+        create_kv(&common::nats().await, &local).await;
+        create_kv(&common::nats().await, &remote).await;
+        component_uses_in_process(
+            trellis_host::in_process::InProcessKind::KeyvalueNats,
+            "kv-nats-inproc",
+            config(&[("bucket.app", local)]),
+            config(&[("bucket.app", remote)]),
+        )
+        .await;
     }
 
     const WATCHER_WASM: &str = concat!(

@@ -1,4 +1,5 @@
-//! Composition in manifests: a component's `compose:` list (ids of this manifest's
+//! Modes in manifests — where a provider runs, how a link is served — and composition: a
+//! provider with `mode: in-process` runs in the host's process; a component's `compose:` list (ids of this manifest's
 //! components, or `.wasm` paths) and links between two components that say
 //! `mode: composed`, folded into each component's parts and choices. `up` composes each such
 //! component before loading it; the composed links are not put on the lattice.
@@ -20,6 +21,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_saphyr::Spanned;
+
+use trellis_host::in_process::InProcessKind;
 
 use super::{Check, Component, Link, ManifestError};
 
@@ -57,6 +60,40 @@ pub(super) enum LinkMode {
 }
 
 impl Check<'_> {
+    /// Provider `i`'s `mode`: in its own process (the default, `process`) or in the host's
+    /// (`in-process`, for the providers the host links in).
+    pub(super) fn provider_mode(
+        &self,
+        i: usize,
+        mode: Option<&Spanned<String>>,
+        source: &super::Source,
+    ) -> Result<Option<InProcessKind>, ManifestError> {
+        let field = format!("providers[{i}].mode");
+        let Some(m) = mode else { return Ok(None) };
+        match m.value.as_str() {
+            "process" => Ok(None),
+            "in-process" => {
+                let kind = match source {
+                    super::Source::Ref(name) => InProcessKind::from_name(name),
+                    super::Source::Path(_) => None,
+                };
+                kind.map(Some).ok_or_else(|| {
+                    let names: Vec<&str> = InProcessKind::ALL.iter().map(|k| k.name()).collect();
+                    let why = format!(
+                        "in-process runs a provider shipped with Trellis, by `ref`: {}",
+                        names.join(", ")
+                    );
+                    self.invalid(&m.referenced, field.clone(), why)
+                })
+            }
+            other => Err(self.invalid(
+                &m.referenced,
+                field,
+                format!("{other:?} is not a provider mode (process, in-process)"),
+            )),
+        }
+    }
+
     /// A link's `mode`.
     pub(super) fn link_mode(
         &self,
