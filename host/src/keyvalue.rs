@@ -61,7 +61,7 @@ impl HostState {
     /// go: to the provider linked for `wasi:keyvalue`, in this process or over the lattice.
     fn kv(&self, instance: &str) -> Result<Kv<'_>, store::Error> {
         match self.router().local_keyvalue(instance) {
-            Ok(Some((handler, cx))) => Ok(Kv::Local(handler, cx)),
+            Ok(Some((handler, cx))) => Ok(Kv::Local(handler, cx, self.router().timeout())),
             Ok(None) => Ok(Kv::Remote(keyvalue::Client::new(self.router(), ()))),
             Err(refused) => Err(store::Error::Other(refused)),
         }
@@ -72,58 +72,64 @@ impl HostState {
 enum Kv<'a> {
     /// Over the lattice (wRPC through NATS).
     Remote(keyvalue::Client<'a, crate::router::LinkRouter>),
-    /// To the handler of a provider running in this process.
-    Local(SharedHandler<CallContext>, CallContext),
+    /// To the handler of a provider running in this process, within the host's call
+    /// timeout (as a call over the lattice is).
+    Local(SharedHandler<CallContext>, CallContext, std::time::Duration),
 }
 
-/// A local handler's error as the component sees it.
-fn from_local(err: keyvalue::Error) -> store::Error {
-    to_guest(CallError::Interface(err))
+/// A local handler's answer within `timeout`, its error as the component sees it.
+async fn local<T>(
+    timeout: std::time::Duration,
+    call: impl std::future::Future<Output = Result<T, keyvalue::Error>>,
+) -> Result<T, store::Error> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(res) => res.map_err(|e| to_guest(CallError::Interface(e))),
+        Err(_) => Err(store::Error::Other(format!(
+            "the in-process provider did not answer within {timeout:?}"
+        ))),
+    }
 }
 
 impl Kv<'_> {
     async fn get(self, bucket: String, key: String) -> Result<Option<Bytes>, store::Error> {
         match self {
             Kv::Remote(c) => c.get(&bucket, &key).await.map_err(to_guest),
-            Kv::Local(h, cx) => h.get(cx, bucket, key).await.map_err(from_local),
+            Kv::Local(h, cx, t) => local(t, h.get(cx, bucket, key)).await,
         }
     }
 
     async fn set(self, bucket: String, key: String, value: Bytes) -> Result<(), store::Error> {
         match self {
             Kv::Remote(c) => c.set(&bucket, &key, &value).await.map_err(to_guest),
-            Kv::Local(h, cx) => h.set(cx, bucket, key, value).await.map_err(from_local),
+            Kv::Local(h, cx, t) => local(t, h.set(cx, bucket, key, value)).await,
         }
     }
 
     async fn delete(self, bucket: String, key: String) -> Result<(), store::Error> {
         match self {
             Kv::Remote(c) => c.delete(&bucket, &key).await.map_err(to_guest),
-            Kv::Local(h, cx) => h.delete(cx, bucket, key).await.map_err(from_local),
+            Kv::Local(h, cx, t) => local(t, h.delete(cx, bucket, key)).await,
         }
     }
 
     async fn exists(self, bucket: String, key: String) -> Result<bool, store::Error> {
         match self {
             Kv::Remote(c) => c.exists(&bucket, &key).await.map_err(to_guest),
-            Kv::Local(h, cx) => h.exists(cx, bucket, key).await.map_err(from_local),
+            Kv::Local(h, cx, t) => local(t, h.exists(cx, bucket, key)).await,
         }
     }
 
     async fn list_keys(self, bucket: String, cursor: Option<u64>) -> Result<KeyPage, store::Error> {
         match self {
             Kv::Remote(c) => c.list_keys(&bucket, cursor).await.map_err(to_guest),
-            Kv::Local(h, cx) => h.list_keys(cx, bucket, cursor).await.map_err(from_local),
+            Kv::Local(h, cx, t) => local(t, h.list_keys(cx, bucket, cursor)).await,
         }
     }
 
     async fn increment(self, bucket: String, key: String, delta: u64) -> Result<u64, store::Error> {
         match self {
             Kv::Remote(c) => c.increment(&bucket, &key, delta).await.map_err(to_guest),
-            Kv::Local(h, cx) => h
-                .increment(cx, bucket, key, delta)
-                .await
-                .map_err(from_local),
+            Kv::Local(h, cx, t) => local(t, h.increment(cx, bucket, key, delta)).await,
         }
     }
 
@@ -137,7 +143,7 @@ impl Kv<'_> {
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                 c.get_many(&bucket, &keys).await.map_err(to_guest)
             }
-            Kv::Local(h, cx) => h.get_many(cx, bucket, keys).await.map_err(from_local),
+            Kv::Local(h, cx, t) => local(t, h.get_many(cx, bucket, keys)).await,
         }
     }
 
@@ -151,7 +157,7 @@ impl Kv<'_> {
                 let kvs: Vec<(&str, &Bytes)> = items.iter().map(|(k, v)| (k.as_str(), v)).collect();
                 c.set_many(&bucket, &kvs).await.map_err(to_guest)
             }
-            Kv::Local(h, cx) => h.set_many(cx, bucket, items).await.map_err(from_local),
+            Kv::Local(h, cx, t) => local(t, h.set_many(cx, bucket, items)).await,
         }
     }
 
@@ -161,7 +167,7 @@ impl Kv<'_> {
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                 c.delete_many(&bucket, &keys).await.map_err(to_guest)
             }
-            Kv::Local(h, cx) => h.delete_many(cx, bucket, keys).await.map_err(from_local),
+            Kv::Local(h, cx, t) => local(t, h.delete_many(cx, bucket, keys)).await,
         }
     }
 }

@@ -192,6 +192,11 @@ impl LinkRouter {
 }
 
 impl LinkRouter {
+    /// How long a call over a link may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The target and link name of this invocation's calls of wire instance `instance`.
     fn route(&self, instance: &str) -> Result<(String, Arc<str>), NoLink> {
         let link_name = self.link_name_for(instance);

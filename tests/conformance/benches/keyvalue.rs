@@ -891,7 +891,7 @@ impl Bench {
                 }
             }
         };
-        let label = format!("{bin} reference responder, headers");
+        let ref_label = format!("{bin} reference responder, headers");
         let reference_probes = probes(&[
             self.nats_server,
             backend.process,
@@ -899,7 +899,7 @@ impl Bench {
             Some(self.me),
         ]);
         let with_headers = reference_call(Some(bare.headers.clone()));
-        let line = cpu_per_call(&label, n * 4, &reference_probes, with_headers);
+        let line = cpu_per_call(&ref_label, n * 4, &reference_probes, with_headers);
         self.cpu_lines.push(line.await);
         let rows = [
             (
