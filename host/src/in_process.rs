@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use futures::future::BoxFuture;
 use tracing::info;
-use trellis_interfaces::keyvalue::SharedHandler;
+use trellis_interfaces::keyvalue::{self, SharedHandler};
 use trellis_sdk::config::ProviderConfig;
+use trellis_sdk::provider::Provider;
 use trellis_sdk::runtime::{CallContext, ProviderHandle};
 
 use crate::supervisor::{ProviderState, ProviderStatus};
@@ -134,6 +135,25 @@ impl Drop for InProcessProvider {
     }
 }
 
+/// Starts keyvalue provider `kv` with `config` and lets `serve` serve it on the lattice:
+/// its runtime, its handler for this host's components, and how to stop it.
+async fn launch<P, F, Fut>(
+    config: ProviderConfig,
+    kv: P,
+    serve: F,
+) -> anyhow::Result<(ProviderHandle, SharedHandler<CallContext>, Stopper)>
+where
+    P: Provider + keyvalue::Handler<CallContext>,
+    F: FnOnce(ProviderHandle, P) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let handle = ProviderHandle::start(config, Arc::new(kv.clone())).await?;
+    serve(handle.clone(), kv.clone()).await?;
+    let stop_kv = kv.clone();
+    let stopper: Stopper = Box::new(move |h| Box::pin(async move { h.stop(&stop_kv).await }));
+    Ok((handle, Arc::new(kv), stopper))
+}
+
 fn set_state(status: &Mutex<ProviderStatus>, state: ProviderState) {
     status.lock().unwrap_or_else(|p| p.into_inner()).state = state;
 }
@@ -147,29 +167,22 @@ pub(crate) async fn start(
     status: Arc<Mutex<ProviderStatus>>,
 ) -> anyhow::Result<InProcessProvider> {
     let id = config.provider_id.clone();
-    let (handle, keyvalue, stopper): (ProviderHandle, SharedHandler<CallContext>, Stopper) =
-        match kind {
-            InProcessKind::KeyvalueRedis => {
-                use trellis_provider_keyvalue_redis as p;
-                let kv = p::provider();
-                let handle = ProviderHandle::start(config, Arc::new(kv.clone())).await?;
-                p::serve(&handle, kv.clone()).await?;
-                let stop_kv = kv.clone();
-                let stopper: Stopper =
-                    Box::new(move |h| Box::pin(async move { h.stop(&stop_kv).await }));
-                (handle, Arc::new(kv), stopper)
-            }
-            InProcessKind::KeyvalueNats => {
-                use trellis_provider_keyvalue_nats as p;
-                let kv = p::provider();
-                let handle = ProviderHandle::start(config, Arc::new(kv.clone())).await?;
-                p::serve(&handle, kv.clone()).await?;
-                let stop_kv = kv.clone();
-                let stopper: Stopper =
-                    Box::new(move |h| Box::pin(async move { h.stop(&stop_kv).await }));
-                (handle, Arc::new(kv), stopper)
-            }
-        };
+    let (handle, keyvalue, stopper) = match kind {
+        InProcessKind::KeyvalueRedis => {
+            use trellis_provider_keyvalue_redis as p;
+            launch(config, p::provider(), |h, kv| async move {
+                p::serve(&h, kv).await
+            })
+            .await?
+        }
+        InProcessKind::KeyvalueNats => {
+            use trellis_provider_keyvalue_nats as p;
+            launch(config, p::provider(), |h, kv| async move {
+                p::serve(&h, kv).await
+            })
+            .await?
+        }
+    };
     providers.write().insert(
         id.clone(),
         Arc::new(Local {

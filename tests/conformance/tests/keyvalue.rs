@@ -522,6 +522,16 @@ mod e2e {
             .await
             .unwrap();
         assert_component_kv(&crate::support::caller(&lattice, "kv-local").await).await;
+        // Its runtime answers health on the lattice as a child process's would.
+        let subjects = trellis_sdk::subjects::LatticeSubjects::new(&lattice).unwrap();
+        let health = trellis_sdk::admin::provider_health(
+            &common::nats().await,
+            &subjects,
+            id,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(health.as_ref().is_some_and(|h| h.healthy), "{health:?}");
 
         // A host without the provider in its process calls the same instance over NATS.
         let other = crate::support::host(&lattice).await;
