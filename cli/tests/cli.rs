@@ -1475,6 +1475,11 @@ fn a_provider_runs_in_the_hosts_process() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("counter") && out.contains("active"), "{out}");
     up.interrupt(Duration::from_secs(60));
-    assert!(up.log().contains("provider kv"), "{}", up.log());
+    let log = up.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("provider kv") && l.contains("stopped")),
+        "{log}"
+    );
     let _ = std::fs::remove_dir_all(&home);
 }

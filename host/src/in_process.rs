@@ -76,6 +76,11 @@ impl LocalProviders {
         self.0.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether no provider runs in this host's process (the common case: no lookup then).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
     /// The in-process provider `id`, if it runs in this host.
     pub(crate) fn get(&self, id: &str) -> Option<Arc<Local>> {
         self.read().get(id).cloned()
@@ -84,14 +89,15 @@ impl LocalProviders {
 
 type Stopper = Box<dyn FnOnce(ProviderHandle) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// A provider running in the host's process. Stop it with [`InProcessProvider::stop`]; dropped,
-/// it stops taking calls from this host's components and leaves the lattice.
+/// A provider running in the host's process. It stops — no more calls from this host's
+/// components, in-flight lattice calls drained, the provider's own shutdown, off the
+/// lattice — when [`InProcessProvider::stop`] is awaited, when it is dropped, or when the
+/// lattice asks it to (a host shutdown request), as a child process would.
 pub struct InProcessProvider {
     id: String,
     handle: ProviderHandle,
-    stopper: Option<Stopper>,
-    providers: LocalProviders,
-    status: Arc<Mutex<ProviderStatus>>,
+    /// Runs the stop once shutdown is requested, whoever requests it.
+    stopping: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for InProcessProvider {
@@ -113,26 +119,38 @@ impl InProcessProvider {
         &self.handle
     }
 
-    /// Graceful stop: no more calls from this host's components, in-flight calls drained,
-    /// the provider's own shutdown, then it leaves the lattice.
+    /// Graceful stop, awaited to the end.
     pub async fn stop(mut self) {
-        self.providers.write().remove(&self.id);
-        if let Some(stopper) = self.stopper.take() {
-            stopper(self.handle.clone()).await;
+        self.handle.request_shutdown();
+        if let Some(stopping) = self.stopping.take() {
+            let _ = stopping.await;
         }
-        set_state(&self.status, ProviderState::Stopped);
-        info!(provider = self.id, "in-process provider stopped");
     }
 }
 
 impl Drop for InProcessProvider {
     fn drop(&mut self) {
-        if self.stopper.is_some() {
-            self.providers.write().remove(&self.id);
-            self.handle.request_shutdown();
-            set_state(&self.status, ProviderState::Stopped);
-        }
+        // The stopping task finishes the stop on its own.
+        self.handle.request_shutdown();
     }
+}
+
+/// Waits for `handle`'s shutdown to be requested, then takes the provider out of
+/// `providers` (this host's components stop calling it) and stops it.
+fn stop_on_shutdown(
+    id: String,
+    handle: ProviderHandle,
+    stopper: Stopper,
+    providers: LocalProviders,
+    status: Arc<Mutex<ProviderStatus>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        handle.wait_for_shutdown().await;
+        providers.write().remove(&id);
+        stopper(handle).await;
+        set_state(&status, ProviderState::Stopped);
+        info!(provider = id, "in-process provider stopped");
+    })
 }
 
 /// Starts keyvalue provider `kv` with `config` and lets `serve` serve it on the lattice:
@@ -148,7 +166,11 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let handle = ProviderHandle::start(config, Arc::new(kv.clone())).await?;
-    serve(handle.clone(), kv.clone()).await?;
+    if let Err(err) = serve(handle.clone(), kv.clone()).await {
+        // Started but not serving: it must not linger on the lattice.
+        handle.stop(&kv).await;
+        return Err(err);
+    }
     let stop_kv = kv.clone();
     let stopper: Stopper = Box::new(move |h| Box::pin(async move { h.stop(&stop_kv).await }));
     Ok((handle, Arc::new(kv), stopper))
@@ -167,6 +189,9 @@ pub(crate) async fn start(
     status: Arc<Mutex<ProviderStatus>>,
 ) -> anyhow::Result<InProcessProvider> {
     let id = config.provider_id.clone();
+    if providers.get(&id).is_some() {
+        anyhow::bail!("provider {id} already runs in this host's process");
+    }
     let (handle, keyvalue, stopper) = match kind {
         InProcessKind::KeyvalueRedis => {
             use trellis_provider_keyvalue_redis as p;
@@ -201,11 +226,16 @@ pub(crate) async fn start(
         kind = kind.name(),
         "in-process provider started"
     );
+    let stopping = stop_on_shutdown(
+        id.clone(),
+        handle.clone(),
+        stopper,
+        providers.clone(),
+        status,
+    );
     Ok(InProcessProvider {
         id,
         handle,
-        stopper: Some(stopper),
-        providers: providers.clone(),
-        status,
+        stopping: Some(stopping),
     })
 }

@@ -225,6 +225,9 @@ impl LinkRouter {
         )>,
         String,
     > {
+        if self.local.is_empty() {
+            return Ok(None);
+        }
         let Ok((target, link_name)) = self.route(instance) else {
             return Ok(None);
         };
@@ -234,9 +237,15 @@ impl LinkRouter {
         let Some(handler) = local.keyvalue.clone() else {
             return Ok(None);
         };
-        let cx = local
-            .handle
-            .admit_local(&self.component_id, &link_name, instance, None)?;
+        // The same proof a call over the lattice carries, checked the same way.
+        let proof = self
+            .signer
+            .as_ref()
+            .map(|s| s.proof(&self.component_id, &target));
+        let cx =
+            local
+                .handle
+                .admit_local(&self.component_id, &link_name, instance, proof.as_deref())?;
         Ok(Some((handler, cx)))
     }
 }

@@ -214,29 +214,32 @@ fn admit(
 impl ProviderHandle {
     /// The context of a call of wire instance `instance` made in this process (a host running
     /// the provider in-process calls its handler directly, with no wRPC): admitted by link
-    /// exactly as a call from the lattice is — refused when `source_id` has no link named
-    /// `link_name` covering `instance`, or that link failed or was purged, or the provider is
-    /// stopping. No source proof is asked for: the caller is this process.
+    /// exactly as a call from the lattice is — refused when the provider is stopping, when
+    /// `proof` does not prove the caller speaks for `source_id` (where the lattice records
+    /// keys for it, see [`crate::source_proof`]), when `source_id` has no link named
+    /// `link_name` covering `instance`, or that link failed or was purged.
     pub fn admit_local(
         &self,
         source_id: &str,
         link_name: &str,
         instance: &str,
-        headers: Option<HeaderMap>,
+        proof: Option<&str>,
     ) -> Result<CallContext, String> {
         let inner = &self.inner;
+        let id = &inner.config.provider_id;
         if !inner.accepting() {
-            return Err(format!(
-                "provider {} is shutting down",
-                inner.config.provider_id
-            ));
+            return Err(format!("provider {id} is shutting down"));
         }
+        inner
+            .proofs
+            .check(&inner.config.lattice, source_id, id, proof)
+            .map_err(|refused| refused.to_string())?;
         admit(
             inner,
             source_id.to_string(),
             link_name.to_string(),
             instance,
-            headers,
+            None,
             transport::Pacer::new(),
         )
     }

@@ -581,7 +581,38 @@ mod e2e {
                 && remote_err.contains("was purged"),
             "{remote_err}"
         );
+        // Stopped, or dropped: off the lattice, as a child process that exited.
+        let health = |id: String| {
+            let subjects = subjects.clone();
+            async move {
+                trellis_sdk::admin::provider_health(
+                    &common::nats().await,
+                    &subjects,
+                    &id,
+                    Duration::from_millis(500),
+                )
+                .await
+            }
+        };
         provider.stop().await;
+        assert!(
+            health(id.to_string()).await.is_none(),
+            "answers when stopped"
+        );
+        let dropped = format!("{id}-dropped");
+        let second = host
+            .start_in_process(&dropped, kind, HashMap::new(), None)
+            .await
+            .unwrap();
+        assert!(health(dropped.clone()).await.is_some(), "runs");
+        drop(second);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while health(dropped.clone()).await.is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "a dropped provider stays on the lattice"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
